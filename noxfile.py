@@ -1,0 +1,160 @@
+"""Test sessions for the opto workspace.
+
+`nox` runs every session except `bench`:
+
+- one session per distribution (`utils`, `trace`, `optimizers`, `trainers`): a fresh
+  environment holding only that package, its lower neighbours and the test tools;
+- `all`: every package together plus the cross-package tests in `tests/`, on 3.11 and 3.13;
+- `wheels`: builds the four wheels and tests each one installed alone (non-editable);
+- `lint`: ruff, the import-linter layers contract and the namespace-package guard.
+
+`nox -s bench` runs the benchmarks side by side with `trace-opt` from PyPI.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PACKAGES = ["utils", "trace", "optimizers", "trainers"]  # lowest layer first
+DEFAULT_PYTHON = "3.11"
+ALL_PYTHONS = ["3.11", "3.13"]
+
+
+def _expose_installed_pythons() -> None:
+    """Put interpreters installed side by side (pyenv, /usr/local) on PATH.
+
+    pyenv's shims only answer for the globally selected version, so `python3.13` fails even
+    when 3.13 is installed; prepending the real `bin` folders lets nox and uv find them
+    without downloading anything.
+    """
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin")))
+    candidates += sorted(glob.glob("/usr/local/opt/python@3.*/bin"))
+    extra = [c for c in candidates if c not in os.environ.get("PATH", "")]
+    if extra:
+        os.environ["PATH"] = os.pathsep.join([*extra, os.environ.get("PATH", "")])
+
+
+_expose_installed_pythons()
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.sessions = ["lint", *PACKAGES, "all", "wheels"]
+
+
+def _uv_sync(session: nox.Session, *args: str) -> None:
+    """Install from uv.lock into this session's virtualenv (never updates the lock)."""
+    session.run_install(
+        "uv",
+        "sync",
+        "--locked",
+        "--no-default-groups",
+        *args,
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+        external=True,
+    )
+
+
+def _assert_absent(session: nox.Session, modules: list[str]) -> None:
+    """Fail if any of `modules` can be imported: higher layers must not leak in."""
+    if not modules:
+        return
+    check = (
+        "import importlib.util, sys\n"
+        f"present = [m for m in {modules!r} if importlib.util.find_spec(m) is not None]\n"
+        "sys.exit(f'unexpected packages installed: {present}' if present else 0)\n"
+    )
+    session.run("python", "-c", check)
+
+
+def _package_session(name: str):
+    index = PACKAGES.index(name)
+
+    @nox.session(name=name, python=DEFAULT_PYTHON)
+    def run(session: nox.Session) -> None:
+        _uv_sync(session, "--package", f"opto-{name}", "--group", "test")
+        _assert_absent(session, [f"opto.{higher}" for higher in PACKAGES[index + 1 :]])
+        session.run("pytest", f"packages/opto-{name}/tests", *session.posargs)
+
+    run.__doc__ = f"Test opto-{name} alone (only its lower neighbours installed)."
+    return run
+
+
+for _name in PACKAGES:
+    globals()[f"test_{_name}"] = _package_session(_name)
+
+
+@nox.session(name="all", python=ALL_PYTHONS)
+def all_packages(session: nox.Session) -> None:
+    """Test every package together, with the optional extras, plus the root tests/."""
+    _uv_sync(session, "--all-packages", "--all-extras", "--group", "test")
+    session.run(
+        "pytest",
+        *(f"packages/opto-{name}/tests" for name in PACKAGES),
+        "tests",
+        *session.posargs,
+    )
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def wheels(session: nox.Session) -> None:
+    """Build the four wheels; install each alone (non-editable) in a fresh venv and test it."""
+    dist = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("uv", "build", "--all-packages", "--wheel", "-o", str(dist), external=True)
+    for index, name in enumerate(PACKAGES):
+        venv = Path(session.create_tmp()) / f"venv-{name}"
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run("uv", "venv", "-q", "-p", session.python, str(venv), external=True)
+        python = str(venv / "bin" / "python")
+        own = [str(w) for lower in PACKAGES[: index + 1] for w in dist.glob(f"opto_{lower}-*.whl")]
+        session.run("uv", "pip", "install", "-q", "--python", python, *own, external=True)
+        check = (
+            "import importlib, importlib.util, sys, sysconfig\n"
+            f"mod = importlib.import_module('opto.{name}')\n"
+            "site = sysconfig.get_paths()['purelib']\n"
+            "assert mod.__file__.startswith(site), f'not the installed wheel: {mod.__file__}'\n"
+            f"higher = {[f'opto.{h}' for h in PACKAGES[index + 1 :]]!r}\n"
+            "heavy = ['litellm', 'graphviz', 'numpy', 'llama_cpp', 'black', 'rich']\n"
+            "present = [m for m in higher + heavy if importlib.util.find_spec(m) is not None]\n"
+            "sys.exit(f'unexpected packages in a plain install: {present}' if present else 0)\n"
+        )
+        session.run(python, "-c", check, external=True)
+        session.run("uv", "pip", "install", "-q", "--python", python, "pytest", "hypothesis",
+                    external=True)
+        session.run(python, "-m", "pytest", "-q", f"packages/opto-{name}/tests", external=True)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff, the layers contract (trainers > optimizers > trace > utils), no opto/__init__.py."""
+    stray = sorted(str(p) for p in ROOT.glob("packages/*/src/opto/__init__.py"))
+    if stray:
+        session.error(f"opto is a PEP 420 namespace; remove {', '.join(stray)}")
+    _uv_sync(session, "--all-packages", "--group", "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks of opto.trace side by side with trace-opt from PyPI (prints ratios)."""
+    _uv_sync(session, "--package", "opto-trace")
+    reference = Path(session.create_tmp()) / "trace-opt-venv"
+    if not (reference / "bin" / "python").exists():
+        session.run("uv", "venv", "-q", "-p", session.python, str(reference), external=True)
+        session.run(
+            "uv", "pip", "install", "-q", "--python", str(reference / "bin" / "python"),
+            "trace-opt==0.1.3.8", external=True,
+        )
+    session.run(
+        "python", "benchmarks/run.py", "--reference-python", str(reference / "bin" / "python"),
+        *session.posargs,
+    )

@@ -1,0 +1,4 @@
+"""opto.optimizers — see the distribution README (opto-optimizers) for what this package offers."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

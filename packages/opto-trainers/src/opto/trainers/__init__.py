@@ -1,0 +1,4 @@
+"""opto.trainers — see the distribution README (opto-trainers) for what this package offers."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,42 @@
+"""Cross-package checks of the workspace layout (run by the `all` nox session)."""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["utils", "trace", "optimizers", "trainers"]  # lowest first
+
+
+def test_no_opto_init_in_any_distribution():
+    stray = list(ROOT.glob("packages/*/src/opto/__init__.py"))
+    assert not stray, f"opto must stay a PEP 420 namespace; remove {stray}"
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_every_portion_is_importable_together(name):
+    module = importlib.import_module(f"opto.{name}")
+    assert Path(module.__file__).is_relative_to(ROOT / "packages" / f"opto-{name}" / "src")
+
+
+@pytest.mark.parametrize("index", range(len(LAYERS)))
+def test_each_distribution_depends_on_its_lower_neighbour_only(index):
+    name = LAYERS[index]
+    meta = tomllib.loads((ROOT / "packages" / f"opto-{name}" / "pyproject.toml").read_text())
+    opto_deps = [d for d in meta["project"]["dependencies"] if d.startswith("opto-")]
+    if index == 0:
+        assert opto_deps == []
+    else:
+        assert opto_deps == [f"opto-{LAYERS[index - 1]}>=0.1,<0.2"]
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_each_distribution_has_changelog_readme_and_typed_marker(name):
+    pkg = ROOT / "packages" / f"opto-{name}"
+    assert (pkg / "CHANGELOG.md").is_file()
+    assert (pkg / "README.md").is_file()
+    assert (pkg / "src" / "opto" / name / "py.typed").is_file()
