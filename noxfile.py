@@ -145,16 +145,17 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks of opto.trace side by side with trace-opt from PyPI (prints ratios)."""
+    """Benchmarks of opto.trace side by side with trace-opt from PyPI (prints ratios).
+
+    trace-opt gets its own venv, benchmarks/_trace_opt_venv (git-ignored, kept between runs
+    since this session's venv is recreated each time). Arguments after `--` go to
+    benchmarks/run.py, e.g. `nox -s bench -- --strict` fails when a target is missed.
+    """
+    trace_opt = "trace-opt==0.1.3.8"  # the version the targets were set against
     _uv_sync(session, "--package", "opto-trace")
-    reference = Path(session.create_tmp()) / "trace-opt-venv"
-    if not (reference / "bin" / "python").exists():
+    reference = ROOT / "benchmarks" / "_trace_opt_venv"
+    python = reference / "bin" / "python"
+    if not python.exists():
         session.run("uv", "venv", "-q", "-p", session.python, str(reference), external=True)
-        session.run(
-            "uv", "pip", "install", "-q", "--python", str(reference / "bin" / "python"),
-            "trace-opt==0.1.3.8", external=True,
-        )
-    session.run(
-        "python", "benchmarks/run.py", "--reference-python", str(reference / "bin" / "python"),
-        *session.posargs,
-    )
+    session.run("uv", "pip", "install", "-q", "--python", str(python), trace_opt, external=True)
+    session.run("python", "benchmarks/run.py", "--reference-python", str(python), *session.posargs)
