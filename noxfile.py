@@ -126,8 +126,9 @@ def wheels(session: nox.Session) -> None:
             "sys.exit(f'unexpected packages in a plain install: {present}' if present else 0)\n"
         )
         session.run(python, "-c", check, external=True)
-        session.run("uv", "pip", "install", "-q", "--python", python, "pytest", "hypothesis",
-                    external=True)
+        session.run(
+            "uv", "pip", "install", "-q", "--python", python, "pytest", "hypothesis", external=True
+        )
         session.run(python, "-m", "pytest", "-q", f"packages/opto-{name}/tests", external=True)
 
 

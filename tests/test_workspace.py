@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["utils", "trace", "optimizers", "trainers"]  # lowest first
