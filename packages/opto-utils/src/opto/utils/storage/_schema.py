@@ -1,0 +1,146 @@
+"""Tables of the run storage and the schema-version check done when a storage opens.
+
+All tables carry the `opto_` prefix so a storage can share a database with other
+applications. JSON values are stored as text (see `_json`), which keeps SQLite and
+PostgreSQL on one code path and lets NaN/infinite floats round-trip.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from .errors import SchemaVersionError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "checkpoints",
+    "ensure_schema",
+    "events",
+    "metadata",
+    "runs",
+    "step_scores",
+    "steps",
+]
+
+#: Version of the table layout written by this opto-utils.
+SCHEMA_VERSION = 1
+
+# Key of the PostgreSQL advisory lock that serializes schema creation between processes.
+_SCHEMA_LOCK_KEY = 0x6F70746F  # "opto"
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "opto_schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.DateTime, nullable=False),
+)
+
+runs = sa.Table(
+    "opto_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+)
+
+
+def _run_id() -> sa.Column[int]:
+    return sa.Column(
+        "run_id", sa.Integer, sa.ForeignKey("opto_runs.id", ondelete="CASCADE"), nullable=False
+    )
+
+
+steps = sa.Table(
+    "opto_steps",
+    metadata,
+    _run_id(),
+    sa.Column("iteration", sa.Integer, nullable=False),
+    sa.Column("parameters", sa.Text, nullable=False),
+    sa.Column("scores", sa.Text, nullable=False),
+    sa.Column("feedback", sa.Text, nullable=False),
+    sa.Column("usage", sa.Text, nullable=False),
+    sa.Column("info", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.PrimaryKeyConstraint("run_id", "iteration"),
+)
+
+# One row per (step, score name): lets the database find the best step without decoding JSON.
+step_scores = sa.Table(
+    "opto_step_scores",
+    metadata,
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("iteration", sa.Integer, nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("value", sa.Float(precision=53), nullable=True),
+    sa.PrimaryKeyConstraint("run_id", "iteration", "key"),
+    sa.ForeignKeyConstraint(
+        ["run_id", "iteration"],
+        ["opto_steps.run_id", "opto_steps.iteration"],
+        ondelete="CASCADE",
+    ),
+    sa.Index("ix_opto_step_scores_rank", "run_id", "key", "value"),
+)
+
+checkpoints = sa.Table(
+    "opto_checkpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _run_id(),
+    sa.Column("iteration", sa.Integer, nullable=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_opto_checkpoints_run", "run_id", "id"),
+)
+
+events = sa.Table(
+    "opto_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _run_id(),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("iteration", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_opto_events_run", "run_id", "id"),
+)
+
+
+def ensure_schema(connection: sa.Connection, where: str) -> None:
+    """Create the tables in a fresh database, or check that an existing one is readable.
+
+    Runs inside the caller's write transaction; on PostgreSQL an advisory lock makes
+    processes opening a fresh database at once create it exactly once.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+    if not sa.inspect(connection).has_table(schema_version.name):
+        metadata.create_all(connection)
+        connection.execute(
+            schema_version.insert().values(
+                version=SCHEMA_VERSION,
+                applied_at=datetime.now(timezone.utc).replace(tzinfo=None),
+            )
+        )
+        return
+    found = connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+    if found == SCHEMA_VERSION:
+        return
+    if found is not None and found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"storage {where} uses schema version {found}, newer than version "
+            f"{SCHEMA_VERSION} that this opto-utils understands; upgrade opto-utils "
+            "(pip install -U opto-utils) to open it"
+        )
+    raise SchemaVersionError(
+        f"storage {where} has an unknown schema version ({found}); it was not written by "
+        f"this opto-utils (schema version {SCHEMA_VERSION}) — use another database"
+    )
