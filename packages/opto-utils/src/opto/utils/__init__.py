@@ -1,4 +1,35 @@
-"""opto.utils — see the distribution README (opto-utils) for what this package offers."""
+"""opto.utils — the layer every opto package talks to the world through.
+
+Submodules: `opto.utils.llm` (LLM protocol and backends), `opto.utils.usage` (usage ledger
+and budgets), `opto.utils.cache` (response cache), `opto.utils.testing` (test doubles),
+`opto.utils.storage` (run storage). The names below are imported on first access, so
+`import opto.utils` costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opto.utils.usage import Budget, BudgetExceeded, track_usage
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+_EXPORTS = {
+    "Budget": "opto.utils.usage",
+    "BudgetExceeded": "opto.utils.usage",
+    "track_usage": "opto.utils.usage",
+}
+
+__all__ = ["Budget", "BudgetExceeded", "__version__", "track_usage"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        msg = f"module 'opto.utils' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,110 @@
+"""opto.utils.llm — one LLM protocol, several backends.
+
+`llm(messages=[...], **options) -> ChatResponse` (OpenAI-shaped: `.choices[0].message.content`,
+plus `.usage`) and `await llm.acall(...)`. Backends: `LiteLLM` (any provider), `LocalLLM` (the
+embedded offline model), `CustomLLM` (any OpenAI-compatible client), `AbstractModel` (base
+class); `LLM()` picks one. Names are imported on first access so that `import
+opto.utils.llm` stays cheap; litellm itself is only imported on the first LiteLLM call.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opto.utils.llm.base import DEFAULT_TIMEOUT, AbstractModel
+    from opto.utils.llm.custom import CustomLLM
+    from opto.utils.llm.errors import (
+        AuthenticationError,
+        BadRequestError,
+        ContextWindowExceededError,
+        LLMConfigurationError,
+        LLMConnectionError,
+        LLMError,
+        LLMTimeoutError,
+        MalformedResponseError,
+        RateLimitError,
+        ServerError,
+    )
+    from opto.utils.llm.factory import LLM, LLMFactory, Profile
+    from opto.utils.llm.litellm_backend import LiteLLM
+    from opto.utils.llm.local import LocalLLM
+    from opto.utils.llm.retry import RetryPolicy
+    from opto.utils.llm.types import ChatModel, ChatResponse, Choice, Message, Usage
+    from opto.utils.testing import DummyLLM
+
+_EXPORTS = {
+    "AbstractModel": "opto.utils.llm.base",
+    "DEFAULT_TIMEOUT": "opto.utils.llm.base",
+    "CustomLLM": "opto.utils.llm.custom",
+    "LiteLLM": "opto.utils.llm.litellm_backend",
+    "LocalLLM": "opto.utils.llm.local",
+    "LLM": "opto.utils.llm.factory",
+    "LLMFactory": "opto.utils.llm.factory",
+    "Profile": "opto.utils.llm.factory",
+    "RetryPolicy": "opto.utils.llm.retry",
+    "ChatModel": "opto.utils.llm.types",
+    "ChatResponse": "opto.utils.llm.types",
+    "Choice": "opto.utils.llm.types",
+    "Message": "opto.utils.llm.types",
+    "Usage": "opto.utils.llm.types",
+    "DummyLLM": "opto.utils.testing",
+    **dict.fromkeys(
+        [
+            "AuthenticationError",
+            "BadRequestError",
+            "ContextWindowExceededError",
+            "LLMConfigurationError",
+            "LLMConnectionError",
+            "LLMError",
+            "LLMTimeoutError",
+            "MalformedResponseError",
+            "RateLimitError",
+            "ServerError",
+        ],
+        "opto.utils.llm.errors",
+    ),
+}
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "LLM",
+    "AbstractModel",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChatModel",
+    "ChatResponse",
+    "Choice",
+    "ContextWindowExceededError",
+    "CustomLLM",
+    "DummyLLM",
+    "LLMConfigurationError",
+    "LLMConnectionError",
+    "LLMError",
+    "LLMFactory",
+    "LLMTimeoutError",
+    "LiteLLM",
+    "LocalLLM",
+    "MalformedResponseError",
+    "Message",
+    "Profile",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServerError",
+    "Usage",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        msg = f"module 'opto.utils.llm' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,183 @@
+"""The `LLMError` family and the mapping from provider exceptions onto it.
+
+Backends raise these after the last retry, with the provider's exception as `__cause__`, so
+callers can catch one hierarchy whatever the provider. `transient` says whether a retry may
+help (timeouts, connection errors, 429, 5xx, malformed replies).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "ContextWindowExceededError",
+    "LLMConfigurationError",
+    "LLMConnectionError",
+    "LLMError",
+    "LLMTimeoutError",
+    "MalformedResponseError",
+    "RateLimitError",
+    "ServerError",
+    "classify_exception",
+    "parse_retry_after",
+]
+
+
+class LLMError(Exception):
+    """A call to a language model failed.
+
+    Attributes: `model` (model id), `status` (HTTP status when known), `retry_after`
+    (seconds the provider asked us to wait, when it did), `attempts` (calls made).
+    """
+
+    transient: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.status = status
+        self.retry_after = retry_after
+        self.attempts = attempts
+
+
+class LLMTimeoutError(LLMError):
+    """The provider did not answer within the timeout. Raise `timeout=` if replies are long."""
+
+    transient = True
+
+
+class LLMConnectionError(LLMError):
+    """The provider could not be reached (DNS, refused connection, reset). Check `api_base`
+    and the network."""
+
+    transient = True
+
+
+class RateLimitError(LLMError):
+    """The provider answered 429 (rate limit or quota). Slow down or raise your quota."""
+
+    transient = True
+
+
+class ServerError(LLMError):
+    """The provider answered 5xx. Usually temporary."""
+
+    transient = True
+
+
+class MalformedResponseError(LLMError):
+    """The provider's reply could not be read (invalid JSON, no choices). Often temporary."""
+
+    transient = True
+
+
+class AuthenticationError(LLMError):
+    """The provider rejected the credentials (401/403). Set the provider's API key."""
+
+
+class BadRequestError(LLMError):
+    """The provider rejected the request (4xx): fix the model name or options."""
+
+
+class ContextWindowExceededError(BadRequestError):
+    """The prompt plus requested completion exceed the model's context window."""
+
+
+class LLMConfigurationError(LLMError):
+    """No usable LLM is configured, or its configuration is invalid."""
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms` / `retry-after` headers (delta or HTTP date)."""
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000.0)
+        value = headers.get("retry-after")
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+    try:
+        return int(status) if status is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _headers_of(exc: BaseException) -> Any:
+    for name in ("litellm_response_headers", "headers"):
+        headers = getattr(exc, name, None)
+        if headers is not None:
+            return headers
+    response = getattr(exc, "response", None)
+    return getattr(response, "headers", None)
+
+
+# Class names used by the OpenAI SDK, litellm and httpx, checked along the MRO so that
+# no SDK has to be imported to classify its exceptions.
+_TIMEOUT_NAMES = frozenset({"APITimeoutError", "Timeout", "TimeoutException", "ReadTimeout"})
+_CONNECTION_NAMES = frozenset({"APIConnectionError", "ConnectError", "RemoteProtocolError"})
+_CONTEXT_NAMES = frozenset({"ContextWindowExceededError"})
+_MALFORMED_NAMES = frozenset({"JSONDecodeError", "ValidationError"})
+
+
+def classify_exception(exc: BaseException, *, model: str | None = None) -> LLMError:
+    """Map a provider exception onto the `LLMError` family (does not raise).
+
+    Uses the exception's type (its MRO names) and HTTP status, never its message text.
+    """
+    if isinstance(exc, LLMError):
+        return exc
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    status = _status_of(exc)
+    text = f"{type(exc).__name__}: {exc}"
+    kwargs: dict[str, Any] = {"model": model, "status": status}
+    if names & _CONTEXT_NAMES:
+        return ContextWindowExceededError(text, **kwargs)
+    if names & _TIMEOUT_NAMES or isinstance(exc, TimeoutError):
+        return LLMTimeoutError(text, **kwargs)
+    if status == 429 or "RateLimitError" in names:
+        return RateLimitError(text, retry_after=parse_retry_after(_headers_of(exc)), **kwargs)
+    if status is not None and status >= 500:
+        return ServerError(text, retry_after=parse_retry_after(_headers_of(exc)), **kwargs)
+    if status in (401, 403) or "AuthenticationError" in names:
+        return AuthenticationError(text, **kwargs)
+    if status is not None and 400 <= status < 500:
+        return BadRequestError(text, **kwargs)
+    if names & _CONNECTION_NAMES or isinstance(exc, ConnectionError):
+        return LLMConnectionError(text, **kwargs)
+    if names & _MALFORMED_NAMES:
+        return MalformedResponseError(text, **kwargs)
+    if "InternalServerError" in names or "ServiceUnavailableError" in names:
+        return ServerError(text, **kwargs)
+    return LLMError(text, **kwargs)

@@ -1,0 +1,105 @@
+"""Retry policy: transient errors only, exponential backoff with jitter, `Retry-After`.
+
+Only `LLMError`s whose `transient` flag is set (timeouts, connection errors, 429, 5xx,
+malformed replies) are retried; anything else propagates at once. After the last try the
+typed error is raised with the provider's exception as `__cause__`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import attrs
+from opto.utils.llm.errors import LLMError, classify_exception
+
+__all__ = ["RetryPolicy", "acall_with_retry", "call_with_retry"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How often and how long to retry a transient failure.
+
+    Delay before retry k (0-based) is `min(max_delay, base_delay * 2**k)` scaled by a
+    random factor in [1 - jitter, 1]; a provider's `Retry-After` raises it (capped at
+    `max_delay`). `sleep`/`asleep` are injectable so tests can observe delays.
+    """
+
+    max_retries: int = attrs.field(default=4, validator=attrs.validators.ge(0))
+    base_delay: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    max_delay: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    jitter: float = attrs.field(
+        default=0.5, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
+    )
+    sleep: Callable[[float], None] = attrs.field(default=time.sleep, eq=False, repr=False)
+    asleep: Callable[[float], Awaitable[None]] = attrs.field(
+        default=asyncio.sleep, eq=False, repr=False
+    )
+
+    def delay(self, attempt: int, error: LLMError) -> float:
+        """Seconds to wait after failed attempt number `attempt` (0-based)."""
+        backoff = min(self.max_delay, self.base_delay * (2**attempt))
+        backoff *= 1.0 - self.jitter * random.random()
+        if error.retry_after is not None:
+            backoff = max(backoff, min(error.retry_after, self.max_delay))
+        return backoff
+
+
+NO_RETRY = RetryPolicy(max_retries=0)
+
+
+def _failure(exc: Exception, model: str | None, attempt: int) -> LLMError:
+    error = classify_exception(exc, model=model)
+    error.attempts = attempt + 1
+    return error
+
+
+def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, model: str | None = None) -> T:
+    """Call `fn()` and retry transient failures per `policy`; raise a typed `LLMError`."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            error = _failure(exc, model, attempt)
+            if not error.transient or attempt >= policy.max_retries:
+                if error is exc:
+                    raise
+                raise error from exc
+            wait = policy.delay(attempt, error)
+            logger.warning(
+                "LLM call to %s failed (%s); retry %d/%d in %.2fs",
+                model, type(error).__name__, attempt + 1, policy.max_retries, wait,
+            )  # fmt: skip
+            policy.sleep(wait)
+            attempt += 1
+
+
+async def acall_with_retry(
+    fn: Callable[[], Awaitable[T]], policy: RetryPolicy, *, model: str | None = None
+) -> T:
+    """Async twin of `call_with_retry`."""
+    attempt = 0
+    while True:
+        try:
+            return await fn()
+        except Exception as exc:
+            error = _failure(exc, model, attempt)
+            if not error.transient or attempt >= policy.max_retries:
+                if error is exc:
+                    raise
+                raise error from exc
+            wait = policy.delay(attempt, error)
+            logger.warning(
+                "LLM call to %s failed (%s); retry %d/%d in %.2fs",
+                model, type(error).__name__, attempt + 1, policy.max_retries, wait,
+            )  # fmt: skip
+            await policy.asleep(wait)
+            attempt += 1

@@ -1,0 +1,318 @@
+"""Usage ledger: every LLM call recorded, totals, scoped tracking and budgets.
+
+The process-wide `ledger()` sees every call. `with track_usage() as u:` opens a scope that
+also sees the calls made in its context (the current thread or asyncio task and the tasks it
+starts; pass `all_threads=True` to see calls from every thread). A scope may carry a budget:
+a call that would pass it raises `BudgetExceeded` *before* it is made. Cache hits are
+recorded but cost nothing and count against no budget.
+
+Thread pools do not inherit context variables: submit work with
+`contextvars.copy_context().run` (or use `all_threads=True`) so calls reach the scope.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "Budget",
+    "BudgetExceeded",
+    "Reservation",
+    "UsageLedger",
+    "UsageRecord",
+    "ledger",
+    "record",
+    "reserve",
+    "track_usage",
+]
+
+
+class BudgetExceeded(Exception):
+    """A call was refused because it would pass a usage budget.
+
+    Not an `LLMError`: retry logic and "ignore LLM failures" handlers must not swallow it.
+    Attributes: `limit` ("calls", "tokens" or "usd"), `budget`, `used`.
+    """
+
+    def __init__(self, message: str, *, limit: str, budget: float, used: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.budget = budget
+        self.used = used
+
+
+@attrs.frozen(kw_only=True)
+class UsageRecord:
+    """One LLM call as the ledger saw it. `error` is the error type name of a failed call."""
+
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    latency_s: float = 0.0
+    cached: bool = False
+    error: str | None = None
+    attempts: int = 1
+    timestamp: float = attrs.field(factory=time.time)
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@attrs.frozen(kw_only=True)
+class Budget:
+    """Limits for a usage scope; None means unlimited.
+
+    `max_tokens` counts prompt + completion tokens; `max_usd` counts calls of known cost
+    (calls to models without a price add nothing, and are counted in `unknown_cost_calls`).
+    """
+
+    max_calls: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
+    max_tokens: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
+    max_usd: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
+
+    @property
+    def unlimited(self) -> bool:
+        """True when no limit is set."""
+        return self.max_calls is None and self.max_tokens is None and self.max_usd is None
+
+
+class UsageLedger:
+    """Thread- and task-safe totals of LLM calls, with an optional budget.
+
+    `records` keeps the last `max_records` calls (all of them when None); totals are exact
+    regardless.
+    """
+
+    def __init__(self, budget: Budget | None = None, *, max_records: int | None = None) -> None:
+        self.budget = budget or Budget()
+        self._lock = threading.Lock()
+        self._records: deque[UsageRecord] = deque(maxlen=max_records)
+        self._pending_calls = 0
+        self._pending_tokens = 0
+        self.calls = 0
+        self.errors = 0
+        self.cached_calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_usd = 0.0
+        self.unknown_cost_calls = 0
+        self._by_model: dict[str, dict[str, float]] = {}
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens of all recorded calls."""
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def records(self) -> list[UsageRecord]:
+        """A copy of the kept records, oldest first."""
+        with self._lock:
+            return list(self._records)
+
+    def by_model(self) -> dict[str, dict[str, float]]:
+        """Per-model totals: calls, prompt_tokens, completion_tokens, cost_usd."""
+        with self._lock:
+            return {model: dict(totals) for model, totals in self._by_model.items()}
+
+    def summary(self) -> dict[str, Any]:
+        """Totals as a JSON-able dict (for logs and checkpoints)."""
+        with self._lock:
+            return {
+                "calls": self.calls,
+                "errors": self.errors,
+                "cached_calls": self.cached_calls,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "cost_usd": self.cost_usd,
+                "unknown_cost_calls": self.unknown_cost_calls,
+            }
+
+    def _check(self, estimated_tokens: int) -> None:
+        """Raise `BudgetExceeded` if one more call would pass the budget (lock held)."""
+        budget = self.budget
+        if budget.max_calls is not None:
+            used = self.calls - self.cached_calls + self._pending_calls
+            if used + 1 > budget.max_calls:
+                msg = (
+                    f"LLM call budget exhausted: {used} of max_calls={budget.max_calls} used; "
+                    "raise max_calls or make fewer calls"
+                )
+                raise BudgetExceeded(msg, limit="calls", budget=budget.max_calls, used=used)
+        if budget.max_tokens is not None:
+            used = self.prompt_tokens + self.completion_tokens + self._pending_tokens
+            if used + estimated_tokens > budget.max_tokens:
+                msg = (
+                    f"LLM token budget would be passed: {used} used + ~{estimated_tokens} for "
+                    f"this call > max_tokens={budget.max_tokens}; raise max_tokens"
+                )
+                raise BudgetExceeded(msg, limit="tokens", budget=budget.max_tokens, used=used)
+        if budget.max_usd is not None and self.cost_usd >= budget.max_usd:
+            msg = (
+                f"LLM cost budget exhausted: ${self.cost_usd:.6f} spent of "
+                f"max_usd={budget.max_usd}; raise max_usd"
+            )
+            raise BudgetExceeded(msg, limit="usd", budget=budget.max_usd, used=self.cost_usd)
+
+    def _add(self, record: UsageRecord) -> None:
+        """Add `record` to the totals (lock held)."""
+        self._records.append(record)
+        self.calls += 1
+        if record.error is not None:
+            self.errors += 1
+        if record.cached:
+            self.cached_calls += 1
+            return
+        self.prompt_tokens += record.prompt_tokens
+        self.completion_tokens += record.completion_tokens
+        if record.cost_usd is None:
+            self.unknown_cost_calls += 1
+        else:
+            self.cost_usd += record.cost_usd
+        totals = self._by_model.setdefault(
+            record.model,
+            {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0},
+        )
+        totals["calls"] += 1
+        totals["prompt_tokens"] += record.prompt_tokens
+        totals["completion_tokens"] += record.completion_tokens
+        totals["cost_usd"] += record.cost_usd or 0.0
+
+    def record(self, record: UsageRecord) -> None:
+        """Add a call to the totals."""
+        with self._lock:
+            self._add(record)
+
+
+_GLOBAL = UsageLedger(max_records=10_000)
+_SCOPES: contextvars.ContextVar[tuple[UsageLedger, ...]] = contextvars.ContextVar(
+    "opto_usage_scopes", default=()
+)
+_THREAD_SCOPES: list[UsageLedger] = []
+_THREAD_SCOPES_LOCK = threading.Lock()
+
+
+def ledger() -> UsageLedger:
+    """The process-wide ledger that records every call (keeps the last 10,000 records)."""
+    return _GLOBAL
+
+
+def _active() -> tuple[UsageLedger, ...]:
+    scopes = _SCOPES.get()
+    if _THREAD_SCOPES:
+        with _THREAD_SCOPES_LOCK:
+            extra = tuple(s for s in _THREAD_SCOPES if s not in scopes)
+        scopes = scopes + extra
+    return (_GLOBAL, *scopes)
+
+
+class Reservation:
+    """A call admitted by every active budget; `commit` records it, `release` drops it.
+
+    The pending call counts against the budgets until then, so concurrent callers cannot
+    jointly pass a limit.
+    """
+
+    __slots__ = ("_done", "_ledgers", "_tokens")
+
+    def __init__(self, ledgers: tuple[UsageLedger, ...], tokens: int) -> None:
+        self._ledgers = ledgers
+        self._tokens = tokens
+        self._done = False
+
+    def commit(self, record: UsageRecord) -> None:
+        """Record the finished call in every active ledger."""
+        self._finish(record)
+
+    def release(self) -> None:
+        """Forget the reservation without recording a call."""
+        self._finish(None)
+
+    def _finish(self, record: UsageRecord | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        for led in self._ledgers:
+            with led._lock:
+                led._pending_calls -= 1
+                led._pending_tokens -= self._tokens
+                if record is not None:
+                    led._add(record)
+
+
+def reserve(estimated_tokens: int = 0) -> Reservation:
+    """Admit one (non-cached) call against every active budget, or raise `BudgetExceeded`.
+
+    `estimated_tokens` is the caller's guess of the tokens the call will use (prompt size
+    plus requested `max_tokens`); it only matters for token budgets.
+    """
+    ledgers = _active()
+    taken: list[UsageLedger] = []
+    try:
+        for led in ledgers:
+            with led._lock:
+                if not led.budget.unlimited:
+                    led._check(estimated_tokens)
+                led._pending_calls += 1
+                led._pending_tokens += estimated_tokens
+            taken.append(led)
+    except BudgetExceeded:
+        Reservation(tuple(taken), estimated_tokens).release()
+        raise
+    return Reservation(ledgers, estimated_tokens)
+
+
+def record(entry: UsageRecord) -> None:
+    """Record a call that needed no reservation (a cache hit) in every active ledger."""
+    for led in _active():
+        led.record(entry)
+
+
+@contextmanager
+def track_usage(
+    budget: Budget | None = None,
+    *,
+    max_calls: int | None = None,
+    max_tokens: int | None = None,
+    max_usd: float | None = None,
+    all_threads: bool = False,
+) -> Iterator[UsageLedger]:
+    """Open a usage scope; yields its `UsageLedger`.
+
+    Pass a `Budget` or the `max_*` limits. Scopes nest: a call is recorded in, and checked
+    against, every enclosing scope.
+    """
+    if budget is None:
+        budget = Budget(max_calls=max_calls, max_tokens=max_tokens, max_usd=max_usd)
+    scope = UsageLedger(budget)
+    if all_threads:
+        with _THREAD_SCOPES_LOCK:
+            _THREAD_SCOPES.append(scope)
+        try:
+            yield scope
+        finally:
+            with _THREAD_SCOPES_LOCK:
+                _THREAD_SCOPES.remove(scope)
+        return
+    token = _SCOPES.set((*_SCOPES.get(), scope))
+    try:
+        yield scope
+    finally:
+        _SCOPES.reset(token)
