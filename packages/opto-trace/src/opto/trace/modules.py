@@ -1,17 +1,647 @@
-"""Trainable modules (provisional base; completed by the modules work)."""
+"""Trainable modules: `Module`, the `@model` class decorator and `Model`.
+
+A Module is a ParameterContainer with a `forward` method. Its state is data: `save()`
+writes the parameter values as JSON (atomically), `load()` writes them back into the
+module's own ParameterNodes. `Model` (what `@model` mixes in) can also `export()` itself
+as a standalone Python class holding the current code and values.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import ast
+import builtins
+import contextlib
+import importlib.util
+import inspect
+import json
+import logging
+import math
+import os
+import pickle
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
-from opto.trace.containers import ParameterContainer
+from opto.trace.containers import NodeContainer, ParameterContainer
+from opto.trace.nodes import Node
+
+__all__ = ["ExportError", "Model", "Module", "ModuleStateError", "model"]
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "opto.trace.module-state"
+STATE_VERSION = 1
+
+SaveFormat = Literal["json", "pickle"]
+_T = TypeVar("_T", bound=type)
+
+
+class ModuleStateError(ValueError):
+    """A module's state cannot be written or read (unserializable value, bad file)."""
+
+
+class ExportError(RuntimeError):
+    """A model cannot be exported as source (source unavailable, non-literal value)."""
 
 
 class Module(ParameterContainer):
     """A ParameterContainer with a `forward` method; calling the module calls `forward`."""
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        """Compute the module's output; subclasses define it."""
+        raise NotImplementedError(f"{type(self).__name__} must define forward(...).")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
+
+    def save(self, path: str | os.PathLike[str], *, format: SaveFormat = "json") -> Path:
+        """Write the parameter values to `path` atomically and return the path.
+
+        `format="json"` (default) writes a readable JSON document mapping each
+        parameter's stable path (see `state_dict()`) to its value; every value must be
+        JSON data. `format="pickle"` pickles the same mapping, for values JSON cannot
+        hold; such files must only be loaded from trusted sources.
+        """
+        target = Path(path)
+        document = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "class": _class_path(type(self)),
+            "parameters": self.state_dict(),
+        }
+        if format == "json":
+            for key, value in document["parameters"].items():
+                _check_json(value, key, key)
+            payload = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
+        elif format == "pickle":
+            payload = _pickle_document(document)
+        else:
+            raise ValueError(f"Unknown save format {format!r}; use 'json' or 'pickle'.")
+        _atomic_write(target, payload)
+        logger.debug("Saved %d parameter values to %s", len(document["parameters"]), target)
+        return target
+
+    def load(self, path: str | os.PathLike[str], *, format: SaveFormat = "json") -> None:
+        """Read values written by `save()` into this module's own ParameterNodes.
+
+        Pickle files are read only when `format="pickle"` is passed explicitly. Missing or
+        unknown parameter keys raise `StateDictError` and leave the module unchanged.
+        """
+        source = Path(path)
+        raw = source.read_bytes()
+        if format == "json":
+            try:
+                document = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ModuleStateError(
+                    f"{source} is not a JSON module state file ({exc}). If it was written "
+                    "with save(..., format='pickle') and you trust it, load it with "
+                    "format='pickle'."
+                ) from exc
+        elif format == "pickle":
+            document = pickle.loads(raw)
+        else:
+            raise ValueError(f"Unknown load format {format!r}; use 'json' or 'pickle'.")
+        parameters = _validate_document(document, source)
+        saved_class = document.get("class")
+        if saved_class != _class_path(type(self)):
+            logger.warning(
+                "Loading state saved from %s into %s", saved_class, _class_path(type(self))
+            )
+        self.load_state_dict(parameters)
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _validate_document(document: Any, source: Path) -> Mapping[str, Any]:
+    if not isinstance(document, Mapping) or document.get("format") != STATE_FORMAT:
+        raise ModuleStateError(
+            f"{source} is not a module state file written by Module.save() "
+            f"(expected a mapping with format {STATE_FORMAT!r})."
+        )
+    if document.get("version") != STATE_VERSION:
+        raise ModuleStateError(
+            f"{source} has state version {document.get('version')!r}; this opto-trace "
+            f"reads version {STATE_VERSION}."
+        )
+    parameters = document.get("parameters")
+    if not isinstance(parameters, Mapping):
+        raise ModuleStateError(f"{source}: 'parameters' must be a mapping of path to value.")
+    return parameters
+
+
+def _check_json(value: Any, key: str, where: str) -> None:
+    """Raise ModuleStateError unless `value` round-trips through JSON unchanged."""
+    problem = None
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return
+        problem = f"the float {value!r} is not valid JSON"
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, key, f"{where}[{index}]")
+        return
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str):
+                problem = f"the dict key {name!r} is not a string"
+                break
+            _check_json(item, key, f"{where}[{name!r}]")
+        else:
+            return
+    else:
+        problem = f"a {type(value).__name__} is not JSON data"
+    raise ModuleStateError(
+        f"Cannot save parameter {key!r} as JSON: at {where}, {problem} (unserializable "
+        "data on save). Keep JSON data (str, int, float, bool, None, lists, dicts with str "
+        "keys) in the parameter, or save with format='pickle' (trusted files only)."
+    )
+
+
+def _pickle_document(document: dict[str, Any]) -> bytes:
+    try:
+        return pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        for key, value in document["parameters"].items():
+            try:
+                pickle.dumps(value)
+            except (pickle.PicklingError, TypeError, AttributeError):
+                raise ModuleStateError(
+                    f"Cannot save parameter {key!r}: its {type(value).__name__} value is "
+                    "unpicklable (unpicklable data on save). Store picklable data in it."
+                ) from exc
+        raise
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    """Write via a temporary file in the same directory, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename durable (POSIX)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+# ---------------------------------------------------------------------------------------
+# @model and Model
+
+
+def model(cls: _T) -> _T:
+    """Class decorator: return a `Model` subclass of `cls` with the same name and docstring.
+
+    The decorated name refers to the new class (so pickling by reference works for
+    module-level classes). Needs no source code; only `export()` does.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"@model decorates classes, got {type(cls).__name__}.")
+    namespace = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+        "_model_user_class": cls,
+    }
+    return type(cls.__name__, (cls, Model), namespace)  # type: ignore[return-value]
+
+
+class Model(Module):
+    """A Module that can export itself as a standalone Python class (`export()`)."""
+
+    def export(
+        self, filename: str | os.PathLike[str], projections: Iterable[Any] | Any = None
+    ) -> str:
+        """Write a runnable `.py` file defining this model as a plain class; return its text.
+
+        The class keeps its name, docstring and members in definition order; trainable
+        bundles contribute their *current* code, bundle decorators are removed, and every
+        attribute holding a node is set to the node's current value as a literal. Names
+        the class body uses are imported (or inlined) when they can be resolved. The text
+        then goes through `projections` (default: black formatting when black is
+        installed). Raises ExportError when source code is unavailable.
+        """
+        code = _Exporter(self).render()
+        for projection in _projections(projections):
+            code = projection(code)
+        _atomic_write(Path(filename), code.encode())
+        return code
+
+
+def _projections(projections: Iterable[Any] | Any) -> list[Any]:
+    if projections is not None:
+        return list(projections) if isinstance(projections, (list, tuple)) else [projections]
+    if importlib.util.find_spec("black") is None:
+        logger.info("black is not installed; exported code is left unformatted.")
+        return []
+    try:
+        from opto.trace.projections import BlackCodeFormatter
+    except ImportError as exc:
+        logger.info("BlackCodeFormatter unavailable (%s); exported code is unformatted.", exc)
+        return []
+    return [BlackCodeFormatter()]
+
+
+_SKIPPED_CLASS_KEYS = frozenset(
+    {
+        "__dict__",
+        "__weakref__",
+        "__module__",
+        "__qualname__",
+        "__doc__",
+        "__annotations__",
+        "__orig_bases__",
+        "__firstlineno__",
+        "__static_attributes__",
+        "__slots__",
+        "__parameters__",
+        "__abstractmethods__",
+        "_abc_impl",
+        "_model_user_class",
+    }
+)
+
+
+def _fun_module_type() -> type:
+    from opto.trace.bundle import FunModule
+
+    return FunModule
+
+
+def _source(obj: Any, what: str) -> str:
+    """Dedented source of a function or class, or ExportError."""
+    try:
+        return textwrap.dedent(inspect.getsource(inspect.unwrap(obj)))
+    except (OSError, TypeError) as exc:
+        raise ExportError(
+            f"Cannot export: the source of {what} is unavailable ({exc}). export() needs "
+            "classes and functions defined in a source file (not python -c or exec)."
+        ) from exc
+
+
+def _literal(value: Any) -> str | None:
+    """`repr(value)` when it evaluates back to an equal value of the same type, else None."""
+    text = repr(value)
+    try:
+        back = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return text if type(back) is type(value) and back == value else None
+
+
+class _Exporter:
+    """Builds the source text of `Model.export`."""
+
+    def __init__(self, obj: Model) -> None:
+        self.obj = obj
+        own = type(obj)
+        self.user_class: type = vars(own).get("_model_user_class", own)
+        self.module_name = self.user_class.__module__
+        module = sys.modules.get(self.module_name)
+        self.globals: dict[str, Any] = vars(module) if module is not None else {}
+        self.fun_module = _fun_module_type()
+        self.imports: set[str] = set()
+        self.constants: list[str] = []
+        self.definitions: list[str] = []
+        self.unresolved: list[str] = []
+        self.defined: set[str] = set()
+
+    # -- class body -----------------------------------------------------------------------
+
+    def render(self) -> str:
+        class_code = self._class_code()
+        self._resolve(class_code, {self.user_class.__name__})
+        parts: list[str] = []
+        if self.unresolved:
+            parts.append(f"# NOTE: names not resolved, define them: {', '.join(self.unresolved)}")
+        if self.imports:
+            parts.append("\n".join(sorted(self.imports)))
+        if self.constants:
+            parts.append("\n".join(self.constants))
+        parts.extend(self.definitions)
+        parts.append(class_code)
+        return "\n\n\n".join(parts) + "\n"
+
+    def _class_code(self) -> str:
+        node_values, fun_values = self._instance_values()
+        members: list[tuple[str, str]] = []
+        for name, raw in self._class_members():
+            source = self._member_source(name, raw)
+            if source is not None:
+                members.append((name, source))
+        assigned: set[str] = set()
+        members = [
+            (name, self._rewrite_assignments(src, node_values, fun_values, assigned))
+            for name, src in members
+        ]
+        leftover = [
+            f"self.{attr} = {text}"
+            for attr, text in {**node_values, **fun_values}.items()
+            if attr not in assigned
+        ]
+        if leftover:
+            members = self._append_to_init(members, leftover)
+        body: list[str] = []
+        doc = self.user_class.__doc__
+        if doc:
+            body.append(_docstring(inspect.cleandoc(doc)))
+        body.extend(source.rstrip("\n") for _, source in members)
+        lines = [f"class {self.user_class.__name__}:"]
+        for index, chunk in enumerate(body or ["pass"]):
+            if index:
+                lines.append("")
+            lines.append(textwrap.indent(chunk, "    "))
+        return "\n".join(lines)
+
+    def _class_members(self) -> list[tuple[str, Any]]:
+        """Members of the user class and its user-defined bases, in definition order."""
+        own_bases = {Model, Module, ParameterContainer, NodeContainer, object}
+        seen: set[str] = set()
+        members: list[tuple[str, Any]] = []
+        for klass in type(self.obj).__mro__:
+            if klass in own_bases or "_model_user_class" in vars(klass):
+                continue
+            for name, raw in vars(klass).items():
+                if name in seen or name in _SKIPPED_CLASS_KEYS:
+                    continue
+                seen.add(name)
+                members.append((name, raw))
+        return members
+
+    def _member_source(self, name: str, raw: Any) -> str | None:
+        if isinstance(raw, self.fun_module):
+            return self._bundle_code(raw, getattr(self.obj, name, raw), f"method {name!r}")
+        if isinstance(raw, (staticmethod, classmethod)):
+            inner = raw.__func__
+            if isinstance(inner, self.fun_module):
+                code = self._bundle_code(inner, inner, f"method {name!r}")
+                return f"@{type(raw).__name__}\n{code}"
+            return _source(inner, f"method {name!r}")
+        if isinstance(raw, property):
+            functions = []
+            for func in (raw.fget, raw.fset, raw.fdel):
+                if func is not None and func not in functions:
+                    functions.append(func)
+            return "\n\n".join(_source(f, f"property {name!r}") for f in functions)
+        if inspect.isfunction(raw) or inspect.isclass(raw) or hasattr(raw, "__wrapped__"):
+            return _source(raw, f"member {name!r}")
+        text = _literal(raw)
+        if text is None:
+            raise ExportError(
+                f"Cannot export class attribute {name!r}: its {type(raw).__name__} value has "
+                "no literal form. Set it in __init__ or make it a literal."
+            )
+        return f"{name} = {text}"
+
+    def _bundle_code(self, fun: Any, bound: Any, what: str) -> str:
+        """Current code of a bundled function: the trained code, or its source."""
+        if bound.trainable:
+            return textwrap.dedent(str(bound.parameter._data))
+        info = getattr(fun, "info", None) or {}
+        source = info.get("source")
+        if source:
+            return textwrap.dedent(source)
+        return _strip_bundle_decorators(_source(getattr(fun, "_fun", fun), what))
+
+    def _instance_values(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Literal text for node attributes; function names for bundled-function attributes."""
+        nodes: dict[str, str] = {}
+        functions: dict[str, str] = {}
+        for attr, value in vars(self.obj).items():
+            if "__TRACE_RESERVED_" in attr:
+                continue
+            if isinstance(value, Node):
+                text = _literal(value._data)
+                if text is None:
+                    raise ExportError(
+                        f"Cannot export attribute {attr!r}: the value of node {value.name} "
+                        f"({type(value._data).__name__}) has no literal form. Store literal "
+                        "data (str, numbers, lists, dicts, ...) in exported nodes."
+                    )
+                nodes[attr] = text
+            elif isinstance(value, self.fun_module):
+                code = self._bundle_code(value, value, f"attribute {attr!r}")
+                function_name = _defined_name(code)
+                if function_name is None:
+                    raise ExportError(f"Cannot export attribute {attr!r}: its code has no def.")
+                self._add_definition(function_name, code)
+                functions[attr] = function_name
+        return nodes, functions
+
+    def _rewrite_assignments(
+        self,
+        source: str,
+        node_values: dict[str, str],
+        fun_values: dict[str, str],
+        assigned: set[str],
+    ) -> str:
+        """Replace the right side of `self.<attr> = ...` for node/bundle attributes."""
+        values = {**node_values, **fun_values}
+        if not values:
+            return source
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            return source
+        edits: list[tuple[int, int, int, int, str]] = []
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            arguments = function.args.posonlyargs + function.args.args
+            if not arguments:
+                continue
+            self_name = arguments[0].arg
+            for statement in ast.walk(function):
+                if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+                    target = statement.targets[0]
+                elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+                    target = statement.target
+                else:
+                    continue
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == self_name
+                    and target.attr in values
+                ):
+                    value = statement.value
+                    assigned.add(target.attr)
+                    edits.append(
+                        (
+                            value.lineno,
+                            value.col_offset,
+                            value.end_lineno or value.lineno,
+                            value.end_col_offset or 0,
+                            values[target.attr],
+                        )
+                    )
+        return _apply_edits(source, edits)
+
+    def _append_to_init(
+        self, members: list[tuple[str, str]], statements: list[str]
+    ) -> list[tuple[str, str]]:
+        """Add `statements` at the end of `__init__` (created if the class has none)."""
+        for index, (name, source) in enumerate(members):
+            if name != "__init__":
+                continue
+            function = ast.parse(source).body[0]
+            indent = " " * function.body[0].col_offset if function.body else "    "
+            lines = source.rstrip("\n").split("\n")
+            end = function.end_lineno or len(lines)
+            added = [indent + statement for statement in statements]
+            members[index] = (name, "\n".join(lines[:end] + added + lines[end:]))
+            return members
+        init = "def __init__(self):\n" + "\n".join("    " + s for s in statements)
+        return [("__init__", init), *members]
+
+    # -- names used by the class ------------------------------------------------------------
+
+    def _resolve(self, code: str, bound: set[str]) -> None:
+        """Import, define or inline every free name of `code` found in the class's module."""
+        for name in _free_names(code):
+            if name in bound or name in self.defined or name in self.unresolved:
+                continue
+            self.defined.add(name)
+            if name not in self.globals:
+                self._unresolved(name)
+                continue
+            self._resolve_value(name, self.globals[name])
+
+    def _resolve_value(self, name: str, value: Any) -> None:
+        if inspect.ismodule(value):
+            module_name = value.__name__
+            if module_name == name:
+                self.imports.add(f"import {module_name}")
+            else:
+                self.imports.add(f"import {module_name} as {name}")
+            return
+        if isinstance(value, self.fun_module):
+            code = self._bundle_code(value, value, f"function {name!r}")
+            self._add_definition(name, code)
+            return
+        module_name = getattr(value, "__module__", None)
+        if (inspect.isfunction(value) or inspect.isclass(value)) and (
+            module_name == self.module_name
+        ):
+            self._add_definition(name, _source(value, f"{name!r}"))
+            return
+        imported = _import_line(name, value)
+        if imported is not None:
+            self.imports.add(imported)
+            return
+        text = _literal(value)
+        if text is not None:
+            self.constants.append(f"{name} = {text}")
+            return
+        self._unresolved(name)
+
+    def _add_definition(self, name: str, code: str) -> None:
+        """Emit a module-level definition (and resolve the names it uses)."""
+        self.defined.add(name)
+        defined_name = _defined_name(code)
+        if defined_name is not None and defined_name != name:
+            code = f"{code.rstrip()}\n\n\n{name} = {defined_name}"
+        self._resolve(code, {name, defined_name or name})
+        self.definitions.append(code.rstrip("\n"))
+
+    def _unresolved(self, name: str) -> None:
+        logger.warning("export: cannot resolve name %r used by the class; define it.", name)
+        self.unresolved.append(name)
+
+
+def _docstring(doc: str) -> str:
+    if '"""' in doc or doc.endswith('"') or "\\" in doc:
+        return repr(doc)
+    return f'"""{doc}"""'
+
+
+def _defined_name(code: str) -> str | None:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    for statement in tree.body:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return statement.name
+    return None
+
+
+def _strip_bundle_decorators(source: str) -> str:
+    """Drop `@bundle(...)`/`@trace.bundle(...)` decorators from a function's source."""
+    tree = ast.parse(source)
+    function = tree.body[0]
+    if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return source
+    edits = []
+    for decorator in function.decorator_list:
+        call = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = call.attr if isinstance(call, ast.Attribute) else getattr(call, "id", None)
+        if name == "bundle":
+            # Remove the decorator line(s), including the "@".
+            edits.append((decorator.lineno, 0, (decorator.end_lineno or decorator.lineno) + 1, 0))
+    lines = source.split("\n")
+    for start, _, stop, _ in sorted(edits, reverse=True):
+        del lines[start - 1 : stop - 1]
+    return "\n".join(lines)
+
+
+def _apply_edits(source: str, edits: list[tuple[int, int, int, int, str]]) -> str:
+    """Replace `(line, col, end_line, end_col)` spans (ast positions, utf-8 columns)."""
+    lines = [line.encode() for line in source.split("\n")]
+    for line, col, end_line, end_col, text in sorted(edits, reverse=True):
+        head = lines[line - 1][:col]
+        tail = lines[end_line - 1][end_col:]
+        lines[line - 1 : end_line] = [head + text.encode() + tail]
+    return "\n".join(line.decode() for line in lines)
+
+
+def _free_names(code: str) -> list[str]:
+    """Names `code` reads but never binds (excluding builtins), sorted."""
+    tree = ast.parse(code)
+    bound: set[str] = set()
+    loaded: set[str] = set()
+    for item in ast.walk(tree):
+        if isinstance(item, ast.Name):
+            (bound if isinstance(item.ctx, ast.Store) else loaded).add(item.id)
+        elif isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(item.name)
+        elif isinstance(item, ast.arg):
+            bound.add(item.arg)
+        elif isinstance(item, ast.alias):
+            bound.add((item.asname or item.name).split(".")[0])
+        elif isinstance(item, ast.ExceptHandler) and item.name:
+            bound.add(item.name)
+    return sorted(loaded - bound - set(dir(builtins)))
+
+
+def _import_line(name: str, value: Any) -> str | None:
+    """`from <module> import <attr> [as name]` when `value` is importable from its module."""
+    module_name = getattr(value, "__module__", None)
+    if not isinstance(module_name, str) or module_name == "__main__":
+        return None
+    module = sys.modules.get(module_name)
+    if module is None:
+        return None
+    candidates = [name, getattr(value, "__name__", None), getattr(value, "__qualname__", None)]
+    for attr in candidates:
+        if isinstance(attr, str) and attr.isidentifier() and getattr(module, attr, None) is value:
+            alias = "" if attr == name else f" as {name}"
+            return f"from {module_name} import {attr}{alias}"
+    return None

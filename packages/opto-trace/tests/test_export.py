@@ -1,0 +1,246 @@
+"""Model.export: a standalone, runnable class with the current code and values."""
+
+import importlib.util
+import math
+import re
+
+import pytest
+from opto.trace.bundle import bundle
+from opto.trace.modules import ExportError, model
+from opto.trace.nodes import node
+
+SCALE = 3
+
+
+def load_exported(path, name):
+    spec = importlib.util.spec_from_file_location(f"exported_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+@model
+class DummyClass:
+    """A dummy model.
+
+    With a two-paragraph docstring.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._param = node(1, trainable=True)
+        self.regular_attr = "test"
+
+    @bundle(trainable=True)
+    def regular_method(self, x):
+        return x
+
+    def __str__(self):
+        return "DummyClass"
+
+    def __custom__(self):
+        return "custom"
+
+
+@model
+class ComplexClass:
+    def __init__(self):
+        super().__init__()
+        self._param = node(1, trainable=True)
+        self._nested = DummyClass()
+
+    @bundle(trainable=True)
+    def complex_method(self, x):
+        return self._nested.regular_method(x)
+
+    def __str__(self):
+        return "ComplexClass"
+
+
+@model
+class NonTrainableClass:
+    def __init__(self):
+        super().__init__()
+        self._param = node(1, trainable=False)
+        self._param2 = node(2, trainable=False)
+        self.regular_attr = "test"
+
+    @bundle(trainable=False)
+    def non_trainable_method(self, x):
+        return x
+
+    @bundle(trainable=False)
+    def another_non_trainable(self, y):
+        return y + 1
+
+
+@model
+class StrangeCalculator:
+    def __init__(self):
+        super().__init__()
+        self.offset = node(2, trainable=True)
+        self.multiplier = node(1.5, trainable=True)
+        self.prompt = node("x + 1", trainable=True)
+
+    @bundle(trainable=True)
+    def add(self, x, y):
+        """Add two numbers with an offset"""
+        return x + y + self.offset
+
+    @bundle(trainable=True)
+    def multiply(self, x, y):
+        """Multiply two numbers with a multiplier"""
+        return x * y * self.multiplier
+
+    def root(self, x):
+        return math.sqrt(x) * SCALE
+
+    def describe(self):
+        return self.prompt
+
+
+def test_export_basic(tmp_path):
+    dummy = DummyClass()
+    dummy._param._set(42)
+    content = dummy.export(tmp_path / "dummy.py", projections=[])
+    assert content == (tmp_path / "dummy.py").read_text()
+    assert "class DummyClass:" in content
+    assert "def regular_method" in content
+    assert "def __str__" in content and "def __custom__" in content
+    assert "regular_attr" in content
+    assert "self._param = 42" in content
+    assert "node(" not in content and "@bundle" not in content
+    Exported = load_exported(tmp_path / "dummy.py", "DummyClass")
+    assert Exported.__doc__ == "A dummy model.\n\nWith a two-paragraph docstring."
+    instance = Exported()
+    assert instance._param == 42 and str(instance) == "DummyClass"
+    assert instance.regular_method(5) == 5
+
+
+def test_export_members_in_definition_order(tmp_path):
+    content = DummyClass().export(tmp_path / "dummy.py", projections=[])
+    positions = [
+        content.index(f"def {name}")
+        for name in ("__init__", "regular_method", "__str__", "__custom__")
+    ]
+    assert positions == sorted(positions)
+
+
+def test_export_complex_inlines_the_nested_model(tmp_path):
+    content = ComplexClass().export(tmp_path / "complex.py", projections=[])
+    assert "class ComplexClass:" in content
+    assert "def complex_method" in content and "def __str__" in content
+    assert "self._nested.regular_method" in content
+    assert "class DummyClass" in content  # the nested class is defined in the file
+    Exported = load_exported(tmp_path / "complex.py", "ComplexClass")
+    assert str(Exported()) == "ComplexClass"
+
+
+def test_export_non_trainable(tmp_path):
+    obj = NonTrainableClass()
+    obj._param._set(10)
+    obj._param2._set(20)
+    content = obj.export(tmp_path / "nt.py", projections=[])
+    assert "self._param = 10" in content and "self._param2 = 20" in content
+    assert "node(" not in content and "@bundle" not in content
+    assert "def non_trainable_method" in content and "def another_non_trainable" in content
+    Exported = load_exported(tmp_path / "nt.py", "NonTrainableClass")
+    assert Exported().another_non_trainable(1) == 2
+
+
+def test_export_mixed_trainable(tmp_path):
+    @model
+    class MixedClass:
+        def __init__(self):
+            super().__init__()
+            self._trainable = node(1, trainable=True)
+            self._non_trainable = node(2, trainable=False)
+            self.regular_attr = "test"
+
+        @bundle(trainable=True)
+        def trainable_method(self, x):
+            return x
+
+        @bundle(trainable=False)
+        def non_trainable_method(self, y):
+            return y + 1
+
+    obj = MixedClass()
+    obj._trainable._set(100)
+    obj._non_trainable._set(200)
+    obj.trainable_method.parameter._set("def trainable_method(self, x):\n    return x + 3")
+    content = obj.export(tmp_path / "mixed.py", projections=[])
+    assert "self._trainable = 100" in content and "self._non_trainable = 200" in content
+    assert "node(" not in content and "@bundle" not in content
+    assert "return x + 3" in content and "def non_trainable_method" in content
+    Exported = load_exported(tmp_path / "mixed.py", "MixedClass")
+    assert Exported().trainable_method(1) == 4
+
+
+def test_export_and_run_with_imports_and_string_values(tmp_path):
+    calc = StrangeCalculator()
+    calc.offset._set(3)
+    calc.multiplier._set(2.0)
+    calc.prompt._set("changed")
+    calc.add.parameter._set("def add(self, x, y):\n    return x + y + self.offset + 1")
+    calc.multiply.parameter._set(
+        "def multiply(self, x, y):\n    return x * y * self.multiplier * 2"
+    )
+    content = calc.export(tmp_path / "calc.py", projections=[])
+    assert "self.prompt = 'changed'" in content  # a string literal, not code (B12)
+    assert "import math" in content and "SCALE = 3" in content
+    Exported = load_exported(tmp_path / "calc.py", "StrangeCalculator")
+    imported = Exported()
+    assert imported.add(5, 3) == 12
+    assert imported.multiply(4, 2) == 32
+    assert imported.offset == 3 and imported.multiplier == 2.0
+    assert imported.describe() == "changed"
+    assert imported.root(4) == 6.0
+
+
+def test_export_instance_bundle_attribute_becomes_a_function(tmp_path):
+    @model
+    class WithHelper:
+        def __init__(self):
+            self.helper = bundle(trainable=True)(module_helper)
+
+        def forward(self, x):
+            return self.helper(x)
+
+    obj = WithHelper()
+    obj.helper.parameter._set("def module_helper(x):\n    return x * 7\n")
+    content = obj.export(tmp_path / "helper.py", projections=[])
+    assert "self.helper = module_helper" in content
+    Exported = load_exported(tmp_path / "helper.py", "WithHelper")
+    assert Exported().forward(2) == 14
+
+
+def module_helper(x):
+    return x
+
+
+def test_export_default_projection_formats_with_black(tmp_path):
+    pytest.importorskip("black")
+    calc = StrangeCalculator()
+    calc.prompt._set("changed")
+    content = calc.export(tmp_path / "calc.py")
+    assert 'self.prompt = "changed"' in content  # black normalizes quotes
+    Exported = load_exported(tmp_path / "calc.py", "StrangeCalculator")
+    assert Exported().add(1, 1) == 4
+
+
+def test_export_custom_projection(tmp_path):
+    class Upper:
+        def __call__(self, code):
+            return "# projected\n" + code
+
+    content = DummyClass().export(tmp_path / "d.py", projections=Upper())
+    assert content.startswith("# projected\n")
+
+
+def test_export_rejects_values_without_a_literal_form(tmp_path):
+    obj = DummyClass()
+    obj._param._set(object())
+    with pytest.raises(ExportError, match=re.escape("attribute '_param'")):
+        obj.export(tmp_path / "bad.py", projections=[])
+    assert not (tmp_path / "bad.py").exists()
