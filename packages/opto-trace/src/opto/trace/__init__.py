@@ -1,4 +1,72 @@
-"""opto.trace — trace Python code into a graph and propagate feedback through it."""
+"""opto.trace — trace Python code into a graph and propagate feedback through it.
+
+Only the node core is imported eagerly; everything else (bundle, operators, modules,
+propagators, projections...) loads on first attribute access, so ``import opto.trace`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from opto.trace._state import stop_tracing
+
+# Eager on purpose: importing the submodule ``opto.trace.bundle`` binds the package attribute
+# ``bundle`` to the module; rebinding it here keeps ``opto.trace.bundle`` the decorator.
+from opto.trace.bundle import bundle
+from opto.trace.errors import ExecutionError
+from opto.trace.nodes import GRAPH, Node, node
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = [
+    "GRAPH",
+    "ExecutionError",
+    "Model",
+    "Module",
+    "Node",
+    "NodeContainer",
+    "__version__",
+    "apply_op",
+    "bundle",
+    "model",
+    "node",
+    "operators",
+    "projections",
+    "propagators",
+    "stop_tracing",
+    "utils",
+]
+
+# public name -> (module, attribute or None for the module itself)
+_LAZY = {
+    "Module": ("opto.trace.modules", "Module"),
+    "model": ("opto.trace.modules", "model"),
+    "Model": ("opto.trace.modules", "Model"),
+    "NodeContainer": ("opto.trace.containers", "NodeContainer"),
+    "apply_op": ("opto.trace.broadcast", "apply_op"),
+    "operators": ("opto.trace.operators", None),
+    "propagators": ("opto.trace.propagators", None),
+    "projections": ("opto.trace.projections", None),
+    "utils": ("opto.trace.utils", None),
+    "nodes": ("opto.trace.nodes", None),
+    "modules": ("opto.trace.modules", None),
+    "containers": ("opto.trace.containers", None),
+    "broadcast": ("opto.trace.broadcast", None),
+    "errors": ("opto.trace.errors", None),
+    "iterators": ("opto.trace.iterators", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module_name, attr = target
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
