@@ -8,6 +8,8 @@ text helpers used when reading LLM replies (``parse_eqs_to_dict``,
 from __future__ import annotations
 
 import builtins
+import functools
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -47,7 +49,7 @@ def sum_feedback(nodes: Iterable[Any]) -> Any:
         return 0
     if all(isinstance(item, TraceGraph) for item in items):
         return TraceGraph.sum(items)
-    return sum(items[1:], items[0])
+    return functools.reduce(operator.add, items)
 
 
 def for_all_methods(decorator: Callable[[Any], Any]) -> Callable[[ClassT], ClassT]:

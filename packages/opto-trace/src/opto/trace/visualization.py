@@ -9,6 +9,7 @@ program. Node appearance comes from a style guide (:class:`NodeVizStyleGuide`).
 from __future__ import annotations
 
 import importlib
+import re
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +116,14 @@ class NodeVizStyleGuideColorful(NodeVizStyleGuide):
         return "filled,solid"
 
 
+_DOT_KEYWORDS = frozenset({"node", "edge", "graph", "digraph", "subgraph", "strict"})
+_PLAIN_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|-?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)")
+
+
 def _quote(text: str) -> str:
+    """A DOT ID: bare when it is a plain name or number, else quoted and escaped."""
+    if _PLAIN_ID.fullmatch(text) and text.lower() not in _DOT_KEYWORDS:
+        return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 
