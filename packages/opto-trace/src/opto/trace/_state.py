@@ -42,7 +42,7 @@ class UsedNodes(set):
 
 #: Stack (a list, innermost last) of :class:`UsedNodes` frames of the running bundled calls.
 #: The default value is an empty list that is never mutated; pushes build a new list.
-USED_NODES: ContextVar[list[UsedNodes]] = ContextVar("opto_trace_used_nodes", default=[])
+USED_NODES: ContextVar[list[UsedNodes]] = ContextVar("opto_trace_used_nodes", default=[])  # noqa: B039
 
 
 def is_tracing() -> bool:

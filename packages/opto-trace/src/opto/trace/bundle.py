@@ -76,6 +76,7 @@ _RUNNING: ContextVar[tuple[Any, ...]] = ContextVar("opto_trace_running_bundles",
 _DECORATOR = re.compile(r"^\s*@\s*(?:[\w.]+\.)?bundle\s*(?:\(|\\)")
 _DEF = re.compile(r"^\s*(?:async\s+)?def\s")
 _code_counter = iter(range(1, sys.maxsize))
+_NO_FRAME = UsedNodes()  # stays empty: used by the operator fast path
 
 
 def disable_external_dependencies_check(allow_external_dependencies: bool) -> None:
@@ -339,6 +340,14 @@ class FunModule(Module):
         else:
             self._plan = _Plan.of(fun)
         self._is_async = inspect.iscoroutinefunction(fun)
+        self._fast = (
+            self._plan is not None
+            and self._plan.simple
+            and not (trainable or traceable_code or self.overwrite_python_recursion)
+            and _process_inputs
+            and not self._is_async
+        )
+        self._light = self._fast and getattr(fun, "__module__", None) == "opto.trace.operators"
         self.parameter: ParameterNode[str] | None = None
         if trainable:
             source, _, _, found = self._source()
@@ -520,11 +529,13 @@ class FunModule(Module):
         return ExecutionError(exc_node)
 
     # -- calling -----------------------------------------------------------------------------
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function on the data of the (wrapped) inputs; return the output node."""
+        if self._fast and not kwargs:
+            plan = self._plan
+            if len(args) == len(plan.pos):  # type: ignore[union-attr]
+                return self._fast_forward(plan.pos, args)  # type: ignore[union-attr]
         fun = self.fun if self.parameter is not None else self._fun
         if self._self_node is not None:
             args = (self._self_node, *args)
@@ -553,6 +564,55 @@ class FunModule(Module):
             if rtoken is not None:
                 _RUNNING.reset(rtoken)
         return self._finish(fun, keys, nodes, cargs, ckw, frame, output, error)
+
+    def _fast_forward(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """Call path for plain functions called positionally (no binding work)."""
+        nodes = []
+        passed = []
+        for key, value in zip(keys, args):
+            if isinstance(value, Node):
+                nodes.append(value)
+                passed.append(value._data)
+            elif isinstance(value, FunModule):
+                nodes.append(value.parameter if value.parameter is not None else Node(value))
+                passed.append(value)
+            else:
+                nodes.append(Node(value, name=key))
+                passed.append(value)
+        fun = self._fun
+        error = None
+        if self._light:  # built-in operators neither read nor create nodes while running
+            frame = _NO_FRAME
+            try:
+                output = fun(*passed)
+            except Exception as e:
+                output = error = e
+        else:
+            frame = UsedNodes()
+            token = USED_NODES.set([*USED_NODES.get(), frame])
+            try:
+                output = fun(*passed)
+            except Exception as e:
+                if not self.catch_execution_error:
+                    raise
+                output = error = e
+            finally:
+                USED_NODES.reset(token)
+        if error is None and not frame and not isinstance(output, Exception):
+            if isinstance(output, Node):
+                output = output._data
+            vals = tuple(nodes) if _TRACING.get() else ()
+            return _new_message(
+                output,
+                self.output_name or self._op_name,
+                self.description,
+                keys if vals else (),
+                vals,
+                self,
+            )
+        return self._finish(fun, list(keys), nodes, passed, {}, frame, output, error)
+
+    __call__ = forward
 
     async def _async_forward(
         self, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -598,7 +658,7 @@ class FunModule(Module):
             values = [*args, *kwargs.values()]
             n_call_pos = n_args
         elif plan.simple and not kwargs and n_args == len(plan.pos):
-            keys = list(plan.pos)
+            keys = plan.pos  # type: ignore[assignment]
             values = list(args)
             n_call_pos = n_args
         else:
@@ -706,7 +766,7 @@ class FunModule(Module):
                     )
         if tracing:
             vals = tuple(nodes)
-            in_keys = tuple(keys)
+            in_keys = keys if type(keys) is tuple else tuple(keys)
             if created and not self.traceable_code:
                 in_keys, vals = _promote(created, in_keys, vals)
             if self.parameter is not None:
@@ -783,16 +843,22 @@ class FunModule(Module):
                 bound = d[key] = self._bound(self_node)
         return bound
 
+    def __copy__(self) -> FunModule:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def _bound(self, self_node: Node[Any]) -> FunModule:
-        new = copy.copy(self)
+        new = self.__copy__()
         new._self_node = self_node
+        new._fast = new._light = False
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter)
             new._compiled = None
         return new
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FunModule:
-        new = copy.copy(self)
+        new = self.__copy__()
         memo[id(self)] = new
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter, memo)
@@ -803,6 +869,49 @@ class FunModule(Module):
     def detach(self) -> FunModule:
         """A deep copy (its own ``__code`` copy when trainable)."""
         return copy.deepcopy(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_compiled"] = None
+        state["_static"] = None
+        state["_ldict"] = None  # decoration-time locals are not pickled
+        fun = state["_fun"]
+        if isinstance(fun, types.FunctionType):
+            state["_fun"] = _FunRef(fun)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class _FunRef:
+    """Pickles a bundled function by module and qualified name (its name now holds the bundle)."""
+
+    __slots__ = ("fun",)
+
+    def __init__(self, fun: types.FunctionType) -> None:
+        self.fun = fun
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fun = self.fun
+        if "<locals>" in fun.__qualname__ or "<lambda>" in fun.__qualname__:
+            raise TypeError(
+                f"Cannot pickle the bundled function {fun.__qualname__}: it is defined inside "
+                "a function. Define it at module level, or save parameters with Module.save()."
+            )
+        return (_resolve_fun, (fun.__module__, fun.__qualname__))
+
+
+def _resolve_fun(module: str, qualname: str) -> Any:
+    import importlib
+
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        if isinstance(obj, type):  # static lookup: do not trigger the descriptor
+            obj = next(k.__dict__[part] for k in obj.__mro__ if part in k.__dict__)
+        else:
+            obj = getattr(obj, part)
+    return obj._fun if isinstance(obj, FunModule) else obj
 
 
 def _promote(

@@ -94,11 +94,13 @@ class Graph:
         scopes = _SCOPES.get()
         if scopes:
             base = f"{scopes[-1]}/{base}"
+        counts = self._counts
         with self._lock:
-            k = self._counts.get(base, 0)
-            self._counts[base] = k + 1
+            k = counts.get(base, 0)
+            counts[base] = k + 1
             self._total += 1
-            if self._nodes is not None and registered is not None:
+        if self._nodes is not None and registered is not None:
+            with self._lock:
                 self._nodes[base].append(registered)
         return f"{base}:{k}"
 
@@ -164,9 +166,15 @@ def _check_name(name: str) -> str:
     return name
 
 
+_DEFAULT_DESCRIPTIONS: dict[str, str] = {}
+
+
 def _normalize_description(tag: str, description: str | None) -> str:
     if not description:
-        return f"[{tag}]"
+        default = _DEFAULT_DESCRIPTIONS.get(tag)
+        if default is None:
+            default = _DEFAULT_DESCRIPTIONS[tag] = f"[{tag}]"
+        return default
     if not isinstance(description, str):
         raise TypeError(
             f"Description must be a str or None, got {type(description).__name__}; "
@@ -254,6 +262,16 @@ def _shared_deps(parents: list[Node]) -> Any:
     return key
 
 
+def _add_child_link(parent: AbstractNode[Any], child: AbstractNode[Any]) -> None:
+    ch = parent._ch
+    if ch is None:
+        parent._ch = child
+    elif type(ch) is list:
+        ch.append(child)
+    else:
+        parent._ch = [ch, child]
+
+
 def _remove_by_identity(items: list[Any], obj: Any) -> None:
     for i in range(len(items) - 1, -1, -1):
         if items[i] is obj:
@@ -297,8 +315,8 @@ class AbstractNode(Generic[T]):
             data = value
             base = _check_name(name) if name is not None else type(value).__name__
         self._data = data
-        self._parents: list[Node] = []
-        self._ch: list[Node] | None = None
+        self._parents: list[Node] | tuple[()] = ()  # a list once a parent is added
+        self._ch: Any = None  # None, the only child, or a list of children
         self._level = 0
         self._name = GRAPH._next_name(base, self)  # type: ignore[arg-type]
         stack = USED_NODES.get()
@@ -330,13 +348,17 @@ class AbstractNode(Generic[T]):
 
     @property
     def parents(self) -> list[Node]:
-        return self._parents
+        """The parent nodes (the live list)."""
+        parents = self._parents
+        if type(parents) is not list:
+            parents = self._parents = []
+        return parents
 
     @property
     def _children(self) -> list[Node]:
         ch = self._ch
-        if ch is None:
-            ch = self._ch = []
+        if type(ch) is not list:
+            ch = self._ch = [] if ch is None else [ch]
         return ch
 
     @_children.setter
@@ -358,19 +380,18 @@ class AbstractNode(Generic[T]):
 
     @property
     def is_leaf(self) -> bool:
-        return not self._ch
+        ch = self._ch
+        return ch is None or (type(ch) is list and not ch)
 
     def _add_parent(self, parent: Node) -> None:
         if parent is self:
             raise ValueError("A node cannot be its own parent.")
         if not isinstance(parent, Node):
             raise TypeError(f"A parent must be a Node, got {type(parent).__name__}.")
-        self._parents.append(parent)
-        ch = parent._ch
-        if ch is None:
-            parent._ch = [self]  # type: ignore[list-item]
-        else:
-            ch.append(self)  # type: ignore[arg-type]
+        if type(self._parents) is not list:
+            self._parents = list(self._parents)
+        self._parents.append(parent)  # type: ignore[union-attr]
+        _add_child_link(parent, self)
         if parent._level + 1 > self._level:
             self._level = parent._level + 1
 
@@ -403,13 +424,30 @@ class Node(AbstractNode[T]):
         description: str | None = None,
         info: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(value, name=name, trainable=trainable)
+        # AbstractNode.__init__ inlined: node creation is the hot path of tracing.
+        if isinstance(value, AbstractNode):
+            self._data = value._data
+            base = _check_name(name) if name is not None else value._name.split(":", 1)[0]
+        else:
+            self._data = value
+            base = _check_name(name) if name is not None else type(value).__name__
+        self._parents: Any = ()
+        self._ch: Any = None
+        self._level = 0
         self.trainable = trainable
         self._fb: defaultdict[Node, list[Any]] | None = None
         self._backwarded = False
         self._inf: Any = info
-        self._description = _normalize_description(type(self).__name__, description)
+        if description is None:
+            tag = type(self).__name__
+            self._description = _DEFAULT_DESCRIPTIONS.get(tag) or _normalize_description(tag, None)
+        else:
+            self._description = _normalize_description(type(self).__name__, description)
         self._deps: Any = None
+        self._name = GRAPH._next_name(base, self)
+        stack = USED_NODES.get()
+        if stack:
+            _record_created(stack[-1], self)
 
     # -- feedback ------------------------------------------------------------------------
     @property
@@ -509,13 +547,18 @@ class Node(AbstractNode[T]):
 
     def _detach(self) -> None:
         """Cut this node out of the graph (by identity) so backwarded parts can be freed."""
-        for child in self._ch or ():
+        ch = self._ch
+        for child in () if ch is None else ch if type(ch) is list else (ch,):
             if isinstance(child, MessageNode) and child._in_vals is None:
                 child._in_vals = tuple(child._parents)
-            _remove_by_identity(child._parents, self)
+            if type(child._parents) is list:
+                _remove_by_identity(child._parents, self)
         for parent in self._parents:
-            if parent._ch:
-                _remove_by_identity(parent._ch, self)
+            pc = parent._ch
+            if pc is self:
+                parent._ch = None
+            elif type(pc) is list:
+                _remove_by_identity(pc, self)
         self._ch = None
         self.zero_feedback()
 
@@ -556,7 +599,7 @@ class Node(AbstractNode[T]):
         new = cls.__new__(cls)
         memo[id(self)] = new
         new._data = copy.deepcopy(self._data, memo)
-        new._parents = []
+        new._parents = ()
         new._ch = None
         new._level = self._level
         new.trainable = self.trainable
@@ -591,7 +634,7 @@ class Node(AbstractNode[T]):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._parents = []
+        self._parents = ()
         self._ch = None
         self._fb = None
         for key, value in state.items():
@@ -628,86 +671,90 @@ class Node(AbstractNode[T]):
     # -- traced operators ----------------------------------------------------------------
     def __add__(self, other: Any) -> MessageNode[Any]:
         if type(self._data) is str:
-            return _ops().concat(self, _wrap(other))
-        return _ops().add(self, _wrap(other))
+            return (_OPS or _ops()).concat(self, other if isinstance(other, Node) else Node(other))
+        return (_OPS or _ops()).add(self, other if isinstance(other, Node) else Node(other))
 
     def __radd__(self, other: Any) -> MessageNode[Any]:
         return _wrap(other).__add__(self)
 
     def __sub__(self, other: Any) -> MessageNode[Any]:
-        return _ops().subtract(self, _wrap(other))
+        return (_OPS or _ops()).subtract(self, other if isinstance(other, Node) else Node(other))
 
     def __rsub__(self, other: Any) -> MessageNode[Any]:
-        return _ops().subtract(_wrap(other), self)
+        return (_OPS or _ops()).subtract(other if isinstance(other, Node) else Node(other), self)
 
     def __mul__(self, other: Any) -> MessageNode[Any]:
-        return _ops().multiply(self, _wrap(other))
+        return (_OPS or _ops()).multiply(self, other if isinstance(other, Node) else Node(other))
 
     def __rmul__(self, other: Any) -> MessageNode[Any]:
-        return _ops().multiply(_wrap(other), self)
+        return (_OPS or _ops()).multiply(other if isinstance(other, Node) else Node(other), self)
 
     def __truediv__(self, other: Any) -> MessageNode[Any]:
-        return _ops().divide(self, _wrap(other))
+        return (_OPS or _ops()).divide(self, other if isinstance(other, Node) else Node(other))
 
     def __rtruediv__(self, other: Any) -> MessageNode[Any]:
-        return _ops().divide(_wrap(other), self)
+        return (_OPS or _ops()).divide(other if isinstance(other, Node) else Node(other), self)
 
     __div__ = __truediv__
     __rdiv__ = __rtruediv__
 
     def __floordiv__(self, other: Any) -> MessageNode[Any]:
-        return _ops().floor_divide(self, _wrap(other))
+        return (_OPS or _ops()).floor_divide(
+            self, other if isinstance(other, Node) else Node(other)
+        )
 
     def __rfloordiv__(self, other: Any) -> MessageNode[Any]:
-        return _ops().floor_divide(_wrap(other), self)
+        return (_OPS or _ops()).floor_divide(
+            other if isinstance(other, Node) else Node(other), self
+        )
 
     def __mod__(self, other: Any) -> MessageNode[Any]:
-        return _ops().mod(self, _wrap(other))
+        return (_OPS or _ops()).mod(self, other if isinstance(other, Node) else Node(other))
 
     def __rmod__(self, other: Any) -> MessageNode[Any]:
-        return _ops().mod(_wrap(other), self)
+        return (_OPS or _ops()).mod(other if isinstance(other, Node) else Node(other), self)
 
     def __divmod__(self, other: Any) -> MessageNode[Any]:
-        return _ops().node_divmod(self, _wrap(other))
+        return (_OPS or _ops()).node_divmod(self, other if isinstance(other, Node) else Node(other))
 
     def __rdivmod__(self, other: Any) -> MessageNode[Any]:
-        return _ops().node_divmod(_wrap(other), self)
+        return (_OPS or _ops()).node_divmod(other if isinstance(other, Node) else Node(other), self)
 
     def __pow__(self, other: Any) -> MessageNode[Any]:
-        return _ops().power(self, _wrap(other))
+        return (_OPS or _ops()).power(self, other if isinstance(other, Node) else Node(other))
 
     def __rpow__(self, other: Any) -> MessageNode[Any]:
-        return _ops().power(_wrap(other), self)
+        return (_OPS or _ops()).power(other if isinstance(other, Node) else Node(other), self)
 
     def __lshift__(self, other: Any) -> MessageNode[Any]:
-        return _ops().lshift(self, _wrap(other))
+        return (_OPS or _ops()).lshift(self, other if isinstance(other, Node) else Node(other))
 
     def __rlshift__(self, other: Any) -> MessageNode[Any]:
-        return _ops().lshift(_wrap(other), self)
+        return (_OPS or _ops()).lshift(other if isinstance(other, Node) else Node(other), self)
 
     def __rshift__(self, other: Any) -> MessageNode[Any]:
-        return _ops().rshift(self, _wrap(other))
+        return (_OPS or _ops()).rshift(self, other if isinstance(other, Node) else Node(other))
 
     def __rrshift__(self, other: Any) -> MessageNode[Any]:
-        return _ops().rshift(_wrap(other), self)
+        return (_OPS or _ops()).rshift(other if isinstance(other, Node) else Node(other), self)
 
     def __and__(self, other: Any) -> MessageNode[Any]:
-        return _ops().and_(self, _wrap(other))
+        return (_OPS or _ops()).and_(self, other if isinstance(other, Node) else Node(other))
 
     def __rand__(self, other: Any) -> MessageNode[Any]:
-        return _ops().and_(_wrap(other), self)
+        return (_OPS or _ops()).and_(other if isinstance(other, Node) else Node(other), self)
 
     def __or__(self, other: Any) -> MessageNode[Any]:
-        return _ops().or_(self, _wrap(other))
+        return (_OPS or _ops()).or_(self, other if isinstance(other, Node) else Node(other))
 
     def __ror__(self, other: Any) -> MessageNode[Any]:
-        return _ops().or_(_wrap(other), self)
+        return (_OPS or _ops()).or_(other if isinstance(other, Node) else Node(other), self)
 
     def __xor__(self, other: Any) -> MessageNode[Any]:
-        return _ops().xor(self, _wrap(other))
+        return (_OPS or _ops()).xor(self, other if isinstance(other, Node) else Node(other))
 
     def __rxor__(self, other: Any) -> MessageNode[Any]:
-        return _ops().xor(_wrap(other), self)
+        return (_OPS or _ops()).xor(other if isinstance(other, Node) else Node(other), self)
 
     def __pos__(self) -> MessageNode[Any]:
         return _ops().pos(self)
@@ -734,16 +781,16 @@ class Node(AbstractNode[T]):
         return _ops().trunc(self)
 
     def __lt__(self, other: Any) -> MessageNode[Any]:
-        return _ops().lt(self, _wrap(other))
+        return (_OPS or _ops()).lt(self, other if isinstance(other, Node) else Node(other))
 
     def __le__(self, other: Any) -> MessageNode[Any]:
-        return _ops().le(self, _wrap(other))
+        return (_OPS or _ops()).le(self, other if isinstance(other, Node) else Node(other))
 
     def __gt__(self, other: Any) -> MessageNode[Any]:
-        return _ops().gt(self, _wrap(other))
+        return (_OPS or _ops()).gt(self, other if isinstance(other, Node) else Node(other))
 
     def __ge__(self, other: Any) -> MessageNode[Any]:
-        return _ops().ge(self, _wrap(other))
+        return (_OPS or _ops()).ge(self, other if isinstance(other, Node) else Node(other))
 
     def __getitem__(self, key: Any) -> MessageNode[Any]:
         return _ops().getitem(self, _wrap(key))
@@ -895,27 +942,40 @@ class ParameterNode(Node[T]):
 
 def _link(child: MessageNode[Any], vals: tuple[Node, ...]) -> None:
     """Add the distinct (by identity) ``vals`` as parents of ``child``; set level and deps."""
-    parents: list[Node] = []
-    if len(vals) < 16:
+    n = len(vals)
+    parents: Any
+    if n == 2 and vals[0] is not vals[1]:
+        parents = [vals[0], vals[1]]
+    elif n == 1:
+        parents = [vals[0]]
+    elif n == 0:
+        parents = ()
+    elif n < 16:
+        parents = []
         for v in vals:
             for q in parents:
                 if q is v:
                     break
             else:
                 parents.append(v)
+        parents = list(parents)
     else:
+        parents = []
         seen: set[int] = set()
         for v in vals:
             if id(v) not in seen:
                 seen.add(id(v))
                 parents.append(v)
+        parents = list(parents)
     level = 0
     for p in parents:
         ch = p._ch
         if ch is None:
-            p._ch = [child]
-        else:
+            p._ch = child
+        elif type(ch) is list:
             ch.append(child)
+        else:
+            p._ch = [ch, child]
         if p._level >= level:
             level = p._level + 1
     child._parents = parents
