@@ -247,6 +247,8 @@ def test_non_jsonable_values_name_the_field_and_write_nothing(storage):
     assert score_info.value.field == "scores['acc']"
     with pytest.raises(InvalidScoreError):
         storage.append_step(run, scores=True)
+    with pytest.raises(InvalidScoreError, match="1 to 255 characters"):
+        storage.append_step(run, scores={"k" * 256: 1.0})
     assert storage.list_steps(run) == [] and storage.load_checkpoint(run) is None
     assert storage.list_events(run) == [] and [r.name for r in storage.list_runs()] == ["exp"]
 

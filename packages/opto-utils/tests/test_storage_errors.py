@@ -108,3 +108,13 @@ def test_find_postgres_bindir_honours_the_environment(tmp_path, monkeypatch):
         (tmp_path / tool).write_text("")
     monkeypatch.setenv("OPTO_POSTGRES_BINDIR", str(tmp_path))
     assert find_postgres_bindir() == tmp_path
+
+
+def test_importing_the_package_loads_no_database_library():
+    code = (
+        "import sys, opto.utils.storage, opto.utils.storage.testing\n"
+        "print(sorted(m for m in ('sqlalchemy', 'psycopg') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

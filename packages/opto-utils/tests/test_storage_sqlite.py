@@ -85,6 +85,8 @@ def test_in_memory_storage_is_shared_by_threads():
         for thread in threads:
             thread.join()
         assert [s.iteration for s in storage.list_steps(run)] == list(range(20))
+        with pytest.raises(TypeError, match="in-memory storage cannot be pickled"):
+            pickle.dumps(storage)
     with open_storage("sqlite:///:memory:") as other:
         assert other.list_runs() == []  # each in-memory storage is its own database
 

@@ -110,9 +110,11 @@ def normalize_scores(scores: Any, field: str = "scores") -> dict[str, int | floa
         return {"score": score_value(scores, field)}
     out: dict[str, int | float | None] = {}
     for key, value in scores.items():
-        if not isinstance(key, str):
+        if not isinstance(key, str) or not 0 < len(key) <= 255:
             raise InvalidScoreError(
-                f"{field} has the key {key!r}; score names must be strings", field=field
+                f"{field} has the key {key!r:.80}; score names must be strings of 1 to 255 "
+                "characters",
+                field=field,
             )
         out[key] = score_value(value, f"{field}[{key!r}]")
     return out

@@ -118,6 +118,11 @@ class Storage:
         return f"Storage({self._where!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if is_memory(self._url):
+            raise TypeError(
+                "an in-memory storage cannot be pickled: another process would get an empty "
+                "database; use a file, e.g. open_storage('sqlite:///runs.db')"
+            )
         return (_reopen, (self._url.render_as_string(hide_password=False), self._timeout))
 
     @contextlib.contextmanager
