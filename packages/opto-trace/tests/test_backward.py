@@ -229,3 +229,24 @@ def test_message_node_parents_are_propagated_once_each():
     assert m.parents == [x]
     m.backward("fb")
     assert list(x.feedback) == [m]
+
+
+def test_backward_releases_the_graph_for_garbage_collection():
+    import gc
+    import weakref
+
+    def run(retain_graph: bool) -> tuple[Node, weakref.ref]:
+        p = node(1, trainable=True)
+        out = (p * 2) + 1
+        ref = weakref.ref(out)
+        out.backward("fb", retain_graph=retain_graph)
+        p.zero_feedback()
+        del out
+        gc.collect()
+        return p, ref
+
+    p_released, released = run(retain_graph=False)
+    assert released() is None and p_released.children == []
+    p_retained, retained = run(retain_graph=True)
+    assert len(p_retained.children) == 1
+    assert retained() is not None, "with retain_graph the parameter still links to its children"

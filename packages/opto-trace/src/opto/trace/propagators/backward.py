@@ -112,8 +112,8 @@ def run_backward(
     retain_graph: bool,
     prune: bool,
     drawer: GraphDrawer | None = None,
-) -> int:
-    """The backward loop; returns how many nodes were propagated.
+) -> None:
+    """The backward loop shared by :func:`backward` and ``TraceGraph.expand``.
 
     ``prune`` skips parents that depend on no parameter, not even a hidden one.
     """
@@ -123,17 +123,15 @@ def run_backward(
     if drawer is not None:
         drawer.add_node(node)
     if not node.parents:
-        return 0
+        return
     order = itertools.count()
     heap = [(-node.level, next(order), node)]
     queued = {id(node)}
-    propagated_count = 0
     while heap:
         child = heapq.heappop(heap)[2]
         if child._backwarded:
             raise _released(child)
         propagated = propagator(child)
-        propagated_count += 1
         child.zero_feedback()
         for parent in child.parents:
             if prune and not parent._has_dependencies():
@@ -147,7 +145,6 @@ def run_backward(
         if not retain_graph:
             child._backwarded = True
             child._detach()
-    return propagated_count
 
 
 def _released(node: Node) -> GraphReleasedError:

@@ -54,18 +54,22 @@ class TraceGraph(AbstractFeedback):
 
     @classmethod
     def sum(cls, graphs: Iterable[TraceGraph]) -> TraceGraph:
-        """Union of several TraceGraphs in one pass (what ``a + b + ...`` computes)."""
+        """Union of several TraceGraphs (what ``a + b + ...`` computes), built lazily.
+
+        Raises FeedbackMismatchError when two operands carry different user feedback. A
+        single non-empty operand is returned as is.
+        """
         parts: list[TraceGraph] = []
         feedback: Any = None
-        source: TraceGraph | None = None
+        found = False
         for graph in graphs:
             if not isinstance(graph, TraceGraph):
                 raise TypeError(
                     f"Only TraceGraphs can be summed with a TraceGraph, got {type(graph).__name__}."
                 )
             if graph.user_feedback is not None:
-                if source is None:
-                    feedback, source = graph.user_feedback, graph
+                if not found:
+                    feedback, found = graph.user_feedback, True
                 elif graph.user_feedback != feedback:
                     raise FeedbackMismatchError(
                         "user feedback should be the same for all children: "
@@ -77,9 +81,7 @@ class TraceGraph(AbstractFeedback):
             if not graph.empty():
                 parts.append(graph)
         if len(parts) == 1 and parts[0].user_feedback == feedback:
-            only = parts[0]
-            if only._graph is not None:
-                return cls(only._graph, feedback)
+            return parts[0]
         result = cls((), feedback)
         if parts:
             result._graph = None
@@ -216,10 +218,14 @@ def _union_items(root: TraceGraph) -> list[GraphItem]:
         if id(graph) in seen:
             continue
         seen.add(id(graph))
-        if graph._graph is not None:
-            leaves.append(graph._graph)
+        # Read the parts before the items: ``graph`` sets items before dropping parts, so a
+        # concurrent materialization is seen either as done or as not started.
+        parts = graph._parts
+        items = graph._graph
+        if items is not None:
+            leaves.append(items)
         else:
-            stack.extend(reversed(graph._parts))
+            stack.extend(reversed(parts))
     if len(leaves) == 1:
         return list(leaves[0])
     members: dict[int, GraphItem] = {}
