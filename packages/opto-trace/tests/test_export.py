@@ -1,6 +1,7 @@
 """Model.export: a standalone, runnable class with the current code and values."""
 
 import importlib.util
+import inspect
 import math
 import re
 
@@ -111,7 +112,7 @@ def test_export_basic(tmp_path):
     assert "self._param = 42" in content
     assert "node(" not in content and "@bundle" not in content
     Exported = load_exported(tmp_path / "dummy.py", "DummyClass")
-    assert Exported.__doc__ == "A dummy model.\n\nWith a two-paragraph docstring."
+    assert inspect.cleandoc(Exported.__doc__) == "A dummy model.\n\nWith a two-paragraph docstring."
     instance = Exported()
     assert instance._param == 42 and str(instance) == "DummyClass"
     assert instance.regular_method(5) == 5
@@ -126,14 +127,19 @@ def test_export_members_in_definition_order(tmp_path):
     assert positions == sorted(positions)
 
 
-def test_export_complex_inlines_the_nested_model(tmp_path):
-    content = ComplexClass().export(tmp_path / "complex.py", projections=[])
+def test_export_complex_exports_the_nested_model(tmp_path):
+    obj = ComplexClass()
+    obj._nested._param._set("nested value")
+    content = obj.export(tmp_path / "complex.py", projections=[])
+    assert "self._param = 'nested value'" in content
     assert "class ComplexClass:" in content
     assert "def complex_method" in content and "def __str__" in content
     assert "self._nested.regular_method" in content
-    assert "class DummyClass" in content  # the nested class is defined in the file
+    assert "class DummyClass:" in content  # the nested model is exported as a plain class
+    assert "@model" not in content and "opto" not in content
     Exported = load_exported(tmp_path / "complex.py", "ComplexClass")
     assert str(Exported()) == "ComplexClass"
+    assert Exported().complex_method(3) == 3
 
 
 def test_export_non_trainable(tmp_path):

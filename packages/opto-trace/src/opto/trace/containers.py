@@ -12,7 +12,7 @@ import copy
 import functools
 import types
 from collections import UserDict, UserList
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from opto.trace.nodes import Node, ParameterNode
@@ -117,6 +117,10 @@ class ParameterContainer(NodeContainer):
             if value is not _MISSING:
                 yield name, value
 
+    def _candidates(self) -> Iterator[Any]:
+        """Every value that may hold parameters, unvalidated (used by `copy`)."""
+        return (value for _, value in self._members())
+
     def _entries(self) -> Iterator[tuple[Any, ParameterNode | ParameterContainer]]:
         """Yield `(key, parameter-or-container)` pairs in `parameters_dict()` order."""
         fun_module = _fun_module_type()
@@ -130,8 +134,8 @@ class ParameterContainer(NodeContainer):
                 yield name, value
 
     def _state_entries(self) -> Iterator[tuple[str, ParameterNode | ParameterContainer]]:
-        """Like `_entries` but keyed by stable strings (used by `state_dict`)."""
-        for key, value in self._entries():
+        """`parameters_dict()` keyed by stable strings (used by `state_dict`)."""
+        for key, value in self.parameters_dict().items():
             yield str(key), value
 
     # -- public API ---------------------------------------------------------------------
@@ -185,8 +189,10 @@ class ParameterContainer(NodeContainer):
             path = prefix + key
             if isinstance(value, ParameterNode):
                 out.append((path, value))
-            else:
+            elif isinstance(value, ParameterContainer):
                 value._collect_named(path + ".", out, seen)
+            else:
+                raise ValueError("The model contains an unknown parameter type.")
 
     def state_dict(self) -> dict[str, Any]:
         """Parameter values by stable dotted path (deep copies; torch-style)."""
@@ -278,11 +284,7 @@ class ParameterContainer(NodeContainer):
             if id(container) in seen:
                 continue
             seen.add(id(container))
-            if isinstance(container, (Seq, Map)):
-                values: Iterable[Any] = (v for _, v in container._entries())
-            else:
-                values = (v for _, v in container._members())
-            for value in values:
+            for value in container._candidates():
                 if isinstance(value, fun_module):
                     if value.parameter is not None:
                         found.append(value.parameter)
@@ -338,6 +340,9 @@ class Seq(UserList, ParameterContainer):
         else:
             super().__init__(args)
 
+    def _candidates(self) -> Iterator[Any]:
+        return iter(self.data)
+
     def _entries(self) -> Iterator[tuple[Any, ParameterNode | ParameterContainer]]:
         for index, value in enumerate(self.data):
             item = _classify_element(index, value)
@@ -380,6 +385,11 @@ class Map(UserDict, ParameterContainer):
     by their node name); a container cannot be a key. `state_dict()` keys values by
     `str(key)` and parameter keys by `key[<position>]`.
     """
+
+    def _candidates(self) -> Iterator[Any]:
+        for key, value in self.data.items():
+            yield key
+            yield value
 
     def _entries(self) -> Iterator[tuple[Any, ParameterNode | ParameterContainer]]:
         for key, value in self.data.items():

@@ -309,7 +309,7 @@ def _literal(value: Any) -> str | None:
 class _Exporter:
     """Builds the source text of `Model.export`."""
 
-    def __init__(self, obj: Model) -> None:
+    def __init__(self, obj: Model, parent: _Exporter | None = None) -> None:
         self.obj = obj
         own = type(obj)
         self.user_class: type = vars(own).get("_model_user_class", own)
@@ -317,11 +317,12 @@ class _Exporter:
         module = sys.modules.get(self.module_name)
         self.globals: dict[str, Any] = vars(module) if module is not None else {}
         self.fun_module = _fun_module_type()
-        self.imports: set[str] = set()
-        self.constants: list[str] = []
-        self.definitions: list[str] = []
-        self.unresolved: list[str] = []
-        self.defined: set[str] = set()
+        # The text around the class; nested models exported into the same file share it.
+        self.imports: set[str] = parent.imports if parent else set()
+        self.constants: list[str] = parent.constants if parent else []
+        self.definitions: list[str] = parent.definitions if parent else []
+        self.unresolved: list[str] = parent.unresolved if parent else []
+        self.defined: set[str] = parent.defined if parent else set()
 
     # -- class body -----------------------------------------------------------------------
 
@@ -536,6 +537,15 @@ class _Exporter:
             code = self._bundle_code(value, value, f"function {name!r}")
             self._add_definition(name, code)
             return
+        nested = self._nested_model(value)
+        if nested is not None:
+            # A model class this model holds an instance of: export it as a plain class
+            # too, with that instance's current values.
+            child = _Exporter(nested, parent=self)
+            code = child._class_code()
+            child._resolve(code, {name, child.user_class.__name__})
+            self.definitions.append(code)
+            return
         module_name = getattr(value, "__module__", None)
         if (inspect.isfunction(value) or inspect.isclass(value)) and (
             module_name == self.module_name
@@ -551,6 +561,15 @@ class _Exporter:
             self.constants.append(f"{name} = {text}")
             return
         self._unresolved(name)
+
+    def _nested_model(self, value: Any) -> Model | None:
+        """An attribute of the exported object that is an instance of the class `value`."""
+        if not (inspect.isclass(value) and issubclass(value, Model)):
+            return None
+        for attr in vars(self.obj).values():
+            if type(attr) is value:
+                return attr
+        return None
 
     def _add_definition(self, name: str, code: str) -> None:
         """Emit a module-level definition (and resolve the names it uses)."""
@@ -569,7 +588,8 @@ class _Exporter:
 def _docstring(doc: str) -> str:
     if '"""' in doc or doc.endswith('"') or "\\" in doc:
         return repr(doc)
-    return f'"""{doc}"""'
+    closing = "\n" if "\n" in doc else ""
+    return f'"""{doc}{closing}"""'
 
 
 def _defined_name(code: str) -> str | None:
