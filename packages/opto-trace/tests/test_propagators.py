@@ -279,3 +279,19 @@ def test_random_graphs_deliver_union_of_paths_in_topological_order(seed, monkeyp
     for n in nodes:
         if not isinstance(n, ParameterNode):
             assert not n.feedback, "only parameters keep feedback after backward"
+
+
+def test_concurrent_reads_of_a_lazy_graph_agree():
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = ParameterNode(0, name="p")
+    value = p
+    for _ in range(300):
+        value = value + 1
+    value.backward("fb")
+    (entries,) = p.feedback.values()
+    (received,) = entries
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: ids(received), range(8)))
+    assert all(result == results[0] for result in results)
+    assert len(results[0]) == 601
