@@ -169,12 +169,15 @@ class DummyLLM(AbstractModel):
     def __init__(
         self, callable: Callable[..., str], reset_freq: float | None = None, **kwargs: Any
     ) -> None:
-        super().__init__(model=kwargs.pop("model", "dummy"), retry=INSTANT_RETRY, **kwargs)
+        kwargs.setdefault("model", "dummy")
+        kwargs.setdefault("retry", INSTANT_RETRY)
+        super().__init__(**kwargs)
         self.callable = callable
         self.reset_freq = reset_freq
 
     def _complete(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> ChatResponse:
-        return ChatResponse.from_text(self.callable(messages=messages, **options), model="dummy")
+        reply = self.callable(messages=messages, **options)
+        return ChatResponse.from_text(reply, model=self.model_name)
 
 
 # --- a local OpenAI-compatible HTTP server --------------------------------------------------
@@ -255,7 +258,8 @@ class OpenAIServer:
 
     Replies come from the queue filled by `enqueue(...)`, then from `default` (a
     `ServerReply`, or a function of the request JSON returning one). Every request is
-    recorded in `requests` (the parsed JSON body plus `_path` and `_headers`). Use as a
+    recorded in `requests` (the parsed JSON body plus `_path` and `_headers`, whose
+    names are lower-cased). Use as a
     context manager; `base_url` is what clients take as `api_base`/`base_url`.
     """
 
@@ -322,7 +326,7 @@ class OpenAIServer:
                 except ValueError:
                     request = {"_raw": raw.decode("utf-8", "replace")}
                 request["_path"] = self.path
-                request["_headers"] = dict(self.headers.items())
+                request["_headers"] = {k.lower(): v for k, v in self.headers.items()}
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(ServerReply.error(404, f"no route {self.path}"))
                     return

@@ -151,10 +151,18 @@ _CONTEXT_NAMES = frozenset({"ContextWindowExceededError"})
 _MALFORMED_NAMES = frozenset({"JSONDecodeError", "ValidationError"})
 
 
-def classify_exception(exc: BaseException, *, model: str | None = None) -> LLMError:
+# Top-level packages whose otherwise unrecognised exceptions still count as provider errors.
+_PROVIDER_PACKAGES = frozenset(
+    {"litellm", "openai", "anthropic", "httpx", "httpcore", "aiohttp", "requests", "urllib3"}
+)
+
+
+def classify_exception(exc: BaseException, *, model: str | None = None) -> LLMError | None:
     """Map a provider exception onto the `LLMError` family (does not raise).
 
     Uses the exception's type (its MRO names) and HTTP status, never its message text.
+    Returns None for exceptions that are not provider errors (bugs in user code, test
+    assertions…): those must propagate unchanged.
     """
     if isinstance(exc, LLMError):
         return exc
@@ -180,4 +188,6 @@ def classify_exception(exc: BaseException, *, model: str | None = None) -> LLMEr
         return MalformedResponseError(text, **kwargs)
     if "InternalServerError" in names or "ServiceUnavailableError" in names:
         return ServerError(text, **kwargs)
-    return LLMError(text, **kwargs)
+    if status is not None or type(exc).__module__.split(".")[0] in _PROVIDER_PACKAGES:
+        return LLMError(text, **kwargs)
+    return None

@@ -85,12 +85,22 @@ def _load(path: str, n_ctx: int, n_threads: int | None) -> tuple[Any, threading.
     return loaded
 
 
+# llama-cpp-python's schema converter lets raw control characters (newlines…) into JSON
+# strings, which makes the reply invalid JSON; JSON strings must escape them.
+_LOOSE_CHAR = r'char ::= [^"\\]'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F]'
+
+
 def _grammar(schema: dict[str, Any]) -> Any:
     """A llama.cpp grammar for `schema` (compiled once per schema)."""
     text = json.dumps(schema, sort_keys=True)
     grammar = _GRAMMARS.get(text)
     if grammar is None:
-        grammar = _llama_cpp().LlamaGrammar.from_json_schema(text, verbose=False)
+        llama_cpp = _llama_cpp()
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        gbnf = json_schema_to_gbnf(text).replace(_LOOSE_CHAR, _JSON_CHAR)
+        grammar = llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
         _GRAMMARS[text] = grammar
     return grammar
 

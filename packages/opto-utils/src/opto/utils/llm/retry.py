@@ -55,9 +55,13 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_retries=0)
 
 
-def _failure(exc: Exception, model: str | None, attempt: int) -> LLMError:
+def _failure(exc: Exception, model: str | None, attempt: int) -> LLMError | None:
+    """The typed error for `exc` (None: not a provider error, re-raise it unchanged)."""
+    if isinstance(exc, AssertionError):
+        return None
     error = classify_exception(exc, model=model)
-    error.attempts = attempt + 1
+    if error is not None:
+        error.attempts = attempt + 1
     return error
 
 
@@ -69,6 +73,8 @@ def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, model: str | No
             return fn()
         except Exception as exc:
             error = _failure(exc, model, attempt)
+            if error is None:
+                raise
             if not error.transient or attempt >= policy.max_retries:
                 if error is exc:
                     raise
@@ -92,6 +98,8 @@ async def acall_with_retry(
             return await fn()
         except Exception as exc:
             error = _failure(exc, model, attempt)
+            if error is None:
+                raise
             if not error.transient or attempt >= policy.max_retries:
                 if error is exc:
                     raise

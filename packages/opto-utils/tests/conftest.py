@@ -1,0 +1,43 @@
+"""Fixtures shared by the opto-utils tests (the reusable code lives in opto.utils.testing)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opto.utils.testing import OpenAIServer
+
+# Variables that steer LLM selection or caching; tests start from a clean slate.
+LLM_ENV = (
+    "OPTO_LLM_MODEL",
+    "OPTO_LLM_CACHE",
+    "TRACE_LITELLM_MODEL",
+    "DEFAULT_LITELLM_MODEL",
+    "TRACE_DEFAULT_LLM_BACKEND",
+    "TRACE_CUSTOMLLM_MODEL",
+    "TRACE_CUSTOMLLM_URL",
+    "TRACE_CUSTOMLLM_API_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "MISTRAL_API_KEY",
+    "GROQ_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "OPENROUTER_API_KEY",
+    "AZURE_TOKEN_PROVIDER_SCOPE",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_llm_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No LLM configuration leaks in from the developer's shell."""
+    for name in LLM_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    """A running local OpenAI-compatible server (127.0.0.1, random port)."""
+    with OpenAIServer() as server:
+        yield server

