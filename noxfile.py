@@ -24,6 +24,8 @@ ROOT = Path(__file__).parent
 PACKAGES = ["utils", "trace", "optimizers", "trainers"]  # lowest layer first
 DEFAULT_PYTHON = "3.11"
 ALL_PYTHONS = ["3.11", "3.13"]
+# Every extra except `local` (the embedded model builds llama.cpp: it has its own session).
+ALL_EXTRAS = ["viz", "black", "numpy", "litellm", "storage", "postgres", "tokens"]
 
 
 def _expose_installed_pythons() -> None:
@@ -45,7 +47,7 @@ os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = False
-nox.options.sessions = ["lint", *PACKAGES, "all", "wheels"]
+nox.options.sessions = ["lint", *PACKAGES, "storage", "all", "wheels"]
 
 
 def _uv_sync(session: nox.Session, *args: str) -> None:
@@ -93,12 +95,35 @@ for _name in PACKAGES:
 @nox.session(name="all", python=ALL_PYTHONS)
 def all_packages(session: nox.Session) -> None:
     """Test every package together, with the optional extras, plus the root tests/."""
-    _uv_sync(session, "--all-packages", "--all-extras", "--group", "test")
+    extras = [arg for extra in ALL_EXTRAS for arg in ("--extra", extra)]
+    _uv_sync(session, "--all-packages", *extras, "--group", "test")
     session.run(
         "pytest",
         *(f"packages/opto-{name}/tests" for name in PACKAGES),
         "tests",
         *session.posargs,
+    )
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def storage(session: nox.Session) -> None:
+    """Run storage on SQLite and on a real PostgreSQL server started by the tests."""
+    _uv_sync(
+        session,
+        "--package",
+        "opto-utils",
+        "--extra",
+        "storage",
+        "--extra",
+        "postgres",
+        "--group",
+        "test",
+    )
+    session.run(
+        "pytest",
+        *sorted(glob.glob("packages/opto-utils/tests/test_storage*.py")),
+        *session.posargs,
+        env={"OPTO_REQUIRE_POSTGRES": "1"},
     )
 
 
