@@ -2,6 +2,7 @@
 
 import importlib.util
 import inspect
+import json
 import math
 import re
 
@@ -250,3 +251,58 @@ def test_export_rejects_values_without_a_literal_form(tmp_path):
     with pytest.raises(ExportError, match=re.escape("attribute '_param'")):
         obj.export(tmp_path / "bad.py", projections=[])
     assert not (tmp_path / "bad.py").exists()
+
+
+class Greeter:
+    def __init__(self):
+        self.greeting = node("Hello", trainable=True)
+
+    @bundle()
+    def greet(self, name):
+        return f"{self.greeting} {name}"
+
+
+@model
+class PoliteGreeter(Greeter, json.JSONEncoder):
+    """Greets politely."""
+
+    def __init__(self):
+        super().__init__()
+        self.suffix = node("!", trainable=True)
+
+    @bundle(trainable=True)
+    def polite(self, name):
+        return self.greet(name) + self.suffix
+
+
+def test_export_keeps_inheritance(tmp_path):
+    obj = PoliteGreeter()
+    obj.greeting._set("Good day")
+    obj.polite.parameter._set(
+        "def polite(self, name):\n    return self.greet(name) + self.suffix + '!'\n"
+    )
+    content = obj.export(tmp_path / "polite.py", projections=[])
+    assert "class Greeter:" in content
+    assert "class PoliteGreeter(Greeter, JSONEncoder):" in content
+    assert "from json.encoder import JSONEncoder" in content
+    assert "self.greeting = 'Good day'" in content
+    assert content.index("class Greeter:") < content.index("class PoliteGreeter(")
+    Exported = load_exported(tmp_path / "polite.py", "PoliteGreeter")
+    assert Exported().polite("Ann") == "Good day Ann!!"
+    assert inspect.cleandoc(Exported.__doc__) == "Greets politely."
+
+
+def test_export_appends_values_of_nodes_set_outside_assignments(tmp_path):
+    @model
+    class Dynamic:
+        def __init__(self):
+            for key in ("a", "b"):
+                setattr(self, key, node(key, trainable=True))
+
+    obj = Dynamic()
+    obj.b._set("changed")
+    content = obj.export(tmp_path / "dyn.py", projections=[])
+    Exported = load_exported(tmp_path / "dyn.py", "Dynamic")
+    instance = Exported()
+    assert (instance.a, instance.b) == ("a", "changed")
+    assert "node(" in content  # the loop is kept; its result is overwritten after it

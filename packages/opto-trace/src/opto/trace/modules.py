@@ -307,13 +307,18 @@ def _literal(value: Any) -> str | None:
 
 
 class _Exporter:
-    """Builds the source text of `Model.export`."""
+    """Builds the source text of `Model.export`.
+
+    The object's class and its user-defined bases (those of the class's own module) are
+    written as plain classes, keeping the inheritance; bases from other modules are
+    imported. Every other name the code reads is imported, defined as a literal, or
+    inlined from the class's module.
+    """
 
     def __init__(self, obj: Model, parent: _Exporter | None = None) -> None:
         self.obj = obj
-        own = type(obj)
-        self.user_class: type = vars(own).get("_model_user_class", own)
-        self.module_name = self.user_class.__module__
+        self.home = vars(type(obj)).get("_model_user_class", type(obj))
+        self.module_name = self.home.__module__
         module = sys.modules.get(self.module_name)
         self.globals: dict[str, Any] = vars(module) if module is not None else {}
         self.fun_module = _fun_module_type()
@@ -323,12 +328,11 @@ class _Exporter:
         self.definitions: list[str] = parent.definitions if parent else []
         self.unresolved: list[str] = parent.unresolved if parent else []
         self.defined: set[str] = parent.defined if parent else set()
-
-    # -- class body -----------------------------------------------------------------------
+        self.assigned: set[str] = set()
+        self.node_values, self.fun_values = self._instance_values()
 
     def render(self) -> str:
-        class_code = self._class_code()
-        self._resolve(class_code, {self.user_class.__name__})
+        self._emit_class(type(self.obj))
         parts: list[str] = []
         if self.unresolved:
             parts.append(f"# NOTE: names not resolved, define them: {', '.join(self.unresolved)}")
@@ -337,58 +341,68 @@ class _Exporter:
         if self.constants:
             parts.append("\n".join(self.constants))
         parts.extend(self.definitions)
-        parts.append(class_code)
         return "\n\n\n".join(parts) + "\n"
 
-    def _class_code(self) -> str:
-        node_values, fun_values = self._instance_values()
+    # -- classes ----------------------------------------------------------------------------
+
+    def _emit_class(self, klass: type) -> str:
+        """Write `klass` (after its bases) as a plain class; return its name."""
+        source_class: type = vars(klass).get("_model_user_class", klass)
+        name = source_class.__name__
+        self.defined.add(name)
+        bases = [self._base_name(base) for base in source_class.__bases__]
+        bases = [base for base in bases if base is not None]
         members: list[tuple[str, str]] = []
-        for name, raw in self._class_members():
-            source = self._member_source(name, raw)
-            if source is not None:
-                members.append((name, source))
-        assigned: set[str] = set()
-        members = [
-            (name, self._rewrite_assignments(src, node_values, fun_values, assigned))
-            for name, src in members
-        ]
-        leftover = [
-            f"self.{attr} = {text}"
-            for attr, text in {**node_values, **fun_values}.items()
-            if attr not in assigned
-        ]
-        if leftover:
-            members = self._append_to_init(members, leftover)
+        for member, raw in vars(source_class).items():
+            if member not in _SKIPPED_CLASS_KEYS:
+                members.append((member, self._member_source(member, raw)))
+        members = [(member, self._rewrite_assignments(src)) for member, src in members]
+        if klass is type(self.obj):
+            leftover = [
+                f"self.{attr} = {text}"
+                for attr, text in {**self.node_values, **self.fun_values}.items()
+                if attr not in self.assigned
+            ]
+            if leftover:
+                members = _append_to_init(members, leftover)
         body: list[str] = []
-        doc = self.user_class.__doc__
+        doc = source_class.__doc__
         if doc:
             body.append(_docstring(inspect.cleandoc(doc)))
         body.extend(source.rstrip("\n") for _, source in members)
-        lines = [f"class {self.user_class.__name__}:"]
+        header = f"class {name}({', '.join(bases)}):" if bases else f"class {name}:"
+        lines = [header]
         for index, chunk in enumerate(body or ["pass"]):
             if index:
                 lines.append("")
             lines.append(textwrap.indent(chunk, "    "))
-        return "\n".join(lines)
+        code = "\n".join(lines)
+        self._resolve(code, {name})
+        self.definitions.append(code)
+        return name
 
-    def _class_members(self) -> list[tuple[str, Any]]:
-        """Members of the user class and its user-defined bases, in definition order."""
-        own_bases = {Model, Module, ParameterContainer, NodeContainer, object}
-        seen: set[str] = set()
-        members: list[tuple[str, Any]] = []
-        for klass in type(self.obj).__mro__:
-            if klass in own_bases or "_model_user_class" in vars(klass):
-                continue
-            for name, raw in vars(klass).items():
-                if name in seen or name in _SKIPPED_CLASS_KEYS:
-                    continue
-                seen.add(name)
-                members.append((name, raw))
-        return members
+    def _base_name(self, base: type) -> str | None:
+        """The name a base class has in the exported file (emitting it if needed)."""
+        if base in (Model, Module, ParameterContainer, NodeContainer, object):
+            return None
+        name = vars(base).get("_model_user_class", base).__name__
+        if name in self.defined or getattr(builtins, name, None) is base:
+            return name
+        if base.__module__ == self.module_name:
+            return self._emit_class(base)
+        imported = _import_line(name, base)
+        if imported is None:
+            self._unresolved(name)
+        else:
+            self.defined.add(name)
+            self.imports.add(imported)
+        return name
 
-    def _member_source(self, name: str, raw: Any) -> str | None:
+    def _member_source(self, name: str, raw: Any) -> str:
         if isinstance(raw, self.fun_module):
-            return self._bundle_code(raw, getattr(self.obj, name, raw), f"method {name!r}")
+            # The instance's own copy holds its trained code, unless a subclass overrides it.
+            bound = getattr(self.obj, name) if _lookup(type(self.obj), name) is raw else raw
+            return _aliased(name, self._bundle_code(raw, bound, f"method {name!r}"))
         if isinstance(raw, (staticmethod, classmethod)):
             inner = raw.__func__
             if isinstance(inner, self.fun_module):
@@ -402,7 +416,7 @@ class _Exporter:
                     functions.append(func)
             return "\n\n".join(_source(f, f"property {name!r}") for f in functions)
         if inspect.isfunction(raw) or inspect.isclass(raw) or hasattr(raw, "__wrapped__"):
-            return _source(raw, f"member {name!r}")
+            return _aliased(name, _source(raw, f"member {name!r}"))
         text = _literal(raw)
         if text is None:
             raise ExportError(
@@ -420,6 +434,8 @@ class _Exporter:
         if source:
             return textwrap.dedent(source)
         return _strip_bundle_decorators(_source(getattr(fun, "_fun", fun), what))
+
+    # -- instance values --------------------------------------------------------------------
 
     def _instance_values(self) -> tuple[dict[str, str], dict[str, str]]:
         """Literal text for node attributes; function names for bundled-function attributes."""
@@ -446,15 +462,9 @@ class _Exporter:
                 functions[attr] = function_name
         return nodes, functions
 
-    def _rewrite_assignments(
-        self,
-        source: str,
-        node_values: dict[str, str],
-        fun_values: dict[str, str],
-        assigned: set[str],
-    ) -> str:
+    def _rewrite_assignments(self, source: str) -> str:
         """Replace the right side of `self.<attr> = ...` for node/bundle attributes."""
-        values = {**node_values, **fun_values}
+        values = {**self.node_values, **self.fun_values}
         if not values:
             return source
         try:
@@ -483,7 +493,7 @@ class _Exporter:
                     and target.attr in values
                 ):
                     value = statement.value
-                    assigned.add(target.attr)
+                    self.assigned.add(target.attr)
                     edits.append(
                         (
                             value.lineno,
@@ -495,24 +505,7 @@ class _Exporter:
                     )
         return _apply_edits(source, edits)
 
-    def _append_to_init(
-        self, members: list[tuple[str, str]], statements: list[str]
-    ) -> list[tuple[str, str]]:
-        """Add `statements` at the end of `__init__` (created if the class has none)."""
-        for index, (name, source) in enumerate(members):
-            if name != "__init__":
-                continue
-            function = ast.parse(source).body[0]
-            indent = " " * function.body[0].col_offset if function.body else "    "
-            lines = source.rstrip("\n").split("\n")
-            end = function.end_lineno or len(lines)
-            added = [indent + statement for statement in statements]
-            members[index] = (name, "\n".join(lines[:end] + added + lines[end:]))
-            return members
-        init = "def __init__(self):\n" + "\n".join("    " + s for s in statements)
-        return [("__init__", init), *members]
-
-    # -- names used by the class ------------------------------------------------------------
+    # -- names used by the code -------------------------------------------------------------
 
     def _resolve(self, code: str, bound: set[str]) -> None:
         """Import, define or inline every free name of `code` found in the class's module."""
@@ -537,14 +530,14 @@ class _Exporter:
             code = self._bundle_code(value, value, f"function {name!r}")
             self._add_definition(name, code)
             return
+        if inspect.isclass(value) and value in type(self.obj).__mro__:
+            self._emit_class(value)  # a base class named in a method body
+            return
         nested = self._nested_model(value)
         if nested is not None:
             # A model class this model holds an instance of: export it as a plain class
             # too, with that instance's current values.
-            child = _Exporter(nested, parent=self)
-            code = child._class_code()
-            child._resolve(code, {name, child.user_class.__name__})
-            self.definitions.append(code)
+            _Exporter(nested, parent=self)._emit_class(type(nested))
             return
         module_name = getattr(value, "__module__", None)
         if (inspect.isfunction(value) or inspect.isclass(value)) and (
@@ -575,14 +568,49 @@ class _Exporter:
         """Emit a module-level definition (and resolve the names it uses)."""
         self.defined.add(name)
         defined_name = _defined_name(code)
-        if defined_name is not None and defined_name != name:
-            code = f"{code.rstrip()}\n\n\n{name} = {defined_name}"
+        code = _aliased(name, code)
         self._resolve(code, {name, defined_name or name})
         self.definitions.append(code.rstrip("\n"))
 
     def _unresolved(self, name: str) -> None:
         logger.warning("export: cannot resolve name %r used by the class; define it.", name)
         self.unresolved.append(name)
+
+
+def _lookup(klass: type, name: str) -> Any:
+    """The raw class attribute `name` as attribute lookup on `klass` finds it."""
+    for base in klass.__mro__:
+        if name in vars(base):
+            return vars(base)[name]
+    return None
+
+
+def _aliased(name: str, code: str) -> str:
+    """`code` plus `name = <defined name>` when it defines something under another name."""
+    defined_name = _defined_name(code)
+    if defined_name is None or defined_name == name:
+        return code
+    return f"{code.rstrip()}\n\n{name} = {defined_name}"
+
+
+def _append_to_init(members: list[tuple[str, str]], statements: list[str]) -> list[tuple[str, str]]:
+    """Add `statements` at the end of `__init__` (created, calling super, if absent)."""
+    for index, (name, source) in enumerate(members):
+        if name != "__init__":
+            continue
+        function = ast.parse(source).body[0]
+        indent = " " * function.body[0].col_offset if function.body else "    "
+        lines = source.rstrip("\n").split("\n")
+        end = function.end_lineno or len(lines)
+        added = [indent + statement for statement in statements]
+        members[index] = (name, "\n".join(lines[:end] + added + lines[end:]))
+        return members
+    init = [
+        "def __init__(self, *args, **kwargs):",
+        "    super().__init__(*args, **kwargs)",
+        *("    " + statement for statement in statements),
+    ]
+    return [("__init__", "\n".join(init)), *members]
 
 
 def _docstring(doc: str) -> str:
