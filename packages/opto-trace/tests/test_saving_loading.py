@@ -1,7 +1,9 @@
 """Module.save/load (JSON by default, pickle on request), state_dict, pickling modules."""
 
+import collections
 import json
 import pickle
+import re
 
 import pytest
 from opto.trace.bundle import bundle
@@ -127,6 +129,10 @@ def test_unserializable_value_names_the_parameter(tmp_path):
         Plain(float("nan")).save(tmp_path / "bad.json")
     with pytest.raises(ModuleStateError, match="tuple"):
         Plain((1, 2)).save(tmp_path / "bad.json")
+    with pytest.raises(ModuleStateError, match="OrderedDict"):
+        Plain(collections.OrderedDict(a=1)).save(tmp_path / "bad.json")
+    with pytest.raises(ModuleStateError, match=re.escape("at value['a'][1]")):
+        Plain({"a": [1, b"x"]}).save(tmp_path / "bad.json")
 
 
 def test_pickle_format_only_when_asked(tmp_path):

@@ -13,7 +13,7 @@ import functools
 import types
 from collections import UserDict, UserList
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from opto.trace.nodes import Node, ParameterNode
 
@@ -31,6 +31,7 @@ __all__ = [
 # (the reserved self-node and per-instance method copies); they are never members.
 _RESERVED_MARKER = "__TRACE_RESERVED_"
 _MISSING = object()
+_C = TypeVar("_C", bound="ParameterContainer")
 
 
 class StateDictError(ValueError):
@@ -261,7 +262,7 @@ class ParameterContainer(NodeContainer):
 
     # -- copying and pickling -------------------------------------------------------------
 
-    def copy(self) -> ParameterContainer:
+    def copy(self: _C) -> _C:
         """A deep copy that *shares* this container's ParameterNodes.
 
         Structure and plain attributes are independent; parameters (including the code
@@ -294,7 +295,7 @@ class ParameterContainer(NodeContainer):
                     stack.append(value)
         return found
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> ParameterContainer:
+    def __deepcopy__(self: _C, memo: dict[int, Any]) -> _C:
         """Deep-copy every instance attribute (nodes become `_copy` clones)."""
         new = object.__new__(type(self))
         memo[id(self)] = new

@@ -138,19 +138,20 @@ def _validate_document(document: Any, source: Path) -> Mapping[str, Any]:
 def _check_json(value: Any, key: str, where: str) -> None:
     """Raise ModuleStateError unless `value` round-trips through JSON unchanged."""
     problem = None
-    if value is None or isinstance(value, (bool, int, str)):
+    kind = type(value)  # exact types: subclasses (enums, OrderedDict...) would not round-trip
+    if value is None or kind in (bool, int, str):
         return
-    if isinstance(value, float):
+    if kind is float:
         if math.isfinite(value):
             return
         problem = f"the float {value!r} is not valid JSON"
-    elif isinstance(value, list):
+    elif kind is list:
         for index, item in enumerate(value):
             _check_json(item, key, f"{where}[{index}]")
         return
-    elif isinstance(value, dict):
+    elif kind is dict:
         for name, item in value.items():
-            if not isinstance(name, str):
+            if type(name) is not str:
                 problem = f"the dict key {name!r} is not a string"
                 break
             _check_json(item, key, f"{where}[{name!r}]")
