@@ -8,6 +8,7 @@ import re
 
 import pytest
 from opto.trace.bundle import bundle
+from opto.trace.containers import Map, Seq
 from opto.trace.modules import ExportError, model
 from opto.trace.nodes import node
 
@@ -306,3 +307,20 @@ def test_export_appends_values_of_nodes_set_outside_assignments(tmp_path):
     instance = Exported()
     assert (instance.a, instance.b) == ("a", "changed")
     assert "node(" in content  # the loop is kept; its result is overwritten after it
+
+
+def test_export_seq_and_map_of_nodes_become_plain_values(tmp_path):
+    @model
+    class WithContainers:
+        def __init__(self):
+            self.steps = Seq(node("a", trainable=True), "b")
+            self.table = Map({"k": node(1, trainable=True)})
+
+    obj = WithContainers()
+    obj.steps[0]._set("A")
+    obj.table["k"]._set(2)
+    content = obj.export(tmp_path / "c.py", projections=[])
+    assert "self.steps = ['A', 'b']" in content and "self.table = {'k': 2}" in content
+    assert "import" not in content
+    instance = load_exported(tmp_path / "c.py", "WithContainers")()
+    assert instance.steps == ["A", "b"] and instance.table == {"k": 2}

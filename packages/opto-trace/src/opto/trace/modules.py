@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from opto.trace.containers import NodeContainer, ParameterContainer
+from opto.trace.containers import Map, NodeContainer, ParameterContainer, Seq
 from opto.trace.nodes import Node
 
 __all__ = ["ExportError", "Model", "Module", "ModuleStateError", "model"]
@@ -454,6 +454,11 @@ class _Exporter:
                         "data (str, numbers, lists, dicts, ...) in exported nodes."
                     )
                 nodes[attr] = text
+            elif isinstance(value, (Seq, Map)):
+                # Containers of nodes become plain lists/dicts when their values are literal.
+                text = _literal(_plain(value))
+                if text is not None:
+                    nodes[attr] = text
             elif isinstance(value, self.fun_module):
                 code = self._bundle_code(value, value, f"attribute {attr!r}")
                 function_name = _defined_name(code)
@@ -576,6 +581,17 @@ class _Exporter:
     def _unresolved(self, name: str) -> None:
         logger.warning("export: cannot resolve name %r used by the class; define it.", name)
         self.unresolved.append(name)
+
+
+def _plain(value: Any) -> Any:
+    """`value` with nodes replaced by their data and Seq/Map by list/dict."""
+    if isinstance(value, Node):
+        return value._data
+    if isinstance(value, Seq):
+        return [_plain(item) for item in value]
+    if isinstance(value, Map):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    return value
 
 
 def _lookup(klass: type, name: str) -> Any:
