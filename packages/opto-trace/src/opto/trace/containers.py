@@ -8,6 +8,7 @@ bundled functions, or through nested containers) so optimizers can be built on
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import types
@@ -173,8 +174,8 @@ class ParameterContainer(NodeContainer):
         """`(path, node)` for every parameter, with stable dotted paths (`"sub.prompt"`)."""
         out: list[tuple[str, ParameterNode]] = []
         self._collect_named("", out, seen=set())
-        paths = [path for path, _ in out]
-        duplicates = sorted({p for p in paths if paths.count(p) > 1})
+        counts = collections.Counter(path for path, _ in out)
+        duplicates = sorted(path for path, count in counts.items() if count > 1)
         if duplicates:
             raise StateDictError(
                 f"Parameter paths {duplicates} are ambiguous (two keys print the same); "
@@ -328,9 +329,9 @@ class Seq(UserList, ParameterContainer):
     """A list of nodes, parameters and containers that reports the parameters it holds.
 
     `Seq(a, b, c)` or `Seq(sequence)` (one argument with `__len__` and `__getitem__` that
-    is not a node). Compares and pickles like a list. In `parameters_dict()` ParameterNode elements are
-    keyed by their node name and nested containers by their index (address-independent);
-    `state_dict()` keys every element by its index.
+    is not a node). Compares and pickles like a list. In `parameters_dict()` ParameterNode
+    elements are keyed by their node name and nested containers by their index
+    (address-independent); `state_dict()` keys every element by its index.
     """
 
     def __init__(self, *args: Any) -> None:
@@ -428,6 +429,3 @@ class Map(UserDict, ParameterContainer):
                 if key not in source:
                     raise StateDictError(f"Cannot set Map: key {key!r} is missing.")
                 _set_member(value, source[key], key)
-
-    def _add_member(self, key: Any, value: Any) -> None:
-        raise StateDictError(f"Cannot set Map: it has no parameter keyed {key!r}.")

@@ -25,7 +25,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from opto.trace.containers import Map, NodeContainer, ParameterContainer, Seq
+from opto.trace.containers import (
+    Map,
+    NodeContainer,
+    ParameterContainer,
+    Seq,
+    _fun_module_type,
+)
 from opto.trace.nodes import Node
 
 __all__ = ["ExportError", "Model", "Module", "ModuleStateError", "model"]
@@ -278,12 +284,6 @@ _SKIPPED_CLASS_KEYS = frozenset(
         "_model_user_class",
     }
 )
-
-
-def _fun_module_type() -> type:
-    from opto.trace.bundle import FunModule
-
-    return FunModule
 
 
 def _source(obj: Any, what: str) -> str:
