@@ -122,3 +122,55 @@ def test_module_set_through_nested_seq_and_map():
     agent._set(other)
     assert agent.layers[0].data == 3 and agent.table["k"].data == 4
     assert agent.layers[0] is not other.layers[0]
+
+
+def test_ambiguous_state_paths_are_reported():
+    mapping = Map({1: node("a", trainable=True), "1": node("b", trainable=True)})
+    assert len(mapping.parameters()) == 2
+    with pytest.raises(StateDictError, match=r"paths \['1'\] are ambiguous"):
+        mapping.state_dict()
+
+
+def test_parameter_keyed_map_state():
+    key = node("k", trainable=True)
+    mapping = Map({"x": 1, key: node("v", trainable=True)})
+    assert mapping.state_dict() == {"key[1]": "k", "value[1]": "v"}
+    key._set("changed")
+    assert list(mapping.state_dict()) == ["key[1]", "value[1]"]
+
+
+def test_module_set_adds_new_parameters_but_never_shadows_attributes():
+    class Agent(Module):
+        def __init__(self):
+            self.p = node(1, trainable=True)
+            self.note = "plain"
+
+    agent = Agent()
+    extra = node(5, trainable=True)
+    agent._set({"p": 2, "extra": extra})
+    assert agent.p.data == 2 and agent.extra is extra
+    assert len(agent.parameters()) == 2
+    with pytest.raises(StateDictError, match="already has a plain attribute"):
+        agent._set({"p": 3, "extra": 6, "note": node(0, trainable=True)})
+    with pytest.raises(StateDictError, match=r"keys \['p'\] are missing"):
+        agent._set({"extra": 1})
+    with pytest.raises(TypeError, match="expects a mapping"):
+        agent._set([1])
+
+
+def test_parameters_from_many_threads_agree():
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Agent(Module):
+        def __init__(self):
+            self.p = node(1, trainable=True)
+
+        @bundle(trainable=True)
+        def act(self, x):
+            return x
+
+    agent = Agent()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: [id(p) for p in agent.parameters()], range(32)))
+    assert all(result == results[0] for result in results)
+    assert len(results[0]) == 2

@@ -385,7 +385,8 @@ class Map(UserDict, ParameterContainer):
     Compares and pickles like a dict. In `parameters_dict()` ParameterNode and container
     values are keyed by their dict key, and ParameterNode *keys* are parameters too (keyed
     by their node name); a container cannot be a key. `state_dict()` keys values by
-    `str(key)` and parameter keys by `key[<position>]`.
+    `str(key)` (`value[<position>]` under a node key) and parameter keys by
+    `key[<position>]`.
     """
 
     def _candidates(self) -> Iterator[Any]:
@@ -412,7 +413,8 @@ class Map(UserDict, ParameterContainer):
                 yield f"key[{position}]", key
             item = _classify_element(key, value)
             if item is not None:
-                yield str(key), item
+                # A node key prints its data, which changes: use its position instead.
+                yield (f"value[{position}]" if isinstance(key, Node) else str(key)), item
 
     def _set(self, new: Any) -> None:
         """Copy values from a mapping with the same keys (or a Map/parameters_dict)."""
