@@ -131,3 +131,18 @@ def test_copy_of_seq_and_map_is_shallow_like_list_and_dict():
     assert seq.copy() == seq and seq.copy()[0] is seq[0]
     mapping = Map({"a": node(1, trainable=True)})
     assert mapping.copy()["a"] is mapping["a"]
+
+
+def test_rollouts_on_copies_all_reach_the_shared_parameter():
+    @model
+    class Echo:
+        def __init__(self):
+            self.prefix = node(">", trainable=True)
+
+        def forward(self, x):
+            return self.prefix + x
+
+    agent = Echo()
+    outputs = [agent.copy()(str(i)) for i in range(5)]
+    assert [o.data for o in outputs] == [">0", ">1", ">2", ">3", ">4"]
+    assert len(agent.prefix.children) == 5
