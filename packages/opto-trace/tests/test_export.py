@@ -324,3 +324,18 @@ def test_export_seq_and_map_of_nodes_become_plain_values(tmp_path):
     assert "import" not in content
     instance = load_exported(tmp_path / "c.py", "WithContainers")()
     assert instance.steps == ["A", "b"] and instance.table == {"k": 2}
+
+
+def test_export_without_black_skips_formatting_with_a_note(tmp_path, monkeypatch, caplog):
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        return None if name == "black" else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    calc = StrangeCalculator()
+    calc.prompt._set("changed")
+    with caplog.at_level("INFO", logger="opto.trace.modules"):
+        content = calc.export(tmp_path / "calc.py")
+    assert "self.prompt = 'changed'" in content  # not normalized by black
+    assert "black is not installed" in caplog.text
