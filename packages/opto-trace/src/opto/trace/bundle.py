@@ -21,6 +21,7 @@ import copy
 import inspect
 import io
 import linecache
+import os
 import re
 import sys
 import textwrap
@@ -75,8 +76,10 @@ _BIND_LOCK = threading.RLock()
 _RUNNING: ContextVar[tuple[Any, ...]] = ContextVar("opto_trace_running_bundles", default=())
 _DECORATOR = re.compile(r"^\s*@\s*(?:[\w.]+\.)?bundle\s*(?:\(|\\)")
 _DEF = re.compile(r"^\s*(?:async\s+)?def\s")
-_code_counter = iter(range(1, sys.maxsize))
-_NO_FRAME = UsedNodes()  # stays empty: used by the operator fast path
+_NO_FRAME = UsedNodes()
+_TRACE_DIR = os.path.dirname(
+    os.path.abspath(__file__)
+)  # stays empty: used by the operator fast path
 
 
 def disable_external_dependencies_check(allow_external_dependencies: bool) -> None:
@@ -245,6 +248,19 @@ class _Globals(dict):  # type: ignore[type-arg]
 
     def __missing__(self, key: str) -> Any:
         return self._base[key]
+
+
+class _Locals(dict):  # type: ignore[type-arg]
+    """Top-level namespace while exec'ing trainable code (module-level statements see globals)."""
+
+    __slots__ = ("_globals",)
+
+    def __init__(self, glb: _Globals) -> None:
+        super().__init__()
+        self._globals = glb
+
+    def __missing__(self, key: str) -> Any:
+        return self._globals[key]
 
 
 class _CallRecord:
@@ -472,7 +488,7 @@ class FunModule(Module):
                 None,
                 "",
             )
-        filename = f"<trainable code {param.py_name} #{next(_code_counter)}>"
+        filename = f"<trainable code {param.py_name}>"
         lines = code.splitlines(True)
         linecache.cache[filename] = (len(code), None, lines, filename)
         try:
@@ -488,10 +504,12 @@ class FunModule(Module):
             ) from None
         base_globals = getattr(self._fun, "__globals__", {})
         glb = _Globals(base_globals, self._ldict)
-        loc: dict[str, Any] = {}
+        loc = _Locals(glb)
         try:
             exec(compiled, glb, loc)
-            fn = loc[self._fun_name]
+            if self._fun_name not in loc:
+                raise KeyError(self._fun_name)
+            fn = dict.__getitem__(loc, self._fun_name)
         except Exception as e:
             tb = e.__traceback__
             lineno = None
@@ -598,7 +616,12 @@ class FunModule(Module):
                 output = error = e
             finally:
                 USED_NODES.reset(token)
-        if error is None and not frame and not isinstance(output, Exception):
+        if (
+            error is None
+            and not frame
+            and getattr(frame, "created", None) is None
+            and not isinstance(output, Exception)
+        ):
             if isinstance(output, Node):
                 output = output._data
             vals = tuple(nodes) if _TRACING.get() else ()
@@ -940,6 +963,8 @@ def _promote(
 
 
 def _exception_data(e: BaseException) -> str:
+    if isinstance(e, ExecutionError):  # a nested bundle failed: keep its message, not a traceback
+        return f"(opto.trace.errors.ExecutionError) {e.exception_node._data}"
     cls = type(e)
     type_name = (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
@@ -989,21 +1014,30 @@ def _error_comment(fm: FunModule, e: BaseException, fun: Any) -> tuple[str, str]
         frames.append((tb.tb_frame.f_code, tb.tb_lineno))
         tb = tb.tb_next
     comments: list[tuple[list[str], int]] = []
-    complete = True
+    nested = None
     for code, lineno in frames:
+        if os.path.dirname(code.co_filename) == _TRACE_DIR:
+            # the error came out of opto.trace itself (a nested bundle or operator)
+            if isinstance(e, ExecutionError):
+                info = e.exception_node._inf
+                nested = info.get("error_comment") if isinstance(info, dict) else None
+                if nested is None and info is not None and not isinstance(info, dict):
+                    nested = getattr(info, "error_comment", None)
+            break
         src = _frame_source(fm, code, fun)
         if src is None:
-            complete = False
             break
         lines, start = src
         comments.append((lines, lineno - start))
+    if not comments:
+        return (nested or base), tb_text
     parts = []
     for i, (lines, index) in enumerate(comments):
-        last = i == len(comments) - 1
+        last = i == len(comments) - 1 and nested is None
         msg = base if last else "Error raised in function call. See below."
         parts.append(_annotate(lines, index, msg))
-    if not complete and not comments:
-        return base, tb_text
+    if nested is not None:
+        return "\n\n".join(parts) + "\n\n" + nested, tb_text
     return "\n\n".join(parts) + "\n" + base, tb_text
 
 

@@ -629,14 +629,14 @@ class Node(AbstractNode[T]):
         inf = state.get("_inf")
         if inf is not None and type(inf) is not dict:
             state["_inf"] = None
-        if state.get("_deps") is not None:
-            state["_deps"] = _SELF if isinstance(self, ParameterNode) else None
+        state.pop("_deps", None)  # recomputed: a restored node has no parents
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._parents = ()
         self._ch = None
         self._fb = None
+        self._deps = _SELF if isinstance(self, ParameterNode) else None
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -1060,6 +1060,8 @@ class MessageNode(Node[T]):
         own_params = own["parameter"] if own else set()
         own_exp = own["expandable"] if own else set()
         hidden = output.parameter_dependencies - own_params
+        for v in inner:  # detached copies of the inputs stand for the inputs themselves
+            hidden -= v.parameter_dependencies
         for n in output.expandable_dependencies - own_exp:
             if n is not self:
                 hidden |= n.hidden_dependencies
