@@ -1,5 +1,6 @@
 """Model.export: a standalone, runnable class with the current code and values."""
 
+import functools
 import importlib.util
 import inspect
 import json
@@ -339,3 +340,34 @@ def test_export_without_black_skips_formatting_with_a_note(tmp_path, monkeypatch
         content = calc.export(tmp_path / "calc.py")
     assert "self.prompt = 'changed'" in content  # not normalized by black
     assert "black is not installed" in caplog.text
+
+
+def test_export_properties_static_and_class_members(tmp_path):
+    @model
+    class Rich:
+        LIMIT = 3
+
+        def __init__(self):
+            self.base = node(2, trainable=True)
+
+        @property
+        def doubled(self):
+            return self.base * 2
+
+        @functools.cached_property
+        def tripled(self):
+            return self.base * self.LIMIT
+
+        @staticmethod
+        def helper(x):
+            return x + 1
+
+        @classmethod
+        def make(cls):
+            return cls()
+
+    obj = Rich()
+    obj.base._set(5)
+    obj.export(tmp_path / "rich.py", projections=[])
+    instance = load_exported(tmp_path / "rich.py", "Rich").make()
+    assert (instance.doubled, instance.tripled, instance.helper(1)) == (10, 15, 2)

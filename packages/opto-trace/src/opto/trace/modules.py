@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import functools
 import importlib.util
 import inspect
 import json
@@ -410,6 +411,8 @@ class _Exporter:
                 code = self._bundle_code(inner, inner, f"method {name!r}")
                 return f"@{type(raw).__name__}\n{code}"
             return _source(inner, f"method {name!r}")
+        if isinstance(raw, functools.cached_property):
+            return _source(raw.func, f"property {name!r}")
         if isinstance(raw, property):
             functions = []
             for func in (raw.fget, raw.fset, raw.fdel):
