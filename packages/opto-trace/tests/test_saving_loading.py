@@ -216,3 +216,21 @@ def test_pickling_a_live_model_stores_values_not_graphs():
     assert restored.prompt.children == []
     assert restored.state_dict() == agent.state_dict()
     assert restored.forward(1).data == 101
+
+
+def test_bundle_returning_a_tuple_unpacks_into_nodes(tmp_path):
+    @bundle(trainable=True)
+    def split(x):
+        return x, x + 1
+
+    first, second = split(node(1))
+    assert (first.data, second.data) == (1, 2)
+    split.parameter._set("def split(x):\n    return x, x * 10\n")
+    split.save(tmp_path / "split.json")
+
+    @bundle(trainable=True)
+    def split(x):  # a fresh bundle, restored from the file
+        return x, x + 1
+
+    split.load(tmp_path / "split.json")
+    assert [n.data for n in split(node(3))] == [3, 30]
