@@ -134,7 +134,7 @@ def test_unpacking_none_raises_execution_error():
         return None
 
     with pytest.raises(ExecutionError) as info:
-        a, b = nothing(1)
+        _a, _b = nothing(1)
     n = info.value.exception_node
     assert n.data == "(TypeError) TypeError: Cannot unpack non-iterable <class 'NoneType'> object"
     assert n._description == "[ExceptionNode]"

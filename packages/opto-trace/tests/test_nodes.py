@@ -394,7 +394,7 @@ def test_deepcopy_of_message_node_registers_no_upstream_copies_b21():
 
 def test_shallow_copy_does_not_share_edge_lists():
     x = node([1])
-    y = x + [2]
+    y = x + [2]  # noqa: RUF005 - a traced concatenation
     c = copy.copy(y)
     assert c.parents == [] and c.data is y.data
     assert y.parents[0] is x
