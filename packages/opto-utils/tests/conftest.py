@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +27,11 @@ LLM_ENV = (
     "OPENROUTER_API_KEY",
     "AZURE_TOKEN_PROVIDER_SCOPE",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """litellm must never try the network (its price-map fetch), whoever imports it first."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 @pytest.fixture(autouse=True)

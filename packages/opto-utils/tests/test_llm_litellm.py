@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import subprocess
 import sys
 
@@ -21,9 +22,13 @@ from opto.utils.llm import (
 )
 from opto.utils.testing import OpenAIServer, ServerReply
 
-pytest.importorskip("litellm", reason="the litellm extra is not installed")
-# litellm's own pydantic models warn on import; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydantic")
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("litellm") is None, reason="the litellm extra is not installed"
+    ),
+    # litellm's own pydantic models warn when first used; not ours to fix.
+    pytest.mark.filterwarnings("ignore::UserWarning:pydantic"),
+]
 
 USER = [{"role": "user", "content": "hello"}]
 

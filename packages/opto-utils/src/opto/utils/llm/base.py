@@ -14,7 +14,6 @@ underlying callable (rebuilt every `reset_freq` seconds, e.g. for expiring crede
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -145,6 +144,8 @@ class AbstractModel:
         self, messages: list[dict[str, Any]], options: dict[str, Any]
     ) -> ChatResponse:
         """Async request; by default `_complete` in a worker thread."""
+        import asyncio
+
         return await asyncio.to_thread(self._complete, messages, options)
 
     # --- the pipeline ---------------------------------------------------------------------

@@ -7,7 +7,6 @@ help (timeouts, connection errors, 429, 5xx, malformed replies).
 
 from __future__ import annotations
 
-import email.utils
 import time
 from typing import Any
 
@@ -116,6 +115,8 @@ def parse_retry_after(headers: Any) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -7,7 +7,6 @@ typed error is raised with the provider's exception as `__cause__`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -21,6 +20,13 @@ __all__ = ["RetryPolicy", "acall_with_retry", "call_with_retry"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+async def _asyncio_sleep(seconds: float) -> None:
+    """`asyncio.sleep`, imported on first use (asyncio is slow to import)."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
 
 
 @attrs.frozen(kw_only=True)
@@ -40,7 +46,7 @@ class RetryPolicy:
     )
     sleep: Callable[[float], None] = attrs.field(default=time.sleep, eq=False, repr=False)
     asleep: Callable[[float], Awaitable[None]] = attrs.field(
-        default=asyncio.sleep, eq=False, repr=False
+        default=_asyncio_sleep, eq=False, repr=False
     )
 
     def delay(self, attempt: int, error: LLMError) -> float:
