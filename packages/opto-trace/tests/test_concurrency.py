@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 
 import pytest
@@ -36,7 +37,7 @@ def test_sixteen_threads_each_tracing_a_thousand_operations():
     assert GRAPH.count("add") == 16 * 1000 and GRAPH.count("x") == 16
     for t, chain in results.items():
         assert chain[-1].data == t + 1000
-        for prev, cur in zip(chain, chain[1:]):
+        for prev, cur in itertools.pairwise(chain):
             assert cur.parents[0] is prev
             assert cur.level == prev.level + 1
 
