@@ -58,8 +58,6 @@ class RetryPolicy:
         return backoff
 
 
-NO_RETRY = RetryPolicy(max_retries=0)
-
 
 def _failure(exc: Exception, model: str | None, attempt: int) -> LLMError | None:
     """The typed error for `exc` (None: not a provider error, re-raise it unchanged)."""
