@@ -32,12 +32,24 @@ WORKLOAD_SCRIPT = HERE / "workloads.py"
 STDERR_LINES = 20  # kept in results.json when a workload fails, for diagnosis
 
 
-def _environment() -> dict[str, str]:
-    """The caller's environment without PYTHONPATH, so each interpreter sees only its venv."""
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+def _environment(pycache: str) -> dict[str, str]:
+    """The caller's environment for a workload, made comparable across both sides.
+
+    PYTHONPATH is dropped so each interpreter sees only its own venv. Bytecode caching is
+    switched on (some shells set PYTHONDONTWRITEBYTECODE), as after a normal install, so
+    imports are not measured while compiling sources; the caches go to a private prefix that
+    keeps the source tree and the venvs clean.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    }
+    env["PYTHONPYCACHEPREFIX"] = pycache
+    return env
 
 
-def run_workload(python: str, name: str, timeout: float) -> dict[str, Any]:
+def run_workload(python: str, name: str, timeout: float, env: dict[str, str]) -> dict[str, Any]:
     """Run one workload in a fresh `python`; its result, or {"error": ...} if it failed."""
     with tempfile.TemporaryDirectory(prefix="opto-bench-") as tmp:
         out = Path(tmp) / "result.json"
@@ -46,7 +58,7 @@ def run_workload(python: str, name: str, timeout: float) -> dict[str, Any]:
             done = subprocess.run(
                 [python, str(WORKLOAD_SCRIPT), name, str(out)],
                 cwd=tmp,
-                env=_environment(),
+                env=env,
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -67,12 +79,14 @@ def run_workload(python: str, name: str, timeout: float) -> dict[str, Any]:
     return result
 
 
-def run_side(label: str, python: str, names: list[str], timeout: float) -> dict[str, Any]:
+def run_side(
+    label: str, python: str, names: list[str], timeout: float, env: dict[str, str]
+) -> dict[str, Any]:
     """Every selected workload on one interpreter, reporting progress on stderr."""
     results: dict[str, Any] = {}
     for name in names:
         print(f"[{label}] {name} ...", end="", file=sys.stderr, flush=True)
-        results[name] = run_workload(python, name, timeout)
+        results[name] = run_workload(python, name, timeout, env)
         status = "error" if "error" in results[name] else "ok"
         print(
             f" {status} ({results[name]['wall_s']:.1f} s)"
@@ -134,10 +148,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run both sides, print the table, write the JSON; the exit status follows --strict."""
     args = _parse(argv)
-    ours = run_side("ours", args.ours_python, args.workloads, args.timeout)
-    reference = None
-    if args.reference_python:
-        reference = run_side("trace-opt", args.reference_python, args.workloads, args.timeout)
+    with tempfile.TemporaryDirectory(prefix="opto-bench-pycache-") as pycache:
+        env = _environment(pycache)
+        ours = run_side("ours", args.ours_python, args.workloads, args.timeout, env)
+        reference = None
+        if args.reference_python:
+            reference = run_side(
+                "trace-opt", args.reference_python, args.workloads, args.timeout, env
+            )
     rows = judge_rows(ours, reference)
 
     ours_lib, ref_lib = _library(ours), _library(reference or {})
