@@ -36,7 +36,7 @@ def test_wrap_node_and_detach_inputs():
     assert all(isinstance(w, Node) for w in wrapped)
     x = node(3, name="x")
     (copied,) = detach_inputs([x])
-    assert copied is not x and copied.name.startswith("x0_copy")
+    assert copied is not x and copied.name.startswith(x.py_name + "_copy:")
 
 
 def test_apply_op_on_nodes_calls_the_operator():

@@ -31,13 +31,13 @@ class UsedNodes(set):
     """The nodes read (through ``.data``) while one bundled call runs.
 
     A ``set`` of nodes (nodes hash by identity) that also remembers which nodes were created
-    during the call (``created``, a list set on first creation), so that reads made by nested
+    during the call (``created``), so that reads made by nested
     traced operators can be told apart from reads of nodes that already existed (see
     ``bundle`` for the rule).
     """
 
-    __slots__ = ("created",)
-    created: list[Any]
+    #: nodes created during the call, or None (set on the first creation)
+    created: list[Any] | None = None
 
 
 #: Stack (a list, innermost last) of :class:`UsedNodes` frames of the running bundled calls.

@@ -585,6 +585,40 @@ class FunModule(Module):
 
     def _fast_forward(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
         """Call path for plain functions called positionally (no binding work)."""
+        if self._light:
+            for value in args:
+                if not isinstance(value, Node):
+                    break
+            else:  # built-in operator on nodes: the hottest path of tracing
+                try:
+                    output = self._fun(*[value._data for value in args])
+                except Exception as e:
+                    return self._finish(
+                        self._fun,
+                        list(keys),
+                        list(args),
+                        [a._data for a in args],
+                        {},
+                        _NO_FRAME,
+                        e,
+                        e,
+                    )
+                if isinstance(output, Node):
+                    output = output._data
+                elif isinstance(output, Exception):
+                    return self._finish(
+                        self._fun,
+                        list(keys),
+                        list(args),
+                        [a._data for a in args],
+                        {},
+                        _NO_FRAME,
+                        output,
+                        None,
+                    )
+                if _TRACING.get():
+                    return _new_message(output, self._op_name, self.description, keys, args, self)
+                return _new_message(output, self._op_name, self.description, (), (), self)
         nodes = []
         passed = []
         for key, value in zip(keys, args):
@@ -619,7 +653,7 @@ class FunModule(Module):
         if (
             error is None
             and not frame
-            and getattr(frame, "created", None) is None
+            and frame.created is None
             and not isinstance(output, Exception)
         ):
             if isinstance(output, Node):
@@ -768,7 +802,7 @@ class FunModule(Module):
     ) -> Any:
         tracing = _TRACING.get()
         external: list[Node[Any]] | None = None
-        created = getattr(frame, "created", None)
+        created = frame.created
         if frame and tracing:
             input_ids = {id(n) for n in nodes}
             created_ids = {id(n) for n in created} if created else ()
@@ -806,6 +840,7 @@ class FunModule(Module):
             error is None
             and not trainable
             and external is None
+            and created is None
             and self._process_inputs
             and not self.traceable_code
         )

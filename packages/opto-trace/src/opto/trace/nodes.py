@@ -280,10 +280,11 @@ def _remove_by_identity(items: list[Any], obj: Any) -> None:
 
 
 def _record_created(frame: Any, n: Any) -> None:
-    try:
-        frame.created.append(n)
-    except AttributeError:
+    created = frame.created
+    if created is None:
         frame.created = [n]
+    else:
+        created.append(n)
 
 
 def _ops() -> Any:
