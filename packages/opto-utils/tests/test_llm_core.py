@@ -95,6 +95,15 @@ def test_classify_by_type_and_status(name, status, expected):
     assert type(error) is expected and error.model == "m" and error.status == status
 
 
+def test_wrapped_transport_errors_are_found_in_the_chain():
+    wrapper = _exc("InternalServerError", 500)
+    wrapper.__cause__ = _exc("ConnectError")
+    assert type(classify_exception(wrapper)) is LLMConnectionError
+    plain = _exc("InternalServerError", 500)
+    plain.__context__ = ValueError("unrelated")
+    assert type(classify_exception(plain)) is ServerError
+
+
 def test_transient_flags():
     assert all(c.transient for c in (LLMTimeoutError, LLMConnectionError, RateLimitError,
                                      ServerError, MalformedResponseError))  # fmt: skip

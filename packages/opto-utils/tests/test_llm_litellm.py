@@ -14,6 +14,7 @@ from opto.utils.llm import (
     BadRequestError,
     LiteLLM,
     LLMConfigurationError,
+    LLMConnectionError,
     LLMTimeoutError,
     MalformedResponseError,
     RateLimitError,
@@ -95,6 +96,14 @@ def test_timeout(openai_server, sleeps):
     with pytest.raises(LLMTimeoutError) as info:
         llm(messages=USER)
     assert info.value.__cause__ is not None and len(sleeps) == 2
+
+
+def test_connection_refused(sleeps):
+    llm = LiteLLM("openai/m", api_base="http://127.0.0.1:9/v1", api_key="sk-x",
+                  retry=RetryPolicy(max_retries=1, sleep=sleeps))  # fmt: skip
+    with pytest.raises(LLMConnectionError) as info:
+        llm(messages=USER)
+    assert info.value.attempts == 2 and len(sleeps) == 1
 
 
 def test_malformed_json_is_retried_then_typed(openai_server, sleeps):

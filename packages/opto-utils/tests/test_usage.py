@@ -33,6 +33,7 @@ def test_failed_calls_are_recorded_with_the_error():
     with track_usage() as u, pytest.raises(LLMError):
         llm(messages=USER)
     assert u.errors == 1 and u.records[0].error == "AuthenticationError"
+    assert u.calls == 1 and u.unknown_cost_calls == 0 and u.by_model() == {}
 
 
 def test_unknown_cost_is_counted_not_zeroed():

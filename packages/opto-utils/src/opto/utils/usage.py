@@ -175,8 +175,9 @@ class UsageLedger:
         """Add `record` to the totals (lock held)."""
         self._records.append(record)
         self.calls += 1
-        if record.error is not None:
+        if record.error is not None:  # failed: its usage, if any, is unknown
             self.errors += 1
+            return
         if record.cached:
             self.cached_calls += 1
             return

@@ -168,13 +168,24 @@ def classify_exception(exc: BaseException, *, model: str | None = None) -> LLMEr
     if isinstance(exc, LLMError):
         return exc
     names = {cls.__name__ for cls in type(exc).__mro__}
+    # SDKs re-wrap transport failures (litellm reports a refused connection as a 500);
+    # the original exception further down the chain tells what really happened.
+    chain = set(names)
+    inner: BaseException | None = exc.__cause__ or exc.__context__
+    for _ in range(8):
+        if inner is None:
+            break
+        chain.update(cls.__name__ for cls in type(inner).__mro__)
+        inner = inner.__cause__ or inner.__context__
     status = _status_of(exc)
     text = f"{type(exc).__name__}: {exc}"
     kwargs: dict[str, Any] = {"model": model, "status": status}
     if names & _CONTEXT_NAMES:
         return ContextWindowExceededError(text, **kwargs)
-    if names & _TIMEOUT_NAMES or isinstance(exc, TimeoutError):
+    if chain & _TIMEOUT_NAMES or isinstance(exc, TimeoutError):
         return LLMTimeoutError(text, **kwargs)
+    if chain & _CONNECTION_NAMES or isinstance(exc, ConnectionError):
+        return LLMConnectionError(text, **kwargs)
     if status == 429 or "RateLimitError" in names:
         return RateLimitError(text, retry_after=parse_retry_after(_headers_of(exc)), **kwargs)
     if status is not None and status >= 500:
@@ -183,8 +194,6 @@ def classify_exception(exc: BaseException, *, model: str | None = None) -> LLMEr
         return AuthenticationError(text, **kwargs)
     if status is not None and 400 <= status < 500:
         return BadRequestError(text, **kwargs)
-    if names & _CONNECTION_NAMES or isinstance(exc, ConnectionError):
-        return LLMConnectionError(text, **kwargs)
     if names & _MALFORMED_NAMES:
         return MalformedResponseError(text, **kwargs)
     if "InternalServerError" in names or "ServiceUnavailableError" in names:

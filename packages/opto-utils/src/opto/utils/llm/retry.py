@@ -58,7 +58,6 @@ class RetryPolicy:
         return backoff
 
 
-
 def _failure(exc: Exception, model: str | None, attempt: int) -> LLMError | None:
     """The typed error for `exc` (None: not a provider error, re-raise it unchanged)."""
     if isinstance(exc, AssertionError):
