@@ -739,3 +739,14 @@ def test_to_data_on_nodes_and_nested_containers():
 def test_operator_bundles_are_funmodules_with_modules_api():
     assert isinstance(ops.multiply, FunModule)
     assert isinstance(ops.multiply, trace.Module)
+
+
+def test_traceable_code_may_read_its_detached_inputs():
+    @bundle(traceable_code=True)
+    def reads(x):
+        return x.data + 1
+
+    x = node(1)
+    out = reads(x)
+    assert out.data == 2 and out.parents == [x]
+    assert out.info["external_dependencies"] is None

@@ -593,3 +593,28 @@ def test_no_warnings_on_plain_use():
         warnings.simplefilter("error")
         x = node(1)
         (x + 1) * 2
+
+
+def test_name_scope_context_manager_is_context_local():
+    import threading
+
+    from opto.trace._state import name_scope
+
+    seen = {}
+
+    def other():
+        seen["other"] = node(1, name="t").name
+
+    with name_scope("outer"):
+        with name_scope("inner"):
+            inner = node(1, name="v")
+        outer = node(1, name="v")
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert inner.name == "inner/v:0"
+    assert outer.name == "outer/v:0"
+    assert seen["other"] == "t:0"
+    assert list(NAME_SCOPES) == []
+    with pytest.raises(ValueError):
+        NAME_SCOPES.append("a:b")

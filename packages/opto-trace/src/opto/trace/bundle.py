@@ -805,6 +805,8 @@ class FunModule(Module):
         created = frame.created
         if frame and tracing:
             input_ids = {id(n) for n in nodes}
+            if self.traceable_code:  # the detached copies stand for the inputs
+                input_ids.update(id(v) for v in (*cargs, *ckw.values()) if isinstance(v, Node))
             created_ids = {id(n) for n in created} if created else ()
             external = [
                 n for n in frame if id(n) not in input_ids and id(n) not in created_ids

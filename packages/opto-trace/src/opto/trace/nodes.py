@@ -38,6 +38,7 @@ __all__ = [
     "Graph",
     "MessageNode",
     "Node",
+    "NodeNameError",
     "ParameterNode",
     "get_op_name",
     "node",
