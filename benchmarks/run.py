@@ -142,7 +142,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="exit with status 1 when a target is missed or a workload fails",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Workloads run in a temporary folder: make interpreter paths absolute (not resolved,
+    # since a venv's python is a symlink that must stay inside its venv).
+    args.ours_python = os.path.abspath(args.ours_python)
+    if args.reference_python:
+        args.reference_python = os.path.abspath(args.reference_python)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

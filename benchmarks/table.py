@@ -26,8 +26,10 @@ def format_value(value: float | None, unit: str) -> str:
 
 
 def _ratio(row: Row) -> str:
-    """trace-opt / ours, or '-' when it is undefined (no reference, ours is zero)."""
-    return "-" if row.ratio is None else f"{row.ratio:.1f}x"
+    """trace-opt / ours ('-' when undefined: no reference, or ours is zero)."""
+    if row.ratio is None:
+        return "-"
+    return ">1000x" if row.ratio > 1000 else f"{row.ratio:.1f}x"
 
 
 def render(rows: list[Row], reference_ran: bool) -> str:
