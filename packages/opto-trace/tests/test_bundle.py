@@ -570,8 +570,14 @@ def test_projections_are_attached_to_the_code_parameter():
         return x
 
     assert f.parameter.projections == [proj]
-    with pytest.raises(TypeError, match="projections"):
-        bundle(trainable=True, projections=[3])(lambda x: x)
+
+    def g(x):
+        return x
+
+    with pytest.raises(TypeError, match="must be a list of Projection"):
+        bundle(trainable=True, projections=[3])(g)
+    with pytest.raises(TypeError, match="defined with `def`"):
+        bundle(trainable=True)(lambda x: x)
 
 
 # -- recursion ------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import threading
 
 import pytest
@@ -154,3 +155,28 @@ def test_trace_nodes_is_per_task():
 
     a, b, used_a, used_b = asyncio.run(main())
     assert used_a == {a} and used_b == {b}
+
+
+def test_children_of_a_shared_parameter_are_never_lost():
+    shared = node(1, name="shared", trainable=True)
+    outputs: list[list[Node]] = [[] for _ in range(8)]
+    barrier = threading.Barrier(8)
+
+    def work(t: int) -> None:
+        barrier.wait()
+        for _ in range(500):
+            outputs[t].append(shared + t)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible to provoke races
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(interval)
+    made = {id(o) for outs in outputs for o in outs}
+    assert len(shared.children) == 4000
+    assert {id(c) for c in shared.children} == made

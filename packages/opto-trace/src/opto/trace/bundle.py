@@ -272,8 +272,8 @@ class _CallRecord:
         self,
         fm: FunModule,
         fun: Any,
-        args: list[Any] | None,
-        kwargs: dict[str, Any] | None,
+        args: list[Any],
+        kwargs: dict[str, Any],
         external: list[Node[Any]] | None,
         error_comment: str | None = None,
         traceback: str | None = None,
@@ -289,11 +289,7 @@ class _CallRecord:
     def build_info(self, n: Node[Any]) -> dict[str, Any]:
         info = self.fm._static_info()
         info["fun"] = self.fun
-        if self.args is None:
-            args, kwargs = self.fm._inputs_from_node(n)
-        else:
-            args, kwargs = list(self.args), dict(self.kwargs or {})
-        info["inputs"] = {"args": args, "kwargs": kwargs}
+        info["inputs"] = {"args": list(self.args), "kwargs": dict(self.kwargs)}
         info["output"] = n._data
         info["external_dependencies"] = self.external
         info["error_comment"] = self.error_comment
@@ -365,7 +361,13 @@ class FunModule(Module):
         )
         self._light = self._fast and getattr(fun, "__module__", None) == "opto.trace.operators"
         self.parameter: ParameterNode[str] | None = None
+        self._static: dict[str, Any] | None = None
         if trainable:
+            if not isinstance(fun, types.FunctionType) or self._fun_name == "<lambda>":
+                raise TypeError(
+                    "trainable=True needs a function defined with `def` (its code becomes the "
+                    f"trainable parameter), got {fun!r}."
+                )
             source, _, _, found = self._source()
             if not found:
                 raise ValueError(
@@ -379,7 +381,6 @@ class FunModule(Module):
                 description="The code should start with:\n" + _signature_hint(source),
                 projections=projections,
             )
-        self._static: dict[str, Any] | None = None
 
     # -- properties --------------------------------------------------------------------------
     @property

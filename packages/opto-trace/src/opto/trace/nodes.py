@@ -263,14 +263,19 @@ def _shared_deps(parents: list[Node]) -> Any:
     return key
 
 
+#: Guards the None -> single child -> list transitions of ``_ch`` (threads share parents).
+_LINK_LOCK = threading.Lock()
+
+
 def _add_child_link(parent: AbstractNode[Any], child: AbstractNode[Any]) -> None:
-    ch = parent._ch
-    if ch is None:
-        parent._ch = child
-    elif type(ch) is list:
-        ch.append(child)
-    else:
-        parent._ch = [ch, child]
+    with _LINK_LOCK:
+        ch = parent._ch
+        if ch is None:
+            parent._ch = child
+        elif type(ch) is list:
+            ch.append(child)
+        else:
+            parent._ch = [ch, child]
 
 
 def _remove_by_identity(items: list[Any], obj: Any) -> None:
@@ -360,7 +365,10 @@ class AbstractNode(Generic[T]):
     def _children(self) -> list[Node]:
         ch = self._ch
         if type(ch) is not list:
-            ch = self._ch = [] if ch is None else [ch]
+            with _LINK_LOCK:
+                ch = self._ch
+                if type(ch) is not list:
+                    ch = self._ch = [] if ch is None else [ch]
         return ch
 
     @_children.setter
@@ -555,12 +563,13 @@ class Node(AbstractNode[T]):
                 child._in_vals = tuple(child._parents)
             if type(child._parents) is list:
                 _remove_by_identity(child._parents, self)
-        for parent in self._parents:
-            pc = parent._ch
-            if pc is self:
-                parent._ch = None
-            elif type(pc) is list:
-                _remove_by_identity(pc, self)
+        with _LINK_LOCK:
+            for parent in self._parents:
+                pc = parent._ch
+                if pc is self:
+                    parent._ch = None
+                elif type(pc) is list:
+                    _remove_by_identity(pc, self)
         self._ch = None
         self.zero_feedback()
 
@@ -970,16 +979,17 @@ def _link(child: MessageNode[Any], vals: tuple[Node, ...]) -> None:
                 parents.append(v)
         parents = list(parents)
     level = 0
-    for p in parents:
-        ch = p._ch
-        if ch is None:
-            p._ch = child
-        elif type(ch) is list:
-            ch.append(child)
-        else:
-            p._ch = [ch, child]
-        if p._level >= level:
-            level = p._level + 1
+    with _LINK_LOCK:
+        for p in parents:
+            ch = p._ch
+            if ch is None:
+                p._ch = child
+            elif type(ch) is list:
+                ch.append(child)
+            else:
+                p._ch = [ch, child]
+            if p._level >= level:
+                level = p._level + 1
     child._parents = parents
     child._level = level
     child._in_vals = None if len(parents) == len(vals) else vals
