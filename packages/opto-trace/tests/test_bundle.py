@@ -756,3 +756,29 @@ def test_traceable_code_may_read_its_detached_inputs():
     out = reads(x)
     assert out.data == 2 and out.parents == [x]
     assert out.info["external_dependencies"] is None
+
+
+def test_lisp_style_trainable_bundles_and_backward_to_code():
+    @bundle(trainable=True)
+    def standard_env():
+        """Build the environment."""
+        return {"+": lambda a, b: a + b, "*": lambda a, b: a * b}
+
+    @bundle(trainable=True, catch_execution_error=False)
+    def evaluate(expr, env):
+        """Evaluate a tiny prefix expression."""
+        if isinstance(expr, list):
+            op, *args = expr
+            values = [evaluate(a, env) for a in args]  # recursion runs the raw function
+            return env[op](*values)
+        return expr
+
+    env = standard_env()
+    assert env.parents == [standard_env.parameter]
+    out = evaluate(["+", 1, ["*", 2, 3]], env)
+    assert out.data == 7
+    assert env in out.parents and evaluate.parameter in out.parents
+    out.backward("should be 8", propagator=GraphPropagator())
+    assert evaluate.parameter.feedback and standard_env.parameter.feedback
+    with pytest.raises(KeyError):
+        evaluate(["-", 1, 2], env)
