@@ -33,7 +33,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from opto.trace._state import _TRACING, USED_NODES, UsedNodes
+from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
 from opto.trace.broadcast import recursive_conversion
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
 from opto.trace.modules import Module
@@ -54,6 +54,7 @@ __all__ = [
     "TraceMissingInputsError",
     "bundle",
     "detach_inputs",
+    "stop_tracing",
     "disable_external_dependencies_check",
     "to_data",
     "trace_nodes",
@@ -131,8 +132,11 @@ def bundle(
             "@bundle(description=...)), not @bundle."
         )
     _check_description(description)
-    caller = sys._getframe(1)
-    ldict = None if caller.f_locals is caller.f_globals else dict(caller.f_locals)
+    ldict = None
+    if trainable:  # trainable code is exec'd later: snapshot the decoration-time locals
+        caller = sys._getframe(1)
+        if caller.f_locals is not caller.f_globals:
+            ldict = dict(caller.f_locals)
 
     def decorator(fun: Callable[..., Any]) -> FunModule:
         return FunModule(
