@@ -24,7 +24,7 @@ from opto.utils import usage as _usage
 from opto.utils.cache import ResponseCache, request_key, resolve_cache
 from opto.utils.llm.errors import MalformedResponseError
 from opto.utils.llm.retry import RetryPolicy, acall_with_retry, call_with_retry
-from opto.utils.llm.structured import normalize_response_format, schema_in_prompt
+from opto.utils.llm.structured import json_schema_of, normalize_response_format, schema_in_prompt
 from opto.utils.llm.types import ChatResponse, response_from_openai
 
 __all__ = ["DEFAULT_TIMEOUT", "AbstractModel"]
@@ -69,8 +69,8 @@ class AbstractModel:
     """
 
     #: Whether `response_format={"type": "json_schema", ...}` is enforced by the backend.
-    #: When False the schema is put into the prompt instead. The base passes the option
-    #: through to the underlying callable unchanged.
+    #: When False the schema is put into the prompt instead (and `_json_mode_format()` is
+    #: sent). The base passes the option through to the underlying callable unchanged.
     supports_json_schema: bool = True
 
     def __init__(
@@ -129,6 +129,11 @@ class AbstractModel:
 
     # --- what subclasses implement --------------------------------------------------------
 
+    def _json_mode_format(self) -> Any:
+        """What to send as `response_format` when a JSON schema went into the prompt
+        instead (e.g. `{"type": "json_object"}`); None sends nothing."""
+        return None
+
     def _complete(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> ChatResponse:
         """Make one request (no retry, cache or ledger: the pipeline does those)."""
         if self.factory is None:
@@ -168,9 +173,14 @@ class AbstractModel:
         if response_format is not None:
             response_format = normalize_response_format(response_format)
             options["response_format"] = response_format
-            if not self.supports_json_schema:
-                msgs = schema_in_prompt(msgs, response_format)
-                del options["response_format"]
+            schema = json_schema_of(response_format)
+            if schema is not None and not self.supports_json_schema:
+                msgs = schema_in_prompt(msgs, schema)
+                fallback = self._json_mode_format()
+                if fallback is None:
+                    del options["response_format"]
+                else:
+                    options["response_format"] = fallback
         key = None
         if self.cache is not None and use_cache:
             key = request_key(self.model_name, msgs, options, rollout_id)

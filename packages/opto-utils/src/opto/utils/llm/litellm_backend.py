@@ -115,6 +115,14 @@ class LiteLLM(AbstractModel):
                 self._json_schema = False
         return self._json_schema
 
+    def _json_mode_format(self) -> Any:
+        """JSON mode (`{"type": "json_object"}`) when the provider takes a response_format."""
+        try:
+            params = get_litellm().get_supported_openai_params(model=self.model_name) or ()
+        except Exception:  # litellm raises for providers it does not know
+            params = ()
+        return {"type": "json_object"} if "response_format" in params else None
+
     def _kwargs(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model_name,

@@ -1,5 +1,6 @@
 """Structured output: normalize `response_format` and, for backends that cannot enforce a
-JSON schema, put the schema into the prompt instead."""
+JSON schema, put the schema into the prompt instead (other formats, such as
+`{"type": "json_object"}`, are passed through for the provider to handle)."""
 
 from __future__ import annotations
 
@@ -34,18 +35,14 @@ def json_schema_of(response_format: Any) -> dict[str, Any] | None:
 
 
 def schema_in_prompt(
-    messages: Sequence[Mapping[str, Any]], response_format: Any
+    messages: Sequence[Mapping[str, Any]], schema: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
-    """Messages with an instruction to reply in JSON (matching the schema, when one is given)
-    appended to the system message (or prepended as one)."""
-    schema = json_schema_of(response_format)
-    if schema is not None:
-        instruction = (
-            "Reply with a single JSON object that conforms to this JSON schema, and nothing "
-            f"else:\n{json.dumps(schema, sort_keys=True)}"
-        )
-    else:
-        instruction = "Reply with a single JSON object and nothing else."
+    """Messages with an instruction to reply with JSON matching `schema` appended to the
+    system message (or prepended as one)."""
+    instruction = (
+        "Reply with a single JSON object that conforms to this JSON schema, and nothing "
+        f"else:\n{json.dumps(schema, sort_keys=True)}"
+    )
     out = [dict(m) for m in messages]
     if out and out[0].get("role") == "system" and isinstance(out[0].get("content"), str):
         out[0]["content"] = f"{out[0]['content']}\n\n{instruction}"
