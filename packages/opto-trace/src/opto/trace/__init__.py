@@ -1,7 +1,8 @@
 """opto.trace — trace Python code into a graph and propagate feedback through it.
 
-Only the node core is imported eagerly; everything else (bundle, operators, modules,
-propagators, projections...) loads on first attribute access, so ``import opto.trace`` is fast.
+Only nodes, tracing state and ``bundle`` are imported eagerly; everything else (operators,
+propagators, projections, visualization...) loads on first attribute access, so
+``import opto.trace`` stays fast and pulls in no optional dependency.
 """
 
 from __future__ import annotations
