@@ -782,3 +782,31 @@ def test_lisp_style_trainable_bundles_and_backward_to_code():
     assert evaluate.parameter.feedback and standard_env.parameter.feedback
     with pytest.raises(KeyError):
         evaluate(["-", 1, 2], env)
+
+
+def test_nonlocal_and_global_mutation_in_plain_bundles():
+    count = 0
+
+    @bundle()
+    def bump(x):
+        nonlocal count
+        count += x
+        return count
+
+    assert bump(2).data == 2 and bump(3).data == 5 and count == 5
+
+
+def test_bundles_applied_by_a_class_decorator():
+    from opto.trace.utils import for_all_methods
+
+    @for_all_methods(bundle())
+    class Calc:
+        def double(self, x):
+            return 2 * x
+
+        def triple(self, x):
+            return 3 * x
+
+    calc = Calc()
+    assert calc.double(2).data == 4 and calc.triple(2).data == 6
+    assert calc.double is calc.double and calc.double is not calc.triple
