@@ -72,7 +72,6 @@ class Graph:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._nodes: defaultdict[str, list[Node]] | None = None
-        self._total = 0
         self.clear()
 
     @property
@@ -88,7 +87,6 @@ class Graph:
         """Restart every name counter at 0 (existing nodes keep their names)."""
         with self._lock:
             self._counts = {}
-            self._total = 0
             self._nodes = defaultdict(list) if self.LEGACY_GRAPH_BEHAVIOR else None
 
     def _next_name(self, base: str, registered: Node | None = None) -> str:
@@ -99,9 +97,7 @@ class Graph:
         with self._lock:
             k = counts.get(base, 0)
             counts[base] = k + 1
-            self._total += 1
-        if self._nodes is not None and registered is not None:
-            with self._lock:
+            if self._nodes is not None and registered is not None:
                 self._nodes[base].append(registered)
         return f"{base}:{k}"
 
@@ -136,7 +132,7 @@ class Graph:
         return [n for nodes in self._nodes.values() for n in nodes if n.is_root]
 
     def __len__(self) -> int:
-        return self._total
+        return sum(self._counts.values())
 
     def __str__(self) -> str:
         return str(self._counts)
