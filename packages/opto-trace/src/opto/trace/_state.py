@@ -18,7 +18,6 @@ __all__ = [
     "UsedNodes",
     "is_tracing",
     "name_scope",
-    "set_tracing",
     "stop_tracing",
 ]
 
@@ -48,11 +47,6 @@ USED_NODES: ContextVar[list[UsedNodes]] = ContextVar("opto_trace_used_nodes", de
 def is_tracing() -> bool:
     """Whether operators record graph edges in the current context."""
     return _TRACING.get()
-
-
-def set_tracing(flag: bool) -> None:
-    """Switch tracing on or off for the current context (prefer :class:`stop_tracing`)."""
-    _TRACING.set(bool(flag))
 
 
 class stop_tracing:
