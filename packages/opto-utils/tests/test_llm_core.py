@@ -7,6 +7,8 @@ import pickle
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opto.utils.llm import (
     AbstractModel,
     AuthenticationError,
@@ -52,6 +54,34 @@ def test_response_from_objects_and_strings():
     assert response_from_openai("plain").content == "plain"
     with pytest.raises(TypeError, match="choices"):
         response_from_openai(42)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = st.sampled_from(["choices", "message", "content", "usage", "prompt_tokens", "index",
+                          "completion_tokens", "role", "finish_reason", "model"])  # fmt: skip
+SHAPED = st.recursive(
+    JSON, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(FIELDS, inner, max_size=5),
+    max_leaves=15,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(SHAPED)
+def test_response_parsing_only_raises_type_error(raw):
+    try:
+        r = response_from_openai(raw)
+    except TypeError:
+        return
+    assert isinstance(r, ChatResponse)
+    assert all(c.message.content is None or isinstance(c.message.content, str) for c in r.choices)
+    assert r.usage.prompt_tokens >= 0 and r.usage.completion_tokens >= 0
+    assert isinstance(r.model, str)
 
 
 def test_chat_response_round_trips_through_dict():

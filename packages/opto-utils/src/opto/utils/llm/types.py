@@ -144,43 +144,69 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
+def _count(value: Any) -> int:
+    """A token count or index from a provider field; 0 when missing or not a number."""
+    if isinstance(value, bool):
+        return 0
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 def response_from_openai(
     obj: Any, *, model: str = "", cost_usd: float | None = None, latency_s: float = 0.0
 ) -> ChatResponse:
     """Convert any OpenAI-shaped reply (SDK object, litellm `ModelResponse`, dict) or a plain
     string into a `ChatResponse`.
 
-    Raises `TypeError` when `obj` has no `choices`.
+    Raises `TypeError` when `obj` has no `choices` list; odd field values (missing usage,
+    non-numeric counts) are tolerated.
     """
     if isinstance(obj, ChatResponse):
         return obj
     if isinstance(obj, str):
         return ChatResponse.from_text(obj, model=model, usage=Usage(latency_s=latency_s))
     raw_choices = _get(obj, "choices")
-    if raw_choices is None:
-        msg = f"expected an OpenAI-shaped response with `choices`, got {type(obj).__name__}"
+    if raw_choices is None or isinstance(raw_choices, (str, bytes, Mapping)):
+        msg = f"expected an OpenAI-shaped response with a `choices` list, got {obj!r:.200}"
         raise TypeError(msg)
+    try:
+        raw_choices = list(raw_choices)
+    except TypeError:
+        msg = f"`choices` must be a list, got {type(raw_choices).__name__}"
+        raise TypeError(msg) from None
     choices = []
     for i, c in enumerate(raw_choices):
         message = _get(c, "message")
+        content = _get(message, "content")
+        role = _get(message, "role")
+        finish = _get(c, "finish_reason")
         choices.append(
             Choice(
                 message=Message(
-                    content=_get(message, "content"), role=_get(message, "role") or "assistant"
+                    content=content
+                    if content is None or isinstance(content, str)
+                    else str(content),
+                    role=role if isinstance(role, str) and role else "assistant",
                 ),
-                index=_get(c, "index", i) or i,
-                finish_reason=_get(c, "finish_reason"),
+                index=_count(_get(c, "index", i)) or i,
+                finish_reason=finish if isinstance(finish, str) else None,
             )
         )
     raw_usage = _get(obj, "usage")
     usage = Usage(
-        prompt_tokens=int(_get(raw_usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(_get(raw_usage, "completion_tokens", 0) or 0),
+        prompt_tokens=_count(_get(raw_usage, "prompt_tokens", 0)),
+        completion_tokens=_count(_get(raw_usage, "completion_tokens", 0)),
         cost_usd=cost_usd,
         latency_s=latency_s,
     )
+    name = _get(obj, "model")
     return ChatResponse(
-        choices=tuple(choices), model=_get(obj, "model") or model, usage=usage, raw=obj
+        choices=tuple(choices),
+        model=name if isinstance(name, str) and name else model,
+        usage=usage,
+        raw=obj,
     )
 
 
