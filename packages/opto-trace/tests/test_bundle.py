@@ -810,3 +810,19 @@ def test_bundles_applied_by_a_class_decorator():
     calc = Calc()
     assert calc.double(2).data == 4 and calc.triple(2).data == 6
     assert calc.double is calc.double and calc.double is not calc.triple
+
+
+def test_nodes_made_inside_nested_calls_stay_internal_to_the_outer_call():
+    @bundle(_process_inputs=False)
+    def make_nodes(n):
+        return [node(i) for i in range(n)]
+
+    @bundle()
+    def outer(n):
+        made = make_nodes(n)
+        return (made.data[0] + made.data[1]).data
+
+    x = node(2, name="n")
+    out = outer(x)
+    assert out.data == 1
+    assert out.parents == [x]

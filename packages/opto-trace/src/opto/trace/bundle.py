@@ -828,6 +828,14 @@ class FunModule(Module):
                         f"Not all nodes used in the operator {fun} are specified as inputs of "
                         f"the returned node. Missing {missing} "
                     )
+        if created:  # nodes made during this call are internal to the enclosing call too
+            stack = USED_NODES.get()
+            if stack:
+                outer = stack[-1]
+                if outer.created is None:
+                    outer.created = list(created)
+                else:
+                    outer.created.extend(created)
         if tracing:
             vals = tuple(nodes)
             in_keys = keys if type(keys) is tuple else tuple(keys)
