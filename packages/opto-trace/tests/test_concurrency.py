@@ -180,3 +180,26 @@ def test_children_of_a_shared_parameter_are_never_lost():
     made = {id(o) for outs in outputs for o in outs}
     assert len(shared.children) == 4000
     assert {id(c) for c in shared.children} == made
+
+
+def test_is_tracing_and_graph_trace_flag_are_context_local():
+    from opto.trace._state import is_tracing
+
+    seen = {}
+
+    def other():
+        seen["other"] = (is_tracing(), GRAPH.TRACE)
+
+    assert is_tracing() and GRAPH.TRACE
+    with stop_tracing():
+        assert not is_tracing() and not GRAPH.TRACE
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert seen["other"] == (True, True)
+    GRAPH.TRACE = False
+    try:
+        assert (node(1) + 1).parents == []
+    finally:
+        GRAPH.TRACE = True
+    assert (node(1) + 1).parents != []
