@@ -1,4 +1,85 @@
-"""opto.optimizers — see the distribution README (opto-optimizers) for what this package offers."""
+"""opto.optimizers — LLM-backed generative optimizers for opto traces.
+
+``Optimizer`` is the torch.optim-like base; ``OptoPrime`` (JSON replies), ``OptoPrimeV2``
+(XML-style replies), ``OptoPrimeMulti`` (several candidates per step), ``TextGrad`` and
+``OPRO`` build on it. Names are imported on first access, so ``import opto.optimizers``
+is cheap, and an optimizer module that is missing or broken only affects its own name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opto.optimizers.conversion import ConversionError
+    from opto.optimizers.opro import OPRO
+    from opto.optimizers.optimizer import AbstractOptimizer, Optimizer, StepRecord
+    from opto.optimizers.optoprime import (
+        FunctionFeedback,
+        OptoPrime,
+        OptoPrimeV1,
+        node_to_function_feedback,
+    )
+    from opto.optimizers.optoprime_v2 import OptoPrimeV2
+    from opto.optimizers.optoprimemulti import OptoPrimeMulti
+    from opto.optimizers.parsing import SuggestionParseError
+    from opto.optimizers.textgrad import TextGrad
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+# public name -> module that defines it
+_EXPORTS = {
+    "AbstractOptimizer": "opto.optimizers.optimizer",
+    "Optimizer": "opto.optimizers.optimizer",
+    "StepRecord": "opto.optimizers.optimizer",
+    "OptoPrime": "opto.optimizers.optoprime",
+    "OptoPrimeV1": "opto.optimizers.optoprime",
+    "FunctionFeedback": "opto.optimizers.optoprime",
+    "node_to_function_feedback": "opto.optimizers.optoprime",
+    "SuggestionParseError": "opto.optimizers.parsing",
+    "ConversionError": "opto.optimizers.conversion",
+    "OptoPrimeV2": "opto.optimizers.optoprime_v2",
+    "OptoPrimeMulti": "opto.optimizers.optoprimemulti",
+    "TextGrad": "opto.optimizers.textgrad",
+    "OPRO": "opto.optimizers.opro",
+}
+
+__all__ = [
+    "OPRO",
+    "AbstractOptimizer",
+    "ConversionError",
+    "FunctionFeedback",
+    "Optimizer",
+    "OptoPrime",
+    "OptoPrimeMulti",
+    "OptoPrimeV1",
+    "OptoPrimeV2",
+    "StepRecord",
+    "SuggestionParseError",
+    "TextGrad",
+    "__version__",
+    "node_to_function_feedback",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        raise AttributeError(
+            f"opto.optimizers.{name} is not available: module {module_name!r} is missing "
+            "from this installation of opto-optimizers."
+        ) from error
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,95 @@
+"""Small helpers shared by the optimizers: value truncation, JSON-able copies, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TRUNCATION_MARKER",
+    "atomic_write_text",
+    "dumps",
+    "estimate_tokens",
+    "jsonable",
+    "truncate_expression",
+]
+
+TRUNCATION_MARKER = "...(skipped due to length limit)"
+"""Appended to a value shortened for the prompt (the reference's wording)."""
+
+
+def truncate_expression(value: Any, limit: int) -> str:
+    """``str(value)``, cut to ``limit`` characters plus a marker when it is longer.
+
+    A negative ``limit`` means no limit.
+    """
+    text = str(value)
+    if limit < 0 or len(text) <= limit:
+        return text
+    return text[:limit] + TRUNCATION_MARKER
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough, offline token count: about four characters per token."""
+    return math.ceil(len(text) / 4)
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-serialisable copy of ``value``; what JSON cannot hold becomes its ``repr``.
+
+    Tuples and sets become lists, mapping keys become strings, non-finite floats become
+    their repr (JSON has no NaN).
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return [jsonable(item) for item in sorted(value, key=repr)]
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        with contextlib.suppress(Exception):
+            return jsonable(to_dict())
+    return repr(value)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+
+    Readers see either the old file or the complete new one, never a partial write.
+    Parent folders are created. Returns the path written.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return target
+
+
+def dumps(value: Any) -> str:
+    """Pretty JSON of ``jsonable(value)`` (what the optimizers write and show)."""
+    return json.dumps(jsonable(value), indent=2, ensure_ascii=False)
