@@ -9,6 +9,7 @@ even this tiny model returns JSON of the requested shape.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import logging
@@ -81,8 +82,20 @@ def _load(path: str, n_ctx: int, n_threads: int | None) -> tuple[Any, threading.
                 model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False
             )
             logger.info("local model loaded in %.1fs", time.perf_counter() - start)
+            if not _LOADED:
+                atexit.register(_close_all)
             loaded = _LOADED[key] = (model, threading.Lock())
     return loaded
+
+
+def _close_all() -> None:
+    """Free the loaded models at exit, while llama.cpp is still importable (its own
+    finalizers otherwise fail noisily during interpreter shutdown)."""
+    with _LOAD_LOCK:
+        for model, lock in _LOADED.values():
+            with lock:
+                model.close()
+        _LOADED.clear()
 
 
 # llama-cpp-python's schema converter lets raw control characters (newlines…) into JSON
