@@ -102,3 +102,14 @@ def test_pickles_and_rebuilds_its_client(openai_server):
     llm = CustomLLM("served", base_url=openai_server.base_url, api_key="sk-x")
     clone = pickle.loads(pickle.dumps(llm))
     assert clone(messages=USER).content == "ok"
+
+
+def test_schema_capability_is_configurable():
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    native = FakeClient(["{}"])
+    CustomLLM("m", client=native)(messages=USER, response_format=fmt)
+    assert native.sent[0]["response_format"] == fmt
+    prompted = FakeClient(["{}"])
+    CustomLLM("m", client=prompted, supports_json_schema=False)(messages=USER, response_format=fmt)
+    assert "response_format" not in prompted.sent[0]
+    assert "JSON schema" in prompted.sent[0]["messages"][0]["content"]

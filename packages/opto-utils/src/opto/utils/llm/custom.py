@@ -25,6 +25,8 @@ class CustomLLM(AbstractModel):
             `TRACE_CUSTOMLLM_URL` / `TRACE_CUSTOMLLM_API_KEY` (needs the `openai` package,
             which the `litellm` extra brings).
         async_client: optional async twin of `client` used by `acall`.
+        supports_json_schema: whether the server enforces `json_schema` response formats;
+            False puts the schema into the prompt instead.
         **kwargs: `AbstractModel` keywords and default call options.
     """
 
@@ -38,8 +40,10 @@ class CustomLLM(AbstractModel):
         async_client: Any = None,
         base_url: str | None = None,
         api_key: str | None = None,
+        supports_json_schema: bool = True,
         **kwargs: Any,
     ) -> None:
+        self._json_schema = supports_json_schema
         self.base_url = base_url or os.environ.get("TRACE_CUSTOMLLM_URL", "http://localhost:4000/")
         self._api_key = api_key or os.environ.get("TRACE_CUSTOMLLM_API_KEY", "sk-placeholder")
         model = model or os.environ.get("TRACE_CUSTOMLLM_MODEL", "gpt-4o")
@@ -47,6 +51,11 @@ class CustomLLM(AbstractModel):
         self.async_client = async_client
         factory = self._openai_client if client is None else _Constant(client)
         super().__init__(factory, reset_freq, model=model, cache=cache, **kwargs)
+
+    @property
+    def supports_json_schema(self) -> bool:  # type: ignore[override]
+        """As given to the constructor (servers differ; OpenAI's API enforces schemas)."""
+        return self._json_schema
 
     def _openai_client(self) -> Any:
         openai = _import_openai()
