@@ -1,0 +1,223 @@
+"""Executors: where a trainer's independent tasks (rollouts, proposals, validations) run.
+
+Every algorithm expresses its work as a list of independent calls and hands it to an
+executor's `map`, which returns the results in input order. `SerialExecutor` runs them one
+after another, `ThreadExecutor` (the default) keeps up to `max_workers` in flight at once
+(LLM calls release the GIL), `AsyncioExecutor` runs coroutine functions on an event loop.
+A Ray executor (`opto.trainers.ray_executor`) implements the same interface.
+
+Each task runs in a copy of the caller's `contextvars` context, so usage scopes and budgets
+(`opto.utils.usage.track_usage`) and tracing state reach the workers. A `map` issued from
+inside one of the executor's own tasks runs inline, so nested work never deadlocks a
+bounded pool.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+__all__ = [
+    "AsyncioExecutor",
+    "Executor",
+    "SerialExecutor",
+    "ThreadExecutor",
+    "make_executor",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Executor(abc.ABC):
+    """Runs independent calls; `map(fn, items)` returns `[fn(item) for item in items]`.
+
+    `max_workers` is how many calls may be in flight at once (1 for serial). Executors are
+    context managers; `close()` releases their workers. The first exception raised by a
+    call propagates from `map` after every started call has finished.
+    """
+
+    max_workers: int = 1
+
+    @abc.abstractmethod
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """Apply `fn` to every item, concurrently where the executor allows; ordered results."""
+
+    def starmap(self, fn: Callable[..., R], arg_tuples: Iterable[Sequence[Any]]) -> list[R]:
+        """`map` for functions of several positional arguments."""
+        return self.map(lambda args: fn(*args), list(arg_tuples))
+
+    def close(self) -> None:
+        """Release the executor's workers (a no-op for executors that hold none)."""
+        return
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class SerialExecutor(Executor):
+    """Runs every call in the caller's thread, in order (deterministic and debuggable)."""
+
+    max_workers = 1
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        return [fn(item) for item in items]
+
+    def __repr__(self) -> str:
+        return "SerialExecutor()"
+
+
+class ThreadExecutor(Executor):
+    """Up to `max_workers` calls in flight on a thread pool (created on first use)."""
+
+    def __init__(self, max_workers: int) -> None:
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
+        self.max_workers = max_workers
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._inside = threading.local()
+
+    def _get_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    self.max_workers, thread_name_prefix="opto-trainer"
+                )
+            return self._pool
+
+    def _run(self, context: contextvars.Context, fn: Callable[[T], R], item: T) -> R:
+        self._inside.active = True
+        try:
+            return context.run(fn, item)
+        finally:
+            self._inside.active = False
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        items = list(items)
+        if len(items) <= 1 or getattr(self._inside, "active", False):
+            return [fn(item) for item in items]
+        pool = self._get_pool()
+        futures = [pool.submit(self._run, contextvars.copy_context(), fn, item) for item in items]
+        try:
+            concurrent.futures.wait(futures)
+        except BaseException:  # Ctrl-C: drop what has not started, let started calls end
+            for future in futures:
+                future.cancel()
+            raise
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __repr__(self) -> str:
+        return f"ThreadExecutor(max_workers={self.max_workers})"
+
+
+class AsyncioExecutor(Executor):
+    """Runs calls as asyncio tasks, at most `max_workers` at once.
+
+    Coroutine functions are awaited on the loop; plain functions run in the loop's default
+    thread pool. `map` may be called from synchronous code (it runs its own event loop in a
+    helper thread, so it also works under a running loop, e.g. in Jupyter); from async code
+    use `amap`.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
+        self.max_workers = max_workers
+
+    async def amap(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
+        """Await `fn` over `items` with at most `max_workers` calls in flight; ordered."""
+        semaphore = asyncio.Semaphore(self.max_workers)
+        loop = asyncio.get_running_loop()
+        is_async = inspect.iscoroutinefunction(fn)
+
+        async def one(item: T) -> Any:
+            async with semaphore:
+                if is_async:
+                    return await fn(item)
+                context = contextvars.copy_context()
+                return await loop.run_in_executor(None, context.run, fn, item)
+
+        tasks = [asyncio.ensure_future(one(item)) for item in items]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    def map(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
+        items = list(items)
+        if not items:
+            return []
+        context = contextvars.copy_context()
+        result: list[Any] = []
+        failure: list[BaseException] = []
+
+        def runner() -> None:
+            try:
+                result.extend(context.run(asyncio.run, self.amap(fn, items)))
+            except BaseException as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=runner, name="opto-asyncio-executor")
+        thread.start()
+        thread.join()
+        if failure:
+            raise failure[0]
+        return result
+
+    def __repr__(self) -> str:
+        return f"AsyncioExecutor(max_workers={self.max_workers})"
+
+
+def make_executor(
+    executor: Executor | str | int | None = None, num_threads: int | None = None
+) -> Executor:
+    """Resolve an executor argument: an `Executor`, a name, or a thread count.
+
+    `None` uses `num_threads`: None or 1 gives a `SerialExecutor`, more a `ThreadExecutor`.
+    Names: "serial", "threads", "asyncio" (sized by `num_threads`, default 8) and "ray"
+    (needs `opto-trainers[ray]`).
+    """
+    if isinstance(executor, Executor):
+        return executor
+    if isinstance(executor, int) and not isinstance(executor, bool):
+        num_threads, executor = executor, None
+    if num_threads is not None and (
+        not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1
+    ):
+        raise ValueError(f"num_threads must be None or a positive int, not {num_threads!r}")
+    if executor is None:
+        return SerialExecutor() if num_threads in (None, 1) else ThreadExecutor(num_threads)
+    workers = num_threads or 8
+    if executor == "serial":
+        return SerialExecutor()
+    if executor == "threads":
+        return ThreadExecutor(workers)
+    if executor == "asyncio":
+        return AsyncioExecutor(workers)
+    if executor == "ray":
+        from opto.trainers.ray_executor import RayExecutor
+
+        return RayExecutor(max_workers=workers)
+    raise ValueError(
+        f"unknown executor {executor!r}; pass an Executor instance, a thread count, or one of "
+        "'serial', 'threads', 'asyncio', 'ray'"
+    )
