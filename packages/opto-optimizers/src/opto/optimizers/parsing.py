@@ -1,0 +1,319 @@
+"""Tolerant parsing of LLM replies that should hold a JSON suggestion.
+
+LLMs wrap JSON in code fences, surround it with prose, leave trailing commas, use single
+quotes or Python literals (``True``/``None``), and put raw newlines inside strings. The
+parser here accepts all of that, and nothing it is given makes it raise anything but
+:class:`SuggestionParseError`.
+
+``TERMINATE`` ends a step only when it is the whole reply (possibly fenced or quoted), never
+when the word merely appears inside the reasoning.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "ParsedReply",
+    "SuggestionParseError",
+    "is_terminate",
+    "iter_json_objects",
+    "load_json_like",
+    "parse_suggestion_reply",
+]
+
+TERMINATE = "TERMINATE"
+
+#: What a malformed text may make the decoders raise; turned into "cannot parse".
+_DECODE_ERRORS = (
+    ValueError,
+    SyntaxError,
+    TypeError,
+    RecursionError,
+    MemoryError,
+    OverflowError,
+)
+
+_FENCE = re.compile(r"```[ \t]*[\w.+-]*[ \t]*\r?\n?(.*?)```", re.DOTALL)
+_MAX_SPANS = 32
+"""How many brace-delimited spans of one reply are tried (bounds the work on odd input)."""
+
+
+class SuggestionParseError(ValueError):
+    """An LLM reply did not contain a usable suggestion.
+
+    Attributes:
+        raw: the reply text, unchanged.
+    """
+
+    def __init__(self, message: str, raw: str) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.raw))
+
+
+@attrs.frozen(kw_only=True)
+class ParsedReply:
+    """A parsed reply: the suggestion ``{variable name: value}`` and the text around it.
+
+    ``terminate`` is True when the reply was exactly ``TERMINATE`` (then ``suggestion`` is
+    empty).
+    """
+
+    raw: str
+    suggestion: dict[str, Any] = attrs.field(factory=dict)
+    reasoning: str = ""
+    answer: Any = None
+    terminate: bool = False
+
+
+def is_terminate(text: str) -> bool:
+    """True when the whole reply is the word ``TERMINATE``.
+
+    Surrounding whitespace, code fences, quotes and a final period are ignored; the word
+    inside a longer text (e.g. in the reasoning) does not count.
+    """
+    stripped = text.strip()
+    fence = _FENCE.fullmatch(stripped)
+    if fence is not None:
+        stripped = fence.group(1).strip()
+    return stripped.strip("`'\" \t\r\n").rstrip(".").strip() == TERMINATE
+
+
+# --- decoding JSON-like text ---------------------------------------------------------------
+
+
+def _strip_trailing_commas(text: str) -> str:
+    """``text`` without commas that directly precede ``}`` or ``]`` (outside strings)."""
+    out: list[str] = []
+    quote = ""
+    escaped = False
+    for index, char in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == ",":
+            rest = text[index + 1 :].lstrip()
+            if rest[:1] in ("}", "]"):
+                continue
+        out.append(char)
+    return "".join(out)
+
+
+_LITERAL_NAMES = {
+    "true": True,
+    "false": False,
+    "null": None,
+    "True": True,
+    "False": False,
+    "None": None,
+}
+
+
+def _literal(node: ast.AST) -> Any:
+    """Evaluate a JSON-like Python expression: literals, containers, true/false/null."""
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, (str, int, float, bool)) or node.value is None:
+            return node.value
+        raise ValueError(f"unsupported constant {node.value!r}")
+    if isinstance(node, ast.Dict):
+        if any(key is None for key in node.keys):
+            raise ValueError("dict unpacking is not a literal")
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_literal(item) for item in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Name) and node.id in _LITERAL_NAMES:
+        return _LITERAL_NAMES[node.id]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        operand = _literal(node.operand)
+        if isinstance(operand, (int, float)) and not isinstance(operand, bool):
+            return -operand if isinstance(node.op, ast.USub) else operand
+    raise ValueError(f"not a literal: {type(node).__name__}")
+
+
+def load_json_like(text: str) -> Any:
+    """Decode JSON, tolerating trailing commas, single quotes, Python literals and raw
+    control characters inside strings.
+
+    Raises:
+        ValueError: the text is not JSON-like.
+    """
+    try:
+        return json.loads(text, strict=False)
+    except _DECODE_ERRORS:
+        pass
+    repaired = _strip_trailing_commas(text)
+    if repaired != text:
+        try:
+            return json.loads(repaired, strict=False)
+        except _DECODE_ERRORS:
+            pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escapes such as "\d" in LLM text
+            tree = ast.parse(text.strip(), mode="eval")
+        return _literal(tree.body)
+    except _DECODE_ERRORS as error:
+        raise ValueError(f"not JSON-like text: {error}") from None
+
+
+def _brace_spans(text: str) -> Iterator[str]:
+    """Top-level ``{...}`` spans of ``text`` (braces inside quoted strings ignored)."""
+    depth = 0
+    start = 0
+    quote = ""
+    escaped = False
+    found = 0
+    for index, char in enumerate(text):
+        if depth and quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+            continue
+        if char == "{":
+            if depth == 0:
+                start = index
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                yield text[start : index + 1]
+                found += 1
+                if found >= _MAX_SPANS:
+                    return
+        elif depth and char in "\"'":
+            quote = char
+
+
+def _candidates(text: str) -> Iterator[str]:
+    """Texts that may be the JSON object, most likely first."""
+    stripped = text.strip()
+    yield stripped
+    for match in _FENCE.finditer(text):
+        yield match.group(1).strip()
+    yield from _brace_spans(text)
+    first, last = text.find("{"), text.rfind("}")
+    if 0 <= first < last:
+        yield text[first : last + 1]
+
+
+def iter_json_objects(text: str) -> Iterator[dict[str, Any]]:
+    """Every JSON object (dict) found in ``text``: the whole text, fenced blocks, brace
+    spans, and finally the span from the first ``{`` to the last ``}``."""
+    seen: set[str] = set()
+    for candidate in _candidates(text):
+        if not candidate.startswith("{") or candidate in seen:
+            continue
+        seen.add(candidate)
+        try:
+            value = load_json_like(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            yield value
+
+
+# --- the suggestion -----------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, default=repr)
+
+
+def _clean_suggestion(suggestion: dict[Any, Any]) -> dict[str, Any]:
+    """Keys stripped; blank code entries dropped (an empty function is never meant)."""
+    result: dict[str, Any] = {}
+    for key, value in suggestion.items():
+        name = str(key).strip()
+        if not name:
+            continue
+        if "__code" in name and (value is None or (isinstance(value, str) and not value.strip())):
+            continue
+        result[name] = value
+    return result
+
+
+def parse_suggestion_reply(
+    text: str,
+    *,
+    reasoning_key: str = "reasoning",
+    answer_key: str | None = "answer",
+    suggestion_key: str = "suggestion",
+) -> ParsedReply:
+    """Parse a reply asking for ``{reasoning, answer, suggestion: {name: value}}``.
+
+    The object holding ``suggestion_key`` wins over other objects in the reply; an object
+    without it is taken as the suggestion itself (minus the reasoning and answer keys), as
+    the reference does. A suggestion given as a JSON string is decoded.
+
+    Raises:
+        SuggestionParseError: no JSON object, or the suggestion is not an object.
+    """
+    if not isinstance(text, str):
+        raise SuggestionParseError(
+            f"the reply must be text, got {type(text).__name__}", raw=repr(text)
+        )
+    if is_terminate(text):
+        return ParsedReply(raw=text, terminate=True)
+    chosen: dict[str, Any] | None = None
+    for obj in iter_json_objects(text):
+        obj = {str(key).strip(): value for key, value in obj.items()}
+        if suggestion_key in obj:
+            chosen = obj
+            break
+        if chosen is None:
+            chosen = obj
+    if chosen is None:
+        raise SuggestionParseError(
+            "the reply holds no JSON object; expected "
+            f'{{"{reasoning_key}": ..., "{suggestion_key}": {{<variable>: <value>}}}}',
+            raw=text,
+        )
+    if suggestion_key in chosen:
+        suggestion = chosen[suggestion_key]
+        if isinstance(suggestion, str):
+            if suggestion.strip():
+                try:
+                    suggestion = load_json_like(suggestion)
+                except ValueError:
+                    pass
+            else:
+                suggestion = {}
+        if suggestion is None:
+            suggestion = {}
+        if not isinstance(suggestion, dict):
+            raise SuggestionParseError(
+                f'"{suggestion_key}" must be an object mapping variable names to values, got '
+                f"{type(suggestion).__name__}",
+                raw=text,
+            )
+    else:
+        ignored = {reasoning_key, answer_key}
+        suggestion = {key: value for key, value in chosen.items() if key not in ignored}
+    return ParsedReply(
+        raw=text,
+        suggestion=_clean_suggestion(suggestion),
+        reasoning=_text(chosen.get(reasoning_key)),
+        answer=chosen.get(answer_key) if answer_key is not None else None,
+    )
