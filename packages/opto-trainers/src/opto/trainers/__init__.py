@@ -1,4 +1,81 @@
-"""opto.trainers — see the distribution README (opto-trainers) for what this package offers."""
+"""opto.trainers — training loops and search over datasets for opto agents.
+
+One trainer API (`Trainer`, alias `AlgorithmBase`; every `train` returns a `TrainResult`),
+the algorithms (`MinibatchAlgorithm`, `BasicSearchAlgorithm`, `BeamSearch`, `UCBSearch`,
+`PrioritySearch`), data (`DataLoader`), guides (`Guide`/`AutoGuide`, `ExactMatchGuide`,
+`FunctionGuide`, `LLMJudge`), `evaluate`, executors (serial, threads, asyncio, Ray),
+loggers and stop conditions. Checkpoints and step records go to opto.utils run storage.
+Names are imported on first access, so `import opto.trainers` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+_EXPORTS = {
+    **dict.fromkeys(
+        [
+            "AlgorithmBase",
+            "BasicSearchAlgorithm",
+            "BeamSearch",
+            "Minibatch",
+            "MinibatchAlgorithm",
+            "PrioritySearch",
+            "TrainOptions",
+            "TrainResult",
+            "Trainer",
+            "UCBSearch",
+        ],
+        "opto.trainers.algorithms",
+    ),
+    **dict.fromkeys(["Rollout", "TooManyErrorsError", "evaluate"], "opto.trainers.evaluation"),
+    **dict.fromkeys(
+        ["AsyncioExecutor", "Executor", "SerialExecutor", "ThreadExecutor"],
+        "opto.trainers.executors",
+    ),
+    **dict.fromkeys(
+        [
+            "AutoGuide",
+            "ExactMatchGuide",
+            "FunctionGuide",
+            "Guide",
+            "LLMJudge",
+            "VerbalJudgeGuide",
+            "exact_match_metric",
+        ],
+        "opto.trainers.guide",
+    ),
+    **dict.fromkeys(["DataLoader", "DatasetError"], "opto.trainers.loader"),
+    **dict.fromkeys(
+        [
+            "ConsoleLogger",
+            "DefaultLogger",
+            "JSONLLogger",
+            "MLflowLogger",
+            "MultiLogger",
+            "TensorboardLogger",
+        ],
+        "opto.trainers.loggers",
+    ),
+    "RayExecutor": "opto.trainers.ray_executor",
+    "StopConditions": "opto.trainers.stopping",
+    "batchify": "opto.trainers.utils",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,52 @@
+"""Training algorithms: the `Trainer` base, the minibatch family and the search algorithms.
+
+`BeamSearch`, `UCBSearch` and `PrioritySearch` are imported on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import AlgorithmBase, Proposal, Trainer, TrainOptions, TrainResult, TrainSession
+from .minibatch import (
+    BasicSearchAlgorithm,
+    Minibatch,
+    MinibatchAlgorithm,
+    standard_optimization_step,
+)
+
+__all__ = [
+    "AlgorithmBase",
+    "BasicSearchAlgorithm",
+    "BeamSearch",
+    "Minibatch",
+    "MinibatchAlgorithm",
+    "PrioritySearch",
+    "Proposal",
+    "TrainOptions",
+    "TrainResult",
+    "TrainSession",
+    "Trainer",
+    "UCBSearch",
+    "standard_optimization_step",
+]
+
+_LAZY = {
+    "BeamSearch": ".beamsearch",
+    "UCBSearch": ".ucb",
+    "PrioritySearch": ".priority_search",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,359 @@
+"""The minibatch family: `Minibatch` (the generic loop), `MinibatchAlgorithm` (batched
+feedback, optional ensure-improvement with rollback) and `BasicSearchAlgorithm` (best of N
+proposals on validation data, the current parameters included).
+
+Per step: forward every example of the batch at once, join the targets and the feedback
+with the traced `batchify` op, one backward, then one optimizer step (or N proposals
+validated together, every candidate x example in flight at once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from opto.trace.errors import ExecutionError
+from opto.trace.modules import Module
+from opto.trace.nodes import Node
+
+from ..evaluation import Rollout
+from ..guide import Guide
+from ..loader import DataLoader, DatasetError, as_dataset
+from ..utils import ParamSet, batchify, get_paramset, safe_mean
+from .base import Trainer, TrainOptions, TrainResult
+
+__all__ = [
+    "BasicSearchAlgorithm",
+    "Minibatch",
+    "MinibatchAlgorithm",
+    "standard_optimization_step",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def standard_optimization_step(
+    agent: Module, x: Any, guide: Guide, info: Any, min_score: Any = 0
+) -> tuple[Node[Any], Any, Any]:
+    """`target = agent(x)` and `(score, feedback) = guide(x, target.data, info)`.
+
+    An `ExecutionError` gives `(exception_node, min_score, full error feedback)`; other
+    exceptions propagate.
+    """
+    try:
+        target = agent(x)
+    except ExecutionError as exc:
+        node = exc.exception_node
+        return node, min_score, node.create_feedback("full")
+    score, feedback = guide(x, target.data, info)
+    return target, score, feedback
+
+
+def _config(name: str, options: TrainOptions, **extra: Any) -> dict[str, Any]:
+    """The JSON-able part of a run's configuration, stored with the run."""
+    config: dict[str, Any] = {"algorithm": name}
+    for key in ("num_epochs", "batch_size", "eval_frequency", "max_steps", "patience", "min_delta"):
+        config[key] = getattr(options, key)
+    config.update(extra)
+    return config
+
+
+class Minibatch(Trainer):
+    """Generic minibatch loop; subclasses implement `forward` (per example) and `update`.
+
+    `train` returns a `TrainResult`; iterating it gives the reference's
+    `(train_scores, test_score)`.
+    """
+
+    def __init__(
+        self,
+        agent: Module,
+        optimizer: Any,
+        num_threads: int | None = None,
+        logger: Any = None,
+        *,
+        executor: Any = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(agent, optimizer, num_threads, logger, executor=executor, seed=seed)
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def forward(self, agent: Module, x: Any, guide: Guide, info: Any, min_score: Any = 0) -> Any:
+        """Run one example on `agent` (a private copy) and return what `update` needs."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def update(self, outputs: list[Any], options: TrainOptions) -> float | None:
+        """Consume the batch's outputs, update the agent, return the batch's mean score."""
+        raise NotImplementedError(f"{type(self).__name__} must implement update()")
+
+    def _train_extra(self) -> dict[str, Any]:
+        """Algorithm keywords stored in the run configuration."""
+        return {}
+
+    # -- loop -------------------------------------------------------------------------------
+
+    def train(
+        self,
+        guide: Guide,
+        train_dataset: Any,
+        *,
+        ensure_improvement: bool = False,
+        improvement_threshold: float = 0.0,
+        **kwargs: Any,
+    ) -> TrainResult:
+        """Optimize the agent over `num_epochs` passes of minibatches of `train_dataset`.
+
+        `ensure_improvement` re-scores the batch after each update and rolls the update
+        back unless the new mean beats the old one by at least `improvement_threshold`
+        (0: ties are kept). Other keywords: see `TrainOptions`.
+        """
+        options = TrainOptions.from_kwargs(
+            kwargs,
+            algorithm=type(self).__name__,
+            extra=("ensure_improvement", "improvement_threshold", *self._extra_keywords()),
+        )
+        self.ensure_improvement = ensure_improvement
+        self.improvement_threshold = improvement_threshold
+        return self._train(guide, train_dataset, options)
+
+    def _extra_keywords(self) -> Sequence[str]:
+        return ()
+
+    def _train(self, guide: Guide, train_dataset: Any, options: TrainOptions) -> TrainResult:
+        data = as_dataset(train_dataset, name="train_dataset")
+        size = len(data["inputs"])
+        if options.batch_size > size:
+            raise DatasetError(
+                f"batch_size={options.batch_size} is larger than the training set ({size} "
+                "examples); use a batch size of at most the dataset size"
+            )
+        self.loader = DataLoader(data, options.batch_size, seed=self.seed)
+        total = options.num_epochs * len(self.loader)
+        if options.max_steps is not None:
+            total = min(total, options.max_steps)
+        config = _config(type(self).__name__, options, **self._train_extra())
+        with self.session(guide, options, config=config, total_steps=total) as run:
+            self._prepare(options)
+            run.initial_evaluation()
+            while not run.should_stop() and self.loader.n_epochs < options.num_epochs:
+                try:
+                    xs, infos = next(iter(self.loader))
+                except StopIteration:  # drop_last ended the epoch without a batch
+                    continue
+                outputs = self._forward_batch(xs, infos, guide, options)
+                backup = get_paramset(self.agent)
+                score = self.update(outputs, options)
+                if self.ensure_improvement:
+                    self._ensure_improvement(xs, infos, guide, score, backup, options)
+                run.complete_step(
+                    train_score=score,
+                    feedback=[_feedback_record(o) for o in outputs],
+                    scores=self._step_scores(),
+                    observe=self._step_observation(),
+                )
+        assert run.result is not None
+        return run.result
+
+    def _prepare(self, options: TrainOptions) -> None:
+        """Hook run once the session is open (after any resume), before the loop."""
+        return
+
+    def _step_scores(self) -> dict[str, Any]:
+        """Extra named scores of the last step for the step record."""
+        return {}
+
+    def _step_observation(self) -> float | None:
+        """Score driving best-so-far and patience when there is no test set."""
+        return None
+
+    def _forward_batch(
+        self, xs: Sequence[Any], infos: Sequence[Any], guide: Guide, options: TrainOptions
+    ) -> list[Any]:
+        """`forward` on every example at once, each on its own copy of agent and guide."""
+        min_score = options.min_score if options.min_score is not None else 0
+
+        def one(i: int) -> Any:
+            return self.forward(self.agent.copy(), xs[i], guide.copy(), infos[i], min_score)
+
+        return self.executor.map(one, range(len(xs)))
+
+    def _ensure_improvement(
+        self,
+        xs: Sequence[Any],
+        infos: Sequence[Any],
+        guide: Guide,
+        score: float | None,
+        backup: ParamSet,
+        options: TrainOptions,
+    ) -> None:
+        current = get_paramset(self.agent)
+        if current == backup:
+            return
+        if score is None:
+            logger.warning("ensure_improvement: the batch has no score; keeping the update")
+            return
+        (new_score,) = self.validate([current], xs, infos, guide, min_score=options.min_score)
+        if new_score is None or new_score - score < self.improvement_threshold:
+            logger.info(
+                "update rejected: batch score %s -> %s (threshold %s); rolled back",
+                score,
+                new_score,
+                self.improvement_threshold,
+            )
+            self.adopt(backup)
+
+
+def _feedback_record(output: Any) -> Any:
+    """A JSON-friendly view of one forward output for the step record."""
+    if isinstance(output, Rollout):
+        return output.to_dict()
+    if isinstance(output, tuple) and len(output) == 3:
+        _, score, feedback = output
+        return {
+            "score": score,
+            "feedback": feedback if isinstance(feedback, str) else repr(feedback),
+        }
+    return repr(output)
+
+
+class MinibatchAlgorithm(Minibatch):
+    """Batched feedback: one backward of all the batch's feedback, then one optimizer step."""
+
+    def forward(
+        self, agent: Module, x: Any, guide: Guide, info: Any, min_score: Any = 0
+    ) -> tuple[Node[Any], Any, Any]:
+        return standard_optimization_step(agent, x, guide, info, min_score)
+
+    def update(self, outputs: list[Any], options: TrainOptions) -> float | None:
+        targets = [o[0] for o in outputs]
+        scores = [o[1] for o in outputs]
+        feedbacks = [o[2] for o in outputs]
+        target = batchify(*targets)
+        feedback = batchify(*feedbacks).data
+        average = None if any(s is None for s in scores) else safe_mean(scores)
+        optimizer = self._require_optimizer()
+        optimizer.zero_feedback()
+        optimizer.backward(target, feedback)
+        self.optimizer_step(options)
+        return average
+
+    def optimizer_step(self, options: TrainOptions) -> None:
+        """Take the step (the hook search algorithms replace with a search over steps)."""
+        self.optimizer.step(bypassing=False, **options.step_kwargs)
+
+
+class BasicSearchAlgorithm(MinibatchAlgorithm):
+    """Best of `num_proposals` proposals per step, chosen on validation data.
+
+    The proposals are made at once (each on its own optimizer copy), then every candidate
+    (the proposals and the current parameters) is validated on every validation example
+    at once, on bound copies: the shared agent only ever receives the winner. The current
+    parameters' score is cached while they stay unchanged. Ties go to the earliest
+    proposal.
+    """
+
+    def train(
+        self,
+        guide: Guide,
+        train_dataset: Any,
+        *,
+        validate_dataset: Any = None,
+        validate_guide: Guide | None = None,
+        num_proposals: int = 4,
+        ensure_improvement: bool = False,
+        improvement_threshold: float = 0.0,
+        **kwargs: Any,
+    ) -> TrainResult:
+        """As `MinibatchAlgorithm.train`, plus `validate_dataset` (default: the training
+        set), `validate_guide` (default: `guide`) and `num_proposals`."""
+        if (
+            isinstance(num_proposals, bool)
+            or not isinstance(num_proposals, int)
+            or num_proposals < 1
+        ):
+            raise ValueError(f"num_proposals must be a positive int, not {num_proposals!r}")
+        self.validate_dataset = as_dataset(
+            train_dataset if validate_dataset is None else validate_dataset,
+            name="validate_dataset",
+        )
+        self.validate_guide = validate_guide or guide
+        self.num_proposals = num_proposals
+        self._current_score: tuple[str, float | None] | None = None
+        return super().train(
+            guide,
+            train_dataset,
+            ensure_improvement=ensure_improvement,
+            improvement_threshold=improvement_threshold,
+            **kwargs,
+        )
+
+    def _extra_keywords(self) -> Sequence[str]:
+        return ("validate_dataset", "validate_guide", "num_proposals")
+
+    def _train_extra(self) -> dict[str, Any]:
+        return {"num_proposals": self.num_proposals}
+
+    def _prepare(self, options: TrainOptions) -> None:
+        self._last_validation: float | None = None
+
+    def _algorithm_state(self) -> Any:
+        return {"current_score": getattr(self, "_current_score", None)}
+
+    def _load_algorithm_state(self, state: Any) -> None:
+        cached = None if state is None else state.get("current_score")
+        self._current_score = None if cached is None else (cached[0], cached[1])
+
+    def _step_scores(self) -> dict[str, Any]:
+        return {"validation": self._last_validation}
+
+    def _step_observation(self) -> float | None:
+        return self._last_validation
+
+    def optimizer_step(self, options: TrainOptions) -> None:
+        proposals = self.propose(num_proposals=self.num_proposals, **options.step_kwargs)
+        current = get_paramset(self.agent)
+        current_key = _key(current)
+        candidates: list[ParamSet] = []
+        owners: list[Any] = []
+        seen: set[str] = {current_key}
+        for proposal in proposals:
+            key = _key(proposal.paramset)
+            if key not in seen:
+                seen.add(key)
+                candidates.append(proposal.paramset)
+                owners.append(proposal.optimizer)
+        cached = self._current_score
+        need_current = cached is None or cached[0] != current_key
+        to_score = candidates + ([current] if need_current else [])
+        data = self.validate_dataset
+        scores = self.validate(
+            to_score,
+            data["inputs"],
+            data["infos"],
+            self.validate_guide,
+            min_score=options.min_score,
+            max_errors=options.max_errors,
+        )
+        current_score = scores[-1] if need_current else cached[1]  # type: ignore[index]
+        ranked = [
+            *zip(candidates, scores[: len(candidates)], owners),
+            (current, current_score, None),
+        ]
+        best_index = max(
+            range(len(ranked)),
+            key=lambda i: (float("-inf") if ranked[i][1] is None else ranked[i][1], -i),
+        )
+        winner, winner_score, owner = ranked[best_index]
+        if owner is not None:
+            self.adopt(winner, owner)
+        self._current_score = (_key(winner), winner_score)
+        self._last_validation = winner_score
+        self.logger.log("Validation score", winner_score, self.n_iters + 1, color="green")
+
+
+def _key(paramset: ParamSet) -> str:
+    """A stable identity for a parameter set (JSON of its sorted items)."""
+    return json.dumps(paramset, sort_keys=True, default=repr)
