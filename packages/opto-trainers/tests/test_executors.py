@@ -1,0 +1,82 @@
+"""Executors: order, concurrency up to max_workers, context propagation, nesting, errors."""
+
+import asyncio
+import contextvars
+import threading
+import time
+
+import pytest
+from opto.trainers.executors import (
+    AsyncioExecutor,
+    SerialExecutor,
+    ThreadExecutor,
+    make_executor,
+)
+
+VAR = contextvars.ContextVar("VAR", default="unset")
+
+
+class Gauge:
+    """Records the largest number of calls in flight at once."""
+
+    def __init__(self):
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, x):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(0.02)
+        with self.lock:
+            self.now -= 1
+        return x * 2
+
+
+@pytest.mark.parametrize("executor", [SerialExecutor(), ThreadExecutor(3), AsyncioExecutor(3)])
+def test_map_keeps_order_and_caps_concurrency(executor):
+    gauge = Gauge()
+    with executor:
+        assert executor.map(gauge, range(9)) == [x * 2 for x in range(9)]
+    assert gauge.peak <= executor.max_workers
+    if executor.max_workers > 1:
+        assert gauge.peak > 1
+
+
+def test_context_reaches_workers_and_nested_map_runs_inline():
+    VAR.set("outer")
+    with ThreadExecutor(2) as executor:
+        seen = executor.map(lambda _: VAR.get(), range(4))
+        nested = executor.map(lambda i: executor.map(lambda j: i * 10 + j, range(3)), range(4))
+    assert seen == ["outer"] * 4
+    assert nested == [[i * 10 + j for j in range(3)] for i in range(4)]
+
+
+def test_errors_propagate():
+    def boom(x):
+        if x == 2:
+            raise KeyError("two")
+        return x
+
+    for executor in (SerialExecutor(), ThreadExecutor(2), AsyncioExecutor(2)):
+        with pytest.raises(KeyError):
+            executor.map(boom, range(4))
+
+
+def test_asyncio_executor_awaits_coroutines():
+    async def twice(x):
+        await asyncio.sleep(0.001)
+        return 2 * x
+
+    assert AsyncioExecutor(4).map(twice, [1, 2, 3]) == [2, 4, 6]
+
+
+def test_make_executor():
+    assert isinstance(make_executor(), SerialExecutor)
+    assert isinstance(make_executor(num_threads=1), SerialExecutor)
+    assert make_executor(num_threads=5).max_workers == 5
+    assert isinstance(make_executor("asyncio", 2), AsyncioExecutor)
+    with pytest.raises(ValueError, match="unknown executor"):
+        make_executor("gpu")
+    with pytest.raises(ValueError, match="num_threads"):
+        make_executor(num_threads=0)
