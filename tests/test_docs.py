@@ -1,7 +1,8 @@
-"""Every Python code block in the README runs."""
+"""Every Python code block in the READMEs runs."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -10,11 +11,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-
-
-def test_readme_has_python_examples():
-    assert BLOCKS
+READMES = [ROOT / "README.md", *sorted(ROOT.glob("packages/*/README.md"))]
+BLOCKS = [
+    pytest.param(code, id=f"{readme.relative_to(ROOT)}#{index}")
+    for readme in READMES
+    for index, code in enumerate(re.findall(r"```python\n(.*?)```", readme.read_text(), re.S))
+]
+HAVE_LOCAL_MODEL = importlib.util.find_spec("llama_cpp") is not None
 
 
 def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -22,18 +25,24 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "block.py"
     script.write_text(code, encoding="utf-8")
     return subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
 
 
-@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readmes_have_python_examples():
+    assert len(BLOCKS) >= 3
+
+
+@pytest.mark.parametrize("code", BLOCKS)
 def test_readme_block_runs(code, tmp_path):
+    if "LLM()" in code and not HAVE_LOCAL_MODEL:
+        pytest.skip("needs a configured LLM; offline that is the embedded model (local extra)")
     result = _run(code, tmp_path)
     assert result.returncode == 0, result.stderr
 
 
 def test_readme_trace_example_prints_what_it_claims(tmp_path):
-    result = _run(BLOCKS[0], tmp_path)
+    result = _run(BLOCKS[0].values[0], tmp_path)
     assert result.stdout.splitlines() == [
         "concat0 = concat(x=prompt0, y=str0)",
         "eval0 = eval(text=concat0, __code=__code0)",
