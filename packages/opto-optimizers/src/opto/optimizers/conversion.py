@@ -93,9 +93,11 @@ def _to_int(old: Any, new: Any) -> int:
         except ValueError:
             pass
         try:
-            return _integral(float(text), new)
-        except (ValueError, OverflowError):
+            number = float(text)
+        except ValueError:
             pass
+        else:
+            return _integral(number, new)
     raise ConversionError(f"{_describe(new)} is not an integer")
 
 
@@ -308,9 +310,8 @@ def check_code(
         tree = ast.parse(source)
         compile(tree, "<suggested code>", "exec")
     except SyntaxError as error:
-        raise ConversionError(
-            f"the code does not compile: {error.msg} (line {error.lineno})"
-        ) from None
+        where = f" (line {error.lineno})" if error.lineno else ""
+        raise ConversionError(f"the code does not compile: {error.msg}{where}") from None
     except (ValueError, RecursionError, MemoryError) as error:
         raise ConversionError(f"the code does not compile: {error}") from None
     if expected is not None:

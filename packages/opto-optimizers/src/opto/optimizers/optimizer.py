@@ -269,6 +269,11 @@ class Optimizer(AbstractOptimizer):
 
     def backward(self, node: Node, *args: Any, **kwargs: Any) -> Any:
         """``node.backward(*args, propagator=self.propagator, **kwargs)``; returns its result."""
+        if not isinstance(node, Node):
+            raise TypeError(
+                f"backward needs the traced output Node, got {type(node).__name__}; call it on "
+                "the result of traced operations (e.g. optimizer.backward(output, feedback))."
+            )
         return node.backward(*args, propagator=self.propagator, **kwargs)
 
     # --- the step ---------------------------------------------------------------------
