@@ -1,0 +1,129 @@
+"""Checkpoints and step records in run storage; stop conditions; budgets; Ctrl-C."""
+
+import re
+
+import pytest
+from opto import trace
+from opto.optimizers import Optimizer
+from opto.trace import bundle, node
+from opto.trainers import ExactMatchGuide, MinibatchAlgorithm
+from opto.trainers.checkpoint import CheckpointError
+from opto.utils.storage import open_storage
+from opto.utils.testing import ScriptedLLM
+
+AGENT_LLM = ScriptedLLM(lambda messages, **kw: messages[-1]["content"].split("|")[0])
+
+
+@bundle()
+def answer(prompt, x):
+    """Echo the prompt."""
+    return AGENT_LLM(messages=[{"role": "user", "content": f"{prompt}|{x}"}]).content
+
+
+@trace.model
+class Agent:
+    def __init__(self):
+        self.prompt = node("v0", trainable=True)
+
+    def forward(self, x):
+        return answer(self.prompt, x)
+
+
+class Toy(Optimizer):
+    def __init__(self, parameters, llm):
+        super().__init__(parameters)
+        self.llm = llm
+
+    def _step(self, **kwargs):
+        (p,) = self.parameters
+        return {p: self.llm(messages=[{"role": "user", "content": f"value={p.data}"}]).content}
+
+
+def increment(messages, **kwargs):
+    number = re.search(r"value=v(\d+)", messages[-1]["content"]).group(1)
+    return f"v{int(number) + 1}"
+
+
+DATA = {"inputs": list(range(8)), "infos": ["v2"] * 8}
+
+
+def make(llm=None):
+    agent = Agent()
+    return MinibatchAlgorithm(agent, Toy(agent.parameters(), llm or ScriptedLLM(increment)), seed=1)
+
+
+def test_every_step_lands_in_storage_and_resume_continues(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    first = make().train(
+        ExactMatchGuide(), DATA, batch_size=2, num_epochs=2, storage=url, run_name="r", max_steps=3
+    )
+    assert first.stopped == "max_steps" and first.n_iters == 3
+    with open_storage(url) as storage:
+        steps = storage.list_steps("r")
+        assert [s.iteration for s in steps] == [1, 2, 3]
+        assert steps[0].parameters == {"prompt": "v1"} and steps[0].scores["train"] == 0.0
+        assert steps[0].usage["calls"] == 3 and len(steps[0].feedback) == 2
+        state = storage.load_checkpoint("r").state
+        assert state["n_iters"] == 3 and state["loader"]["cursor"] == 6
+        assert state["optimizer"]["step_count"] == 3
+    resumed = make().resume(ExactMatchGuide(), DATA, batch_size=2, num_epochs=2, storage=url, run_name="r")
+    uninterrupted = make().train(ExactMatchGuide(), DATA, batch_size=2, num_epochs=2)
+    assert resumed.n_iters == uninterrupted.n_iters == 8
+    assert resumed.final_parameters == uninterrupted.final_parameters
+    assert resumed.train_scores == uninterrupted.train_scores
+    assert resumed.usage["calls"] == uninterrupted.usage["calls"]
+
+
+def test_resume_with_another_algorithm_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    make().train(ExactMatchGuide(), DATA, batch_size=2, storage=url, run_name="r", max_steps=1)
+
+    class Other(MinibatchAlgorithm):
+        pass
+
+    agent = Agent()
+    with pytest.raises(CheckpointError, match="same algorithm"):
+        Other(agent, Toy(agent.parameters(), ScriptedLLM(increment))).train(
+            ExactMatchGuide(), DATA, batch_size=2, storage=url, run_name="r", resume=True
+        )
+
+
+def test_patience_stops_after_evaluations_without_improvement():
+    result = make(ScriptedLLM(default="v9")).train(
+        ExactMatchGuide(), DATA, batch_size=1, test_dataset=DATA, patience=2
+    )
+    assert result.stopped == "no_improvement" and result.n_iters == 2
+
+
+def test_stop_file(tmp_path):
+    stop = tmp_path / "STOP"
+    stop.touch()
+    result = make().train(ExactMatchGuide(), DATA, batch_size=2, stop_file=str(stop))
+    assert result.stopped == "stop_file" and result.n_iters == 0
+
+
+def test_llm_budget_stops_cleanly_after_the_last_complete_step():
+    result = make().train(ExactMatchGuide(), DATA, batch_size=2, max_llm_calls=7)
+    # a step costs 3 calls: the third step is refused its 7th call and rolled back
+    assert result.stopped == "budget" and result.n_iters == 2
+    assert result.final_parameters == {"prompt": "v2"}
+
+
+def test_ctrl_c_checkpoints_and_returns(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    calls = []
+
+    def interrupting(messages, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return increment(messages)
+
+    result = make(ScriptedLLM(interrupting)).train(
+        ExactMatchGuide(), DATA, batch_size=2, storage=url, run_name="r"
+    )
+    assert result.stopped == "interrupted" and result.n_iters == 1
+    assert result.final_parameters == {"prompt": "v1"}
+    with open_storage(url) as storage:
+        assert storage.get_run("r").status.value == "interrupted"
+        assert storage.load_checkpoint("r").state["loader"]["cursor"] == 2

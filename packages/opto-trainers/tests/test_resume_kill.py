@@ -1,0 +1,115 @@
+"""A run killed with SIGKILL mid-epoch and resumed ends exactly like an uninterrupted run.
+
+The file is also the training script: `python test_resume_kill.py DB RUN_NAME [resume]`
+trains under a deterministic scripted LLM and prints the result as JSON.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+STEPS = 8  # 16 examples, batch 2, 1 epoch
+
+
+def train(db, run_name, resume, delay):
+    from opto import trace
+    from opto.optimizers import Optimizer
+    from opto.trace import bundle, node
+    from opto.trainers import ExactMatchGuide, MinibatchAlgorithm
+    from opto.utils.testing import ScriptedLLM
+
+    def agent_reply(messages, **kwargs):
+        time.sleep(delay)
+        prompt, x = messages[-1]["content"].split("|")
+        return prompt if int(x) % 3 else prompt + "!"
+
+    agent_llm = ScriptedLLM(agent_reply)
+
+    @bundle()
+    def answer(prompt, x):
+        """Answer x with the prompt."""
+        return agent_llm(messages=[{"role": "user", "content": f"{prompt}|{x}"}]).content
+
+    @trace.model
+    class Agent:
+        def __init__(self):
+            self.prompt = node("v0", trainable=True)
+
+        def forward(self, x):
+            return answer(self.prompt, x)
+
+    class Toy(Optimizer):
+        def __init__(self, parameters, llm):
+            super().__init__(parameters)
+            self.llm = llm
+
+        def _step(self, **kwargs):
+            (p,) = self.parameters
+            text = f"value={p.data} feedback={self.trace_graph.user_feedback}"
+            return {p: self.llm(messages=[{"role": "user", "content": text}]).content}
+
+    def propose(messages, **kwargs):
+        text = messages[-1]["content"]
+        number = int(re.search(r"value=v(\d+)", text).group(1))
+        return f"v{(number * 3 + text.count('Incorrect') + 1) % 5}"
+
+    agent = Agent()
+    trainer = MinibatchAlgorithm(agent, Toy(agent.parameters(), ScriptedLLM(propose)), 2, seed=3)
+    data = {"inputs": list(range(16)), "infos": [f"v{i % 4}" for i in range(16)]}
+    result = trainer.train(
+        ExactMatchGuide(), data, batch_size=2, test_dataset=data, eval_frequency=3,
+        storage=f"sqlite:///{db}", run_name=run_name, resume=resume,
+    )
+    return {
+        "parameters": result.final_parameters,
+        "train_scores": result.train_scores,
+        "test_scores": result.test_scores,
+        "n_iters": result.n_iters,
+        "n_epochs": result.n_epochs,
+    }
+
+
+def _script(tmp_path, name, *extra):
+    return [sys.executable, __file__, str(tmp_path / "runs.db"), name, *extra]
+
+
+def _steps_done(db, name):
+    from opto.utils.storage import RunNotFoundError, open_storage
+
+    with open_storage(f"sqlite:///{db}") as storage:
+        try:
+            return len(storage.list_steps(name))
+        except RunNotFoundError:
+            return 0
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    uninterrupted = json.loads(
+        subprocess.run(_script(tmp_path, "full", "0"), capture_output=True, check=True, text=True).stdout
+    )
+    assert uninterrupted["n_iters"] == STEPS
+    child = subprocess.Popen(_script(tmp_path, "killed", "0", "slow"), stdout=subprocess.PIPE)
+    try:
+        while _steps_done(tmp_path / "runs.db", "killed") < 3 and child.poll() is None:
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 3 <= _steps_done(tmp_path / "runs.db", "killed") < STEPS
+    resumed = json.loads(
+        subprocess.run(
+            _script(tmp_path, "killed", "1"), capture_output=True, check=True, text=True
+        ).stdout
+    )
+    assert resumed == uninterrupted
+
+
+if __name__ == "__main__":
+    db_path, name, resume_flag = sys.argv[1:4]
+    slow = len(sys.argv) > 4
+    print(json.dumps(train(db_path, name, resume_flag == "1", 0.05 if slow else 0.0)))

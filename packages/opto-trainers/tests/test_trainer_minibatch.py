@@ -1,0 +1,140 @@
+"""MinibatchAlgorithm and BasicSearchAlgorithm under a deterministic scripted LLM."""
+
+import re
+import threading
+
+import pytest
+from opto import trace
+from opto.optimizers import Optimizer
+from opto.trace import bundle, node
+from opto.trainers import (
+    AlgorithmBase,
+    BasicSearchAlgorithm,
+    ExactMatchGuide,
+    MinibatchAlgorithm,
+    Trainer,
+    TrainResult,
+)
+from opto.trainers.algorithms.base import UnknownTrainArgumentError
+from opto.trainers.loader import DatasetError
+from opto.utils.testing import ScriptedLLM
+
+AGENT_LLM = ScriptedLLM(lambda messages, **kw: messages[-1]["content"].split("|")[0])
+
+
+@bundle()
+def answer(prompt, x):
+    """Answer x with the prompt (the scripted LLM echoes the prompt)."""
+    return AGENT_LLM(messages=[{"role": "user", "content": f"{prompt}|{x}"}]).content
+
+
+@trace.model
+class Agent:
+    def __init__(self):
+        self.prompt = node("v0", trainable=True)
+
+    def forward(self, x):
+        return answer(self.prompt, x)
+
+
+class Toy(Optimizer):
+    """Asks its LLM for the next value and records the feedback it saw."""
+
+    def __init__(self, parameters, llm):
+        super().__init__(parameters)
+        self.llm = llm
+        self.seen = []
+
+    def _step(self, **kwargs):
+        (p,) = self.parameters
+        self.seen.append(self.trace_graph.user_feedback)
+        reply = self.llm(messages=[{"role": "user", "content": f"value={p.data}"}]).content
+        return {p: reply}
+
+
+def increment(messages, **kwargs):
+    number = re.search(r"value=v(\d+)", messages[-1]["content"]).group(1)
+    return f"v{int(number) + 1}"
+
+
+DATA = {"inputs": list(range(6)), "infos": ["v3"] * 6}
+
+
+def test_minibatch_batched_feedback_and_result():
+    agent = Agent()
+    optimizer = Toy(agent.parameters(), ScriptedLLM(increment))
+    trainer = MinibatchAlgorithm(agent, optimizer, num_threads=4, seed=0)
+    result = trainer.train(ExactMatchGuide(), DATA, batch_size=3, num_epochs=2, test_dataset=DATA)
+    assert isinstance(result, TrainResult)
+    assert result.n_iters == 4 and result.n_epochs == 2
+    assert result.final_parameters == {"prompt": "v4"}
+    assert [t["step"] for t in result.test_scores] == [0, 1, 2, 3, 4]
+    assert [t["score"] for t in result.test_scores] == [0.0, 0.0, 0.0, 1.0, 0.0]
+    assert result.best_score == 1.0 and result.best_parameters == {"prompt": "v3"}
+    scores, test_score = result  # the reference's return shape
+    assert scores == [0.0, 0.0, 0.0, 1.0] and test_score == 0.0
+    assert "ID [0]:" in optimizer.seen[0] and "ID [2]:" in optimizer.seen[0]
+    assert result.usage["calls"] == 4 * 3 + 4 + 5 * 6
+    assert AlgorithmBase is Trainer
+
+
+def test_unknown_keywords_and_bad_data_are_errors():
+    trainer = MinibatchAlgorithm(Agent(), Toy(Agent().parameters(), ScriptedLLM(increment)))
+    with pytest.raises(UnknownTrainArgumentError, match="did you mean 'batch_size'"):
+        trainer.train(ExactMatchGuide(), DATA, batchsize=2)
+    with pytest.raises(DatasetError, match="larger than the training set"):
+        trainer.train(ExactMatchGuide(), DATA, batch_size=7)
+    with pytest.raises(DatasetError, match="infos"):
+        trainer.train(ExactMatchGuide(), {"inputs": [1, 2], "infos": [1]})
+    with pytest.raises(TypeError, match="trace Module"):
+        MinibatchAlgorithm(object(), None)
+
+
+def test_ensure_improvement_rolls_back_worse_updates():
+    agent = Agent()
+    agent.prompt._set("v3")
+    optimizer = Toy(agent.parameters(), ScriptedLLM(increment))
+    trainer = MinibatchAlgorithm(agent, optimizer)
+    result = trainer.train(ExactMatchGuide(), DATA, batch_size=2, ensure_improvement=True)
+    assert result.final_parameters == {"prompt": "v3"}  # v4 scored worse each time
+    assert result.train_scores == [1.0, 1.0, 1.0]
+
+
+def test_basic_search_picks_the_best_proposal_and_keeps_the_current():
+    agent = Agent()
+    optimizer = Toy(agent.parameters(), ScriptedLLM(default="v5", rules=[]))
+    replies = iter(["v5", "v3", "v9", "v1"])
+    lock = threading.Lock()
+
+    def proposals(messages, **kwargs):
+        with lock:
+            return next(replies, "v7")
+
+    optimizer.llm = ScriptedLLM(proposals)
+    trainer = BasicSearchAlgorithm(agent, optimizer, num_threads=8)
+    result = trainer.train(ExactMatchGuide(), DATA, batch_size=2, num_proposals=4, max_steps=2)
+    assert result.final_parameters == {"prompt": "v3"}
+    # step 2: every proposal is v7 (score 0), so the current v3 (cached score 1) stays
+    assert [h["scores"]["validation"] for h in result.history] == [1.0, 1.0]
+    assert result.best_parameters == {"prompt": "v3"}
+
+
+def test_validation_failure_never_leaves_a_candidate_in_the_agent():
+    agent = Agent()
+    optimizer = Toy(agent.parameters(), ScriptedLLM(default="v2"))
+    calls = []
+
+    class Exploding(ExactMatchGuide):
+        def metric(self, query, response, reference=None, **kwargs):
+            calls.append(response)
+            if response == "v2":
+                raise RuntimeError("validator crashed")
+            return super().metric(query, response, reference)
+
+    trainer = BasicSearchAlgorithm(agent, optimizer, num_threads=4)
+    with pytest.raises(Exception, match="max_errors"):
+        trainer.train(
+            ExactMatchGuide(), DATA, validate_guide=Exploding(), batch_size=2, max_errors=0,
+            min_score=0.0,
+        )
+    assert agent.prompt.data == "v0" and "v2" in calls
