@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from opto.trace.nodes import ExceptionNode, ParameterNode, node
@@ -154,3 +156,17 @@ def test_trace_graph_visualize_draws_nodes_and_complete_parent_sets(no_graphviz)
     edges_into_y3 = [edge for edge in drawing.edges if edge[1] == y3.py_name]
     assert edges_into_y3 == [], "y3's parents are not all in the graph"
     assert (out.parents[0].py_name, out.py_name) in drawing.edges
+
+
+def test_backward_graph_renders_to_svg_with_the_dot_program(tmp_path):
+    graphviz = pytest.importorskip("graphviz")
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz's `dot` program is not installed (apt-get install graphviz)")
+    x = ParameterNode(3, name="x", description="a number")
+    out = (x * 2) + 1
+    digraph = out.backward("too big", visualize=True)
+    assert isinstance(digraph, graphviz.Digraph)
+    svg = Path(digraph.render(str(tmp_path / "graph"), format="svg", cleanup=True))
+    text = svg.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    assert x.py_name in text and out.py_name in text
