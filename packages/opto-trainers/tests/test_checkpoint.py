@@ -66,7 +66,9 @@ def test_every_step_lands_in_storage_and_resume_continues(tmp_path):
         state = storage.load_checkpoint("r").state
         assert state["n_iters"] == 3 and state["loader"]["cursor"] == 6
         assert state["optimizer"]["step_count"] == 3
-    resumed = make().resume(ExactMatchGuide(), DATA, batch_size=2, num_epochs=2, storage=url, run_name="r")
+    resumed = make().resume(
+        ExactMatchGuide(), DATA, batch_size=2, num_epochs=2, storage=url, run_name="r"
+    )
     uninterrupted = make().train(ExactMatchGuide(), DATA, batch_size=2, num_epochs=2)
     assert resumed.n_iters == uninterrupted.n_iters == 8
     assert resumed.final_parameters == uninterrupted.final_parameters

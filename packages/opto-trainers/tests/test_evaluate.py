@@ -78,7 +78,10 @@ def test_budget_exceeded_is_never_swallowed():
 def test_rollouts_on_a_thread_executor_keep_order():
     with ThreadExecutor(4) as executor:
         results = run_rollouts(
-            [Divider()] * 8, list(range(1, 9)), [12 / i for i in range(1, 9)], ExactMatchGuide(),
+            [Divider()] * 8,
+            list(range(1, 9)),
+            [12 / i for i in range(1, 9)],
+            ExactMatchGuide(),
             executor=executor,
         )
     assert [r.x for r in results] == list(range(1, 9))

@@ -1,7 +1,14 @@
 """Guides: protocol, exact match, function adapter, LLM judge."""
 
 import pytest
-from opto.trainers import AutoGuide, ExactMatchGuide, FunctionGuide, Guide, LLMJudge, exact_match_metric
+from opto.trainers import (
+    AutoGuide,
+    ExactMatchGuide,
+    FunctionGuide,
+    Guide,
+    LLMJudge,
+    exact_match_metric,
+)
 from opto.trainers.guide import GuideError, VerbalJudgeGuide
 from opto.utils.testing import ScriptedLLM
 

@@ -20,7 +20,14 @@ def test_reference_orderings_without_shuffle():
     assert xs(loader) == [[1, 2], [3, 4], [5, 1]]
     assert loader.n_epochs == 2
     stream = DataLoader(DATA, batch_size=2, shuffle=False)
-    assert [stream.sample()[0] for _ in range(6)] == [[1, 2], [3, 4], [5, 1], [2, 3], [4, 5], [1, 2]]
+    assert [stream.sample()[0] for _ in range(6)] == [
+        [1, 2],
+        [3, 4],
+        [5, 1],
+        [2, 3],
+        [4, 5],
+        [1, 2],
+    ]
 
 
 def test_drop_last_and_short_last_batch():

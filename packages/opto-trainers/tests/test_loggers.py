@@ -7,9 +7,14 @@ import pytest
 from opto import trace
 from opto.optimizers import Optimizer
 from opto.trace import node
-from opto.trainers import ConsoleLogger, ExactMatchGuide, JSONLLogger, MinibatchAlgorithm, MultiLogger
+from opto.trainers import (
+    ConsoleLogger,
+    ExactMatchGuide,
+    JSONLLogger,
+    MinibatchAlgorithm,
+    MultiLogger,
+)
 from opto.trainers.loggers import MissingExtraError, MLflowLogger, TensorboardLogger
-from opto.utils.testing import ScriptedLLM
 
 
 @trace.model

@@ -5,7 +5,6 @@ trains under a deterministic scripted LLM and prints the result as JSON.
 """
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -61,8 +60,14 @@ def train(db, run_name, resume, delay):
     trainer = MinibatchAlgorithm(agent, Toy(agent.parameters(), ScriptedLLM(propose)), 2, seed=3)
     data = {"inputs": list(range(16)), "infos": [f"v{i % 4}" for i in range(16)]}
     result = trainer.train(
-        ExactMatchGuide(), data, batch_size=2, test_dataset=data, eval_frequency=3,
-        storage=f"sqlite:///{db}", run_name=run_name, resume=resume,
+        ExactMatchGuide(),
+        data,
+        batch_size=2,
+        test_dataset=data,
+        eval_frequency=3,
+        storage=f"sqlite:///{db}",
+        run_name=run_name,
+        resume=resume,
     )
     return {
         "parameters": result.final_parameters,
@@ -89,7 +94,9 @@ def _steps_done(db, name):
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     uninterrupted = json.loads(
-        subprocess.run(_script(tmp_path, "full", "0"), capture_output=True, check=True, text=True).stdout
+        subprocess.run(
+            _script(tmp_path, "full", "0"), capture_output=True, check=True, text=True
+        ).stdout
     )
     assert uninterrupted["n_iters"] == STEPS
     child = subprocess.Popen(_script(tmp_path, "killed", "0", "slow"), stdout=subprocess.PIPE)

@@ -134,7 +134,11 @@ def test_validation_failure_never_leaves_a_candidate_in_the_agent():
     trainer = BasicSearchAlgorithm(agent, optimizer, num_threads=4)
     with pytest.raises(Exception, match="max_errors"):
         trainer.train(
-            ExactMatchGuide(), DATA, validate_guide=Exploding(), batch_size=2, max_errors=0,
+            ExactMatchGuide(),
+            DATA,
+            validate_guide=Exploding(),
+            batch_size=2,
+            max_errors=0,
             min_score=0.0,
         )
     assert agent.prompt.data == "v0" and "v2" in calls
