@@ -142,3 +142,24 @@ def test_validation_failure_never_leaves_a_candidate_in_the_agent():
             min_score=0.0,
         )
     assert agent.prompt.data == "v0" and "v2" in calls
+
+
+def test_train_entry_point_wraps_a_parameter_node():
+    from opto.trainers import FunctionGuide, train
+
+    param = node("v0", trainable=True)
+    guide = FunctionGuide(lambda q, r, ref: (float(r == ref), f"want {ref}"))
+    result = train(
+        model=param,
+        train_dataset={"inputs": [None], "infos": ["v2"]},
+        optimizer=Toy([param], ScriptedLLM(increment)),
+        guide=guide,
+        logger="JSONLLogger",
+        logger_kwargs={"path": "/dev/null"},
+        num_epochs=3,
+    )
+    assert result.final_parameters == {"parameter": "v3"} and result.train_scores == [0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="unknown algorithm 'Nope'"):
+        train(
+            model=param, train_dataset=[(None, 1)], algorithm="Nope", optimizer=Toy([param], None)
+        )

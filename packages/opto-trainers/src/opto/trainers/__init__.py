@@ -28,6 +28,7 @@ _EXPORTS = {
             "TrainResult",
             "Trainer",
             "UCBSearch",
+            "train",
         ],
         "opto.trainers.algorithms",
     ),

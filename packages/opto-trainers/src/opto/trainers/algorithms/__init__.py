@@ -8,7 +8,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import AlgorithmBase, Proposal, Trainer, TrainOptions, TrainResult, TrainSession
+from .base import (
+    AlgorithmBase,
+    Proposal,
+    Trainer,
+    TrainOptions,
+    TrainResult,
+    TrainSession,
+    train,
+)
 from .minibatch import (
     BasicSearchAlgorithm,
     Minibatch,
@@ -30,6 +38,7 @@ __all__ = [
     "Trainer",
     "UCBSearch",
     "standard_optimization_step",
+    "train",
 ]
 
 _LAZY = {
