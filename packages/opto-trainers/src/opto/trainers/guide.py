@@ -75,8 +75,15 @@ class Guide:
         return {"score": float(score)}
 
     def copy(self) -> Guide:
-        """An independent deep copy (rollouts in parallel each get one)."""
-        return copy.deepcopy(self)
+        """An independent deep copy (parallel rollouts each get one) sharing LLM clients.
+
+        Attributes holding an opto LLM are shared, not copied: clients are thread-safe and
+        hold connections, caches and scripted replies.
+        """
+        from opto.utils.llm.base import AbstractModel
+
+        memo = {id(v): v for v in vars(self).values() if isinstance(v, AbstractModel)}
+        return copy.deepcopy(self, memo)
 
     def save(self, path: str | Path) -> None:
         """Pickle the guide's attributes to `path` (load only files you trust)."""

@@ -48,6 +48,7 @@ from ..utils import (
     get_paramset,
     paramset_from_update,
     safe_mean,
+    to_jsonable,
     update_from_paramset,
 )
 
@@ -444,18 +445,20 @@ class Trainer:
         max_errors: int | None = None,
     ) -> float | None:
         """Mean score of `agent` on the examples (all calls at once); None if none scored."""
-        scores = evaluate(
-            agent,
-            guide,
-            xs,
-            infos,
-            min_score=min_score,
-            num_samples=num_samples,
-            max_errors=max_errors,
-            executor=self.executor
-            if num_threads is None
-            else make_executor(num_threads=num_threads),
-        )
+        with contextlib.ExitStack() as stack:
+            executor = self.executor
+            if num_threads is not None:
+                executor = stack.enter_context(make_executor(num_threads=num_threads))
+            scores = evaluate(
+                agent,
+                guide,
+                xs,
+                infos,
+                min_score=min_score,
+                num_samples=num_samples,
+                max_errors=max_errors,
+                executor=executor,
+            )
         return safe_mean(scores)
 
     def save_agent(self, save_path: str | Path, iteration: int | None = None) -> str:
@@ -597,9 +600,9 @@ class TrainSession:
         verbose = bool(options.verbose)
         if hasattr(trainer.logger, "verbose"):
             trainer.logger.verbose = verbose
-        self._open_store()
         status = RunStatus.COMPLETED
         try:
+            self._open_store()
             budget = options.llm_budget
             if budget is not None:
                 budget = _remaining(budget, self._prior_usage)
@@ -785,11 +788,11 @@ class TrainSession:
         if self.store is not None:
             self.store.record_step(
                 step,
-                parameters=get_paramset(trainer.agent),
+                parameters=to_jsonable(get_paramset(trainer.agent)),
                 scores={k: _finite_or_none(v) for k, v in all_scores.items()},
-                feedback=feedback,
+                feedback=to_jsonable(feedback),
                 usage=usage,
-                info={"epoch": trainer.n_epochs, **(info or {})},
+                info=to_jsonable({"epoch": trainer.n_epochs, **(info or {})}),
             )
         self._last_state = trainer.state_dict()
         if options.save_frequency is not None and step % options.save_frequency == 0:
