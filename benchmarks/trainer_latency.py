@@ -1,7 +1,7 @@
 """Latency-bound training: wall time of opto.trainers' algorithms vs their critical path.
 
 Workload (issue 5, section 8): every LLM call sleeps 200 ms (the agent makes one call per
-example, the optimizer one per proposal); 32 examples, batch 8, 8 threads, one epoch.
+example, the optimizer one per proposal); 32 examples, batch 8, 8 threads, two epochs (8 steps).
 
 The *critical path* is the time the run would take if every independent call ran at once
 within `num_threads`: each batch of independent calls the trainer hands its executor costs
@@ -11,7 +11,8 @@ and the LLM counts the calls made outside one. The target is wall / critical <= 
 
 "Framework time per step" reruns the same training with instant LLM calls: everything
 but the LLM (tracing, copies, backward, bookkeeping), as a share of a latency-bound step
-(target < 5%).
+(target < 5%); "+storage" does so again with every step recorded and checkpointed in a
+SQLite run storage (SQLAlchemy's one-time import excluded).
 
     python benchmarks/trainer_latency.py [--latency 0.2] [--json results.json]
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 import threading
 import time
 from typing import Any
@@ -139,7 +141,7 @@ def build(latency: float, waves: Waves) -> tuple[Any, Any]:
     )
 
 
-def run(algorithm: str, latency: float) -> dict[str, Any]:
+def run(algorithm: str, latency: float, storage: str | None = None) -> dict[str, Any]:
     waves = Waves()
     agent, optimizer = build(latency, waves)
     executor = CountingExecutor(THREADS, waves)
@@ -148,12 +150,20 @@ def run(algorithm: str, latency: float) -> dict[str, Any]:
     start = time.perf_counter()
     if algorithm == "MinibatchAlgorithm":
         trainer = MinibatchAlgorithm(agent, optimizer, THREADS, executor=executor, seed=0)
-        result = trainer.train(guide, data, batch_size=BATCH, eval_frequency=0)
+        result = trainer.train(
+            guide, data, batch_size=BATCH, eval_frequency=0, storage=storage, num_epochs=2
+        )
     else:
         trainer = BasicSearchAlgorithm(agent, optimizer, THREADS, executor=executor, seed=0)
         validation = {"inputs": data["inputs"][:8], "infos": data["infos"][:8]}
         result = trainer.train(
-            guide, data, batch_size=BATCH, num_proposals=PROPOSALS, validate_dataset=validation
+            guide,
+            data,
+            batch_size=BATCH,
+            num_proposals=PROPOSALS,
+            validate_dataset=validation,
+            storage=storage,
+            num_epochs=2,
         )
     wall = time.perf_counter() - start
     executor.close()
@@ -171,19 +181,27 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     rows = {}
-    print(f"{'algorithm':<22} {'wall s':>8} {'critical s':>11} {'ratio':>7} "
-          f"{'framework/step':>15} {'calls':>6}")  # fmt: skip
+    print(f"{'algorithm':<22} {'wall s':>7} {'critical s':>10} {'ratio':>6} "
+          f"{'framework/step':>15} {'+storage':>16} {'calls':>6}")  # fmt: skip
+    import opto.utils.storage._storage  # noqa: F401  (SQLAlchemy's import is a one-time cost)
+
     for name in ("MinibatchAlgorithm", "BasicSearchAlgorithm"):
         timed = run(name, args.latency)
         instant = run(name, 0.0)
+        with tempfile.TemporaryDirectory() as tmp:
+            stored = run(name, 0.0, storage=f"sqlite:///{tmp}/runs.db")
         ratio = timed["wall_s"] / timed["critical_s"]
         step = timed["wall_s"] / timed["steps"]
         framework = instant["wall_s"] / instant["steps"]
+        with_storage = stored["wall_s"] / stored["steps"]
         rows[name] = {**timed, "ratio": ratio, "framework_per_step_s": framework,
-                      "framework_share": framework / step}  # fmt: skip
-        print(f"{name:<22} {timed['wall_s']:>8.2f} {timed['critical_s']:>11.2f} {ratio:>7.3f} "
-              f"{framework * 1000:>9.1f} ms {100 * framework / step:>3.1f}% "
-              f"{timed['llm_calls']:>5}")  # fmt: skip
+                      "framework_share": framework / step,
+                      "framework_with_storage_per_step_s": with_storage,
+                      "framework_with_storage_share": with_storage / step}  # fmt: skip
+        print(f"{name:<22} {timed['wall_s']:>7.2f} {timed['critical_s']:>10.2f} {ratio:>6.3f} "
+              f"{framework * 1000:>7.1f} ms {100 * framework / step:>4.1f}% "
+              f"{with_storage * 1000:>7.1f} ms {100 * with_storage / step:>4.1f}% "
+              f"{timed['llm_calls']:>6}")  # fmt: skip
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=2)
