@@ -163,3 +163,53 @@ def test_train_entry_point_wraps_a_parameter_node():
         train(
             model=param, train_dataset=[(None, 1)], algorithm="Nope", optimizer=Toy([param], None)
         )
+
+
+def test_validation_runs_every_candidate_and_example_at_once():
+    """(3 proposals + the current) x 2 validation examples = 8 calls meet at one barrier."""
+    barrier = threading.Barrier(8, timeout=30)
+    validating = threading.Event()
+
+    def agent_reply(messages, **kwargs):
+        if validating.is_set():
+            barrier.wait()  # breaks (BrokenBarrierError) unless all 8 calls are in flight
+        return messages[-1]["content"].split("|")[0]
+
+    llm = ScriptedLLM(agent_reply)
+
+    @bundle()
+    def reply(prompt, x):
+        """Answer."""
+        return llm(messages=[{"role": "user", "content": f"{prompt}|{x}"}]).content
+
+    @trace.model
+    class Waiting:
+        def __init__(self):
+            self.prompt = node("v0", trainable=True)
+
+        def forward(self, x):
+            return reply(self.prompt, x)
+
+    names = iter(["v1", "v2", "v3"])
+    lock = threading.Lock()
+
+    def propose(messages, **kwargs):
+        with lock:
+            value = next(names)
+        if value == "v3":
+            validating.set()  # all proposals are drawn; validation comes next
+        return value
+
+    agent = Waiting()
+    trainer = BasicSearchAlgorithm(agent, Toy(agent.parameters(), ScriptedLLM(propose)), 8)
+    data = {"inputs": [1, 2], "infos": ["v3", "v3"]}
+    result = trainer.train(
+        ExactMatchGuide(),
+        data,
+        batch_size=2,
+        num_proposals=3,
+        max_steps=1,
+        validate_dataset=data,
+        eval_frequency=0,
+    )
+    assert result.final_parameters == {"prompt": "v3"}
