@@ -1,0 +1,384 @@
+"""TextGrad: textual gradients over the trace graph.
+
+Feedback on the output is turned into criticism ("gradients") of each node on the paths
+from the trainable parameters to the output, one LLM call per edge, walking the graph
+backwards; a node used several times gets its gradients summarized first. Each trainable
+parameter is then rewritten by an update call that reads its gradient and returns the new
+value between ``<IMPROVED_VARIABLE>`` tags. Gradients are plain text; independent calls
+(the parents of one node, the updates) run concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
+from opto.optimizers.optimizer import Optimizer
+from opto.optimizers.optoprime_v2 import extract_first_top_level_block
+from opto.optimizers.parsing import is_terminate
+from opto.optimizers.utils import jsonable, truncate_expression
+from opto.trace.nodes import Node, ParameterNode
+from opto.trace.propagators import AbstractPropagator, TraceGraph
+from opto.utils.llm.types import ChatResponse, response_from_openai
+
+__all__ = ["TextGrad"]
+
+logger = logging.getLogger(__name__)
+
+IMPROVED_START = "<IMPROVED_VARIABLE>"
+IMPROVED_END = "</IMPROVED_VARIABLE>"
+
+_GRADIENT_SYSTEM = (
+    "You are the gradient engine of an optimization system that improves a program with "
+    "textual feedback. You are shown one operation of the program, the variable that was "
+    "one of its inputs, the output it produced and feedback on that output. Explain, "
+    "concisely and concretely, how the variable should change so that the output better "
+    "meets the objective. Criticise only; do not write a complete new value.\n"
+    "Tags: <OBJECTIVE> the goal; <ROLE> what the variable is; <OPERATION> the call and "
+    "its documentation; <INPUTS> all inputs of the call; <OUTPUT> its result; <FEEDBACK> "
+    "feedback on the output; <VARIABLE> the value to criticise."
+)
+_REDUCE_SYSTEM = (
+    "You combine several pieces of feedback on the same variable into one. Keep every "
+    "distinct, actionable point, merge duplicates, and resolve contradictions in favour of "
+    "the objective. Reply with the combined feedback only."
+)
+_UPDATE_SYSTEM = (
+    "You improve one variable of a program using textual feedback on it. The feedback may "
+    "be noisy: act on what matters for the objective. Reply with the complete improved "
+    f"value between {IMPROVED_START} and {IMPROVED_END}, nothing else inside the tags. "
+    "Keep the variable's type: a number stays a number, a list a list (as a literal). A "
+    "value of type code must be a complete Python function definition with the same name "
+    "and parameters. If the variable needs no change, reply with just TERMINATE."
+)
+
+
+def _type_name(node: Node) -> str:
+    return "code" if "__code" in node.py_name else type(node._data).__name__
+
+
+def _function_name(node: Node) -> str:
+    info = node.info
+    if isinstance(info, dict) and info.get("fun_name") is not None:
+        return str(info["fun_name"])
+    return node.name.split(":")[0]
+
+
+def _improved_value(reply: str) -> str | None:
+    """The text between the IMPROVED_VARIABLE tags (an unclosed final tag runs to the end)."""
+    inner = extract_first_top_level_block(reply, "IMPROVED_VARIABLE")
+    if inner is None:
+        opener = re.search(r"<\s*IMPROVED_VARIABLE\s*>", reply, re.IGNORECASE)
+        if opener is None:
+            return None
+        inner = reply[opener.end() :]
+    return inner.strip()
+
+
+class TextGrad(Optimizer):
+    """Textual-gradient descent on the trace graph (the reference's ``TextGrad``, working).
+
+    Args:
+        parameters: the ParameterNodes to optimize.
+        llm: any callable of the opto.utils LLM protocol; ``opto.utils.llm.LLM()`` when None.
+        propagator: the feedback propagator (must give TraceGraphs; GraphPropagator default).
+        objective: the goal stated in every prompt; :attr:`default_objective` when None.
+        max_tokens: ``max_tokens`` of every LLM call.
+        log: keep :attr:`log`, one entry per step with every call's prompt and reply.
+        max_workers: how many LLM calls run at once.
+        max_value_chars: longest value shown in a prompt (the variable being updated is
+            always shown in full).
+        forbidden_modules / forbidden_calls: code suggestions using these are rejected.
+        converters: ``{type: fn(old, new)}`` conversions tried before the built-in ones.
+        max_history: how many step records :attr:`steps` (and :attr:`log`) keep.
+    """
+
+    default_objective = "Improve the variables so that the output satisfies the feedback."
+
+    def __init__(
+        self,
+        parameters: Iterable[ParameterNode],
+        llm: Any = None,
+        *args: Any,
+        propagator: AbstractPropagator | None = None,
+        objective: str | None = None,
+        max_tokens: int = 4096,
+        log: bool = True,
+        max_workers: int = 4,
+        max_value_chars: int = 2000,
+        forbidden_modules: Collection[str] = (),
+        forbidden_calls: Collection[str] = (),
+        converters: Mapping[type, Converter] | None = None,
+        max_history: int = 100,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            parameters, *args, propagator=propagator, max_history=max_history, **kwargs
+        )
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {max_workers}.")
+        if llm is None:
+            from opto.utils.llm import LLM
+
+            llm = LLM()
+        if not callable(llm):
+            raise TypeError(
+                f"llm must be callable as llm(messages=..., **options), got {type(llm).__name__}."
+            )
+        self.llm = llm
+        self.objective = objective if objective is not None else self.default_objective
+        self.max_tokens = max_tokens
+        self.max_workers = max_workers
+        self.max_value_chars = max_value_chars
+        self.forbidden_modules = frozenset(forbidden_modules)
+        self.forbidden_calls = frozenset(forbidden_calls)
+        self.converters = dict(converters or {})
+        self.log: list[dict[str, Any]] | None = [] if log else None
+        self.gradients: dict[str, str] = {}
+        self.llm_calls = 0
+
+    # --- LLM calls --------------------------------------------------------------------
+
+    def _ask(self, system: str, user: str) -> ChatResponse:
+        """One LLM call (thread-safe: it touches no optimizer state)."""
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return response_from_openai(self.llm(messages=messages, max_tokens=self.max_tokens))
+
+    def _ask_all(
+        self, requests: Sequence[tuple[str, str, str, str]], calls: list[dict[str, Any]]
+    ) -> list[str]:
+        """Run ``(kind, node, system, user)`` requests concurrently; texts in order.
+
+        Usage is added to the step record and every call to ``calls`` (for the log).
+        """
+        if not requests:
+            return []
+        if len(requests) == 1 or self.max_workers == 1:
+            responses = [self._ask(system, user) for _, _, system, user in requests]
+        else:
+            workers = min(self.max_workers, len(requests))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(self._ask, system, user) for _, _, system, user in requests]
+                responses = [future.result() for future in futures]
+        texts = []
+        record = self._active
+        for (kind, name, system, user), response in zip(requests, responses):
+            self.llm_calls += 1
+            if record is not None:
+                record.add_usage(response.usage)
+            text = response.content or ""
+            texts.append(text)
+            calls.append(
+                {"kind": kind, "node": name, "system": system, "user": user, "response": text}
+            )
+        return texts
+
+    # --- prompts ----------------------------------------------------------------------
+
+    def _show(self, node: Node) -> str:
+        return truncate_expression(node._data, self.max_value_chars)
+
+    def _role(self, node: Node) -> str:
+        if node.parents:
+            return f"an intermediate result of {_function_name(node)}: {node.description or ''}"
+        return node.description or f"the value {node.py_name}"
+
+    def gradient_prompt(self, parent: Node, child: Node, feedback: str) -> str:
+        """The user prompt asking how ``parent`` should change, given feedback on ``child``."""
+        arguments = ", ".join(f"{key}={value.py_name}" for key, value in child._inputs.items())
+        inputs = "\n".join(
+            f"({_type_name(value)}) {value.py_name}={self._show(value)}"
+            for value in child._inputs.values()
+        )
+        return (
+            f"<OBJECTIVE>{self.objective}</OBJECTIVE>\n"
+            f"<ROLE>{self._role(parent)}</ROLE>\n"
+            f"<OPERATION>{child.py_name} = {_function_name(child)}({arguments})\n"
+            f"{child.description or ''}</OPERATION>\n"
+            f"<INPUTS>\n{inputs}\n</INPUTS>\n"
+            f"<OUTPUT>({_type_name(child)}) {child.py_name}={self._show(child)}</OUTPUT>\n"
+            f"<FEEDBACK>{feedback}</FEEDBACK>\n"
+            f"<VARIABLE>({_type_name(parent)}) {parent.py_name}={self._show(parent)}</VARIABLE>\n"
+            f"How should {parent.py_name} change so that the output better meets the "
+            "objective and the feedback? Give feedback on this variable only."
+        )
+
+    def reduce_prompt(self, node: Node, gradients: Sequence[str]) -> str:
+        """The user prompt combining several gradients of ``node`` into one."""
+        blocks = "\n".join(f"<FEEDBACK>{g}</FEEDBACK>" for g in gradients)
+        return (
+            f"<OBJECTIVE>{self.objective}</OBJECTIVE>\n"
+            f"<ROLE>{self._role(node)}</ROLE>\n"
+            f"Feedback on {node.py_name} from each place it was used:\n{blocks}\n"
+            "Combine it into one piece of feedback."
+        )
+
+    def update_prompt(self, parameter: ParameterNode, gradient: str) -> str:
+        """The user prompt asking for the improved value of ``parameter``."""
+        constraint = (
+            f"<CONSTRAINTS>{parameter.description}</CONSTRAINTS>\n" if parameter.description else ""
+        )
+        return (
+            f"<OBJECTIVE>{self.objective}</OBJECTIVE>\n"
+            f"<ROLE>{self._role(parameter)}</ROLE>\n"
+            f'<VARIABLE name="{parameter.py_name}" type="{_type_name(parameter)}">\n'
+            f"{parameter._data}\n</VARIABLE>\n"
+            f"<FEEDBACK>{gradient}</FEEDBACK>\n"
+            f"{constraint}"
+            f"Improve {parameter.py_name} using the feedback. Send the complete improved value "
+            f"between {IMPROVED_START} and {IMPROVED_END}."
+        )
+
+    # --- the step ---------------------------------------------------------------------
+
+    def _feedback_graph(self) -> TraceGraph | None:
+        aggregate = getattr(self.propagator, "aggregate", None)
+        if aggregate is None:
+            raise TypeError(
+                f"TextGrad reads TraceGraph feedback; its propagator "
+                f"{type(self.propagator).__name__} has no aggregate(). Use a GraphPropagator."
+            )
+        graphs = [aggregate(p.feedback) for p in self.trainable_parameters if p.feedback]
+        if not graphs:
+            return None
+        total = TraceGraph.sum(graphs)
+        return total if total.graph else None
+
+    def _backward(
+        self, items: Sequence[Node], feedback: str, calls: list[dict[str, Any]]
+    ) -> dict[int, str]:
+        """Gradients of the nodes on paths from a trainable parameter to an output."""
+        members = {id(node) for node in items}
+        trainable = {id(p) for p in self.trainable_parameters}
+        relevant: set[int] = set()
+        has_child: set[int] = set()
+        for node in items:  # topological: parents first
+            parents = [p for p in node.parents if id(p) in members]
+            has_child.update(id(p) for p in parents)
+            if id(node) in trainable or any(id(p) in relevant for p in parents):
+                relevant.add(id(node))
+        pending: dict[int, list[str]] = defaultdict(list)
+        for node in items:
+            if id(node) in relevant and id(node) not in has_child:
+                pending[id(node)].append(feedback)  # an output: the user's feedback
+        final: dict[int, str] = {}
+        for node in reversed(items):
+            grads = pending.get(id(node))
+            if not grads:
+                continue
+            if len(grads) == 1:
+                final[id(node)] = grads[0]
+            else:
+                prompt = self.reduce_prompt(node, grads)
+                (final[id(node)],) = self._ask_all(
+                    [("reduce", node.py_name, _REDUCE_SYSTEM, prompt)], calls
+                )
+            parents = [p for p in node.parents if id(p) in relevant]
+            requests = [
+                (
+                    "gradient",
+                    p.py_name,
+                    _GRADIENT_SYSTEM,
+                    self.gradient_prompt(p, node, final[id(node)]),
+                )
+                for p in parents
+            ]
+            for parent, text in zip(parents, self._ask_all(requests, calls)):
+                pending[id(parent)].append(text)
+        return final
+
+    def _convert(self, parameter: ParameterNode, text: str) -> Any:
+        if "__code" in parameter.py_name:
+            return convert_code(
+                parameter._data,
+                text,
+                forbidden_modules=self.forbidden_modules,
+                forbidden_calls=self.forbidden_calls,
+            )
+        return convert_value(parameter._data, text, converters=self.converters)
+
+    def _step(
+        self, verbose: bool | str = False, *args: Any, **kwargs: Any
+    ) -> dict[ParameterNode, Any]:
+        record = self.current_step
+        graph = self._feedback_graph()
+        if graph is None:
+            record.skipped = "no trainable parameter received feedback; call backward() first"
+            logger.warning("TextGrad.step: %s.", record.skipped)
+            return {}
+        calls: list[dict[str, Any]] = []
+        feedback = str(graph.user_feedback)
+        try:
+            final = self._backward([node for _, node in graph.graph], feedback, calls)
+            targets = [p for p in self.trainable_parameters if id(p) in final]
+            self.gradients = {p.py_name: final[id(p)] for p in targets}
+            requests = [
+                ("update", p.py_name, _UPDATE_SYSTEM, self.update_prompt(p, final[id(p)]))
+                for p in targets
+            ]
+            replies = self._ask_all(requests, calls)
+        finally:
+            self._log(calls, verbose)
+        record.system_prompt = _UPDATE_SYSTEM
+        record.user_prompt = "\n\n".join(user for _, _, _, user in requests)
+        record.raw_reply = "\n\n".join(replies)
+        record.reasoning = "\n".join(f"{name}: {text}" for name, text in self.gradients.items())
+        update: dict[ParameterNode, Any] = {}
+        for parameter, reply in zip(targets, replies):
+            if is_terminate(reply):
+                continue
+            text = _improved_value(reply)
+            if text is None:
+                record.parse_error = f"the reply for {parameter.py_name} has no {IMPROVED_START}"
+                self._reject(parameter.py_name, f"the reply has no {IMPROVED_START} block")
+                logger.warning("TextGrad: %s; reply: %.300r", record.parse_error, reply)
+                continue
+            record.suggestion[parameter.py_name] = text
+            try:
+                update[parameter] = self._convert(parameter, text)
+            except ConversionError as error:
+                logger.warning("Rejected the suggestion for %s: %s", parameter.py_name, error)
+                self._reject(parameter.py_name, str(error))
+        if replies and all(is_terminate(reply) for reply in replies):
+            record.terminated = True
+        return update
+
+    def _log(self, calls: list[dict[str, Any]], verbose: bool | str) -> None:
+        if verbose:
+            for call in calls:
+                if verbose != "output":
+                    logger.info(
+                        "TextGrad %s prompt for %s:\n%s", call["kind"], call["node"], call["user"]
+                    )
+                logger.info(
+                    "TextGrad %s reply for %s:\n%s", call["kind"], call["node"], call["response"]
+                )
+        if self.log is not None:
+            self.log.append({"step": self.step_count, "calls": calls})
+            if len(self.log) > self.max_history:
+                del self.log[: len(self.log) - self.max_history]
+
+    # --- state ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Base state plus the log, the last gradients and the call counter (JSON-able)."""
+        state = super().state_dict()
+        state.update(
+            log=None if self.log is None else jsonable(self.log),
+            gradients=dict(self.gradients),
+            llm_calls=self.llm_calls,
+        )
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        super().load_state_dict(state)
+        if self.log is not None and state.get("log") is not None:
+            self.log[:] = state["log"]
+        self.gradients = dict(state.get("gradients") or {})
+        self.llm_calls = int(state.get("llm_calls", 0))
