@@ -1,0 +1,174 @@
+"""`RayExecutor`: run a trainer's independent tasks on Ray (a cluster or a local runtime).
+
+Needs the extra `opto-trainers[ray]`. `map(fn, items)` ships `fn` once per call (Ray's
+object store) to a pool of `max_workers` actors, each running one item at a time, and
+returns the results in input order. Anything `fn` holds (agent, guide, optimizer and their
+LLM objects) is unpickled in the workers, so LLM clients are created there, never sent.
+
+The search trainers (`BeamSearch`, `UCBSearch`, `PrioritySearch`) see `in_process = False`
+and send self-contained tasks: one per exploration job (forward, backward and proposals
+together, because they need the same trace graph) and one per validation rollout; both
+return plain records (inputs, output data, score, feedback) and optimizer states. LLM
+usage happens in the workers, so the driver's usage ledger (and LLM budgets) does not
+see it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from .executors import Executor
+
+__all__ = ["RayExecutor", "RayNotInstalledError"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class RayNotInstalledError(ImportError):
+    """Ray is not importable; install the extra `opto-trainers[ray]`."""
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayNotInstalledError(
+            "RayExecutor needs Ray, which is not installed; install it with "
+            "`pip install 'opto-trainers[ray]'` (or `uv add 'opto-trainers[ray]'`)"
+        ) from exc
+    return ray
+
+
+class _Worker:
+    """Actor body: runs one item at a time with the function of the current `map`."""
+
+    def __init__(self) -> None:
+        self._key: str | None = None
+        self._fn: Callable[[Any], Any] | None = None
+
+    def run(self, key: str, boxed: list[Any], item: Any) -> Any:
+        if key != self._key:
+            import ray
+
+            self._fn = ray.get(boxed[0])  # unpickled once per map (LLM clients made here)
+            self._key = key
+        assert self._fn is not None
+        return self._fn(item)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The task's own exception inside a Ray task error, when Ray kept it."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+class RayExecutor(Executor):
+    """Up to `max_workers` calls in flight on Ray actors.
+
+    Args:
+        max_workers: how many actors (calls in flight at once); default 4.
+        address: the Ray cluster to join when Ray is not initialized yet (None: start or
+            join a local runtime, as `ray.init()` does).
+        init_kwargs: extra `ray.init` arguments used in that case.
+        actor_options: Ray actor options (default `num_cpus=0`: tasks wait on LLM calls,
+            so they should not reserve CPUs; set e.g. `{"num_cpus": 1}` for CPU-heavy
+            agents).
+
+    Raises `RayNotInstalledError` when Ray is missing. `close()` ends the actors (not the
+    Ray runtime).
+    """
+
+    in_process = False
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        *,
+        address: str | None = None,
+        init_kwargs: Mapping[str, Any] | None = None,
+        actor_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._ray = _import_ray()
+        if max_workers is None:
+            max_workers = 4
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
+        self.max_workers = max_workers
+        self.address = address
+        self.init_kwargs = dict(init_kwargs or {})
+        self.actor_options = {"num_cpus": 0, **(actor_options or {})}
+        self._actors: list[Any] = []
+
+    def _ensure_runtime(self) -> None:
+        ray = self._ray
+        if not ray.is_initialized():
+            logger.info("starting Ray (address=%s)", self.address)
+            ray.init(address=self.address, **self.init_kwargs)
+
+    def _pool(self, size: int) -> list[Any]:
+        while len(self._actors) < size:
+            actor_class = self._ray.remote(**self.actor_options)(_Worker)
+            self._actors.append(actor_class.remote())
+        return self._actors[:size]
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """Run `fn` on every item on the actors; ordered results.
+
+        The first exception raised by a call propagates (unwrapped from Ray's error)
+        after every started call has finished; items not started yet are not run.
+        """
+        items = list(items)
+        if not items:
+            return []
+        ray = self._ray
+        self._ensure_runtime()
+        fn_ref = ray.put(fn)
+        key = fn_ref.hex()
+        idle = list(self._pool(min(self.max_workers, len(items))))
+        results: list[Any] = [None] * len(items)
+        pending: dict[Any, tuple[int, Any]] = {}
+        failure: BaseException | None = None
+        next_index = 0
+        try:
+            while pending or (failure is None and next_index < len(items)):
+                while idle and failure is None and next_index < len(items):
+                    actor = idle.pop()
+                    ref = actor.run.remote(key, [fn_ref], items[next_index])
+                    pending[ref] = (next_index, actor)
+                    next_index += 1
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    index, actor = pending.pop(ref)
+                    idle.append(actor)
+                    try:
+                        results[index] = ray.get(ref)
+                    except Exception as exc:
+                        if failure is None:
+                            failure = _unwrap(exc)
+        except BaseException:  # Ctrl-C: stop the calls in flight
+            for ref in pending:
+                try:
+                    ray.cancel(ref)
+                except Exception as exc:  # already finished, or not cancellable
+                    logger.debug("could not cancel a Ray task: %s", exc)
+            raise
+        if failure is not None:
+            raise failure
+        return results
+
+    def close(self) -> None:
+        """End the actors (the Ray runtime keeps running)."""
+        actors, self._actors = self._actors, []
+        for actor in actors:
+            try:
+                self._ray.kill(actor)
+            except Exception as exc:  # an actor that already died
+                logger.debug("could not kill a Ray actor: %s", exc)
+
+    def __repr__(self) -> str:
+        return f"RayExecutor(max_workers={self.max_workers})"
