@@ -154,9 +154,9 @@ class TrainOptions:
             if name not in fields:
                 known = sorted(fields | set(cls.ALIASES) | set(extra))
                 close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise UnknownTrainArgumentError(
-                    f"{algorithm}.train() got an unknown keyword argument {key!r}{hint} "
+                    f"{algorithm}.train() got an unknown keyword argument {key!r}{hint}. "
                     f"Known keywords: {', '.join(known)}. Optimizer step options go in "
                     "step_kwargs={...}"
                 )
