@@ -1,0 +1,226 @@
+"""OPRO: optimization by prompting over the history of (solution, score) pairs.
+
+Every step adds the current values of the variables, the feedback and its score to a
+history; the LLM sees the earlier solutions sorted by score (best last, as in the OPRO
+paper) and proposes a new solution that should score higher. Scores come from
+``step(score=…)`` or are read from the feedback text (``"0.8"``, ``"score: 0.8"``); without
+any score the feedback text alone guides the search. The reply is OptoPrime's JSON
+suggestion (tolerant parsing, typed conversion, code checks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
+
+from opto.optimizers.buffers import FIFOBuffer
+from opto.optimizers.optoprime import OptoPrime
+from opto.optimizers.utils import jsonable, truncate_expression
+from opto.trace.nodes import ParameterNode
+from opto.trace.propagators import FunctionFeedback
+
+__all__ = ["OPRO", "score_from_feedback"]
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_SCORE = re.compile(
+    rf"\b(?:score|reward|accuracy|fitness)\b\s*(?:is|was|=|:)?\s*({_NUMBER})", re.IGNORECASE
+)
+
+
+def score_from_feedback(feedback: Any) -> float | None:
+    """A numeric score read from feedback: a number, a numeric text (``"0.8"``), or a
+    text naming it (``"score: 0.8"``, ``"reward = 3"``); None when there is none."""
+    if isinstance(feedback, bool):
+        return None
+    if isinstance(feedback, (int, float)):
+        return float(feedback) if math.isfinite(feedback) else None
+    if not isinstance(feedback, str):
+        return None
+    text = feedback.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        match = _SCORE.search(text)
+        if match is None:
+            return None
+        value = float(match.group(1))
+    return value if math.isfinite(value) else None
+
+
+class OPRO(OptoPrime):
+    """The OPRO optimizer: a meta-prompt of past solutions and their scores.
+
+    Takes OptoPrime's arguments plus:
+
+    Args:
+        history_size: how many (solution, feedback, score) entries are kept (None: all).
+        max_num_solutions: how many past solutions the prompt shows: the best-scored ones
+            (and the most recent unscored ones), sorted with the best last.
+        maximize: whether a higher score is better.
+        score_extractor: ``fn(feedback) -> float | None`` used when ``step`` gets no
+            score; :func:`score_from_feedback` by default.
+    """
+
+    default_objective = "Come up with a new solution that scores higher than all earlier ones."
+
+    representation_prompt = (
+        "You are an optimizer. You see solutions tried earlier, each with the feedback it "
+        "received and, when known, its score, sorted from the worst to the best. Propose "
+        "a new solution that differs from all of them and scores better.\n\n"
+        "{variables} lists the variables a solution sets, with their types and "
+        "descriptions. A (code) value is the source of a Python function."
+    )
+
+    def __init__(
+        self,
+        parameters: Iterable[ParameterNode],
+        llm: Any = None,
+        *args: Any,
+        history_size: int | None = None,
+        max_num_solutions: int = 20,
+        maximize: bool = True,
+        score_extractor: Callable[[Any], float | None] | None = None,
+        json_keys: Mapping[str, str | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if max_num_solutions < 1:
+            raise ValueError(f"max_num_solutions must be at least 1, got {max_num_solutions}.")
+        super().__init__(
+            parameters, llm, *args, json_keys={"answer": None, **(json_keys or {})}, **kwargs
+        )
+        self.history: FIFOBuffer[dict[str, Any]] = FIFOBuffer(history_size)
+        self.max_num_solutions = max_num_solutions
+        self.maximize = maximize
+        self.score_extractor = score_extractor or score_from_feedback
+        self._step_score: float | None = None
+
+    @property
+    def buffer(self) -> list[dict[str, Any]]:
+        """The history entries, oldest first (the reference's name)."""
+        return self.history.buffer
+
+    def output_format_prompt(self) -> str:
+        """Asks for the JSON reply ``{reasoning, suggestion}`` over the variables."""
+        s = self.prompt_symbols
+        reasoning, suggestion = self.json_keys["reasoning"], self.json_keys["suggestion"]
+        return (
+            "Reply with one JSON object:\n"
+            "{\n"
+            f'  "{reasoning}": <why the new solution should score better>,\n'
+            f'  "{suggestion}": {{<variable name>: <new value>, ...}}\n'
+            "}\n"
+            f'In "{suggestion}" give values for variables of {s["variables"]} only, each of '
+            "its current type. A (code) value must be a complete, valid Python function "
+            "definition with the same name and parameters.\n"
+            "If no solution can do better, reply with just TERMINATE."
+        )
+
+    def _shown_history(self) -> list[tuple[bool, dict[str, Any]]]:
+        """``(is_current, entry)`` to show: unscored first (chronological), then scored
+        from worst to best; at most ``max_num_solutions`` plus the current one."""
+        entries = self.history.buffer
+        current = entries[-1] if entries else None
+        earlier = entries[:-1]
+        scored = [e for e in earlier if e["score"] is not None]
+        unscored = [e for e in earlier if e["score"] is None]
+        scored.sort(key=lambda e: e["score"], reverse=not self.maximize)
+        scored = scored[-self.max_num_solutions :]
+        room = self.max_num_solutions - len(scored)
+        unscored = unscored[-room:] if room > 0 else []
+        shown = [(False, e) for e in unscored + scored]
+        if current is not None:
+            shown.append((True, current))
+        return shown
+
+    def _solution_text(self, entry: Mapping[str, Any], limit: int) -> str:
+        values = {
+            name: truncate_expression(value, limit) if isinstance(value, str) else jsonable(value)
+            for name, value in entry["variables"].items()
+        }
+        lines = [json.dumps(values, indent=2, ensure_ascii=False)]
+        if entry["score"] is not None:
+            lines.append(f"score: {entry['score']:g}")
+        if entry["feedback"] not in (None, ""):
+            lines.append(f"feedback: {entry['feedback']}")
+        return "\n".join(lines)
+
+    def _user_prompt(
+        self,
+        summary: FunctionFeedback,
+        mask: Collection[str] | None,
+        limit: int,
+        memory: Any,
+    ) -> str:
+        s = self.prompt_symbols
+        variables = "\n".join(
+            f"({'code' if '__code' in name else type(value).__name__}) {name}"
+            + (f": {desc}" if desc else "")
+            for name, (value, desc) in summary.variables.items()
+        )
+        direction = "higher" if self.maximize else "lower"
+        blocks = []
+        for is_current, entry in self._shown_history():
+            title = "Current solution" if is_current else "Solution"
+            blocks.append(f"{title}:\n{self._solution_text(entry, limit)}")
+        names = ", ".join(summary.variables)
+        return (
+            f"{s['instruction']}\n{self.objective}\n\n"
+            f"{s['variables']}\n{variables}\n\n"
+            f"Below are earlier solutions from the worst to the best ({direction} scores are "
+            "better); the current solution comes last.\n\n"
+            + "\n\n".join(blocks)
+            + f"\n\nGive a new solution for {names} that differs from all solutions above and "
+            f"has a {direction} score than any of them.\n\n{self.final_prompt}"
+        )
+
+    def construct_prompt(
+        self,
+        summary: FunctionFeedback,
+        mask: Collection[str] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[str, str]:
+        """Record the current solution with its score (given to ``step`` or read from the
+        feedback) in the history, then build the ``(system, user)`` meta-prompt."""
+        score = self._step_score
+        if score is None:
+            score = self.score_extractor(summary.user_feedback)
+        self.history.add(
+            {
+                "variables": {name: value for name, (value, _) in summary.variables.items()},
+                "feedback": summary.user_feedback,
+                "score": None if score is None else float(score),
+            }
+        )
+        return self.system_prompt(), self._user_prompt(summary, mask, self.max_value_chars, ())
+
+    def _step(
+        self,
+        verbose: bool | str = False,
+        mask: Collection[str] | None = None,
+        *args: Any,
+        score: float | None = None,
+        **kwargs: Any,
+    ) -> dict[ParameterNode, Any]:
+        """OptoPrime's step over the OPRO meta-prompt; ``score`` scores the current
+        solution (else it is read from the feedback)."""
+        self._step_score = score
+        try:
+            return super()._step(verbose, mask, *args, **kwargs)
+        finally:
+            self._step_score = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """OptoPrime's state plus the (solution, feedback, score) history."""
+        state = super().state_dict()
+        state["history"] = jsonable(self.history.buffer)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output, history included."""
+        super().load_state_dict(state)
+        self.history.clear()
+        self.history.extend(state.get("history") or ())
