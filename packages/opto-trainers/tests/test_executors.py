@@ -6,6 +6,10 @@ import threading
 import time
 
 import pytest
+from opto import trace
+from opto.optimizers import Optimizer
+from opto.trace import node
+from opto.trainers import BasicSearchAlgorithm, ExactMatchGuide
 from opto.trainers.executors import (
     AsyncioExecutor,
     SerialExecutor,
@@ -80,3 +84,43 @@ def test_make_executor():
         make_executor("gpu")
     with pytest.raises(ValueError, match="num_threads"):
         make_executor(num_threads=0)
+
+
+class PicklingExecutor(SerialExecutor):
+    """Stands in for a remote executor: tasks and results must survive pickling."""
+
+    in_process = False
+    max_workers = 2
+
+    def map(self, fn, items):
+        import pickle
+
+        remote_fn = pickle.loads(pickle.dumps(fn))
+        return [pickle.loads(pickle.dumps(remote_fn(pickle.loads(pickle.dumps(i))))) for i in items]
+
+
+@trace.model
+class EchoAgent:
+    def __init__(self):
+        self.prompt = node("v0", trainable=True)
+
+    def forward(self, x):
+        return self.prompt + ""
+
+
+class Next(Optimizer):
+    def _step(self, **kwargs):
+        (p,) = self.parameters
+        return {p: "v" + str(int(p.data[1:]) + 1)}
+
+
+def test_out_of_process_executor_gets_plain_tasks_and_same_result():
+    data = {"inputs": [1, 2, 3, 4], "infos": ["v2"] * 4}
+    results = []
+    for executor in (ThreadExecutor(4), PicklingExecutor()):
+        agent = EchoAgent()
+        trainer = BasicSearchAlgorithm(agent, Next(agent.parameters()), executor=executor)
+        result = trainer.train(ExactMatchGuide(), data, batch_size=2, num_epochs=2, num_proposals=2)
+        results.append((result.final_parameters, result.train_scores, result.history[-1]["scores"]))
+    assert results[0] == results[1]
+    assert results[0][0] == {"prompt": "v2"}

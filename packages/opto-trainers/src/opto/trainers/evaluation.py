@@ -19,6 +19,7 @@ Failure semantics:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import traceback
@@ -157,6 +158,48 @@ class _ErrorBudget:
             ) from self.first
 
 
+def _run_one(
+    min_score: Any,
+    catch_errors: bool,
+    scores_only: bool,
+    copy_agent: bool,
+    keep_target: bool,
+    budget: _ErrorBudget | None,
+    task: tuple[Module, Any, Any, Guide],
+) -> tuple[Rollout, Exception | None]:
+    """One rollout task; returns the record and the exception it caught, if any.
+
+    A module-level function of plain arguments, so executors that ship tasks to other
+    processes (Ray) can send it. `budget` (in-process only) skips tasks once tripped.
+    """
+    agent, x, info, guide = task
+    if budget is not None and budget.tripped:
+        return Rollout(x=x, info=info, score=min_score, error="skipped", error_kind="skipped"), None
+    try:
+        record = rollout(
+            agent.copy() if copy_agent else agent,
+            x,
+            guide.copy(),
+            info,
+            min_score,
+            scores_only=scores_only,
+        )
+    except (BudgetExceeded, TooManyErrorsError):
+        raise
+    except Exception as exc:
+        if not catch_errors:
+            raise
+        if budget is not None:
+            budget.add(exc)
+        logger.warning("rollout failed (%s: %s); scored %r", type(exc).__name__, exc, min_score)
+        message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        failed = Rollout(x=x, info=info, score=min_score, error=message, error_kind="exception")
+        return failed, exc
+    if not keep_target:
+        record.target = None
+    return record, None
+
+
 def run_rollouts(
     agents: Sequence[Module],
     xs: Sequence[Any],
@@ -169,13 +212,15 @@ def run_rollouts(
     max_errors: int | None = None,
     scores_only: bool = False,
     copy_agents: bool = True,
+    keep_targets: bool = True,
 ) -> list[Rollout]:
     """Run example i on `agents[i]`, all at once on `executor`; results in order.
 
     Each call runs on `agents[i].copy()` (shared parameters, isolated state; pass
     `copy_agents=False` when the agents are already private copies) and its own
-    `guide.copy()`. See the module docstring for `catch_errors`, `max_errors` and
-    `min_score`.
+    `guide.copy()`. `keep_targets=False` drops the output nodes (scores only, and required
+    on executors that run tasks in other processes, whose graphs cannot come back). See
+    the module docstring for `catch_errors`, `max_errors` and `min_score`.
     """
     if not len(agents) == len(xs) == len(infos):
         raise ValueError(
@@ -185,35 +230,30 @@ def run_rollouts(
     guides = list(guide) if isinstance(guide, Sequence) else [guide] * len(xs)
     if len(guides) != len(xs):
         raise ValueError(f"got {len(guides)} guides for {len(xs)} examples")
+    executor = executor or make_executor()
+    in_process = getattr(executor, "in_process", True)
+    if keep_targets and not in_process:
+        raise ValueError(
+            f"{executor!r} runs tasks in other processes, so rollouts cannot keep their "
+            "graphs; run rollouts that feed a backward on an in-process executor"
+        )
     budget = _ErrorBudget(max_errors)
-
-    def one(i: int) -> Rollout:
-        x, info = xs[i], infos[i]
-        if budget.tripped:
-            return Rollout(x=x, info=info, score=min_score, error="skipped", error_kind="skipped")
-        agent = agents[i].copy() if copy_agents else agents[i]
-        try:
-            return rollout(agent, x, guides[i].copy(), info, min_score, scores_only=scores_only)
-        except (BudgetExceeded, TooManyErrorsError):
-            raise
-        except Exception as exc:
-            if not catch_errors:
-                raise
-            budget.add(exc)
-            logger.warning(
-                "rollout %d failed (%s: %s); scored %r", i, type(exc).__name__, exc, min_score
-            )
-            return Rollout(
-                x=x,
-                info=info,
-                score=min_score,
-                error="".join(traceback.format_exception_only(type(exc), exc)).strip(),
-                error_kind="exception",
-            )
-
-    results = (executor or make_executor()).map(one, range(len(xs)))
+    task = functools.partial(
+        _run_one,
+        min_score,
+        catch_errors,
+        scores_only,
+        copy_agents,
+        keep_targets,
+        budget if in_process else None,
+    )
+    results = executor.map(task, list(zip(agents, xs, infos, guides)))
+    if not in_process:
+        for _, exc in results:
+            if exc is not None:
+                budget.add(exc)
     budget.check()
-    return results
+    return [record for record, _ in results]
 
 
 def evaluate(
@@ -259,6 +299,7 @@ def evaluate(
             catch_errors=True,
             max_errors=max_errors,
             scores_only=True,
+            keep_targets=False,
         )
     finally:
         if own:

@@ -296,6 +296,7 @@ class Trainer:
         self.best: dict[str, Any] = {"score": None, "parameters": None, "iteration": None}
         self.loader: DataLoader | None = None
         self._executor: Executor | None = None
+        self._local_executor: Executor | None = None
 
     # -- execution --------------------------------------------------------------------------
 
@@ -306,15 +307,33 @@ class Trainer:
             self._executor = make_executor(self.executor_spec, self.num_threads)
         return self._executor
 
+    @property
+    def local_executor(self) -> Executor:
+        """The executor for work that must stay in this process.
+
+        Rollouts whose graphs feed a backward, and optimizer steps, need the local
+        parameter nodes; with an executor that runs tasks elsewhere (Ray) they run on
+        threads here, as many as the executor's `max_workers`.
+        """
+        executor = self.executor
+        if getattr(executor, "in_process", True):
+            return executor
+        if self._local_executor is None:
+            self._local_executor = make_executor(num_threads=executor.max_workers)
+        return self._local_executor
+
     @contextlib.contextmanager
     def _use_executor(self, num_threads: int | None) -> Iterator[Executor]:
-        previous = self._executor
+        previous, previous_local = self._executor, self._local_executor
         executor = make_executor(self.executor_spec, num_threads or self.num_threads)
-        self._executor = executor
+        self._executor, self._local_executor = executor, None
         try:
             yield executor
         finally:
-            self._executor = previous
+            local = self._local_executor
+            self._executor, self._local_executor = previous, previous_local
+            if local is not None:
+                local.close()
             if executor is not self.executor_spec:
                 executor.close()
 
@@ -331,8 +350,9 @@ class Trainer:
     ) -> list[Rollout]:
         """Forward + guide on every example at once.
 
-        Without `paramset` the rollouts run on copies of the shared agent, so their graphs
-        reach its parameters (what a backward needs); with one, on a bound copy holding it.
+        Without `paramset` the rollouts run (in this process) on copies of the shared
+        agent, so their graphs reach its parameters (what a backward needs); with one, on a
+        bound copy holding it, and they keep no graph.
         """
         agent = self.agent if paramset is None else bind(self.agent, paramset)
         return run_rollouts(
@@ -340,10 +360,11 @@ class Trainer:
             xs,
             infos,
             guide,
-            executor=self.executor,
+            executor=self.local_executor if paramset is None else self.executor,
             min_score=min_score,
             catch_errors=catch_errors,
             max_errors=max_errors,
+            keep_targets=paramset is None,
         )
 
     def validate(
@@ -372,6 +393,7 @@ class Trainer:
             catch_errors=True,
             max_errors=max_errors,
             scores_only=True,
+            keep_targets=False,
         )
         n = len(xs)
         return [
@@ -398,7 +420,9 @@ class Trainer:
             optimizer.zero_feedback()
             optimizer.backward(target, feedback)
         optimizers = [optimizer] + [copy_optimizer(optimizer) for _ in range(num_proposals - 1)]
-        updates = self.executor.map(lambda opt: opt.step(bypassing=True, **step_kwargs), optimizers)
+        updates = self.local_executor.map(
+            lambda opt: opt.step(bypassing=True, **step_kwargs), optimizers
+        )
         base = get_paramset(self.agent)
         return [
             Proposal(paramset=paramset_from_update(self.agent, update, base), optimizer=opt)

@@ -178,7 +178,7 @@ class Minibatch(Trainer):
         def one(i: int) -> Any:
             return self.forward(self.agent.copy(), xs[i], guide.copy(), infos[i], min_score)
 
-        return self.executor.map(one, range(len(xs)))
+        return self.local_executor.map(one, range(len(xs)))
 
     def _ensure_improvement(
         self,
