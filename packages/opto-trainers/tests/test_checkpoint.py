@@ -129,3 +129,39 @@ def test_ctrl_c_checkpoints_and_returns(tmp_path):
     with open_storage(url) as storage:
         assert storage.get_run("r").status.value == "interrupted"
         assert storage.load_checkpoint("r").state["loader"]["cursor"] == 2
+
+
+class Opaque:
+    """Feedback that JSON cannot hold."""
+
+    def __repr__(self):
+        return "<opaque>"
+
+
+def test_step_records_survive_values_json_cannot_hold(tmp_path):
+    from opto.trainers import FunctionGuide
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    guide = FunctionGuide(lambda q, r, ref: (0.0, Opaque()))
+    make().train(guide, DATA, batch_size=2, storage=url, run_name="r", max_steps=1)
+    with open_storage(url) as storage:
+        (step,) = storage.list_steps("r")
+    assert step.feedback[0]["feedback"] == "<opaque>"
+
+
+def test_alias_and_name_together_is_an_error():
+    from opto.trainers.algorithms.base import UnknownTrainArgumentError
+
+    with pytest.raises(UnknownTrainArgumentError, match="alias"):
+        make().train(ExactMatchGuide(), DATA, eval_frequency=1, test_frequency=2)
+
+
+def test_asyncio_executor_trains_like_threads():
+    results = []
+    for executor in ("threads", "asyncio"):
+        agent = Agent()
+        trainer = MinibatchAlgorithm(
+            agent, Toy(agent.parameters(), ScriptedLLM(increment)), 4, executor=executor
+        )
+        results.append(trainer.train(ExactMatchGuide(), DATA, batch_size=4).final_parameters)
+    assert results == [{"prompt": "v2"}, {"prompt": "v2"}]

@@ -56,3 +56,19 @@ def test_llm_judge_scores_on_its_correctness_template_and_formats():
     with pytest.raises(GuideError, match="reference"):
         judge("q", "r", None)
     assert judge.copy().llm is llm
+
+
+def test_guide_copies_share_llm_clients_but_not_state():
+    class Counting(Guide):
+        def __init__(self):
+            self.llm = ScriptedLLM(default="x")
+            self.seen = []
+
+        def get_feedback(self, query, response, reference=None, **kw):
+            self.seen.append(query)
+            return 1.0, self.llm(messages=[{"role": "user", "content": "q"}]).content
+
+    guide = Counting()
+    twin = guide.copy()
+    twin("q", "r")
+    assert twin.llm is guide.llm and guide.seen == [] and twin.seen == ["q"]

@@ -70,6 +70,7 @@ def train(db, run_name, resume, delay):
         resume=resume,
     )
     return {
+        "stopped": result.stopped,
         "parameters": result.final_parameters,
         "train_scores": result.train_scores,
         "test_scores": result.test_scores,
@@ -111,6 +112,31 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     resumed = json.loads(
         subprocess.run(
             _script(tmp_path, "killed", "1"), capture_output=True, check=True, text=True
+        ).stdout
+    )
+    assert resumed == uninterrupted
+
+
+def test_ctrl_c_stops_cleanly_and_resume_matches_uninterrupted(tmp_path):
+    db = tmp_path / "runs.db"
+    uninterrupted = json.loads(
+        subprocess.run(
+            _script(tmp_path, "full", "0"), capture_output=True, check=True, text=True
+        ).stdout
+    )
+    child = subprocess.Popen(
+        _script(tmp_path, "interrupted", "0", "slow"), stdout=subprocess.PIPE, text=True
+    )
+    while _steps_done(db, "interrupted") < 2 and child.poll() is None:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGINT)
+    out, _ = child.communicate()
+    assert child.returncode == 0
+    stopped = json.loads(out)
+    assert stopped["stopped"] == "interrupted" and 2 <= stopped["n_iters"] < STEPS
+    resumed = json.loads(
+        subprocess.run(
+            _script(tmp_path, "interrupted", "1"), capture_output=True, check=True, text=True
         ).stdout
     )
     assert resumed == uninterrupted

@@ -20,7 +20,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 __all__ = [
@@ -48,10 +48,6 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """Apply `fn` to every item, concurrently where the executor allows; ordered results."""
-
-    def starmap(self, fn: Callable[..., R], arg_tuples: Iterable[Sequence[Any]]) -> list[R]:
-        """`map` for functions of several positional arguments."""
-        return self.map(lambda args: fn(*args), list(arg_tuples))
 
     def close(self) -> None:
         """Release the executor's workers (a no-op for executors that hold none)."""
@@ -110,9 +106,10 @@ class ThreadExecutor(Executor):
         futures = [pool.submit(self._run, contextvars.copy_context(), fn, item) for item in items]
         try:
             concurrent.futures.wait(futures)
-        except BaseException:  # Ctrl-C: drop what has not started, let started calls end
+        except BaseException:  # Ctrl-C: drop what has not started, wait for what has
             for future in futures:
                 future.cancel()
+            concurrent.futures.wait(futures)
             raise
         return [future.result() for future in futures]
 

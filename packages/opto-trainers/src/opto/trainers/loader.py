@@ -171,11 +171,6 @@ class DataLoader:
         inputs, infos = self._dataset["inputs"], self._dataset["infos"]
         return [inputs[i] for i in indices], [infos[i] for i in indices]
 
-    @property
-    def epoch_position(self) -> int:
-        """How many examples of the current epoch have been handed out."""
-        return self._cursor
-
     # -- reading -----------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[tuple[list[Any], list[Any]]]:
