@@ -97,12 +97,14 @@ def bind_optimizer(optimizer: Any, agent: Module, worker: Module, state: Any = N
 
 
 def chain_state(optimizer: Any) -> dict[str, Any] | None:
-    """The optimizer's JSON state without its step log (what a chain carries on)."""
+    """The optimizer's JSON state without its step log and parameter names (a chain's
+    state moves between copies whose nodes are named alike but may be numbered apart)."""
     state_dict = getattr(optimizer, "state_dict", None)
     if not callable(state_dict):
         return None
     state = dict(state_dict())
     state.pop("steps", None)
+    state.pop("parameters", None)
     return state
 
 

@@ -1,0 +1,128 @@
+"""Shared support for the search-trainer tests (BeamSearch, UCBSearch, PrioritySearch, Ray).
+
+Holds no tests; each test module loads it by path under one shared module name. The task: find the
+integer `a` with `a * x == y` for the examples ({1..4} -> {3, 6, 9, 12}, so a = 3),
+starting from a = 1. The guide says "too small"/"too large"; the optimizer asks a
+scripted LLM, which moves the value one step in the direction most feedback lines ask for.
+Everything is deterministic given the prompt, so runs on threads and on Ray agree.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from opto import trace
+from opto.optimizers.optimizer import Optimizer
+from opto.trainers.guide import Guide
+from opto.trainers.loggers import BaseLogger
+from opto.utils.testing import ScriptedLLM
+
+DATA = {"inputs": [1, 2, 3, 4], "infos": [3, 6, 9, 12]}
+TARGET = 3
+
+
+@trace.model
+class Scale:
+    """`a * x` with a trainable integer `a`."""
+
+    def __init__(self, a: int = 1) -> None:
+        self.a = trace.node(a, trainable=True, name="a")
+
+    def forward(self, x: Any) -> Any:
+        return self.a * x
+
+
+class TargetGuide(Guide):
+    """Score `1 - |error| / reference` (1.0 when exact); the feedback says which way."""
+
+    def get_feedback(self, query: Any, response: Any, reference: Any = None, **kwargs: Any):
+        if response == reference:
+            return 1.0, "correct"
+        score = max(0.0, 1.0 - abs(response - reference) / abs(reference))
+        return score, "too small" if response < reference else "too large"
+
+
+def nudge(messages: list[dict[str, Any]], **_: Any) -> str:
+    """The scripted LLM: one step up if most feedback says too small, else one step down."""
+    text = messages[-1]["content"]
+    value = int(re.search(r"value=(-?\d+)", text).group(1))
+    small, large = text.count("too small"), text.count("too large")
+    if small == large == 0:
+        return str(value)
+    return str(value + 1 if small >= large else value - 1)
+
+
+class NudgeOptimizer(Optimizer):
+    """Asks its LLM for the next value of its single parameter from the joined feedback.
+
+    `events` (shared by every copy) records `(id(optimizer), feedback text)` per step.
+    """
+
+    _shared_on_copy = (*Optimizer._shared_on_copy, "events", "lock")
+
+    def __init__(self, parameters: Any, llm: Any) -> None:
+        super().__init__(parameters)
+        self.llm = llm
+        self.events: list[tuple[int, str]] = []
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
+    def _step(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
+        param = self.trainable_parameters[0]
+        feedback = str(self.trace_graph.user_feedback)
+        with self.lock:
+            self.events.append((id(self), feedback))
+        reply = self.llm(messages=[{"role": "user", "content": f"value={param.data}\n{feedback}"}])
+        return {param: int(reply.choices[0].message.content)}
+
+
+class RecordingLogger(BaseLogger):
+    """Keeps every `(name, data, step)` it is given."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, Any, int]] = []
+
+    def log(self, name: str, data: Any, step: int, **kwargs: Any) -> None:
+        self.records.append((name, data, step))
+
+    def values(self, name: str) -> list[Any]:
+        return [data for n, data, _ in self.records if n == name]
+
+
+class InterruptingGuide(TargetGuide):
+    """Raises KeyboardInterrupt on call number `at` (counted across copies)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.calls = [0]
+        self.lock = threading.Lock()
+
+    def copy(self) -> InterruptingGuide:
+        return self
+
+    def get_feedback(self, query: Any, response: Any, reference: Any = None, **kwargs: Any):
+        with self.lock:
+            self.calls[0] += 1
+            hit = self.calls[0] == self.at
+        if hit:
+            raise KeyboardInterrupt
+        return super().get_feedback(query, response, reference)
+
+
+def make(cls: type, *, a: int = 1, **init: Any) -> tuple[Any, Scale, NudgeOptimizer]:
+    """A trainer of `cls` on a fresh agent and optimizer (seeded, 4 threads by default)."""
+    agent = Scale(a)
+    optimizer = NudgeOptimizer(agent.parameters(), ScriptedLLM(nudge))
+    init.setdefault("num_threads", 4)
+    init.setdefault("seed", 0)
+    return cls(agent, optimizer, **init), agent, optimizer
