@@ -1,5 +1,6 @@
 """Checkpoints and step records in run storage; stop conditions; budgets; Ctrl-C."""
 
+import importlib.util
 import re
 
 import pytest
@@ -45,6 +46,9 @@ def increment(messages, **kwargs):
 
 
 DATA = {"inputs": list(range(8)), "infos": ["v2"] * 8}
+needs_storage = pytest.mark.skipif(
+    importlib.util.find_spec("sqlalchemy") is None, reason="needs opto-utils[storage]"
+)
 
 
 def make(llm=None):
@@ -52,6 +56,7 @@ def make(llm=None):
     return MinibatchAlgorithm(agent, Toy(agent.parameters(), llm or ScriptedLLM(increment)), seed=1)
 
 
+@needs_storage
 def test_every_step_lands_in_storage_and_resume_continues(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     first = make().train(
@@ -76,6 +81,7 @@ def test_every_step_lands_in_storage_and_resume_continues(tmp_path):
     assert resumed.usage["calls"] == uninterrupted.usage["calls"]
 
 
+@needs_storage
 def test_resume_with_another_algorithm_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     make().train(ExactMatchGuide(), DATA, batch_size=2, storage=url, run_name="r", max_steps=1)
@@ -111,6 +117,7 @@ def test_llm_budget_stops_cleanly_after_the_last_complete_step():
     assert result.final_parameters == {"prompt": "v2"}
 
 
+@needs_storage
 def test_ctrl_c_checkpoints_and_returns(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     calls = []
@@ -138,6 +145,7 @@ class Opaque:
         return "<opaque>"
 
 
+@needs_storage
 def test_step_records_survive_values_json_cannot_hold(tmp_path):
     from opto.trainers import FunctionGuide
 

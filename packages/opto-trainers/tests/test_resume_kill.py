@@ -11,6 +11,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+pytest.importorskip("sqlalchemy", reason="checkpoints need opto-utils[storage]")
+
 STEPS = 8  # 16 examples, batch 2, 1 epoch
 
 
