@@ -1,0 +1,130 @@
+"""RayExecutor on a local Ray runtime: ordered maps, unwrapped errors, and search trainers
+that reach exactly the result they reach on threads (deterministic scripted LLM).
+
+Needs the extra `opto-trainers[ray]`; without Ray only the install-hint test runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from opto.trainers.algorithms.beamsearch import BeamSearch, BeamSearchHistory
+from opto.trainers.algorithms.priority_search import PrioritySearch
+from opto.trainers.algorithms.ucb import UCBSearch
+from opto.trainers.executors import make_executor
+
+try:
+    import ray
+except ImportError:
+    ray = None
+
+needs_ray = pytest.mark.skipif(
+    ray is None, reason="Ray is not installed (extra opto-trainers[ray]); see the ray session"
+)
+
+
+def _support():
+    name = "opto_trainers_search_support"
+    if name not in sys.modules:
+        path = Path(__file__).with_name("test_priority_search_support.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+S = _support()
+
+
+def test_missing_ray_gives_the_install_hint(monkeypatch):
+    from opto.trainers.ray_executor import RayExecutor, RayNotInstalledError
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(RayNotInstalledError, match=r"opto-trainers\[ray\]"):
+        RayExecutor()
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # The test agent, guide and optimizer live in a module the workers cannot import.
+    ray.cloudpickle.register_pickle_by_value(S)
+    try:
+        yield
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(S)
+        ray.shutdown()
+
+
+@needs_ray
+def test_map_keeps_order_with_more_items_than_workers(ray_runtime):
+    from opto.trainers.ray_executor import RayExecutor
+
+    with RayExecutor(max_workers=2) as executor:
+        assert executor.map(abs, [-5, 4, -3, 2, -1]) == [5, 4, 3, 2, 1]
+        assert executor.map(abs, []) == []
+
+
+@needs_ray
+def test_task_errors_come_back_as_the_original_exception(ray_runtime):
+    from opto.trainers.ray_executor import RayExecutor
+
+    with RayExecutor(max_workers=2) as executor, pytest.raises(ValueError):
+        executor.map(int, ["1", "x", "3"])
+
+
+@needs_ray
+def test_make_executor_builds_a_ray_executor(ray_runtime):
+    from opto.trainers.ray_executor import RayExecutor
+
+    executor = make_executor("ray", num_threads=3)
+    assert isinstance(executor, RayExecutor) and executor.max_workers == 3
+    assert executor.in_process is False
+    executor.close()
+
+
+CASES = [
+    (PrioritySearch, {}, dict(batch_size=2, num_candidates=2, num_proposals=2, num_steps=3)),
+    (
+        BeamSearch,
+        {},
+        dict(batch_size=1, max_depth=3, beam_width=2, num_proposals=2, validation_dataset_size=3),
+    ),
+    (BeamSearchHistory, {}, dict(batch_size=2, max_depth=2, beam_width=2)),
+    (
+        UCBSearch,
+        {"max_buffer_size": 3},
+        dict(num_search_iterations=4, train_batch_size=2, evaluation_batch_size=3),
+    ),
+]
+
+
+@needs_ray
+@pytest.mark.parametrize(("cls", "init", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", ""))
+def test_training_on_ray_matches_training_on_threads(ray_runtime, cls, init, kwargs):
+    from opto.trainers.ray_executor import RayExecutor
+
+    results = {}
+    for name in ("threads", "ray"):
+        executor = RayExecutor(max_workers=3) if name == "ray" else "threads"
+        trainer, agent, optimizer = S.make(cls, executor=executor, num_threads=3, **init)
+        result = trainer.train(S.TargetGuide(), S.DATA, test_dataset=S.DATA, **kwargs)
+        if name == "ray":
+            executor.close()
+        results[name] = (
+            agent.a.data,
+            result.train_scores,
+            result.best_score,
+            result.test_scores,
+            [entry["scores"] for entry in result.history],
+            optimizer.llm.calls,
+        )
+    *threaded, thread_calls = results["threads"]
+    *remote, driver_calls = results["ray"]
+    assert remote == threaded
+    assert threaded[0] == S.TARGET
+    # On Ray every LLM call ran in a worker, on the LLM object unpickled there.
+    assert thread_calls > 0 and driver_calls == 0
