@@ -10,10 +10,11 @@ import threading
 import pytest
 from opto import trace
 from opto.optimizers import OPRO, Optimizer, OptoPrime, OptoPrimeMulti, OptoPrimeV2, TextGrad
+from opto.optimizers.opro import OPROv2
 from opto.trace.propagators import GraphPropagator
 from opto.utils.testing import ScriptedLLM
 
-OPTIMIZERS = [OptoPrime, OptoPrimeV2, OptoPrimeMulti, TextGrad, OPRO]
+OPTIMIZERS = [OptoPrime, OptoPrimeV2, OptoPrimeMulti, TextGrad, OPRO, OPROv2]
 
 
 def universal(messages, **options):

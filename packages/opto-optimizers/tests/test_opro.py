@@ -145,3 +145,21 @@ def test_loop_climbs_to_the_best_score():
             break
         run(optimizer, x + 0, f"score: {score}")
     assert x.data == 21
+
+
+def test_oprov2_asks_for_xml_with_consistent_titles():  # B10
+    from opto.optimizers.opro import OPROv2
+
+    x = trace.node(0, trainable=True, description="a knob")
+    reply = f"<reasoning>r</reasoning><variable><name>{x.py_name}</name><value>4</value></variable>"
+    llm = ScriptedLLM([reply])
+    optimizer = OPROv2([x], llm=llm)
+    assert run(optimizer, x + 0, "score: 1") == {x: 4}
+    system, user = (m["content"] for m in llm.requests[0].messages)
+    assert "XML/HTML" in system and "#Solution" in system
+    assert user.startswith("#ProblemContext\n") and "\n#Solution\n(int)" in user
+    assert "#Variables" not in system + user and "#Code" not in system
+    assert "response_format" not in llm.requests[0].options
+    assert optimizer.history.buffer[0]["score"] == 1.0
+    bad = OPROv2([x], llm=ScriptedLLM(["no tags"]))
+    assert run(bad, x + 0, "score: 1") == {} and bad.parse_failures == 1

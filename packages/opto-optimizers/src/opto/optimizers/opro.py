@@ -1,11 +1,12 @@
-"""OPRO: optimization by prompting over the history of (solution, score) pairs.
+"""OPRO and OPROv2: optimization by prompting over the history of (solution, score) pairs.
 
 Every step adds the current values of the variables, the feedback and its score to a
 history; the LLM sees the earlier solutions sorted by score (best last, as in the OPRO
 paper) and proposes a new solution that should score higher. Scores come from
 ``step(score=…)`` or are read from the feedback text (``"0.8"``, ``"score: 0.8"``); without
-any score the feedback text alone guides the search. The reply is OptoPrime's JSON
-suggestion (tolerant parsing, typed conversion, code checks).
+any score the feedback text alone guides the search. ``OPRO`` asks for OptoPrime's JSON
+suggestion, ``OPROv2`` for OptoPrimeV2's XML-style reply; both keep OptoPrime's typed
+conversion and code checks.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
+import attrs
 from opto.optimizers.buffers import FIFOBuffer
 from opto.optimizers.optoprime import OptoPrime
+from opto.optimizers.optoprime_v2 import OptimizerPromptSymbolSet, OptoPrimeV2
 from opto.optimizers.utils import jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import FunctionFeedback
 
-__all__ = ["OPRO", "score_from_feedback"]
+__all__ = ["OPRO", "OPROPromptSymbolSet", "OPROv2", "score_from_feedback"]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _SCORE = re.compile(
@@ -50,10 +53,10 @@ def score_from_feedback(feedback: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class OPRO(OptoPrime):
-    """The OPRO optimizer: a meta-prompt of past solutions and their scores.
+class _OPROHistory:
+    """The OPRO meta-prompt over a scored history, for OptoPrime-family optimizers.
 
-    Takes OptoPrime's arguments plus:
+    Takes the optimizer's arguments plus:
 
     Args:
         history_size: how many (solution, feedback, score) entries are kept (None: all).
@@ -101,22 +104,6 @@ class OPRO(OptoPrime):
     def buffer(self) -> list[dict[str, Any]]:
         """The history entries, oldest first (the reference's name)."""
         return self.history.buffer
-
-    def output_format_prompt(self) -> str:
-        """Asks for the JSON reply ``{reasoning, suggestion}`` over the variables."""
-        s = self.prompt_symbols
-        reasoning, suggestion = self.json_keys["reasoning"], self.json_keys["suggestion"]
-        return (
-            "Reply with one JSON object:\n"
-            "{\n"
-            f'  "{reasoning}": <why the new solution should score better>,\n'
-            f'  "{suggestion}": {{<variable name>: <new value>, ...}}\n'
-            "}\n"
-            f'In "{suggestion}" give values for variables of {s["variables"]} only, each of '
-            "its current type. A (code) value must be a complete, valid Python function "
-            "definition with the same name and parameters.\n"
-            "If no solution can do better, reply with just TERMINATE."
-        )
 
     def _shown_history(self) -> list[tuple[bool, dict[str, Any]]]:
         """``(is_current, entry)`` to show: unscored first (chronological), then scored
@@ -224,3 +211,78 @@ class OPRO(OptoPrime):
         super().load_state_dict(state)
         self.history.clear()
         self.history.extend(state.get("history") or ())
+
+
+class OPRO(_OPROHistory, OptoPrime):
+    """The OPRO optimizer: a meta-prompt of past solutions and their scores, JSON replies.
+
+    Takes OptoPrime's arguments plus ``history_size``, ``max_num_solutions``,
+    ``maximize`` and ``score_extractor`` (see the module docstring).
+    """
+
+    def output_format_prompt(self) -> str:
+        """Asks for the JSON reply ``{reasoning, suggestion}`` over the variables."""
+        s = self.prompt_symbols
+        reasoning, suggestion = self.json_keys["reasoning"], self.json_keys["suggestion"]
+        return (
+            "Reply with one JSON object:\n"
+            "{\n"
+            f'  "{reasoning}": <why the new solution should score better>,\n'
+            f'  "{suggestion}": {{<variable name>: <new value>, ...}}\n'
+            "}\n"
+            f'In "{suggestion}" give values for variables of {s["variables"]} only, each of '
+            "its current type. A (code) value must be a complete, valid Python function "
+            "definition with the same name and parameters.\n"
+            "If no solution can do better, reply with just TERMINATE."
+        )
+
+
+@attrs.frozen(kw_only=True)
+class OPROPromptSymbolSet(OptimizerPromptSymbolSet):
+    """OPROv2's titles: the instruction is the problem context, the variables a solution."""
+
+    instruction_section_title: str = "# Problem Context"
+    variables_section_title: str = "# Solution"
+
+
+class OPROv2(_OPROHistory, OptoPrimeV2):
+    """OPRO with OptoPrimeV2's XML-style reply (the reference's ``OPROv2``).
+
+    Takes OptoPrimeV2's arguments (``optimizer_prompt_symbol_set`` defaults to
+    :class:`OPROPromptSymbolSet`) plus OPRO's. The titles in the system prompt and in the
+    meta-prompt are the same (the reference mixed two sets of names).
+    """
+
+    def __init__(
+        self,
+        parameters: Iterable[ParameterNode],
+        llm: Any = None,
+        *args: Any,
+        optimizer_prompt_symbol_set: OptimizerPromptSymbolSet | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            parameters,
+            llm,
+            *args,
+            optimizer_prompt_symbol_set=optimizer_prompt_symbol_set or OPROPromptSymbolSet(),
+            **kwargs,
+        )
+
+    def output_format_prompt(self) -> str:
+        """Asks for the reasoning and one block per changed variable, in XML style."""
+        s = self.symbols
+        if s.custom_output_format_instruction is not None or s.expect_json:
+            return super().output_format_prompt()
+        skeleton = s.example_output(
+            "why the new solution should score better", {"variable_name": "new value"}
+        )
+        return (
+            "Your output should be in the following XML/HTML format:\n"
+            f"```\n{skeleton}\n```\n"
+            f"Give one <{s.improved_variable_tag}> block per variable of "
+            f"{s.names['variables']} you change, each value of its current type. A value of "
+            "type code must be a complete, valid Python function definition with the same "
+            "name and parameters.\n"
+            "If no solution can do better, just output TERMINATE."
+        )
