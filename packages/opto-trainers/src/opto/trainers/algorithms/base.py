@@ -634,6 +634,7 @@ class TrainSession:
                 self._ledger = ledger
                 self._last_state = trainer.state_dict()
                 trainer.logger.start(total=total_steps, description=type(trainer).__name__)
+                trainer.logger.advance(trainer.n_iters)
                 try:
                     if self.store is not None:
                         self.store.event(
@@ -658,14 +659,15 @@ class TrainSession:
                 except BaseException:
                     self._roll_back()
                     status = RunStatus.FAILED
-                    self._checkpoint()
+                    try:
+                        self._checkpoint()
+                    except Exception:  # keep the original error; this one is secondary
+                        logger.exception("could not checkpoint the failed run")
                     raise
                 else:
                     if self.stopped is None:
                         self.stopped = StopReason.COMPLETED
-                    if self.test_data is not None and not self._evaluated_at(trainer.n_iters):
-                        self.evaluate_test()
-                    self._last_state = trainer.state_dict()
+                    self._final_evaluation()
                 finally:
                     trainer.logger.close()
             self._checkpoint()
@@ -697,8 +699,23 @@ class TrainSession:
                 trainer.load_state_dict(state)
                 self.stop.load_state_dict(state["stop"])
                 self._prior_usage = dict(state["usage"])
+                self._step_usage_mark = dict(self._prior_usage)
                 self.resumed = True
                 logger.info("resumed run %s after step %d", self.store.name, trainer.n_iters)
+
+    def _final_evaluation(self) -> None:
+        """Evaluate the final parameters unless the last step already did."""
+        trainer = self.trainer
+        if self.test_data is None or self.eval_frequency <= 0:
+            return
+        if self._evaluated_at(trainer.n_iters):
+            return
+        try:
+            self.evaluate_test()
+        except (KeyboardInterrupt, BudgetExceeded) as exc:
+            logger.warning("final evaluation skipped: %s", type(exc).__name__)
+            return
+        self._last_state = trainer.state_dict()
 
     def _roll_back(self) -> None:
         """Return the trainer to the state after the last completed step."""
