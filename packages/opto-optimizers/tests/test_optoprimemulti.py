@@ -5,9 +5,17 @@ import json
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opto import trace
 from opto.optimizers import OptoPrimeMulti
-from opto.optimizers.optoprimemulti import Candidate, _majority, _weighted_order
+from opto.optimizers.optoprimemulti import (
+    Candidate,
+    _chosen_index,
+    _majority,
+    _string_list,
+    _weighted_order,
+)
 from opto.optimizers.parsing import SuggestionParseError
 from opto.utils.llm import LLMFactory
 from opto.utils.testing import ScriptedLLM
@@ -339,3 +347,28 @@ def test_loop_drives_a_program_to_its_target():
             break
         run(optimizer, out, f"the output is {out.data}; it should be 46")
     assert x.data == 23
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200), st.integers(min_value=1, max_value=5))
+def test_judge_and_expert_parsers_never_raise(text, count):
+    index = _chosen_index(text, count)
+    assert index is None or 0 <= index < count
+    experts = _string_list(text)
+    assert all(isinstance(e, str) and e for e in experts)
+
+
+@pytest.mark.parametrize(
+    ("text", "index"),
+    [
+        ('{"best": 2}', 1),
+        ('{"best": "3"}', 2),
+        ("Candidate #1 wins", 0),
+        ("2", 1),
+        ('{"best": 9}', None),
+        ("none", None),
+        ('{"best": true}', None),
+    ],
+)
+def test_chosen_index_cases(text, index):
+    assert _chosen_index(text, 3) == index

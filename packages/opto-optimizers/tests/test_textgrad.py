@@ -6,8 +6,11 @@ import re
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opto import trace
 from opto.optimizers import TextGrad
+from opto.optimizers.textgrad import _improved_value
 from opto.trace.propagators import GraphPropagator
 from opto.utils.testing import DummyLLM, ScriptedLLM
 
@@ -210,3 +213,18 @@ def test_loop_drives_a_program_to_its_target():
         verb = "increase" if gap > 0 else "decrease"
         run(optimizer, out, f"{verb} the input by {abs(gap)}; the output should be 50")
     assert x.data == 12
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.lists(
+            st.sampled_from(["<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>", "x", " ", "<", ">"]),
+            max_size=20,
+        ).map("".join),
+    )
+)
+def test_improved_value_parser_never_raises(text):
+    value = _improved_value(text)
+    assert value is None or isinstance(value, str)
