@@ -213,3 +213,18 @@ def test_validation_runs_every_candidate_and_example_at_once():
         eval_frequency=0,
     )
     assert result.final_parameters == {"prompt": "v3"}
+
+
+@pytest.mark.parametrize(("threshold", "kept"), [(0.0, "v3"), (1.0, "v3"), (1.5, "v2")])
+def test_improvement_threshold_tightens_acceptance(threshold, kept):
+    agent = Agent()
+    agent.prompt._set("v2")
+    optimizer = Toy(agent.parameters(), ScriptedLLM(default="v3"))
+    result = MinibatchAlgorithm(agent, optimizer).train(
+        ExactMatchGuide(),
+        {"inputs": [1, 2], "infos": ["v3", "v3"]},
+        batch_size=2,
+        ensure_improvement=True,
+        improvement_threshold=threshold,
+    )
+    assert result.final_parameters == {"prompt": kept}  # the update gains exactly 1.0
