@@ -15,7 +15,6 @@ bounded pool.
 from __future__ import annotations
 
 import abc
-import asyncio
 import concurrent.futures
 import contextvars
 import inspect
@@ -139,6 +138,7 @@ class AsyncioExecutor(Executor):
 
     async def amap(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
         """Await `fn` over `items` with at most `max_workers` calls in flight; ordered."""
+        import asyncio
         semaphore = asyncio.Semaphore(self.max_workers)
         loop = asyncio.get_running_loop()
         is_async = inspect.iscoroutinefunction(fn)
@@ -160,6 +160,8 @@ class AsyncioExecutor(Executor):
             raise
 
     def map(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
+        import asyncio
+
         items = list(items)
         if not items:
             return []
