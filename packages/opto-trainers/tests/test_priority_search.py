@@ -266,3 +266,30 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed.train_scores == expected.train_scores
     assert agent.a.data == straight_agent.a.data
     assert [c.to_dict() for c in second.memory] == [c.to_dict() for c in straight.memory]
+
+
+def test_real_optoprime_chains_carry_their_memory():
+    # OptoPrime with memory: each candidate's optimizer chain continues in bound copies,
+    # and the trainer's optimizer ends with the winning chain's memory.
+    import json
+    import re
+
+    from opto.optimizers import OptoPrime
+
+    def reply(messages, **_):
+        text = "\n".join(m["content"] for m in messages)
+        variables = text[text.rindex("#Variables") :]
+        name, value = re.search(r"\(int\) (\w+)\s*=\s*(-?\d+)", variables).groups()
+        feedback = text[text.rindex("#Feedback") :]
+        step = 1 if "too small" in feedback else -1 if "too large" in feedback else 0
+        return json.dumps({"reasoning": "nudge", "suggestion": {name: int(value) + step}})
+
+    agent = S.Scale(1)
+    optimizer = OptoPrime(agent.parameters(), llm=S.ScriptedLLM(reply), memory_size=2)
+    trainer = PrioritySearch(agent, optimizer, num_threads=4, seed=0)
+    result = trainer.train(
+        S.TargetGuide(), S.DATA, batch_size=2, num_candidates=2, num_proposals=2, num_steps=4
+    )
+    assert agent.a.data == S.TARGET and result.best_score == 1.0
+    assert len(optimizer.memory) == 2
+    assert all(c.optimizer_state["memory"] for c in trainer.memory if c.created > 1)
