@@ -86,3 +86,14 @@ def test_rollouts_on_a_thread_executor_keep_order():
         )
     assert [r.x for r in results] == list(range(1, 9))
     assert all(r.score == 1.0 for r in results)
+
+
+def test_a_guide_that_does_not_return_a_pair_is_named():
+    from opto.trainers.guide import GuideError
+
+    class Bare(Guide):
+        def forward(self, task, response, info=None, **kw):
+            return 1.0
+
+    with pytest.raises(GuideError, match=r"Bare returned 1.0; .*FunctionGuide"):
+        run_rollouts([Divider()], [1], [12.0], Bare())

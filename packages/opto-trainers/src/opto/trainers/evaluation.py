@@ -33,7 +33,7 @@ from opto.trace.nodes import Node
 from opto.utils.usage import BudgetExceeded
 
 from .executors import Executor, make_executor
-from .guide import Guide
+from .guide import Guide, GuideError
 
 __all__ = ["Rollout", "TooManyErrorsError", "evaluate", "rollout", "run_rollouts"]
 
@@ -117,7 +117,13 @@ def rollout(
     if scores_only and _metric_overridden(guide):
         score, feedback = guide.metric(x, output, info), None
     else:
-        score, feedback = guide(x, output, info)
+        verdict = guide(x, output, info)
+        if not (isinstance(verdict, tuple) and len(verdict) == 2):
+            raise GuideError(
+                f"{type(guide).__name__} returned {verdict!r:.80}; a guide call must return "
+                "(score, feedback) — wrap a plain metric with FunctionGuide"
+            )
+        score, feedback = verdict
     return Rollout(
         x=x,
         info=info,
