@@ -173,3 +173,11 @@ def test_asyncio_executor_trains_like_threads():
         )
         results.append(trainer.train(ExactMatchGuide(), DATA, batch_size=4).final_parameters)
     assert results == [{"prompt": "v2"}, {"prompt": "v2"}]
+
+
+def test_usd_budget_counts_priced_calls_only():
+    llm = ScriptedLLM(increment, cost_per_call=0.1)
+    result = make(llm).train(ExactMatchGuide(), DATA, batch_size=2, max_cost=0.25)
+    # the agent's calls have no price; the optimizer's cost 0.1 each: the 4th is refused
+    assert result.stopped == "budget" and result.n_iters == 3
+    assert result.usage["cost_usd"] == pytest.approx(0.3)
