@@ -189,3 +189,31 @@ def test_resume_continues_exactly(tmp_path, cls):
     assert [b.to_dict() for b in second.beams] == [b.to_dict() for b in straight.beams]
     # the resumed run made only the remaining depths' steps
     assert len(second_opt.events) < len(straight_opt.events)
+
+
+def test_execution_errors_of_the_agent_become_feedback():
+    from opto import trace
+
+    @trace.bundle()
+    def checked(a, x):
+        if x == 2:
+            raise ValueError("x=2 is not allowed")
+        return a * x
+
+    @trace.model
+    class Crashy:
+        def __init__(self):
+            self.a = trace.node(1, trainable=True, name="a")
+
+        def forward(self, x):
+            return checked(self.a, x)
+
+    agent = Crashy()
+    optimizer = S.NudgeOptimizer(agent.parameters(), S.ScriptedLLM(S.nudge))
+    trainer = BeamSearch(agent, optimizer, num_threads=4, seed=0)
+    result = trainer.train(
+        S.TargetGuide(), S.DATA, batch_size=4, max_depth=2, beam_width=1, min_score=0.0
+    )
+    assert any("x=2 is not allowed" in text for _, text in optimizer.events)
+    assert agent.a.data == S.TARGET  # 1 -> 2 -> 3, one step per depth
+    assert result.n_iters == 2

@@ -293,3 +293,30 @@ def test_real_optoprime_chains_carry_their_memory():
     assert agent.a.data == S.TARGET and result.best_score == 1.0
     assert len(optimizer.memory) == 2
     assert all(c.optimizer_state["memory"] for c in trainer.memory if c.created > 1)
+
+
+def test_short_term_memory_merges_into_the_compressed_long_term_memory():
+    trainer, agent, _ = S.make(PrioritySearch)
+    trainer.train(
+        S.TargetGuide(),
+        S.DATA,
+        batch_size=2,
+        num_candidates=2,
+        num_proposals=2,
+        memory_update_frequency=2,
+        short_term_memory_size=3,
+        num_steps=4,
+    )
+    assert agent.a.data == S.TARGET
+    assert len(trainer.short_term_memory) <= 3
+    assert trainer.long_term_memory  # merged at iteration 2
+    assert all(set(r) == {"score"} for c in trainer.long_term_memory for r in c.rollouts)
+    assert any(len(r) > 1 for c in trainer.short_term_memory for r in c.rollouts)
+
+
+def test_memory_sizes_are_validated():
+    trainer, _, _ = S.make(PrioritySearch)
+    with pytest.raises(ValueError, match="long_term_memory_size"):
+        trainer.train(S.TargetGuide(), S.DATA, long_term_memory_size=0)
+    with pytest.raises(ValueError, match="memory_update_frequency"):
+        trainer.train(S.TargetGuide(), S.DATA, memory_update_frequency=-1)

@@ -734,8 +734,9 @@ class PrioritySearch(SearchTrainer):
     memory trimming keeps the true top k with deterministic ties; every proposal gets its
     own optimizer copy; `score_function="ucb"` needs a finite `score_range` (an error,
     not infinite priorities); `"time"` favours the newest candidates; no iteration's
-    rollouts are wasted; the memory swap of `memory_update_frequency` happens once per
-    iteration, not on every attribute access.
+    rollouts are wasted; with `memory_update_frequency` the memories are merged once per
+    k iterations (not as a side effect of reading a property) and candidates are drawn
+    from the short-term memory first, then the long-term one.
     """
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
@@ -820,6 +821,18 @@ class PrioritySearch(SearchTrainer):
         self.use_best_candidate_to_explore = bool(use_best_candidate_to_explore)
         self.decouple_optimizers = bool(decouple_optimizers)
         self.memory_update_frequency = memory_update_frequency
+        if long_term_memory_size is not None:
+            _positive_int(long_term_memory_size, "long_term_memory_size")
+        if memory_update_frequency is not None:
+            if (
+                isinstance(memory_update_frequency, bool)
+                or not isinstance(memory_update_frequency, int)
+                or memory_update_frequency < 0
+            ):
+                raise ValueError(
+                    "memory_update_frequency must be None or a non-negative int, not "
+                    f"{memory_update_frequency!r}"
+                )
         self.long_term_memory = HeapMemory(
             long_term_memory_size, processing_fun=ModuleCandidate.compress
         )
@@ -870,20 +883,30 @@ class PrioritySearch(SearchTrainer):
 
     @property
     def memory(self) -> HeapMemory:
-        """The memory this iteration works with (chosen once per iteration)."""
+        """Where candidates go after validation.
+
+        `memory_update_frequency=None`: the short-term memory only; 0 (or a short-term
+        size of 0): the long-term memory only; k > 0: the short-term memory, merged into
+        the long-term one (whose candidates keep only their scores) every k iterations.
+        """
         freq = self.memory_update_frequency
         if freq is None:
             return self.short_term_memory
         if freq == 0 or self.short_term_memory.size == 0:
             return self.long_term_memory
-        if self.n_iters % freq == 0:
-            return self.long_term_memory
         return self.short_term_memory
 
+    def _memories(self) -> list[HeapMemory]:
+        """The memories candidates are drawn from, in order (recent ones first)."""
+        memory = self.memory
+        if memory is self.short_term_memory and self.memory_update_frequency is not None:
+            return [memory, self.long_term_memory]
+        return [memory]
+
     def _swap_memory(self) -> None:
-        """At a merge iteration, move the short-term memory into the long-term one."""
+        """Every `memory_update_frequency` iterations, merge short- into long-term memory."""
         freq = self.memory_update_frequency
-        if freq and self.short_term_memory.size != 0 and self.n_iters % freq == 0:
+        if freq and self.memory is self.short_term_memory and self.n_iters % freq == 0:
             self.long_term_memory.append(self.short_term_memory)
             self.short_term_memory.reset()
 
@@ -904,22 +927,32 @@ class PrioritySearch(SearchTrainer):
         return candidate.mean_score()
 
     def exploit(self) -> ModuleCandidate | None:
-        """The best candidate in memory (not removed)."""
-        return self.memory.best(self.compute_exploitation_priority)
+        """The best candidate in memory by exploitation priority (not removed)."""
+        best: ModuleCandidate | None = None
+        for memory in self._memories():
+            top = memory.best(self.compute_exploitation_priority)
+            if top is not None and (best is None or self._better(top, best)):
+                best = top
+        return best
+
+    def _better(self, a: ModuleCandidate, b: ModuleCandidate) -> bool:
+        """Whether `a` beats `b` on exploitation priority (ties: the older one)."""
+        pa, pb = self.compute_exploitation_priority(a), self.compute_exploitation_priority(b)
+        ka = _NEG_INF if pa is None else float(pa)
+        kb = _NEG_INF if pb is None else float(pb)
+        return (ka, -a.created) > (kb, -b.created)
 
     def explore(self) -> list[ModuleCandidate]:
         """The candidates that explore this iteration (popped from memory, best first)."""
-        memory = self.memory
         chosen: list[ModuleCandidate] = []
         best = self.exploit() if self.use_best_candidate_to_explore else None
         if best is not None:
+            for memory in self._memories():
+                memory.remove(best)
             chosen.append(best)
-        while memory and len(chosen) < self.num_candidates:
-            _, candidate = memory.pop()
-            if candidate is not best:
-                chosen.append(candidate)
-        if best is not None:
-            memory.remove(best)
+        for memory in self._memories():
+            while memory and len(chosen) < self.num_candidates:
+                chosen.append(memory.pop()[1])
         return chosen
 
     # -- one iteration ----------------------------------------------------------------------
