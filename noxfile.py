@@ -26,7 +26,7 @@ DEFAULT_PYTHON = "3.11"
 ALL_PYTHONS = ["3.11", "3.13"]
 # Must not arrive with a plain install of a distribution, unless it declares them.
 HEAVY = ["litellm", "graphviz", "numpy", "llama_cpp", "black", "rich", "sqlalchemy", "ray"]
-DECLARED_DEPENDENCIES = {"trainers": ("rich",)}
+DECLARED_DEPENDENCIES = {"trainers": ("rich", "sqlalchemy")}
 # Every extra except `local` (the embedded model builds llama.cpp: it has its own session).
 ALL_EXTRAS = ["viz", "black", "numpy", "litellm", "storage", "postgres", "tokens"]
 
