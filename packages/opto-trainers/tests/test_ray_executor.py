@@ -109,7 +109,7 @@ def test_training_on_ray_matches_training_on_threads(ray_runtime, cls, init, kwa
 
     results = {}
     for name in ("threads", "ray"):
-        executor = RayExecutor(max_workers=3) if name == "ray" else "threads"
+        executor = RayExecutor(max_workers=3, task_threads=2) if name == "ray" else "threads"
         trainer, agent, optimizer = S.make(cls, executor=executor, num_threads=3, **init)
         result = trainer.train(S.TargetGuide(), S.DATA, test_dataset=S.DATA, **kwargs)
         if name == "ray":
@@ -120,11 +120,14 @@ def test_training_on_ray_matches_training_on_threads(ray_runtime, cls, init, kwa
             result.best_score,
             result.test_scores,
             [entry["scores"] for entry in result.history],
+            {k: result.usage[k] for k in ("calls", "prompt_tokens", "completion_tokens")},
             optimizer.llm.calls,
         )
     *threaded, thread_calls = results["threads"]
     *remote, driver_calls = results["ray"]
     assert remote == threaded
     assert threaded[0] == S.TARGET
-    # On Ray every LLM call ran in a worker, on the LLM object unpickled there.
+    # On Ray every LLM call ran in a worker, on the LLM object unpickled there, and its
+    # usage was reported back to the run (same totals as on threads).
     assert thread_calls > 0 and driver_calls == 0
+    assert threaded[-1]["calls"] == thread_calls

@@ -8,9 +8,11 @@ LLM objects) is unpickled in the workers, so LLM clients are created there, neve
 The search trainers (`BeamSearch`, `UCBSearch`, `PrioritySearch`) see `in_process = False`
 and send self-contained tasks: one per exploration job (forward, backward and proposals
 together, because they need the same trace graph) and one per validation rollout; both
-return plain records (inputs, output data, score, feedback) and optimizer states. LLM
-usage happens in the workers, so the driver's usage ledger (and LLM budgets) does not
-see it.
+return plain records (inputs, output data, score, feedback) and optimizer states.
+
+The LLM usage of every task is recorded in the worker and added to the driver's active
+usage ledgers when the task's result arrives, so run totals include remote calls; LLM
+budgets are checked by the driver between tasks, not inside the workers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
+
+from opto.utils.usage import record as record_usage
 
 from .executors import Executor
 
@@ -51,14 +55,19 @@ class _Worker:
         self._key: str | None = None
         self._fn: Callable[[Any], Any] | None = None
 
-    def run(self, key: str, boxed: list[Any], item: Any) -> Any:
+    def run(self, key: str, boxed: list[Any], item: Any) -> tuple[Any, list[Any]]:
+        """`fn(item)` and the LLM usage records of the call (sent back to the driver)."""
+        from opto.utils.usage import track_usage
+
         if key != self._key:
             import ray
 
             self._fn = ray.get(boxed[0])  # unpickled once per map (LLM clients made here)
             self._key = key
         assert self._fn is not None
-        return self._fn(item)
+        with track_usage() as scope:
+            result = self._fn(item)
+        return result, scope.records
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -78,6 +87,8 @@ class RayExecutor(Executor):
         actor_options: Ray actor options (default `num_cpus=0`: tasks wait on LLM calls,
             so they should not reserve CPUs; set e.g. `{"num_cpus": 1}` for CPU-heavy
             agents).
+        task_threads: threads a task may use for its own independent calls (the rollouts
+            and proposals of one exploration job of the search trainers); default 1.
 
     Raises `RayNotInstalledError` when Ray is missing. `close()` ends the actors (not the
     Ray runtime).
@@ -92,6 +103,7 @@ class RayExecutor(Executor):
         address: str | None = None,
         init_kwargs: Mapping[str, Any] | None = None,
         actor_options: Mapping[str, Any] | None = None,
+        task_threads: int = 1,
     ) -> None:
         self._ray = _import_ray()
         if max_workers is None:
@@ -102,6 +114,9 @@ class RayExecutor(Executor):
         self.address = address
         self.init_kwargs = dict(init_kwargs or {})
         self.actor_options = {"num_cpus": 0, **(actor_options or {})}
+        if isinstance(task_threads, bool) or not isinstance(task_threads, int) or task_threads < 1:
+            raise ValueError(f"task_threads must be a positive int, not {task_threads!r}")
+        self.task_threads = task_threads
         self._actors: list[Any] = []
 
     def _ensure_runtime(self) -> None:
@@ -146,10 +161,13 @@ class RayExecutor(Executor):
                     index, actor = pending.pop(ref)
                     idle.append(actor)
                     try:
-                        results[index] = ray.get(ref)
+                        results[index], records = ray.get(ref)
                     except Exception as exc:
                         if failure is None:
                             failure = _unwrap(exc)
+                    else:
+                        for entry in records:  # the driver's ledgers see remote LLM calls
+                            record_usage(entry)
         except BaseException:  # Ctrl-C: stop the calls in flight
             for ref in pending:
                 try:

@@ -34,7 +34,7 @@ from opto.trace.modules import Module
 from opto.utils.usage import BudgetExceeded
 
 from ..evaluation import Rollout, TooManyErrorsError, rollout
-from ..executors import Executor, SerialExecutor
+from ..executors import Executor, SerialExecutor, ThreadExecutor
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..utils import ParamSet, batchify, bind, get_paramset, paramset_from_update, safe_mean
@@ -251,23 +251,27 @@ class _ExploreTask:
         guide: Guide,
         min_score: Any,
         step_kwargs: Mapping[str, Any],
+        threads: int = 1,
     ) -> None:
         self.agent = agent
         self.optimizers = list(optimizers)
         self.guide = guide
         self.min_score = min_score
         self.step_kwargs = dict(step_kwargs)
+        self.threads = threads
 
     def __call__(self, job: ExplorationJob) -> ExplorationResult:
-        (result,) = _explore(
-            self.agent,
-            self.optimizers,
-            self.guide,
-            [job],
-            SerialExecutor(),
-            self.min_score,
-            self.step_kwargs,
-        )
+        executor = SerialExecutor() if self.threads <= 1 else ThreadExecutor(self.threads)
+        with executor:
+            (result,) = _explore(
+                self.agent,
+                self.optimizers,
+                self.guide,
+                [job],
+                executor,
+                self.min_score,
+                self.step_kwargs,
+            )
         return result
 
 
@@ -338,7 +342,8 @@ class SearchEngine:
         agent: the shared agent (a template: candidates run on bound copies of it).
         optimizers: the trainer's optimizers (templates: every job steps its own copy).
         executor: where the work runs; `executor.in_process = False` selects one task per
-            exploration job (see the module docstring).
+            exploration job (see the module docstring), which may use
+            `executor.task_threads` threads for its own rollouts and proposals.
         min_score: score of rollouts that fail.
         step_kwargs: extra keyword arguments for `optimizer.step`.
     """
@@ -377,7 +382,14 @@ class SearchEngine:
                 self.min_score,
                 self.step_kwargs,
             )
-        task = _ExploreTask(self.agent, self.optimizers, guide, self.min_score, self.step_kwargs)
+        task = _ExploreTask(
+            self.agent,
+            self.optimizers,
+            guide,
+            self.min_score,
+            self.step_kwargs,
+            threads=int(getattr(self.executor, "task_threads", 1)),
+        )
         return self.executor.map(task, list(jobs))
 
     def rollouts(
