@@ -320,3 +320,18 @@ def test_memory_sizes_are_validated():
         trainer.train(S.TargetGuide(), S.DATA, long_term_memory_size=0)
     with pytest.raises(ValueError, match="memory_update_frequency"):
         trainer.train(S.TargetGuide(), S.DATA, memory_update_frequency=-1)
+
+
+def test_coupled_optimizers_share_one_state_per_optimizer():
+    trainer, agent, optimizer = S.make(PrioritySearch)
+    trainer.train(
+        S.TargetGuide(),
+        S.DATA,
+        batch_size=2,
+        num_candidates=2,
+        num_steps=3,
+        decouple_optimizers=False,
+    )
+    assert agent.a.data == S.TARGET
+    assert all(c.optimizer_state is None for c in trainer.memory if c.created > 1)
+    assert optimizer.step_count >= 2  # the shared state advanced over the iterations

@@ -51,7 +51,10 @@ __all__ = [
     "SearchTrainer",
     "bind_optimizer",
     "bind_worker",
+    "chain_state",
+    "load_chain_state",
     "paramset_key",
+    "strict_mean",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,6 +109,15 @@ def chain_state(optimizer: Any) -> dict[str, Any] | None:
     state.pop("steps", None)
     state.pop("parameters", None)
     return state
+
+
+def load_chain_state(optimizer: Any, state: Mapping[str, Any]) -> None:
+    """Load a chain's state into `optimizer`, which keeps its own step log."""
+    merged = copy.deepcopy(dict(state))
+    steps = optimizer.state_dict().get("steps")
+    if steps is not None:
+        merged["steps"] = steps
+    optimizer.load_state_dict(merged)
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -495,10 +507,11 @@ class SearchTrainer(Trainer):
         return chain_state(self.optimizer)
 
     def _adopt_candidate(self, paramset: ParamSet, optimizer_state: Any = None) -> None:
-        """Give the shared agent (and the main optimizer's memory) the chosen candidate."""
+        """Give the shared agent the chosen candidate and the trainer's optimizer the state
+        of the candidate's chain (its memory; the optimizer keeps its own step log)."""
         self.adopt(paramset)
         if optimizer_state is not None:
-            self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+            load_chain_state(self.optimizer, optimizer_state)
 
     def evaluate(
         self,
@@ -515,8 +528,9 @@ class SearchTrainer(Trainer):
     ) -> float | None:
         """Mean score of `agent`'s current values on the examples, every rollout at once.
 
-        Runs on bound copies through the engine's tasks, so it also works on executors
-        that run out of process.
+        Runs on bound copies through the engine's tasks on the trainer's executor, so it
+        also works on executors that run out of process (`num_threads` and `description`
+        are accepted for compatibility).
         """
         engine = SearchEngine(agent, self.optimizers, self.executor, min_score=min_score)
         (records,) = engine.rollouts(
@@ -1060,8 +1074,8 @@ class PrioritySearch(SearchTrainer):
         """Without decoupling, each optimizer keeps the state of its latest proposal."""
         for candidate in proposals:
             if candidate.optimizer_state is not None:
-                self.optimizers[candidate.optimizer_index].load_state_dict(
-                    copy.deepcopy(candidate.optimizer_state)
+                load_chain_state(
+                    self.optimizers[candidate.optimizer_index], candidate.optimizer_state
                 )
             candidate.optimizer_state = None
 
