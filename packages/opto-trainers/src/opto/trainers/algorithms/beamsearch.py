@@ -278,13 +278,12 @@ class BeamSearch(SearchTrainer):
         With `track_best` (no test set) its score becomes the run's best score.
         """
         data = self.validate_dataset
-        if len(self.beams) > 1:
-            scores = self.engine.score(
-                [b.paramset for b in self.beams], data["inputs"], data["infos"], self.validate_guide
-            )
-            for beam, row in zip(self.beams, scores):
-                beam.score = strict_mean(row)
-            self.beams = self.select(self.beams, len(self.beams))
+        scores = self.engine.score(
+            [b.paramset for b in self.beams], data["inputs"], data["infos"], self.validate_guide
+        )
+        for beam, row in zip(self.beams, scores):
+            beam.score = strict_mean(row)
+        self.beams = self.select(self.beams, len(self.beams))
         best = self.beams[0]
         self._adopt_candidate(best.paramset, best.optimizer_state)
         self.final_validation_score = _finite(best.score)

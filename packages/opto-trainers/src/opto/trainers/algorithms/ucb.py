@@ -275,7 +275,7 @@ class UCBSearch(SearchTrainer):
             self.buffer.append(child)
         best = self.best_entry()
         self._adopt_candidate(best.params, best.optimizer_state)
-        train_score = parent.mean if not result.rollouts else _mean(result.rollouts)
+        train_score = _mean(result.rollouts)
         metrics = {
             "UCB/selected_ucb": selected_ucb if math.isfinite(selected_ucb) else None,
             "UCB/new_candidate_score": new_score,
