@@ -335,3 +335,23 @@ def test_coupled_optimizers_share_one_state_per_optimizer():
     assert agent.a.data == S.TARGET
     assert all(c.optimizer_state is None for c in trainer.memory if c.created > 1)
     assert optimizer.step_count >= 2  # the shared state advanced over the iterations
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "kwargs"),
+    [
+        ("PrioritySearch", dict(batch_size=2, num_candidates=2, num_proposals=2, num_steps=3)),
+        ("BeamSearch", dict(batch_size=1, max_depth=2, beam_width=2, num_proposals=2)),
+        ("UCBSearch", dict(num_search_iterations=3, evaluation_batch_size=2)),
+    ],
+)
+def test_every_executor_reaches_the_same_result(algorithm, kwargs):
+    import opto.trainers
+
+    cls = getattr(opto.trainers, algorithm)
+    outcomes = []
+    for executor in ("serial", "threads", "asyncio"):
+        trainer, agent, _ = S.make(cls, executor=executor)
+        result = trainer.train(S.TargetGuide(), S.DATA, **kwargs)
+        outcomes.append((agent.a.data, result.train_scores, result.best_score))
+    assert outcomes[0] == outcomes[1] == outcomes[2]
