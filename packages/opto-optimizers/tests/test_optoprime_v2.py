@@ -42,8 +42,16 @@ def test_prompt_has_the_xml_sections_and_the_suggestion_question():
     optimizer = OptoPrimeV2([x], llm=llm)
     stepped(optimizer, out)
     system, user = (m["content"] for m in llm.requests[0].messages)
-    for title in ("# Instruction", "# Code", "# Documentation", "# Variables", "# Inputs",
-                  "# Others", "# Outputs", "# Feedback"):  # fmt: skip
+    for title in (
+        "# Instruction",
+        "# Code",
+        "# Documentation",
+        "# Variables",
+        "# Inputs",
+        "# Others",
+        "# Outputs",
+        "# Feedback",
+    ):
         assert f"\n{title}\n" in f"\n{user}"
     assert "# Constraints" not in user and "#Constraints" not in system
     assert f'<variable name="{x.py_name}" type="int">\n<value>\n3\n</value>' in user

@@ -95,9 +95,12 @@ def test_n_samples_asks_once_for_n_choices():
     x = trace.node(3, trainable=True)
     llm = ScriptedLLM([[suggest(x.py_name, 1), suggest(x.py_name, 2)]])
     optimizer = OptoPrimeMulti(
-        [x], llm=llm, num_responses=2, generation_technique="n_samples",
+        [x],
+        llm=llm,
+        num_responses=2,
+        generation_technique="n_samples",
         selection_technique="last_of_n",
-    )  # fmt: skip
+    )
     assert run(optimizer, x + 1) == {x: 2}
     assert llm.calls == 1 and llm.requests[0].options["n"] == 2
     assert llm.requests[0].options["temperature"] == 1.0
@@ -107,9 +110,12 @@ def test_self_refinement_quotes_the_previous_candidate():
     x = trace.node(3, trainable=True)
     llm = ScriptedLLM([suggest(x.py_name, 1, "first"), suggest(x.py_name, 2, "second")])
     optimizer = OptoPrimeMulti(
-        [x], llm=llm, num_responses=2, generation_technique="self_refinement",
+        [x],
+        llm=llm,
+        num_responses=2,
+        generation_technique="self_refinement",
         selection_technique="last_of_n",
-    )  # fmt: skip
+    )
     run(optimizer, x + 1)
     second = llm.requests[1].messages[0]["content"]
     assert "<<<" in second and '"first"' in second
@@ -121,9 +127,11 @@ def test_iterative_alternatives_lists_previous_candidates():
     x = trace.node(3, trainable=True)
     llm = ScriptedLLM([suggest(x.py_name, v) for v in (1, 2, 3)])
     optimizer = OptoPrimeMulti(
-        [x], llm=llm, generation_technique="iterative_alternatives",
+        [x],
+        llm=llm,
+        generation_technique="iterative_alternatives",
         selection_technique="last_of_n",
-    )  # fmt: skip
+    )
     run(optimizer, x + 1)
     last = llm.requests[2].last
     assert "Candidate 1:" in last and "Candidate 2:" in last and "very different" in last
@@ -142,16 +150,21 @@ def test_multi_experts_from_the_list_and_from_the_llm():
         return suggest(x.py_name, 4)
 
     listed = OptoPrimeMulti(
-        [x], llm=ScriptedLLM(reply), generation_technique="multi_experts",
-        experts_list=["Chemist", "Poet"], selection_technique="last_of_n",
-    )  # fmt: skip
+        [x],
+        llm=ScriptedLLM(reply),
+        generation_technique="multi_experts",
+        experts_list=["Chemist", "Poet"],
+        selection_technique="last_of_n",
+    )
     run(listed, x + 1)
     assert sorted(seen) == ["You are a Chemist", "You are a Chemist", "You are a Poet"]
     seen.clear()
     asked = OptoPrimeMulti(
-        [x], llm=ScriptedLLM(reply), generation_technique="multi_experts",
+        [x],
+        llm=ScriptedLLM(reply),
+        generation_technique="multi_experts",
         selection_technique="last_of_n",
-    )  # fmt: skip
+    )
     run(asked, x + 1)
     assert [c.expert for c in asked.candidates][0] == "Physicist"
     assert len({c.expert for c in asked.candidates}) == 3
@@ -162,9 +175,14 @@ def test_multi_llm_uses_profiles_with_weights():  # B8: llm_weights unused
     heavy = ScriptedLLM(default=suggest(x.py_name, 1), model="heavy")
     light = ScriptedLLM(default=suggest(x.py_name, 2), model="light")
     optimizer = OptoPrimeMulti(
-        [x], llm=ScriptedLLM([]), num_responses=4, generation_technique="multi_llm",
-        llm_profiles=[heavy, light], llm_weights=[3, 1], selection_technique="last_of_n",
-    )  # fmt: skip
+        [x],
+        llm=ScriptedLLM([]),
+        num_responses=4,
+        generation_technique="multi_llm",
+        llm_profiles=[heavy, light],
+        llm_weights=[3, 1],
+        selection_technique="last_of_n",
+    )
     run(optimizer, x + 1)
     assert (heavy.calls, light.calls) == (3, 1)
     assert sorted(c.profile for c in optimizer.candidates) == ["heavy"] * 3 + ["light"]
@@ -177,9 +195,13 @@ def test_multi_llm_by_profile_name_falls_back_to_the_default(caplog):
     )
     default = ScriptedLLM(default=suggest(x.py_name, 9))
     optimizer = OptoPrimeMulti(
-        [x], llm=default, num_responses=2, generation_technique="multi_llm",
-        llm_profiles=["opto-test-scripted", "opto-test-missing"], selection_technique="last_of_n",
-    )  # fmt: skip
+        [x],
+        llm=default,
+        num_responses=2,
+        generation_technique="multi_llm",
+        llm_profiles=["opto-test-scripted", "opto-test-missing"],
+        selection_technique="last_of_n",
+    )
     run(optimizer, x + 1)
     values = {c.profile: c.suggestion[x.py_name] for c in optimizer.candidates}
     assert values == {"opto-test-scripted": 8, "opto-test-missing": 9}
@@ -273,9 +295,10 @@ def test_failed_requests_are_recorded_and_total_failure_raises():
     from opto.utils.llm.retry import RetryPolicy
 
     optimizer = OptoPrimeMulti(
-        [x], llm=ScriptedLLM(flaky, retry=RetryPolicy(max_retries=0)),
+        [x],
+        llm=ScriptedLLM(flaky, retry=RetryPolicy(max_retries=0)),
         selection_technique="last_of_n",
-    )  # fmt: skip
+    )
     assert run(optimizer, x + 1) == {x: 5}
     assert sum(c.error is not None for c in optimizer.candidates) == 1
     broken = OptoPrimeMulti(

@@ -563,9 +563,12 @@ class OptoPrimeV2(OptoPrime):
         """
         if self.symbols.expect_json:
             return super().extract_llm_suggestion(
-                response, suggestion_tag, reasoning_tag, return_only_suggestion,
+                response,
+                suggestion_tag,
+                reasoning_tag,
+                return_only_suggestion,
                 ignore_extraction_error,
-            )  # fmt: skip
+            )
         ignore = (
             self.ignore_extraction_error
             if ignore_extraction_error is None
