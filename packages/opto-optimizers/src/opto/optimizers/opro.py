@@ -124,7 +124,7 @@ class _OPROHistory:
 
     def _solution_text(self, entry: Mapping[str, Any], limit: int) -> str:
         values = {
-            name: truncate_expression(value, limit) if isinstance(value, str) else jsonable(value)
+            name: truncate_expression(value, limit) if isinstance(value, str) else value
             for name, value in entry["variables"].items()
         }
         lines = [json.dumps(values, indent=2, ensure_ascii=False)]
@@ -177,7 +177,10 @@ class _OPROHistory:
             score = self.score_extractor(summary.user_feedback)
         self.history.add(
             {
-                "variables": {name: value for name, (value, _) in summary.variables.items()},
+                # a JSON-able snapshot: later in-place changes of a value do not alter it
+                "variables": {
+                    name: jsonable(value) for name, (value, _) in summary.variables.items()
+                },
                 "feedback": summary.user_feedback,
                 "score": None if score is None else float(score),
             }
