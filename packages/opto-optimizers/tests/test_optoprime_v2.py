@@ -397,3 +397,20 @@ def test_loop_drives_a_program_to_its_target():
         )
     assert x.data == target
     assert all(record.parse_error is None for record in optimizer.steps)
+
+
+@pytest.mark.parametrize("option", ["prompt_symbols", "max_value_chars", "highlight_variables"])
+def test_options_fixed_by_v2_are_refused_with_a_hint(option):
+    x, _ = program()
+    with pytest.raises(TypeError, match="optimizer_prompt_symbol_set"):
+        OptoPrimeV2([x], llm=ScriptedLLM([]), **{option: None})
+
+
+def test_prompt_budget_shortens_inputs():
+    x = trace.node("a", trainable=True)
+    out = x + trace.node("i" * 3000)
+    llm = ScriptedLLM([xml_reply(**{x.py_name: "b"})])
+    optimizer = OptoPrimeV2([x], llm=llm, max_prompt_tokens=700)
+    stepped(optimizer, out)
+    assert "i" * 2000 not in llm.requests[0].last
+    assert "...(skipped due to length limit)" in llm.requests[0].last

@@ -347,6 +347,13 @@ class OptoPrimeV2(OptoPrime):
                 "optimizer_prompt_symbol_set must be an OptimizerPromptSymbolSet, got "
                 f"{type(symbols).__name__}."
             )
+        fixed = sorted({"prompt_symbols", "highlight_variables", "max_value_chars"} & set(kwargs))
+        if fixed:
+            raise TypeError(
+                f"OptoPrimeV2 does not take {fixed}: titles come from "
+                "optimizer_prompt_symbol_set, the value limit is initial_var_char_limit, and "
+                "the prompt always asks about the variables."
+            )
         self.symbols = symbols
         self.truncate_expression = truncate_expression
         kwargs.setdefault("json_keys", {"answer": None})
