@@ -330,6 +330,18 @@ def test_llm_options_max_tokens_and_json_schema_naming_exactly_the_variables():
     assert suggestion["additionalProperties"] is False
 
 
+def test_reasoning_length_is_capped_in_the_schema_so_replies_finish():
+    opt, llm, _ = setup([reply(), reply()])
+    opt.step()
+    properties = llm.requests[0].options["response_format"]["json_schema"]["schema"]["properties"]
+    assert properties["reasoning"] == {"type": "string", "maxLength": 1000}
+    assert properties["answer"] == {"type": "string", "maxLength": 1000}
+    opt.reasoning_max_chars = None
+    opt.step()
+    properties = llm.requests[1].options["response_format"]["json_schema"]["schema"]["properties"]
+    assert properties["reasoning"] == {"type": "string"}
+
+
 def test_use_json_object_format_false_sends_no_response_format():
     opt, llm, _ = setup([reply()], use_json_object_format=False)
     opt.step()

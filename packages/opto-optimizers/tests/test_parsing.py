@@ -181,3 +181,29 @@ def test_iter_json_objects_finds_every_object_once():
 def test_braces_inside_strings_do_not_split_objects():
     text = 'pre {"a": "}{", "b": \'{\'} post'
     assert {"a": "}{", "b": "{"} in list(iter_json_objects(text))
+
+
+# --- replies cut off at max_tokens ------------------------------------------------------------
+
+
+def test_a_reply_cut_after_the_suggestion_keeps_the_complete_members():
+    text = '{"reasoning": "r", "suggestion": {"x0": 2}, "answer": "The output is 5; it sh'
+    reply = parse_suggestion_reply(text)
+    assert reply.suggestion == {"x0": 2} and reply.reasoning == "r"
+    assert parse_suggestion_reply('{"reasoning": "r", "suggestion": {"x0": 2}').suggestion == {
+        "x0": 2
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"reasoning": "r", "suggestion": {"x0": 2, "y0": "half a val',
+        '{"reasoning": "a long thought that never en',
+        '{"suggestion": {"x0": [1, 2',
+    ],
+)
+def test_a_reply_cut_inside_the_suggestion_is_an_error_never_half_a_value(text):
+    with pytest.raises(SuggestionParseError, match="cut off") as info:
+        parse_suggestion_reply(text)
+    assert info.value.raw == text

@@ -152,6 +152,9 @@ class OptoPrime(Optimizer):
             ``{"eval", "exec", "open"}``); empty by default.
         converters: ``{type: fn(old, new)}`` conversions for parameter types, tried before
             the built-in ones.
+        reasoning_max_chars: the schema's ``maxLength`` for the reasoning and answer texts,
+            so that schema-enforcing backends (e.g. the embedded model) finish the JSON
+            within ``max_tokens``; None for no limit.
         max_history: how many step records :attr:`steps` (and :attr:`log`) keep.
     """
 
@@ -205,6 +208,7 @@ class OptoPrime(Optimizer):
         forbidden_modules: Collection[str] = (),
         forbidden_calls: Collection[str] = (),
         converters: Mapping[type, Converter] | None = None,
+        reasoning_max_chars: int | None = 1000,
         max_history: int = 100,
         **kwargs: Any,
     ) -> None:
@@ -244,6 +248,7 @@ class OptoPrime(Optimizer):
         self.forbidden_modules = frozenset(forbidden_modules)
         self.forbidden_calls = frozenset(forbidden_calls)
         self.converters = dict(converters or {})
+        self.reasoning_max_chars = reasoning_max_chars
         self.memory_size = memory_size
         self.memory: deque[dict[str, Any]] = deque(maxlen=memory_size)
         self.log: list[dict[str, Any]] | None = [] if log else None
@@ -481,9 +486,12 @@ class OptoPrime(Optimizer):
         variables = {
             name: _json_type(value, name) for name, (value, _) in summary.variables.items()
         }
-        properties: dict[str, Any] = {self.json_keys["reasoning"]: {"type": "string"}}
+        text: dict[str, Any] = {"type": "string"}
+        if self.reasoning_max_chars is not None:
+            text["maxLength"] = self.reasoning_max_chars
+        properties: dict[str, Any] = {self.json_keys["reasoning"]: text}
         if self.json_keys["answer"]:
-            properties[self.json_keys["answer"]] = {"type": "string"}
+            properties[self.json_keys["answer"]] = dict(text)
         properties[self.json_keys["suggestion"]] = {
             "type": "object",
             "properties": variables,

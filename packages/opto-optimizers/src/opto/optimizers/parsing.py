@@ -204,6 +204,45 @@ def _brace_spans(text: str) -> Iterator[str]:
             quote = char
 
 
+def _truncated_object(text: str) -> str | None:
+    """The complete members of a top-level object cut off mid-way (a reply that hit
+    ``max_tokens``), closed with ``}``; ``""`` when no member is complete, None when the
+    text holds no cut-off object.
+
+    Only members followed by a top-level comma (or a value ending the text) are kept, so a
+    value that was cut is dropped whole rather than kept half-written.
+    """
+    start = text.find("{")
+    if start < 0:
+        return None
+    depth = 0
+    quote = ""
+    escaped = False
+    last_comma = -1
+    for index in range(start, len(text)):
+        char = text[index]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return None  # complete, not truncated
+        elif char == "," and depth == 1:
+            last_comma = index
+    if depth == 1 and not quote:
+        return text[start:].rstrip().rstrip(",") + "}"
+    return text[start:last_comma] + "}" if last_comma > start else ""
+
+
 def _candidates(text: str) -> Iterator[str]:
     """Texts that may be the JSON object, most likely first."""
     stripped = text.strip()
@@ -214,11 +253,15 @@ def _candidates(text: str) -> Iterator[str]:
     first, last = text.find("{"), text.rfind("}")
     if 0 <= first < last:
         yield text[first : last + 1]
+    truncated = _truncated_object(text)
+    if truncated:
+        yield truncated
 
 
 def iter_json_objects(text: str) -> Iterator[dict[str, Any]]:
     """Every JSON object (dict) found in ``text``: the whole text, fenced blocks, brace
-    spans, and finally the span from the first ``{`` to the last ``}``."""
+    spans, the span from the first ``{`` to the last ``}``, and finally the complete
+    members of an object that was cut off."""
     seen: set[str] = set()
     for candidate in _candidates(text):
         if not candidate.startswith("{") or candidate in seen:
@@ -284,6 +327,12 @@ def parse_suggestion_reply(
             break
         if chosen is None:
             chosen = obj
+    if (chosen is None or suggestion_key not in chosen) and _truncated_object(text) is not None:
+        raise SuggestionParseError(
+            "the reply was cut off before its suggestion was complete; raise max_tokens or "
+            "ask for shorter reasoning",
+            raw=text,
+        )
     if chosen is None:
         raise SuggestionParseError(
             "the reply holds no JSON object; expected "
