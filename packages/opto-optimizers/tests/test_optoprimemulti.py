@@ -395,3 +395,15 @@ def test_judge_and_expert_parsers_never_raise(text, count):
 )
 def test_chosen_index_cases(text, index):
     assert _chosen_index(text, 3) == index
+
+
+def test_reference_call_llm_and_select_candidate_forms():
+    x = trace.node(3, trainable=True)
+    llm = ScriptedLLM([["a", "b"]])
+    optimizer = OptoPrimeMulti([x], llm=llm, selection_technique="last_of_n")
+    assert optimizer.call_llm("sys", "user", num_responses=2, temperature=0.3) == ["a", "b"]
+    assert llm.requests[0].options["n"] == 2 and llm.requests[0].options["temperature"] == 0.3
+    chosen = optimizer.select_candidate([suggest(x.py_name, 1), "junk", suggest(x.py_name, 2)])
+    assert chosen.suggestion == {x.py_name: 2}
+    with pytest.raises(ValueError, match="down"):
+        OptoPrimeMulti([x], llm=ScriptedLLM([ValueError("down")])).call_llm("s", "u")

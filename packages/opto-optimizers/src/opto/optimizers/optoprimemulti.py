@@ -317,6 +317,34 @@ class OptoPrimeMulti(OptoPrime):
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         return _Job(llm=llm or self.llm, messages=messages, options=opts, meta=meta)
 
+    def call_llm(  # type: ignore[override]
+        self,
+        system_prompt: str,
+        user_prompt: str,
+        verbose: bool | str = False,
+        max_tokens: int | None = None,
+        num_responses: int = 1,
+        temperature: float = 0.0,
+        llm: Any = None,
+        **options: Any,
+    ) -> list[str]:
+        """The reply texts of one request for ``num_responses`` choices (reference API).
+
+        Errors of the LLM propagate; usage is added to the current step record.
+        """
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        if num_responses > 1:
+            options["n"] = num_responses
+        job = self._job(system_prompt, user_prompt, options, 0, llm=llm, temperature=temperature)
+        (result,) = self._run([job])
+        if isinstance(result, BaseException):
+            raise result
+        texts = [choice.message.content or "" for choice in result.choices]
+        if verbose:
+            logger.info("LLM responses:\n%s", "\n\n".join(texts))
+        return texts
+
     # --- generation -------------------------------------------------------------------
 
     def generate_candidates(
@@ -448,15 +476,19 @@ class OptoPrimeMulti(OptoPrime):
 
     def select_candidate(
         self,
-        candidates: Sequence[Candidate],
+        candidates: Sequence[Candidate | str],
         selection_technique: str | None = None,
         problem: str = "",
         options: Mapping[str, Any] | None = None,
     ) -> Candidate | None:
         """The candidate to apply (None when no candidate holds a suggestion).
 
-        ``problem`` is the user prompt (problem instance and feedback) the judge sees.
+        ``candidates`` may also be reply texts (the reference's form). ``problem`` is the
+        user prompt (problem instance and feedback) the judge sees.
         """
+        candidates = [
+            c if isinstance(c, Candidate) else self._parse_candidate(str(c)) for c in candidates
+        ]
         valid = [c for c in candidates if c.valid]
         if self.selector is not None:
             return self._from_selector(candidates)
