@@ -1,0 +1,474 @@
+"""`opto-runs`: inspect the optimization runs kept in an opto run storage.
+
+    opto-runs list                       # the runs: status, steps, best score, usage
+    opto-runs show RUN [--feedback]      # each step: scores, parameter changes, usage
+    opto-runs best RUN [--key test]      # the best step's parameters
+    opto-runs export RUN -o run.json     # the whole run as JSON
+
+The storage is `--storage URL` (before or after the command), else `OPTO_STORAGE_URL`,
+else `sqlite:///opto-runs.db`; a plain file path means a SQLite file. Trainers store their
+runs where `train(storage=...)` says (by default `sqlite:///<save_path dir>/runs.db`). RUN
+is a run's name or numeric id. `list`, `show` and `best` take `--json` for scripts.
+
+Exit codes: 0 success; 1 the storage could not be read; 2 bad arguments, a bad storage URL
+or a missing database file; 3 no such run (or, for `best`, no step with that score).
+
+Only the standard library is imported up front; the storage (SQLAlchemy) is opened when a
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from opto.utils.storage import RunRecord, StepRecord, Storage
+
+__all__ = ["EXIT_NOT_FOUND", "EXIT_OK", "EXIT_STORAGE", "EXIT_USAGE", "CLIError", "main"]
+
+EXIT_OK = 0
+EXIT_STORAGE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+
+DEFAULT_URL = "sqlite:///opto-runs.db"
+#: Score keys `best` tries, in order, when no `--key` is given.
+PREFERRED_KEYS = ("test", "validation", "score", "train")
+#: Usage fields shown by `list` and `show` (trainer runs record these per step).
+USAGE_FIELDS = (("calls", "calls"), ("total_tokens", "tokens"), ("cost_usd", "USD"))
+_SHORT_VALUE = 60
+
+
+class CLIError(Exception):
+    """A command failed; `code` is the process exit code, the message says what to do."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- opening the storage ---------------------------------------------------------------------
+
+
+def storage_url(value: str | None) -> str:
+    """The storage URL: `value`, `OPTO_STORAGE_URL`, or the default; a path means SQLite."""
+    url = value or os.environ.get("OPTO_STORAGE_URL") or DEFAULT_URL
+    if "://" not in url:
+        url = f"sqlite:///{Path(url).expanduser().resolve()}"
+    return url
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other backends and in-memory URLs)."""
+    scheme, _, rest = url.partition("://")
+    if scheme.split("+")[0] != "sqlite":
+        return None
+    database = rest[1:].split("?")[0] if rest.startswith("/") else ""
+    return Path(database).expanduser() if database not in ("", ":memory:") else None
+
+
+def _check_sqlite_file(url: str) -> None:
+    """Refuse to create a database: an inspection tool only opens existing opto storages."""
+    path = _sqlite_file(url)
+    if path is None:
+        return
+    if not path.is_file():
+        raise CLIError(
+            f"no run storage at {url}: {path} does not exist. Pass the storage your runs were "
+            "written to with --storage URL (or set OPTO_STORAGE_URL); trainers write to "
+            "sqlite:///<save_path dir>/runs.db unless given storage=...",
+            EXIT_USAGE,
+        )
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            found = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='opto_schema_version'"
+            ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise CLIError(f"{path} is not a SQLite database ({exc})", EXIT_STORAGE) from exc
+    if found is None:
+        raise CLIError(
+            f"{path} is not an opto run storage (it has no opto tables); pass the file a "
+            "trainer or opto.utils.storage wrote",
+            EXIT_STORAGE,
+        )
+
+
+def open_existing(url: str) -> Storage:
+    """Open the run storage at `url`, translating storage errors into `CLIError`s."""
+    from opto.utils.storage import StorageError, StorageURLError, open_storage
+
+    try:
+        _check_sqlite_file(url)
+        return open_storage(url)
+    except StorageURLError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from exc
+    except (StorageError, ImportError) as exc:
+        raise CLIError(str(exc), EXIT_STORAGE) from exc
+
+
+def find_run(storage: Storage, ref: str) -> RunRecord:
+    """The run named `ref`, else the run whose id is `ref`; `CLIError` naming the runs."""
+    from opto.utils.storage import RunNotFoundError
+
+    try:
+        return storage.get_run(ref)
+    except RunNotFoundError:
+        if ref.isdigit():
+            try:
+                return storage.get_run(int(ref))
+            except RunNotFoundError:
+                pass
+    names = [run.name for run in storage.list_runs()]
+    known = ", ".join(names[-10:]) if names else "none"
+    close = difflib.get_close_matches(ref, names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise CLIError(
+        f"no run {ref!r} in {storage.url}.{hint} Runs there: {known} (`opto-runs list`)",
+        EXIT_NOT_FOUND,
+    )
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _short(value: Any, width: int = _SHORT_VALUE) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _time(moment: Any) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with left-aligned columns."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = [
+        [str(cell).ljust(width) for cell, width in zip(row, widths)] for row in [header, *rows]
+    ]
+    lines.insert(1, ["-" * width for width in widths])
+    return "\n".join("  ".join(line).rstrip() for line in lines)
+
+
+def usage_totals(steps: Sequence[StepRecord]) -> dict[str, float]:
+    """Sum of the numeric usage fields of the steps (trainer steps record per-step usage)."""
+    totals: dict[str, float] = {}
+    for step in steps:
+        if isinstance(step.usage, Mapping):
+            for key, value in step.usage.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def format_usage(usage: Any) -> str:
+    """`calls=3 tokens=812 USD=0.002` from a usage mapping (other JSON shown as is)."""
+    if usage is None:
+        return "-"
+    if not isinstance(usage, Mapping):
+        return _short(usage)
+    shown = [f"{label}={_number(usage[key])}" for key, label in USAGE_FIELDS if key in usage]
+    if not shown:
+        shown = [f"{key}={_number(value)}" for key, value in usage.items()]
+    return " ".join(shown) or "-"
+
+
+def format_scores(scores: Mapping[str, Any]) -> str:
+    """`test=0.8 train=0.5` (keys sorted)."""
+    return " ".join(f"{key}={_number(scores[key])}" for key in sorted(scores)) or "-"
+
+
+def parameter_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> Iterator[str]:
+    """Lines describing how the parameters changed between two steps.
+
+    Short values show as `name: old -> new`; multi-line or long text (prompts, code) as a
+    unified diff.
+    """
+    for name in sorted(set(before) | set(after)):
+        if name not in before:
+            yield f"+ {name} = {_short(after[name])}"
+            continue
+        if name not in after:
+            yield f"- {name} (removed)"
+            continue
+        old, new = before[name], after[name]
+        if old == new:
+            continue
+        if isinstance(old, str) and isinstance(new, str) and ("\n" in old + new or len(new) > 60):
+            diff = difflib.unified_diff(
+                old.splitlines(),
+                new.splitlines(),
+                f"{name} (before)",
+                f"{name} (after)",
+                lineterm="",
+            )
+            yield f"~ {name}:"
+            yield from (f"    {line}" for line in diff)
+        else:
+            yield f"~ {name}: {_short(old)} -> {_short(new)}"
+
+
+def pick_key(steps: Sequence[StepRecord], key: str | None) -> str | None:
+    """`key`, or the first of `PREFERRED_KEYS` (then any key) some step has a score for."""
+    if key is not None:
+        return key
+    present = {k for step in steps for k, v in step.scores.items() if v is not None}
+    for candidate in PREFERRED_KEYS:
+        if candidate in present:
+            return candidate
+    return min(present) if present else None
+
+
+def _dump(data: Any, out: TextIO) -> None:
+    json.dump(data, out, indent=2, ensure_ascii=False, default=str)
+    out.write("\n")
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_list(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
+    """List the runs: id, name, status, steps, best score, usage, times."""
+    runs = storage.list_runs(status=args.status)
+    summaries = []
+    for run in runs:
+        steps = storage.list_steps(run)
+        key = pick_key(steps, None)
+        best = None if key is None else storage.best_step(run, key)
+        summaries.append(
+            {
+                "id": run.id,
+                "name": run.name,
+                "status": run.status.value,
+                "steps": len(steps),
+                "best_key": key,
+                "best_score": None if best is None else best.scores.get(key),
+                "best_iteration": None if best is None else best.iteration,
+                "usage": usage_totals(steps),
+                "created_at": run.created_at.isoformat(),
+                "updated_at": run.updated_at.isoformat(),
+            }
+        )
+    if args.json:
+        _dump(summaries, out)
+        return EXIT_OK
+    if not runs:
+        out.write(f"no runs in {storage.url}\n")
+        return EXIT_OK
+    rows = [
+        [
+            str(s["id"]),
+            s["name"],
+            s["status"],
+            str(s["steps"]),
+            "-" if s["best_key"] is None else f"{s['best_key']}={_number(s['best_score'])}",
+            format_usage(s["usage"]),
+            _time(run.updated_at),
+        ]
+        for s, run in zip(summaries, runs)
+    ]
+    out.write(f"runs in {storage.url}\n")
+    out.write(table(["id", "name", "status", "steps", "best", "usage", "updated (UTC)"], rows))
+    out.write("\n")
+    return EXIT_OK
+
+
+def cmd_show(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
+    """Show a run's record and every step: scores, usage and parameter changes."""
+    run = find_run(storage, args.run)
+    steps = storage.list_steps(run)
+    if args.json:
+        _dump({"run": run.to_dict(), "steps": [s.to_dict() for s in steps]}, out)
+        return EXIT_OK
+    out.write(f"run {run.name!r} (id {run.id}) in {storage.url}\n")
+    out.write(f"  status:  {run.status.value}")
+    out.write(f"  (created {_time(run.created_at)}, finished {_time(run.finished_at)} UTC)\n")
+    if run.seed is not None:
+        out.write(f"  seed:    {run.seed}\n")
+    if run.config:
+        out.write(f"  config:  {_short(run.config, 200)}\n")
+    out.write(f"  steps:   {len(steps)}   usage: {format_usage(usage_totals(steps))}\n")
+    previous: Mapping[str, Any] | None = None
+    for step in steps:
+        out.write(
+            f"\nstep {step.iteration}: {format_scores(step.scores)}   "
+            f"usage: {format_usage(step.usage)}\n"
+        )
+        if previous is None:
+            for name in sorted(step.parameters):
+                out.write(f"  {name} = {_short(step.parameters[name])}\n")
+        else:
+            changes = list(parameter_changes(previous, step.parameters))
+            for line in changes or ["(parameters unchanged)"]:
+                out.write(f"  {line}\n")
+        if args.feedback and step.feedback is not None:
+            text = step.feedback if isinstance(step.feedback, str) else json.dumps(step.feedback)
+            out.write("  feedback:\n")
+            out.writelines(f"    {line}\n" for line in text.splitlines())
+        previous = step.parameters
+    return EXIT_OK
+
+
+def cmd_best(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
+    """Print the parameters of the run's best step by a score key."""
+    run = find_run(storage, args.run)
+    steps = storage.list_steps(run)
+    key = pick_key(steps, args.key)
+    best = None if key is None else storage.best_step(run, key, mode=args.mode)
+    if best is None:
+        keys = sorted({k for step in steps for k in step.scores})
+        raise CLIError(
+            f"run {run.name!r} has no step with a score "
+            + (f"{key!r}" if key else "at all")
+            + (f"; its score keys are {', '.join(keys)} (choose one with --key)" if keys else ""),
+            EXIT_NOT_FOUND,
+        )
+    if args.json:
+        _dump(
+            {
+                "run": run.name,
+                "iteration": best.iteration,
+                "key": key,
+                "score": best.scores[key],
+                "scores": best.scores,
+                "parameters": best.parameters,
+            },
+            out,
+        )
+        return EXIT_OK
+    out.write(
+        f"best step of {run.name!r} by {key} ({args.mode}): step {best.iteration}, "
+        f"{key}={_number(best.scores[key])}   scores: {format_scores(best.scores)}\n"
+    )
+    for name in sorted(best.parameters):
+        value = best.parameters[name]
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if "\n" in text:
+            out.write(f"\n{name}:\n")
+            out.writelines(f"    {line}\n" for line in text.splitlines())
+        else:
+            out.write(f"\n{name}: {text}\n")
+    return EXIT_OK
+
+
+def cmd_export(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
+    """Write the run (record, steps, events, checkpoints) as JSON to a file or stdout."""
+    run = find_run(storage, args.run)
+    data = storage.export_run(run, checkpoints=args.checkpoints)
+    if args.output == "-":
+        _dump(data, out)
+        return EXIT_OK
+    path = Path(args.output)
+    if path.parent and not path.parent.is_dir():
+        raise CLIError(f"cannot write {path}: directory {path.parent} does not exist", EXIT_USAGE)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        _dump(data, handle)
+    temporary.replace(path)
+    out.write(f"exported run {run.name!r} ({len(data['steps'])} steps) to {path}\n")
+    return EXIT_OK
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `opto-runs` argument parser."""
+    storage = argparse.ArgumentParser(add_help=False)
+    storage.add_argument(
+        "--storage",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help=f"run storage URL or SQLite file (default: $OPTO_STORAGE_URL or {DEFAULT_URL})",
+    )
+    parser = argparse.ArgumentParser(
+        prog="opto-runs",
+        description="Inspect optimization runs kept in an opto run storage.",
+        parents=[storage],
+        epilog="Exit codes: 0 ok, 1 storage unreadable, 2 usage/URL/missing file, 3 not found.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", parents=[storage], help="list the runs")
+    listing.add_argument(
+        "--status", choices=["running", "completed", "failed", "interrupted"], help="only these"
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=cmd_list)
+
+    show = commands.add_parser("show", parents=[storage], help="show a run's steps")
+    show.add_argument("run", metavar="RUN", help="run name or id")
+    show.add_argument("--feedback", action="store_true", help="also print each step's feedback")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=cmd_show)
+
+    best = commands.add_parser("best", parents=[storage], help="print a run's best parameters")
+    best.add_argument("run", metavar="RUN", help="run name or id")
+    best.add_argument(
+        "--key",
+        help=f"score to rank by (default: the first present of {', '.join(PREFERRED_KEYS)})",
+    )
+    best.add_argument("--mode", choices=["max", "min"], default="max", help="higher or lower")
+    best.add_argument("--json", action="store_true", help="print JSON")
+    best.set_defaults(handler=cmd_best)
+
+    export = commands.add_parser("export", parents=[storage], help="export a run to JSON")
+    export.add_argument("run", metavar="RUN", help="run name or id")
+    export.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="JSON file to write ('-': stdout)"
+    )
+    export.add_argument(
+        "--checkpoints",
+        choices=["latest", "all", "none"],
+        default="latest",
+        help="which checkpoints to include (default: latest)",
+    )
+    export.set_defaults(handler=cmd_export)
+    return parser
+
+
+def _run_command(storage: Storage, args: argparse.Namespace) -> int:
+    """Run the chosen command; storage failures become `CLIError`s."""
+    from opto.utils.storage import StorageError
+
+    try:
+        return int(args.handler(storage, args, sys.stdout))
+    except StorageError as exc:
+        raise CLIError(str(exc), EXIT_STORAGE) from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `opto-runs` with `argv` (default: the command line); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        with open_existing(storage_url(getattr(args, "storage", None))) as storage:
+            return _run_command(storage, args)
+    except CLIError as exc:
+        sys.stderr.write(f"opto-runs: error: {exc}\n")
+        return exc.code
+    except BrokenPipeError:  # e.g. `opto-runs show RUN | head`
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
