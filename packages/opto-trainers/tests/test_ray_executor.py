@@ -1,12 +1,14 @@
 """RayExecutor on a local Ray runtime: ordered maps, unwrapped errors, and search trainers
 that reach exactly the result they reach on threads (deterministic scripted LLM).
 
-Needs the extra `opto-trainers[ray]`; without Ray only the install-hint test runs.
+Needs the extra `opto-trainers[ray]`; without Ray only the install-hint test runs (unless
+`OPTO_REQUIRE_RAY=1`, which turns a missing Ray into an error).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from opto.trainers.executors import make_executor
 try:
     import ray
 except ImportError:
+    # The ray session sets OPTO_REQUIRE_RAY=1: there a missing Ray is a failure, not a skip.
+    if os.environ.get("OPTO_REQUIRE_RAY") == "1":
+        raise
     ray = None
 
 needs_ray = pytest.mark.skipif(
