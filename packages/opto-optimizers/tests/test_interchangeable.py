@@ -132,3 +132,22 @@ def test_parameters_are_validated(cls):
         cls([], llm=ScriptedLLM(universal))
     with pytest.raises(TypeError):
         cls([1], llm=ScriptedLLM(universal))
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+def test_every_optimizer_over_real_http(cls):
+    """The same loop through an OpenAI-compatible HTTP server on loopback (CustomLLM)."""
+    pytest.importorskip("openai")
+    from opto.utils.llm import CustomLLM
+    from opto.utils.testing import OpenAIServer, ServerReply
+
+    def answer(request):
+        return ServerReply.ok(universal(request["messages"]))
+
+    with OpenAIServer(default=answer) as server:
+        llm = CustomLLM("fake-model", base_url=server.base_url, api_key="test", cache=False)
+        x = trace.node(0, trainable=True)
+        optimizer = cls([x], llm=llm)
+        assert feedback_step(optimizer, x, 12) == {x: 12}
+        assert optimizer.last_step.usage.prompt_tokens > 0
+        assert all(r["model"] == "fake-model" for r in server.requests)
