@@ -414,3 +414,22 @@ def test_prompt_budget_shortens_inputs():
     stepped(optimizer, out)
     assert "i" * 2000 not in llm.requests[0].last
     assert "...(skipped due to length limit)" in llm.requests[0].last
+
+
+def test_custom_output_format_via_a_symbol_set_subclass():
+    @attrs.frozen(kw_only=True)
+    class LineFormat(OptimizerPromptSymbolSet):
+        custom_output_format_instruction: str = "Reply with lines NAME := VALUE."
+
+        def output_response_extractor(self, reply):
+            pairs = re.findall(r"^(\w+) := (.*)$", reply, re.M)
+            return {"reasoning": "", "variables": dict(pairs)}
+
+        def example_output(self, reasoning, variables):
+            return "\n".join(f"{k} := {v}" for k, v in variables.items())
+
+    x, out = program()
+    llm = ScriptedLLM([f"{x.py_name} := 12"])
+    optimizer = OptoPrimeV2([x], llm=llm, optimizer_prompt_symbol_set=LineFormat())
+    assert stepped(optimizer, out) == {x: 12}
+    assert llm.requests[0].messages[0]["content"].endswith("Reply with lines NAME := VALUE.")
