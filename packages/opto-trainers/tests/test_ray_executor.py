@@ -107,18 +107,22 @@ CASES = [
 ]
 
 
-@needs_ray
-@pytest.mark.parametrize(("cls", "init", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", ""))
-def test_training_on_ray_matches_training_on_threads(ray_runtime, cls, init, kwargs):
+@pytest.fixture(scope="module")
+def ray_executor(ray_runtime):
     from opto.trainers.ray_executor import RayExecutor
 
+    with RayExecutor(max_workers=3, task_threads=2) as executor:
+        yield executor  # the trainers leave an executor they were given open
+
+
+@needs_ray
+@pytest.mark.parametrize(("cls", "init", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", ""))
+def test_training_on_ray_matches_training_on_threads(ray_executor, cls, init, kwargs):
     results = {}
     for name in ("threads", "ray"):
-        executor = RayExecutor(max_workers=3, task_threads=2) if name == "ray" else "threads"
+        executor = ray_executor if name == "ray" else "threads"
         trainer, agent, optimizer = S.make(cls, executor=executor, num_threads=3, **init)
         result = trainer.train(S.TargetGuide(), S.DATA, test_dataset=S.DATA, **kwargs)
-        if name == "ray":
-            executor.close()
         results[name] = (
             agent.a.data,
             result.train_scores,
