@@ -4,7 +4,7 @@ Candidates are values: a `ModuleCandidate` holds a parameter set (`{path: value}
 index of the optimizer that explores it, and that optimizer chain's JSON state. Work on
 candidates goes through a `SearchEngine`, which never touches the shared agent:
 
-* `explore(jobs)`: for each job (a candidate and a minibatch), run every example on a copy
+* `explore(jobs, guide)`: for each job (a candidate and a minibatch), run every example on a copy
   of the agent bound to the candidate (its own parameter nodes), join the feedback with
   `batchify`, backward into an optimizer copy bound to those nodes, and take
   `num_proposals` steps, each on its own optimizer copy;
