@@ -318,3 +318,27 @@ def test_deepcopy_shares_parameters_but_not_history():
     clone.step()
     assert clone.step_count == 2 and opt.step_count == 1
     assert len(opt.steps) == 1
+
+
+# --- package exports ------------------------------------------------------------------------
+
+
+def test_optimizers_load_lazily_and_a_missing_module_only_affects_its_name(monkeypatch):
+    import subprocess
+    import sys
+
+    import opto.optimizers as package
+
+    code = (
+        "import sys, opto.optimizers as o\n"
+        "assert 'opto.optimizers.optoprime' not in sys.modules\n"
+        "assert o.OptoPrime.__module__ == 'opto.optimizers.optoprime'\n"
+        "assert o.FunctionFeedback.__module__.startswith('opto.trace.propagators')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    monkeypatch.setitem(package._EXPORTS, "Ghost", "opto.optimizers.ghost_optimizer")
+    with pytest.raises(AttributeError, match="Ghost is not available"):
+        _ = package.Ghost
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        _ = package.Nothing
+    assert {"OptoPrime", "OptoPrimeV2", "OptoPrimeMulti", "TextGrad", "OPRO"} <= set(dir(package))
