@@ -50,7 +50,7 @@ os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = False
-nox.options.sessions = ["lint", *PACKAGES, "storage", "all", "local", "wheels"]
+nox.options.sessions = ["lint", *PACKAGES, "storage", "all", "local", "ray", "wheels"]
 
 
 def _uv_sync(session: nox.Session, *args: str) -> None:
@@ -141,6 +141,18 @@ def local(session: nox.Session) -> None:
         *(f"packages/opto-{name}/tests" for name in PACKAGES),
         *session.posargs,
         env={"OPTO_REQUIRE_LOCAL_MODEL": "1"},
+    )
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def ray(session: nox.Session) -> None:
+    """RayExecutor and the search trainers on a local Ray runtime (fails if Ray is missing)."""
+    _uv_sync(session, "--package", "opto-trainers", "--extra", "ray", "--group", "test")
+    session.run(
+        "pytest",
+        *sorted(glob.glob("packages/opto-trainers/tests/test_ray*.py")),
+        *session.posargs,
+        env={"OPTO_REQUIRE_RAY": "1"},
     )
 
 

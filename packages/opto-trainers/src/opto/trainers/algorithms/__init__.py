@@ -28,6 +28,9 @@ __all__ = [
     "AlgorithmBase",
     "BasicSearchAlgorithm",
     "BeamSearch",
+    "BeamSearchHistory",
+    "BeamsearchAlgorithm",
+    "BeamsearchHistoryAlgorithm",
     "Minibatch",
     "MinibatchAlgorithm",
     "PrioritySearch",
@@ -37,13 +40,18 @@ __all__ = [
     "TrainSession",
     "Trainer",
     "UCBSearch",
+    "UCBSearchAlgorithm",
     "standard_optimization_step",
     "train",
 ]
 
 _LAZY = {
     "BeamSearch": ".beamsearch",
+    "BeamSearchHistory": ".beamsearch",
+    "BeamsearchAlgorithm": ".beamsearch",
+    "BeamsearchHistoryAlgorithm": ".beamsearch",
     "UCBSearch": ".ucb",
+    "UCBSearchAlgorithm": ".ucb",
     "PrioritySearch": ".priority_search",
 }
 
