@@ -7,6 +7,12 @@ tiktoken's ``cl100k_base`` when that encoding is available offline, else in char
 
     .venv/bin/python benchmarks/prompt_size.py --reference-python /tmp/traceopt/bin/python
 
+With ``--local-model N`` the embedded model (opto-utils[local]) also answers each side's
+prompt N times, with the response format that side asks for (ours: the JSON schema of the
+variables; trace-opt: ``json_object``), and each side's own parser and converter decide
+whether a reply yields a valid update (a new value for at least one variable, nothing
+rejected). trace-opt's replies are judged in trace-opt's interpreter.
+
 The reference side runs this same file in trace-opt's interpreter (``--side``), using only
 API both libraries share: ``trace.node(..., description=...)``, operators,
 ``OptoPrime(params, llm=callable)``, ``optimizer.backward``/``step``.
@@ -35,8 +41,8 @@ def _reply(messages: list[dict[str, str]], captured: list[list[dict[str, str]]])
     return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=content))])
 
 
-def capture_prompt() -> dict[str, Any]:
-    """Run one step of the 20-parameter/20-call program and return its prompt."""
+def build(llm: Any, **options: Any) -> Any:
+    """The 20-parameter/20-call program, backpropagated, and an OptoPrime over it."""
     from opto import trace
     from opto.optimizers import OptoPrime
 
@@ -48,17 +54,72 @@ def capture_prompt() -> dict[str, Any]:
     for p in params[1:]:
         total = total + p
     assert CALLS == PARAMETERS  # one multiply, then one add per further parameter
+    optimizer = OptoPrime(params, llm=llm, **options)
+    optimizer.zero_feedback()
+    optimizer.backward(total, "The total should be 100; it is too small.")
+    return optimizer
+
+
+def capture_prompt() -> dict[str, Any]:
+    """Run one step of the program and return its prompt."""
     captured: list[list[dict[str, str]]] = []
 
     def llm(messages: list[dict[str, str]], **options: Any) -> Any:
         return _reply(messages, captured)
 
-    optimizer = OptoPrime(params, llm=llm)
-    optimizer.zero_feedback()
-    optimizer.backward(total, "The total should be 100; it is too small.")
-    optimizer.step()
+    build(llm).step()
     messages = captured[-1]
     return {"system": messages[0]["content"], "user": messages[1]["content"]}
+
+
+def judge_replies(replies: list[str]) -> list[bool]:
+    """Whether each reply yields a valid update, by this interpreter's OptoPrime."""
+    optimizer = build(lambda messages, **options: _reply(messages, []))
+    valid = []
+    for reply in replies:
+        try:
+            update = optimizer.construct_update_dict(optimizer.extract_llm_suggestion(reply))
+        except Exception:
+            update = {}
+        valid.append(bool(update))
+    return valid
+
+
+def ours_with_local_model(samples: int, max_tokens: int) -> tuple[list[bool], list[str]]:
+    """Our OptoPrime proposing ``samples`` times with the embedded model."""
+    from opto.utils.llm import LocalLLM
+
+    llm = LocalLLM(cache=False, temperature=0.8)
+    optimizer = build(llm, max_tokens=max_tokens)
+    valid, replies = [], []
+    for seed in range(samples):
+        llm.options["seed"] = seed
+        update = optimizer.step(bypassing=True)
+        record = optimizer.last_step
+        replies.append(record.raw_reply or "")
+        valid.append(bool(update) and not record.rejected and record.parse_error is None)
+    return valid, replies
+
+
+def reference_replies(prompt: dict[str, str], samples: int, max_tokens: int) -> list[str]:
+    """The embedded model's replies to trace-opt's prompt, as trace-opt asks (json_object)."""
+    from opto.utils.llm import LocalLLM
+
+    llm = LocalLLM(cache=False, temperature=0.8)
+    messages = [
+        {"role": "system", "content": prompt["system"]},
+        {"role": "user", "content": prompt["user"]},
+    ]
+    return [
+        llm(
+            messages=messages,
+            response_format={"type": "json_object"},
+            max_tokens=max_tokens,
+            seed=seed,
+        ).content
+        or ""
+        for seed in range(samples)
+    ]
 
 
 def _count(text: str) -> tuple[int, str]:
@@ -83,14 +144,14 @@ def _measure(prompt: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _reference(python: str) -> dict[str, str]:
-    """Capture the prompt in trace-opt's interpreter (this file with ``--side``)."""
+def _in_reference(python: str, *args: str) -> Any:
+    """Run this file in trace-opt's interpreter with ``args``; returns what it wrote."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "prompt.json"
+        out = Path(tmp) / "result.json"
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
         subprocess.run(
-            [python, __file__, "--side", str(out)],
+            [python, str(Path(__file__).resolve()), *args, "--side", str(out)],
             check=True,
             cwd=tmp,
             env=env,
@@ -107,20 +168,47 @@ def main() -> int:
     parser.add_argument("--side", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--show", action="store_true", help="print both prompts")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
+    parser.add_argument(
+        "--local-model", type=int, default=0, metavar="N", help="ask the embedded model N times"
+    )
+    parser.add_argument("--max-tokens", type=int, default=400, help="per reply (--local-model)")
+    parser.add_argument("--judge", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        Path(args.side).write_text(json.dumps(capture_prompt()))
+        if args.judge:
+            result: Any = judge_replies(json.loads(Path(args.judge).read_text()))
+        else:
+            result = capture_prompt()
+        Path(args.side).write_text(json.dumps(result))
         return 0
     prompts = {"opto": capture_prompt()}
     reference = args.reference_python or (str(REFERENCE_VENV) if REFERENCE_VENV.exists() else None)
     if reference:
-        prompts["trace-opt 0.1.3.8"] = _reference(reference)
+        prompts["trace-opt 0.1.3.8"] = _in_reference(reference)
     results = {side: _measure(prompt) for side, prompt in prompts.items()}
+    if args.local_model:
+        valid, _ = ours_with_local_model(args.local_model, args.max_tokens)
+        results["opto"]["valid_replies"] = sum(valid) / len(valid)
+        if reference:
+            replies = reference_replies(
+                prompts["trace-opt 0.1.3.8"], args.local_model, args.max_tokens
+            )
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+                json.dump(replies, handle)
+            try:
+                judged = _in_reference(reference, "--judge", handle.name)
+            finally:
+                os.unlink(handle.name)
+            results["trace-opt 0.1.3.8"]["valid_replies"] = sum(judged) / len(judged)
     print(f"prompt of one OptoPrime step, {PARAMETERS} parameters / {CALLS} calls")
     print(f"{'side':<20}{'size':>10} {'unit':<7}{'chars':>8}  descriptions shown")
     for side, r in results.items():
         shown = "yes" if r["has_descriptions"] else "no"
         print(f"{side:<20}{r['size']:>10} {r['unit']:<7}{r['chars']:>8}  {shown}")
+    if args.local_model:
+        for side, r in results.items():
+            if "valid_replies" in r:
+                print(f"{side:<20} embedded model: {r['valid_replies']:.0%} of replies valid")
     if len(results) == 2:
         ours, theirs = results.values()
         verdict = "no larger" if ours["size"] <= theirs["size"] else "LARGER"

@@ -331,14 +331,18 @@ def test_llm_options_max_tokens_and_json_schema_naming_exactly_the_variables():
 
 
 def test_reasoning_length_is_capped_in_the_schema_so_replies_finish():
-    opt, llm, _ = setup([reply(), reply()])
+    opt, llm, _ = setup([reply(), reply(), reply()])
     opt.step()
     properties = llm.requests[0].options["response_format"]["json_schema"]["schema"]["properties"]
     assert properties["reasoning"] == {"type": "string", "maxLength": 1000}
     assert properties["answer"] == {"type": "string", "maxLength": 1000}
-    opt.reasoning_max_chars = None
+    opt.max_tokens = 300
     opt.step()
     properties = llm.requests[1].options["response_format"]["json_schema"]["schema"]["properties"]
+    assert properties["reasoning"]["maxLength"] == 300  # never more than the reply budget
+    opt.reasoning_max_chars = None
+    opt.step()
+    properties = llm.requests[2].options["response_format"]["json_schema"]["schema"]["properties"]
     assert properties["reasoning"] == {"type": "string"}
 
 

@@ -152,9 +152,10 @@ class OptoPrime(Optimizer):
             ``{"eval", "exec", "open"}``); empty by default.
         converters: ``{type: fn(old, new)}`` conversions for parameter types, tried before
             the built-in ones.
-        reasoning_max_chars: the schema's ``maxLength`` for the reasoning and answer texts,
-            so that schema-enforcing backends (e.g. the embedded model) finish the JSON
-            within ``max_tokens``; None for no limit.
+        reasoning_max_chars: the schema's ``maxLength`` for the reasoning and answer texts
+            (at most ``max_tokens`` characters, about a quarter of the reply's budget), so
+            that schema-enforcing backends (e.g. the embedded model) finish the JSON within
+            ``max_tokens``; None for no limit.
         max_history: how many step records :attr:`steps` (and :attr:`log`) keep.
     """
 
@@ -219,15 +220,10 @@ class OptoPrime(Optimizer):
             raise ValueError(f"memory_size must be >= 0, got {memory_size}.")
         if max_prompt_tokens is not None and max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens must be positive, got {max_prompt_tokens}.")
-        if llm is None:
-            from opto.utils.llm import LLM
-
-            llm = LLM()
-        if not callable(llm):
+        if llm is not None and not callable(llm):
             raise TypeError(
                 f"llm must be callable as llm(messages=..., **options), got {type(llm).__name__}."
             )
-        self.llm = llm
         self.ignore_extraction_error = ignore_extraction_error
         self.include_example = include_example
         self.max_tokens = max_tokens
@@ -255,6 +251,11 @@ class OptoPrime(Optimizer):
         self.summary_log: list[dict[str, Any]] | None = [] if log else None
         self.llm_calls = 0
         self.parse_failures = 0
+        if llm is None:  # built last, so that a bad argument above costs no client
+            from opto.utils.llm import LLM
+
+            llm = LLM()
+        self.llm = llm
 
     # --- what the LLM sees ------------------------------------------------------------
 
@@ -488,7 +489,7 @@ class OptoPrime(Optimizer):
         }
         text: dict[str, Any] = {"type": "string"}
         if self.reasoning_max_chars is not None:
-            text["maxLength"] = self.reasoning_max_chars
+            text["maxLength"] = max(1, min(self.reasoning_max_chars, self.max_tokens))
         properties: dict[str, Any] = {self.json_keys["reasoning"]: text}
         if self.json_keys["answer"]:
             properties[self.json_keys["answer"]] = dict(text)
