@@ -212,3 +212,19 @@ def test_check_code_alone():
     check_code("def f(a): return a", expected=("f", "a"))
     with pytest.raises(ConversionError, match="line 1"):
         check_code("def f(:")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("def f(x):\n return()[]{}'\"`#*/,=.import os_\x00")),
+        max_size=80,
+    )
+    | st.text(max_size=80)
+)
+def test_convert_code_raises_only_conversion_error(source):
+    try:
+        result = convert_code(OLD, source, forbidden_modules={"os"}, forbidden_calls={"eval"})
+    except ConversionError:
+        return
+    assert function_signature(result) is not None
