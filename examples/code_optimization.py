@@ -83,7 +83,10 @@ def optimize(llm: Any, *, max_steps: int = 5, show: bool = True) -> dict[str, An
     """
     sort_numbers = make_sorter()
     optimizer = OptoPrime(
-        sort_numbers.parameters(), llm=llm, forbidden_modules={"os", "subprocess", "shutil"}
+        sort_numbers.parameters(),
+        llm=llm,
+        forbidden_modules={"os", "subprocess", "shutil"},
+        max_tokens=1024,  # a reply is short code plus reasoning; caps a rambling small model
     )
     history = []
     for step in range(max_steps + 1):
