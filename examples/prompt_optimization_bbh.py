@@ -87,7 +87,8 @@ def compare(
     for name, optimizer_class in OPTIMIZERS.items():
         agent = BooleanSolver(llm)
         before = accuracy(agent, task["test"])
-        optimizer = optimizer_class(agent.parameters(), llm=llm)
+        # Replies are a short prompt plus reasoning; the cap keeps small models from rambling.
+        optimizer = optimizer_class(agent.parameters(), llm=llm, max_tokens=768)
         trainer = MinibatchAlgorithm(agent, optimizer, num_threads=4, seed=0)
         result = trainer.train(
             ExactMatchGuide(),

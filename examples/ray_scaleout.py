@@ -71,9 +71,8 @@ class Router:
 def train(llm: Any, executor: Any) -> dict[str, Any]:
     """One beam search on `executor` ("threads" or a RayExecutor); a JSON-able summary."""
     agent = Router(llm)
-    trainer = BeamSearch(
-        agent, OptoPrime(agent.parameters(), llm=llm), num_threads=4, executor=executor, seed=0
-    )
+    optimizer = OptoPrime(agent.parameters(), llm=llm, max_tokens=1024)  # caps rambling
+    trainer = BeamSearch(agent, optimizer, num_threads=4, executor=executor, seed=0)
     start = time.perf_counter()
     result = trainer.train(ExactMatchGuide(), DATA, batch_size=4, **SEARCH)
     return {

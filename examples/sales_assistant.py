@@ -90,17 +90,18 @@ def feedback(query: str, response: str, reference: dict[str, str]) -> tuple[floa
     return score, f"Incorrect: {'; '.join(problems)}."
 
 
-def train(llm: Any, *, epochs: int = 3, verbose: bool = False) -> dict[str, Any]:
+def train(llm: Any, *, epochs: int = 2, verbose: bool = False) -> dict[str, Any]:
     """Train a fresh agent; returns the scores before and after and the final parameters."""
     agent = SalesAgent(llm)
-    optimizer = OptoPrime(agent.parameters(), llm=llm)
+    # Prompts stay within a small context window (the embedded model has 4096 tokens).
+    optimizer = OptoPrime(agent.parameters(), llm=llm, max_prompt_tokens=2500, max_tokens=1024)
     trainer = MinibatchAlgorithm(agent, optimizer, num_threads=4, seed=0)
     data = {"inputs": [m for m, _ in MESSAGES], "infos": [r for _, r in MESSAGES]}
     result = trainer.train(
         FunctionGuide(feedback),
         data,
         num_epochs=epochs,
-        batch_size=len(MESSAGES),
+        batch_size=2,
         test_dataset=data,
         verbose=verbose,
     )
@@ -145,8 +146,9 @@ def _agent_reply(instruction: str, query: str) -> str:
 
 def _optimizer_reply(prompt: str) -> str:
     """The optimizer's LLM: fixes the language first, then the name, reading #Feedback."""
-    names = dict(re.findall(r"^\((?:code|str)\) (\w+)[=:](?:def )?(\w+)", prompt, re.MULTILINE))
-    by_role = {role: name for name, role in names.items()}
+    variables = prompt.split("\n#Variables\n", 1)[1].split("\n#Constraints\n", 1)[0]
+    lines = re.findall(r"^\((?:code|str)\) (\w+)[=:](?:def )?(\w+)", variables, re.MULTILINE)
+    by_role = {role: name for name, role in lines}  # e.g. "Decide" -> "str0", "greet" -> "__code1"
     feedback = prompt.split("#Feedback", 1)[-1]
     if "greet with" in feedback:
         reasoning = "decide_lang returns None and greet always says Hola; ask for a code."
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None, *, llm: Any = None) -> int:
     """Run the example; `llm` overrides `--llm`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", help="'scripted', a model name (e.g. gpt-4o-mini), or omit")
-    parser.add_argument("--epochs", type=int, default=3, help="passes over the messages")
+    parser.add_argument("--epochs", type=int, default=2, help="passes over the messages")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     llm = llm if llm is not None else make_llm(args.llm)

@@ -70,7 +70,8 @@ class ConversionGuide(Guide):
 def train(llm: Any, storage: str, run_name: str, *, resume: bool = False) -> dict[str, Any]:
     """Run (or, with `resume`, continue) the beam search; a JSON-able summary."""
     agent = Converter()
-    trainer = BeamSearch(agent, OptoPrime(agent.parameters(), llm=llm), num_threads=4, seed=0)
+    optimizer = OptoPrime(agent.parameters(), llm=llm, max_tokens=1024)  # caps rambling
+    trainer = BeamSearch(agent, optimizer, num_threads=4, seed=0)
     result = trainer.train(
         ConversionGuide(),
         DATA,
