@@ -108,8 +108,10 @@ def _strip_trailing_commas(text: str) -> str:
         elif char in "\"'":
             quote = char
         elif char == ",":
-            rest = text[index + 1 :].lstrip()
-            if rest[:1] in ("}", "]"):
+            following = index + 1
+            while following < len(text) and text[following].isspace():
+                following += 1
+            if following < len(text) and text[following] in "}]":
                 continue
         out.append(char)
     return "".join(out)
