@@ -195,6 +195,9 @@ def test_json_keys_rename_the_reply_and_do_not_leak_to_other_instances():
         "suggestion": "suggestion",
     }
     assert OptoPrime([x], llm=llm).json_keys == dict(DEFAULT_JSON_KEYS)
+    assert OptoPrime.default_json_keys is DEFAULT_JSON_KEYS
+    with pytest.raises(TypeError):  # the class-level defaults are read-only
+        OptoPrime.default_json_keys["answer"] = None  # type: ignore[index]
     with pytest.raises(ValueError, match="unknown json_keys"):
         OptoPrime([x], llm=llm, json_keys={"reason": "r"})
     with pytest.raises(ValueError, match="non-empty"):

@@ -159,6 +159,11 @@ class OptoPrime(Optimizer):
         max_history: how many step records :attr:`steps` (and :attr:`log`) keep.
     """
 
+    #: Section headers and reply keys before per-instance overrides (read-only mappings;
+    #: ``prompt_symbols``/``json_keys`` make a copy per optimizer).
+    default_prompt_symbols: Mapping[str, str] = DEFAULT_PROMPT_SYMBOLS
+    default_json_keys: Mapping[str, str | None] = DEFAULT_JSON_KEYS
+
     #: The ``#Instruction`` when no objective is given ({...} are section headers).
     default_objective = (
         "Change the values of the variables in {variables} to improve the output "
@@ -227,8 +232,8 @@ class OptoPrime(Optimizer):
         self.ignore_extraction_error = ignore_extraction_error
         self.include_example = include_example
         self.max_tokens = max_tokens
-        self.prompt_symbols = _merged(DEFAULT_PROMPT_SYMBOLS, prompt_symbols, "prompt_symbols")
-        self.json_keys = _merged(DEFAULT_JSON_KEYS, json_keys, "json_keys")
+        self.prompt_symbols = _merged(self.default_prompt_symbols, prompt_symbols, "prompt_symbols")
+        self.json_keys = _merged(self.default_json_keys, json_keys, "json_keys")
         if not self.json_keys["reasoning"] or not self.json_keys["suggestion"]:
             raise ValueError("json_keys 'reasoning' and 'suggestion' must be non-empty names.")
         self.objective = (
@@ -329,7 +334,8 @@ class OptoPrime(Optimizer):
             return set()
         result = set()
         for name, symbol in self.prompt_symbols.items():
-            if symbol in mask or DEFAULT_PROMPT_SYMBOLS[name] in mask or name in mask:
+            default = self.default_prompt_symbols.get(name)
+            if symbol in mask or default in mask or name in mask:
                 result.add(name)
         return result
 
