@@ -393,6 +393,17 @@ def test_a_plain_callable_returning_an_openai_shaped_object_works():
     assert seen[0]["max_tokens"] == 4096
 
 
+def test_the_reference_dummy_llm_works_unchanged():
+    from opto.utils.llm import DummyLLM
+
+    def answer(*args: Any, **kwargs: Any) -> str:
+        assert "#Feedback" in kwargs["messages"][1]["content"]
+        return reply(x0="6")
+
+    opt, _, x = setup(llm=DummyLLM(answer))
+    assert opt.step() == {x: 6} and x.data == 6
+
+
 def test_usage_of_the_reply_is_recorded():
     usage = Usage(prompt_tokens=100, completion_tokens=20, cost_usd=0.01)
     response = ChatResponse.from_text(reply(x0=4), usage=usage)
