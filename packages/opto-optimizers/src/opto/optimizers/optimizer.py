@@ -205,6 +205,9 @@ class Optimizer(AbstractOptimizer):
     Subclasses implement :meth:`_step`, which returns ``{ParameterNode: new value}`` and
     fills in :attr:`current_step`.
 
+    One instance runs one step at a time; to optimize in parallel threads, give each thread
+    its own ``copy.deepcopy(optimizer)`` (copies share the parameters and the LLM client).
+
     Args:
         parameters: the ParameterNodes to optimize.
         propagator: the feedback propagator; :meth:`default_propagator` when None.
