@@ -1,106 +1,396 @@
-"""Quickstart: trace a small agent, give it feedback, and see what an optimizer would read.
+"""Quickstart: optimize a small support agent end to end with opto (the README's main job).
 
-Run it with `uv run --locked examples/quickstart.py` (see the README). It needs no LLM and
-no network: it builds the trace graph of a tiny support agent over a few examples, scores
-the answers, propagates the feedback back through the graph, and shows the compact view of
-that graph that opto's optimizers put into their prompts. It writes the graph as DOT text
-(and SVG when graphviz's `dot` program is installed) to `examples/output/`.
+    uv run --locked --all-packages --extra local examples/quickstart.py
 
-The optimizers (OptoPrime, TextGrad, OPRO) that rewrite the trainable prompt and code from
-this feedback ship in `opto-optimizers`; the training loops in `opto-trainers`.
+The agent answers customer-support tickets. It has two trainable parts: its closing line
+(a trainable text node — the agent's prompt) and `route`, a trainable `@bundle` function
+that picks the team (billing or tech) with a keyword rule. A guide scores each reply
+(right team: +0.5; thanks the customer: +0.5) and says what is wrong. OptoPrime reads the
+trace of a minibatch and that feedback and proposes new values; BasicSearchAlgorithm asks
+for several proposals per step, validates each on the training tickets and keeps the
+best, so even a weak model's occasional good proposal is kept and a bad one never is.
+
+The LLM: `--llm auto` (default) uses `OPTO_LLM_MODEL` or a provider key (`OPENAI_API_KEY`,
+`ANTHROPIC_API_KEY`, ...) when set, else the embedded offline model (SmolLM2-135M, the
+`local` extra). `--llm scripted` uses a scripted stand-in (no model; used by the tests).
+
+It prints a progress bar, a table per evaluation, before/after scores on held-out tickets,
+the LLM usage, where the run is stored (SQLite) and how to resume or inspect it; it writes
+the trace graph (DOT, and SVG when Graphviz's `dot` is installed) and a score-per-step plot
+(PNG, with matplotlib) to `examples/output/`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import shutil
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from opto import trace
+from opto.optimizers import OptoPrime
 from opto.trace import operators as ops
-from opto.trace.propagators import GraphPropagator, node_to_function_feedback
+from opto.trainers import BasicSearchAlgorithm, Guide, evaluate
+from opto.utils.storage import open_storage
+from rich.console import Console
+from rich.table import Table
 
-HERE = Path(__file__).parent
-DATA = HERE / "data" / "support_questions.json"
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data" / "support_tickets.json"
+BATCH_SIZE = 2  # tickets per step: small prompts, fast steps
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+# -- the agent ------------------------------------------------------------------------------
 
 
 @trace.model
 class SupportAgent:
-    """Answers customer questions with a greeting, a canned reply and a sign-off."""
+    """Answers a support ticket: names the team that will handle it, then a closing line."""
 
     def __init__(self) -> None:
-        self.greeting = trace.node(
-            "Hello.", name="greeting", trainable=True, description="Opening line of every reply."
+        self.closing = trace.node(
+            "Stop writing to us, we are busy.",
+            name="closing",
+            trainable=True,
+            description="The closing line of every reply to the customer.",
         )
 
     @trace.bundle(trainable=True)
     def route(self, question):
-        """Pick the team that should answer the question: 'billing' or 'tech'."""
+        """Return the team that should answer the question: 'billing' or 'tech'."""
         return "billing" if "invoice" in question.lower() else "tech"
 
     def forward(self, question):
         team = self.route(question)
-        body = ops.format("Our {team} team will get back to you.", team=team)
-        return self.greeting + " " + body
+        return ops.format(
+            "Our {team} team will get back to you within a day. {closing}",
+            team=team,
+            closing=self.closing,
+        )
 
 
-def score(reply: str, expected_team: str) -> tuple[float, str]:
-    """The guide: 1.0 when the reply names the expected team, with a sentence of feedback."""
-    if expected_team in reply:
-        return 1.0, "Correct team."
-    return 0.0, f"Wrong team: this question belongs to the {expected_team} team."
+class SupportGuide(Guide):
+    """Scores a reply out of 1: 0.5 for naming the right team, and 0.5 for the closing
+    line, split over four rules (polite, thanks the customer, a full sentence, short)."""
+
+    RUDE = ("stop writing", "busy", "go away")
+    MAX_WORDS = 15
+
+    def get_feedback(
+        self, query: Any, response: Any, reference: Any = None, **kwargs: Any
+    ) -> tuple[float, str]:
+        text = str(response)
+        closing = text.split(". ", 1)[1].strip() if ". " in text else ""
+        words = closing.split()
+        rules = [
+            (
+                not any(rude in closing.lower() for rude in self.RUDE),
+                "The closing line is rude: never tell the customer to stop writing or that "
+                "we are busy.",
+            ),
+            (
+                "thank" in closing.lower(),
+                "The reply must thank the customer, for example: Thank you for contacting Acme!",
+            ),
+            (
+                len(words) >= 3 and closing.endswith((".", "!")),
+                "The closing line must be a full sentence ending with '.' or '!'.",
+            ),
+            (
+                len(words) <= self.MAX_WORDS,
+                f"The closing line is too long: use at most {self.MAX_WORDS} words.",
+            ),
+        ]
+        score, problems = 0.0, []
+        if f"our {reference} team" in text.lower():
+            score += 0.5
+        else:
+            problems.append(f"Wrong team: this ticket belongs to the {reference} team.")
+        for passed, problem in rules:
+            if passed:
+                score += 0.5 / len(rules)
+            else:
+                problems.append(problem)
+        return score, " ".join(problems) or "Correct."
+
+
+# -- the LLM ----------------------------------------------------------------------------------
+
+
+def choose_llm(choice: str) -> tuple[Any, str, str]:
+    """The optimizer's LLM, a one-line description of it, and its kind
+    ("scripted", "local" for the embedded model, "configured" for any other)."""
+    if choice == "scripted":
+        return scripted_llm(), "a scripted stand-in (no model; see scripted_llm())", "scripted"
+    from opto.utils.llm import LLM
+    from opto.utils.llm.config import env_model, local_model_available, provider_default_model
+
+    if env_model() or provider_default_model() or not local_model_available():
+        llm = LLM()  # OPTO_LLM_MODEL / a provider key; a clear error when nothing is set up
+        return llm, f"{llm.model_name} (from the environment)", "configured"
+    # Sampling (temperature 0.7) makes the proposals of one step differ from each other.
+    llm = LLM("local", temperature=0.7)
+    label = f"the embedded offline model {llm.model_name} (tiny: for trying opto offline)"
+    return llm, label, "local"
+
+
+#: What the scripted stand-in proposes, in turn: variable kind -> new value.
+SCRIPTED_PROPOSALS: list[dict[str, str]] = [
+    {"closing": "See you."},  # no better: search keeps what it has
+    {"closing": "Thank you for contacting Acme!"},  # fixes the closing line
+    {  # fixes routing for most billing words
+        "code": (
+            "def route(self, question):\n"
+            '    """Return the team that should answer the question: \'billing\' or \'tech\'."""\n'
+            '    words = ("invoice", "charge", "refund", "bill")\n'
+            '    return "billing" if any(w in question.lower() for w in words) else "tech"\n'
+        )
+    },
+    {"code": "def route(self, question) return 'tech'"},  # does not compile: rejected
+]
+
+
+def scripted_llm() -> Any:
+    """A ScriptedLLM playing a mediocre optimizer: each call gives the next proposal of
+    SCRIPTED_PROPOSALS for the variables named in the requested JSON schema."""
+    from opto.utils.testing import ScriptedLLM
+
+    counter = iter(range(1 << 30))
+    lock = threading.Lock()
+
+    def reply(messages: Any, **options: Any) -> str:
+        with lock:
+            proposal = SCRIPTED_PROPOSALS[next(counter) % len(SCRIPTED_PROPOSALS)]
+        schema = options["response_format"]["json_schema"]["schema"]
+        names = schema["properties"]["suggestion"]["properties"]
+        suggestion = {
+            name: proposal["code" if "__code" in name else "closing"]
+            for name in names
+            if ("code" if "__code" in name else "closing") in proposal
+        }
+        return json.dumps({"reasoning": "Address the feedback.", "suggestion": suggestion})
+
+    return ScriptedLLM(reply, model="scripted", cost_per_call=0.0)
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+
+def held_out_scores(agent: SupportAgent, guide: Guide, test: list[dict[str, str]]) -> list[float]:
+    """The agent's score on every held-out ticket."""
+    return evaluate(
+        agent, guide, [t["question"] for t in test], [t["team"] for t in test], min_score=0.0
+    )
+
+
+def show_before_after(
+    test: list[dict[str, str]], before: list[float], after: list[float], agent: SupportAgent
+) -> None:
+    table = Table(title="Held-out tickets (never seen in training)")
+    table.add_column("ticket")
+    table.add_column("team")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for ticket, b, a in zip(test, before, after):
+        table.add_row(ticket["question"], ticket["team"], f"{b:.2f}", f"{a:.2f}")
+    mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+    table.add_row("[bold]mean", "", f"[bold]{mean_before:.3f}", f"[bold]{mean_after:.3f}")
+    console.print(table)
+    console.print(f"Held-out score: {mean_before:.3f} -> {mean_after:.3f}")
+    console.print(f"Closing line now: {agent.closing.data!r}")
+    console.print("route() now:")
+    console.print(agent.parameters_dict()["route"].data, markup=False)
+
+
+def show_usage(usage: dict[str, Any]) -> None:
+    cost = f"${usage['cost_usd']:.4f}"
+    if usage.get("unknown_cost_calls"):
+        cost += f" (+{usage['unknown_cost_calls']} calls at an unknown price)"
+    console.print(
+        f"LLM usage: {usage['calls']} calls, {usage['prompt_tokens']} prompt + "
+        f"{usage['completion_tokens']} completion = {usage['total_tokens']} tokens, {cost}"
+    )
+
+
+def write_trace_graph(agent: SupportAgent, guide: Guide, ticket: dict[str, str], out: Path) -> None:
+    """Run one ticket, send its feedback back through the graph and draw that graph."""
+    reply = agent(ticket["question"])
+    _, feedback = guide(ticket["question"], reply.data, ticket["team"])
+    digraph = reply.backward(feedback, visualize=True)
+    dot_path = out / "trace_graph.dot"
+    dot_path.write_text(digraph.source, encoding="utf-8")
+    console.print(f"Trace graph: {dot_path}")
+    if shutil.which("dot"):
+        try:
+            svg = digraph.render(str(out / "trace_graph"), format="svg", cleanup=True)
+            console.print(f"Trace graph: {svg}")
+        except Exception as exc:  # rendering is a bonus; the DOT file is written
+            console.print(f"(could not render the SVG: {exc})")
+    else:
+        console.print("(install Graphviz's `dot` program to also get trace_graph.svg)")
+
+
+def write_plot(history: list[dict[str, Any]], test_scores: list[dict[str, Any]], out: Path) -> None:
+    """Score per step (train batch, validation, held-out test) as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        console.print("(install matplotlib to get scores.png: uv sync --group examples)")
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    series = {
+        "train batch": [(h["step"], h["scores"].get("train")) for h in history],
+        "validation (best kept)": [(h["step"], h["scores"].get("validation")) for h in history],
+        "held-out test": [(t["step"], t["score"]) for t in test_scores],
+    }
+    for label, points in series.items():
+        points = [(s, v) for s, v in points if v is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean score")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("opto quickstart: score per step")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = out / "scores.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    console.print(f"Score plot: {path}")
+
+
+def inspect_runs(url: str) -> int:
+    """Print the runs kept in the storage at `url` and the steps of the latest one."""
+    with open_storage(url) as storage:
+        runs = storage.list_runs()
+        if not runs:
+            console.print(f"No runs in {url} yet: run the quickstart first.")
+            return 1
+        table = Table(title=f"Runs in {url}")
+        for column in ("run", "status", "created"):
+            table.add_column(column)
+        for run in runs:
+            table.add_row(run.name, str(run.status), str(run.created_at))
+        console.print(table)
+        latest = runs[-1]
+        steps = Table(title=f"Steps of {latest.name}")
+        for column in ("step", "scores", "closing line"):
+            steps.add_column(column)
+        for step in storage.list_steps(latest.name):
+            closing = next((v for k, v in step.parameters.items() if "closing" in k), "")
+            scores = ", ".join(f"{k}={v:.3f}" for k, v in step.scores.items() if v is not None)
+            steps.add_row(str(step.iteration), scores, repr(closing))
+        console.print(steps)
+    return 0
+
+
+# -- main -------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=HERE / "output", help="where to write")
+    parser.add_argument(
+        "--llm",
+        choices=["auto", "scripted"],
+        default="auto",
+        help="auto: OPTO_LLM_MODEL / a provider key, else the embedded model; "
+        "scripted: a scripted stand-in (no model)",
+    )
+    parser.add_argument("--steps", type=int, default=4, help="optimization steps")
+    parser.add_argument("--proposals", type=int, default=4, help="proposals per step")
+    parser.add_argument("--output", type=Path, default=HERE / "output", help="output folder")
+    parser.add_argument("--resume", action="store_true", help="continue the latest run")
+    parser.add_argument("--inspect", action="store_true", help="show the stored runs and exit")
     args = parser.parse_args(argv)
 
-    examples = json.loads(DATA.read_text(encoding="utf-8"))
-    agent = SupportAgent()
-    print(f"Trainable parameters: {[p.py_name for p in agent.parameters()]}")
-
-    # Forward: one traced run per example; combine the outputs so one backward covers all.
-    outputs, feedbacks, total = [], [], 0.0
-    for example in examples:
-        reply = agent(example["question"])
-        value, feedback = score(reply.data, example["team"])
-        total += value
-        outputs.append(reply)
-        feedbacks.append(f"{example['question']!r} -> {reply.data!r}: {feedback}")
-        print(f"  {value:.0f}  {example['question']:<45} -> {reply.data}")
-    print(f"Score: {total:.0f}/{len(examples)}")
-
-    batch = ops.make_list(*outputs)
-    propagator = GraphPropagator()
-    digraph = batch.backward("\n".join(feedbacks), propagator=propagator, visualize=True)
-
-    # What an optimizer reads: the feedback each trainable parameter received, as code.
-    trace_graph = sum(propagator.aggregate(p.feedback) for p in agent.parameters())
-    summary = node_to_function_feedback(trace_graph)
-    print("\nThe graph as an optimizer sees it:")
-    for _, line in summary.graph[:8]:
-        print(f"  {line}")
-    if len(summary.graph) > 8:
-        print(f"  ... ({len(summary.graph) - 8} more lines)")
-    print(f"Feedback:\n  {summary.user_feedback.replace(chr(10), chr(10) + '  ')}")
-
-    args.output.mkdir(parents=True, exist_ok=True)
-    dot_path = args.output / "trace_graph.dot"
-    dot_path.write_text(digraph.source, encoding="utf-8")
-    print(f"\nWrote {dot_path}")
-    if shutil.which("dot"):
-        svg = digraph.render(str(args.output / "trace_graph"), format="svg", cleanup=True)
-        print(f"Wrote {svg}")
-    else:
-        print("(install graphviz's `dot` program to render it as SVG)")
-    print(
-        "\nNext: opto-optimizers turns this feedback into new values for the trainable "
-        "greeting and the code of `route`; opto-trainers runs that loop over a dataset."
+    out = args.output.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    storage_url = f"sqlite:///{out / 'runs.db'}"
+    if args.inspect:
+        return inspect_runs(storage_url)
+    # Library warnings (e.g. rejected code suggestions) go to a log file, not the screen.
+    logging.basicConfig(
+        filename=out / "quickstart.log",
+        level=logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
     )
+
+    data = json.loads(DATA.read_text(encoding="utf-8"))
+    train = {
+        "inputs": [t["question"] for t in data["train"]],
+        "infos": [t["team"] for t in data["train"]],
+    }
+    test = data["test"]
+
+    llm, llm_label, llm_kind = choose_llm(args.llm)
+    console.print(f"[bold]opto quickstart[/bold] — optimizer LLM: {llm_label}")
+    agent, guide = SupportAgent(), SupportGuide()
+    optimizer = OptoPrime(
+        agent.parameters(),
+        llm=llm,
+        max_tokens=450,  # a short reasoning and the suggestion
+        reasoning_max_chars=120,
+        json_keys={"answer": None},
+    )
+    trainer = BasicSearchAlgorithm(agent, optimizer, num_threads=4, seed=0)
+
+    before = held_out_scores(agent, guide, test)
+    started = time.perf_counter()
+    result = trainer.train(
+        guide,
+        train,
+        batch_size=BATCH_SIZE,
+        num_epochs=math.ceil(args.steps * BATCH_SIZE / len(train["inputs"])),
+        max_steps=args.steps,
+        num_proposals=args.proposals,
+        validate_dataset=train,
+        test_dataset={"inputs": [t["question"] for t in test], "infos": [t["team"] for t in test]},
+        storage=storage_url,
+        resume=args.resume,
+        verbose=True,
+    )
+    elapsed = time.perf_counter() - started
+    after = held_out_scores(agent, guide, test)
+
+    console.rule("Result")
+    console.print(f"{result.n_iters} steps in {elapsed:.0f} s ({result.stopped})")
+    show_before_after(test, before, after, agent)
+    show_usage(result.usage)
+    console.print(f"Run stored in {result.storage_url} as {result.run_name!r}")
+    command = "uv run --locked --all-packages --extra local examples/quickstart.py"
+    console.print(f"  resume it:  {command} --resume", markup=False)
+    console.print(f"  inspect it: {command} --inspect", markup=False)
+    console.print(
+        "  or in Python: opto.utils.storage.open_storage(url).list_steps(run_name)", markup=False
+    )
+    write_trace_graph(agent, guide, test[0], out)
+    write_plot(result.history, result.test_scores, out)
+    console.print(f"Log of the optimizer's decisions: {out / 'quickstart.log'}")
+    if llm_kind == "local":
+        console.print(
+            "\n[bold]Note:[/bold] the embedded model is tiny (135M parameters): the search keeps "
+            "the few useful proposals it makes by luck, so expect a modest gain. A stronger "
+            "model does far better — set OPTO_LLM_MODEL (e.g. gpt-4o-mini with "
+            "OPENAI_API_KEY) and it fixes route() too."
+        )
+    elif llm_kind == "scripted":
+        console.print(
+            "\n[bold]Note:[/bold] these were scripted proposals. Run without --llm scripted "
+            "to optimize with a real model (the embedded one when nothing is configured)."
+        )
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
