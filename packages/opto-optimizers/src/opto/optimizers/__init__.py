@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from opto.optimizers.conversion import ConversionError
-    from opto.optimizers.opro import OPRO
+    from opto.optimizers.opro import OPRO, OPROv2
     from opto.optimizers.optimizer import AbstractOptimizer, Optimizer, StepRecord
     from opto.optimizers.optoprime import (
         FunctionFeedback,
@@ -43,10 +43,12 @@ _EXPORTS = {
     "OptoPrimeMulti": "opto.optimizers.optoprimemulti",
     "TextGrad": "opto.optimizers.textgrad",
     "OPRO": "opto.optimizers.opro",
+    "OPROv2": "opto.optimizers.opro",
 }
 
 __all__ = [
     "OPRO",
+    "OPROv2",
     "AbstractOptimizer",
     "ConversionError",
     "FunctionFeedback",
