@@ -48,10 +48,10 @@ _EXPORTS = {
 
 __all__ = [
     "OPRO",
-    "OPROv2",
     "AbstractOptimizer",
     "ConversionError",
     "FunctionFeedback",
+    "OPROv2",
     "Optimizer",
     "OptoPrime",
     "OptoPrimeMulti",
