@@ -56,7 +56,7 @@ class BooleanSolver:
         )
 
     def forward(self, question: str) -> Any:
-        reply = ops.call_llm(self.llm, self.prompt, f"Expression: {question}")
+        reply = ops.call_llm(self.llm, self.prompt, f"Expression: {question}", max_tokens=400)
         return extract_answer(reply)
 
 

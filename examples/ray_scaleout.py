@@ -60,7 +60,7 @@ class Router:
         )
 
     def forward(self, ticket: str) -> Any:
-        return self.parse_team(ops.call_llm(self.llm, self.instruction, ticket))
+        return self.parse_team(ops.call_llm(self.llm, self.instruction, ticket, max_tokens=60))
 
     @trace.bundle(trainable=True)
     def parse_team(self, reply):

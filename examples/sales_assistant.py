@@ -4,7 +4,7 @@ The agent of the Trace README: two trainable instructions (one asks an LLM for t
 customer's language, the other for their name) and two trainable functions (`decide_lang`
 turns the LLM's answer into a language code, `greet` writes the greeting). At first
 `decide_lang` returns nothing and `greet` always says "Hola". MinibatchAlgorithm with
-OptoPrime rewrites all four from feedback on a handful of English and Spanish messages.
+OptoPrime rewrites all four from feedback on six English and Spanish messages, two per step.
 
     uv run examples/sales_assistant.py                 # the configured or embedded LLM
     uv run examples/sales_assistant.py --llm gpt-4o-mini
@@ -38,6 +38,8 @@ MESSAGES: list[tuple[str, dict[str, str]]] = [
 ]
 
 GREETING = {"en": "Hello", "es": "Hola"}
+#: Token cap of the agent's LLM replies (a language or a name; keeps small models short).
+MAX_REPLY = 60
 
 
 @trace.model
@@ -59,9 +61,13 @@ class SalesAgent:
         )
 
     def forward(self, user_query: str) -> Any:
-        response = ops.call_llm(self.llm, self.system_prompt, self.instruct1, user_query)
+        response = ops.call_llm(
+            self.llm, self.system_prompt, self.instruct1, user_query, max_tokens=MAX_REPLY
+        )
         en_or_es = self.decide_lang(response)
-        user_name = ops.call_llm(self.llm, self.system_prompt, self.instruct2, user_query)
+        user_name = ops.call_llm(
+            self.llm, self.system_prompt, self.instruct2, user_query, max_tokens=MAX_REPLY
+        )
         return self.greet(en_or_es, user_name)
 
     @trace.bundle(trainable=True)
@@ -91,10 +97,11 @@ def feedback(query: str, response: str, reference: dict[str, str]) -> tuple[floa
 
 
 def train(llm: Any, *, epochs: int = 2, verbose: bool = False) -> dict[str, Any]:
-    """Train a fresh agent; returns the scores before and after and the final parameters."""
+    """Train a fresh agent: the test score before and after each step, the final
+    parameters, the final greetings and the LLM usage."""
     agent = SalesAgent(llm)
     # Prompts stay within a small context window (the embedded model has 4096 tokens).
-    optimizer = OptoPrime(agent.parameters(), llm=llm, max_prompt_tokens=2500, max_tokens=1024)
+    optimizer = OptoPrime(agent.parameters(), llm=llm, max_prompt_tokens=2000, max_tokens=1024)
     trainer = MinibatchAlgorithm(agent, optimizer, num_threads=4, seed=0)
     data = {"inputs": [m for m, _ in MESSAGES], "infos": [r for _, r in MESSAGES]}
     result = trainer.train(
@@ -106,13 +113,21 @@ def train(llm: Any, *, epochs: int = 2, verbose: bool = False) -> dict[str, Any]
         verbose=verbose,
     )
     with trace.stop_tracing():
-        greetings = {message: agent(message).data for message, _ in MESSAGES}
+        greetings = {message: _greet(agent, message) for message, _ in MESSAGES}
     return {
         "scores": [entry["score"] for entry in result.test_scores],
         "parameters": result.final_parameters,
         "greetings": greetings,
         "usage": result.usage,
     }
+
+
+def _greet(agent: SalesAgent, message: str) -> str:
+    """The agent's greeting, or the error its (learned) code raised."""
+    try:
+        return agent(message).data
+    except trace.ExecutionError as error:
+        return f"<error: {error.exception_node.data}>"
 
 
 # --- a deterministic stand-in for a capable LLM (--llm scripted) ------------------------------
