@@ -1,4 +1,4 @@
-"""Every Python code block in the READMEs runs."""
+"""Every Python code block in the READMEs and in docs/ runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-READMES = [ROOT / "README.md", *sorted(ROOT.glob("packages/*/README.md"))]
+READMES = [
+    ROOT / "README.md",
+    *sorted(ROOT.glob("docs/*.md")),
+    *sorted(ROOT.glob("packages/*/README.md")),
+]
 BLOCKS = [
     pytest.param(code, id=f"{readme.relative_to(ROOT)}#{index}")
     for readme in READMES
@@ -31,6 +35,33 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 def test_readmes_have_python_examples():
     assert len(BLOCKS) >= 3
+
+
+def test_readme_starts_with_the_two_commands():
+    first = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert first is not None
+    main_job, tests = first.group(1).strip().splitlines()
+    assert "uv run --locked" in main_job and "--extra local examples/quickstart.py" in main_job
+    assert "pip install uv && uv run --locked nox" in tests
+
+
+def test_docs_cover_every_concept_and_topic():
+    concepts = (ROOT / "docs" / "concepts.md").read_text()
+    for concept in ("Node", "Bundle", "Model", "Backward", "Optimizer", "Guide", "Trainer"):
+        assert f"## {concept}" in concepts
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    for topic in (
+        "## Installing",
+        "## Configuring LLMs",
+        "## Cost tracking and budgets",
+        "## Caching",
+        "## Storage and resume",
+        "## Scaling out on Ray",
+        "## Migrating from trace-opt",
+    ):
+        assert topic in guide
+    for provider in ("OpenAI", "Anthropic", "Ollama", "vLLM", "llama.cpp", "embedded"):
+        assert provider in guide
 
 
 @pytest.mark.parametrize("code", BLOCKS)
