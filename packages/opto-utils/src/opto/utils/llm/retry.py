@@ -68,6 +68,29 @@ def _failure(exc: Exception, model: str | None, attempt: int) -> LLMError | None
     return error
 
 
+def _retry_wait(
+    exc: Exception, policy: RetryPolicy, model: str | None, attempt: int
+) -> float | None:
+    """Seconds to wait before retrying after `exc` failed attempt `attempt` (0-based).
+
+    None: re-raise `exc` unchanged. Raises the typed error (from `exc`) when `exc` must
+    not be retried. Shared by `call_with_retry` and `acall_with_retry`.
+    """
+    error = _failure(exc, model, attempt)
+    if error is None:
+        return None
+    if not error.transient or attempt >= policy.max_retries:
+        if error is exc:
+            return None
+        raise error from exc
+    wait = policy.delay(attempt, error)
+    logger.warning(
+        "LLM call to %s failed (%s); retry %d/%d in %.2fs",
+        model, type(error).__name__, attempt + 1, policy.max_retries, wait,
+    )  # fmt: skip
+    return wait
+
+
 def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, model: str | None = None) -> T:
     """Call `fn()` and retry transient failures per `policy`; raise a typed `LLMError`."""
     attempt = 0
@@ -75,18 +98,9 @@ def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, model: str | No
         try:
             return fn()
         except Exception as exc:
-            error = _failure(exc, model, attempt)
-            if error is None:
+            wait = _retry_wait(exc, policy, model, attempt)
+            if wait is None:
                 raise
-            if not error.transient or attempt >= policy.max_retries:
-                if error is exc:
-                    raise
-                raise error from exc
-            wait = policy.delay(attempt, error)
-            logger.warning(
-                "LLM call to %s failed (%s); retry %d/%d in %.2fs",
-                model, type(error).__name__, attempt + 1, policy.max_retries, wait,
-            )  # fmt: skip
             policy.sleep(wait)
             attempt += 1
 
@@ -100,17 +114,8 @@ async def acall_with_retry(
         try:
             return await fn()
         except Exception as exc:
-            error = _failure(exc, model, attempt)
-            if error is None:
+            wait = _retry_wait(exc, policy, model, attempt)
+            if wait is None:
                 raise
-            if not error.transient or attempt >= policy.max_retries:
-                if error is exc:
-                    raise
-                raise error from exc
-            wait = policy.delay(attempt, error)
-            logger.warning(
-                "LLM call to %s failed (%s); retry %d/%d in %.2fs",
-                model, type(error).__name__, attempt + 1, policy.max_retries, wait,
-            )  # fmt: skip
             await policy.asleep(wait)
             attempt += 1
