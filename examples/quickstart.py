@@ -79,7 +79,8 @@ class SupportAgent:
 
 class SupportGuide(Guide):
     """Scores a reply out of 1: 0.5 for naming the right team, and 0.5 for the closing
-    line, split over four rules (polite, thanks the customer, a full sentence, short)."""
+    line, split over four rules (polite, thanks the customer, a full sentence, short).
+    A long closing line gets part of the "short" credit, less the longer it is."""
 
     RUDE = ("stop writing", "busy", "go away")
     MAX_WORDS = 15
@@ -90,22 +91,22 @@ class SupportGuide(Guide):
         text = str(response)
         closing = text.split(". ", 1)[1].strip() if ". " in text else ""
         words = closing.split()
-        rules = [
+        rules = [  # (credit from 0 to 1, what to fix when it is below 1)
             (
-                not any(rude in closing.lower() for rude in self.RUDE),
+                float(not any(rude in closing.lower() for rude in self.RUDE)),
                 "The closing line is rude: never tell the customer to stop writing or that "
                 "we are busy.",
             ),
             (
-                "thank" in closing.lower(),
+                float("thank" in closing.lower()),
                 "The reply must thank the customer, for example: Thank you for contacting Acme!",
             ),
             (
-                len(words) >= 3 and closing.endswith((".", "!")),
+                float(len(words) >= 3 and closing.endswith((".", "!"))),
                 "The closing line must be a full sentence ending with '.' or '!'.",
             ),
             (
-                len(words) <= self.MAX_WORDS,
+                min(1.0, self.MAX_WORDS / max(1, len(words))),
                 f"The closing line is too long: use at most {self.MAX_WORDS} words.",
             ),
         ]
@@ -114,12 +115,11 @@ class SupportGuide(Guide):
             score += 0.5
         else:
             problems.append(f"Wrong team: this ticket belongs to the {reference} team.")
-        for passed, problem in rules:
-            if passed:
-                score += 0.5 / len(rules)
-            else:
+        for credit, problem in rules:
+            score += 0.5 / len(rules) * credit
+            if credit < 1:
                 problems.append(problem)
-        return score, " ".join(problems) or "Correct."
+        return round(score, 4), " ".join(problems) or "Correct."
 
 
 # -- the LLM ----------------------------------------------------------------------------------
@@ -254,10 +254,12 @@ def write_plot(history: list[dict[str, Any]], test_scores: list[dict[str, Any]],
         "validation (best kept)": [(h["step"], h["scores"].get("validation")) for h in history],
         "held-out test": [(t["step"], t["score"]) for t in test_scores],
     }
+    styles = {"train batch": "o-", "validation (best kept)": "s--", "held-out test": "^-"}
     for label, points in series.items():
         points = [(s, v) for s, v in points if v is not None]
         if points:
-            ax.plot(*zip(*points), marker="o", label=label)
+            ax.plot(*zip(*points), styles[label], label=label)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("step")
     ax.set_ylabel("mean score")
     ax.set_ylim(-0.05, 1.05)
