@@ -647,6 +647,28 @@ class OptoPrime(Optimizer):
 
     # --- the step ---------------------------------------------------------------------
 
+    def _prepare_step(
+        self, mask: Collection[str] | None
+    ) -> tuple[FunctionFeedback, str, str, dict[str, Any]] | None:
+        """The summary, system prompt, user prompt and LLM options of this step, with the
+        prompts recorded on :attr:`current_step`.
+
+        None (the step recorded as skipped) when no trainable parameter received feedback.
+        """
+        record = self.current_step
+        summary = self.summarize()
+        if summary is None or not summary.variables:
+            record.skipped = "no trainable parameter received feedback; call backward() first"
+            logger.warning("%s.step: %s.", type(self).__name__, record.skipped)
+            return None
+        system_prompt, user_prompt = self.construct_prompt(summary, mask=mask)
+        record.system_prompt, record.user_prompt = system_prompt, user_prompt
+        options: dict[str, Any] = {}
+        response_format = self.response_format(summary)
+        if response_format is not None:
+            options["response_format"] = response_format
+        return summary, system_prompt, user_prompt, options
+
     def _step(
         self,
         verbose: bool | str = False,
@@ -655,17 +677,10 @@ class OptoPrime(Optimizer):
         **kwargs: Any,
     ) -> dict[ParameterNode, Any]:
         record = self.current_step
-        summary = self.summarize()
-        if summary is None or not summary.variables:
-            record.skipped = "no trainable parameter received feedback; call backward() first"
-            logger.warning("%s.step: %s.", type(self).__name__, record.skipped)
+        prepared = self._prepare_step(mask)
+        if prepared is None:
             return {}
-        system_prompt, user_prompt = self.construct_prompt(summary, mask=mask)
-        record.system_prompt, record.user_prompt = system_prompt, user_prompt
-        options: dict[str, Any] = {}
-        response_format = self.response_format(summary)
-        if response_format is not None:
-            options["response_format"] = response_format
+        summary, system_prompt, user_prompt, options = prepared
         reply = self.call_llm(system_prompt, user_prompt, verbose=verbose, **options)
         record.raw_reply = reply
         if self.log is not None:

@@ -555,17 +555,10 @@ class OptoPrimeMulti(OptoPrime):
         **kwargs: Any,
     ) -> dict[ParameterNode, Any]:
         record = self.current_step
-        summary = self.summarize()
-        if summary is None or not summary.variables:
-            record.skipped = "no trainable parameter received feedback; call backward() first"
-            logger.warning("%s.step: %s.", type(self).__name__, record.skipped)
+        prepared = self._prepare_step(mask)
+        if prepared is None:
             return {}
-        system, user = self.construct_prompt(summary, mask=mask)
-        record.system_prompt, record.user_prompt = system, user
-        options: dict[str, Any] = {}
-        response_format = self.response_format(summary)
-        if response_format is not None:
-            options["response_format"] = response_format
+        _, system, user, options = prepared
         candidates = self.generate_candidates(
             system, user, options, num_responses, generation_technique, temperature_min_max
         )
