@@ -420,12 +420,14 @@ class Storage:
                 if stale_ids:
                     connection.execute(checkpoints.delete().where(checkpoints.c.id.in_(stale_ids)))
             self._touch(connection, run_id)
-        return CheckpointRecord(
-            id=checkpoint_id,
-            run_id=run_id,
-            iteration=iteration,
-            state=_json.loads(text, "state"),
-            created_at=_utc(now),
+        return _checkpoint_record(
+            {
+                "id": checkpoint_id,
+                "run_id": run_id,
+                "iteration": iteration,
+                "state": text,
+                "created_at": now,
+            }
         )
 
     def load_checkpoint(self, run: RunRef) -> CheckpointRecord | None:
@@ -472,13 +474,15 @@ class Storage:
                 )
             ).inserted_primary_key[0]
             self._touch(connection, run_id)
-        return EventRecord(
-            id=event_id,
-            run_id=run_id,
-            kind=kind,
-            payload=_json.loads(text, "payload"),
-            iteration=iteration,
-            created_at=_utc(now),
+        return _event_record(
+            {
+                "id": event_id,
+                "run_id": run_id,
+                "kind": kind,
+                "payload": text,
+                "iteration": iteration,
+                "created_at": now,
+            }
         )
 
     def list_events(self, run: RunRef, *, kind: str | None = None) -> list[EventRecord]:
