@@ -569,11 +569,7 @@ class FunModule(Module):
         if self._is_async:
             return self._async_forward(fun, args, kwargs)
         keys, nodes, cargs, ckw = self._prepare(args, kwargs)
-        frame = UsedNodes()
-        token = USED_NODES.set([*USED_NODES.get(), frame])
-        rtoken = (
-            _RUNNING.set((*_RUNNING.get(), self._fun)) if self.overwrite_python_recursion else None
-        )
+        frame, tokens = self._enter_call()
         error = None
         try:
             output = fun(*cargs, **ckw)
@@ -583,9 +579,7 @@ class FunModule(Module):
             output = e
             error = e
         finally:
-            USED_NODES.reset(token)
-            if rtoken is not None:
-                _RUNNING.reset(rtoken)
+            self._exit_call(tokens)
         return self._finish(fun, keys, nodes, cargs, ckw, frame, output, error)
 
     def _fast_forward(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
@@ -680,11 +674,7 @@ class FunModule(Module):
         self, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         keys, nodes, cargs, ckw = self._prepare(args, kwargs)
-        frame = UsedNodes()
-        token = USED_NODES.set([*USED_NODES.get(), frame])
-        rtoken = (
-            _RUNNING.set((*_RUNNING.get(), self._fun)) if self.overwrite_python_recursion else None
-        )
+        frame, tokens = self._enter_call()
         error = None
         try:
             output = await fun(*cargs, **ckw)
@@ -694,10 +684,27 @@ class FunModule(Module):
             output = e
             error = e
         finally:
-            USED_NODES.reset(token)
-            if rtoken is not None:
-                _RUNNING.reset(rtoken)
+            self._exit_call(tokens)
         return self._finish(fun, keys, nodes, cargs, ckw, frame, output, error)
+
+    def _enter_call(self) -> tuple[UsedNodes, tuple[Any, Any]]:
+        """Open the frame recording the nodes the call uses (and, under
+        ``overwrite_python_recursion``, mark this function running); the tokens are for
+        :meth:`_exit_call`."""
+        frame = UsedNodes()
+        token = USED_NODES.set([*USED_NODES.get(), frame])
+        rtoken = (
+            _RUNNING.set((*_RUNNING.get(), self._fun)) if self.overwrite_python_recursion else None
+        )
+        return frame, (token, rtoken)
+
+    @staticmethod
+    def _exit_call(tokens: tuple[Any, Any]) -> None:
+        """Undo :meth:`_enter_call`."""
+        token, rtoken = tokens
+        USED_NODES.reset(token)
+        if rtoken is not None:
+            _RUNNING.reset(rtoken)
 
     def _run_raw(
         self, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
