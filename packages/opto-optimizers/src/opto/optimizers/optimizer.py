@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import attrs
 from opto.optimizers.utils import atomic_write_text, jsonable
 from opto.trace.nodes import Node, ParameterNode
-from opto.trace.propagators import AbstractPropagator, GraphPropagator
+from opto.trace.propagators import AbstractPropagator, GraphPropagator, TraceGraph
 from opto.trace.utils import sum_feedback
 from opto.utils.llm.types import Usage
 
@@ -264,6 +264,24 @@ class Optimizer(AbstractOptimizer):
     def trace_graph(self) -> Any:
         """Sum of the feedback every parameter received (``0`` when there is none)."""
         return sum_feedback(self.parameters)
+
+    def _aggregated_feedback(self) -> Any:
+        """``TraceGraph.sum`` of the aggregated feedback of the trainable parameters, None
+        when none received any.
+
+        Raises:
+            TypeError: the propagator has no ``aggregate()`` (it does not give TraceGraphs).
+        """
+        aggregate = getattr(self.propagator, "aggregate", None)
+        if aggregate is None:
+            raise TypeError(
+                f"{type(self).__name__} reads TraceGraph feedback; its propagator "
+                f"{type(self.propagator).__name__} has no aggregate(). Use a GraphPropagator."
+            )
+        graphs = [aggregate(p.feedback) for p in self.trainable_parameters if p.feedback]
+        if not graphs:
+            return None
+        return TraceGraph.sum(graphs)
 
     def zero_feedback(self) -> None:
         """Clear the feedback of every parameter (call before each ``backward``)."""

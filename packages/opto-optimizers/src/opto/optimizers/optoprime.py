@@ -274,16 +274,9 @@ class OptoPrime(Optimizer):
             FeedbackMismatchError: parameters received different feedback texts.
             TypeError: the propagator does not produce TraceGraphs.
         """
-        aggregate = getattr(self.propagator, "aggregate", None)
-        if aggregate is None:
-            raise TypeError(
-                f"{type(self).__name__} reads TraceGraph feedback; its propagator "
-                f"{type(self.propagator).__name__} has no aggregate(). Use a GraphPropagator."
-            )
-        graphs = [aggregate(p.feedback) for p in self.trainable_parameters if p.feedback]
-        if not graphs:
+        total = self._aggregated_feedback()
+        if total is None:
             return None
-        total = TraceGraph.sum(graphs)
         if not isinstance(total, TraceGraph):
             raise TypeError(f"the propagator produced {type(total).__name__}, not a TraceGraph.")
         if not total.graph:

@@ -237,17 +237,8 @@ class TextGrad(Optimizer):
     # --- the step ---------------------------------------------------------------------
 
     def _feedback_graph(self) -> TraceGraph | None:
-        aggregate = getattr(self.propagator, "aggregate", None)
-        if aggregate is None:
-            raise TypeError(
-                f"TextGrad reads TraceGraph feedback; its propagator "
-                f"{type(self.propagator).__name__} has no aggregate(). Use a GraphPropagator."
-            )
-        graphs = [aggregate(p.feedback) for p in self.trainable_parameters if p.feedback]
-        if not graphs:
-            return None
-        total = TraceGraph.sum(graphs)
-        return total if total.graph else None
+        total = self._aggregated_feedback()
+        return total if total is not None and total.graph else None
 
     def _backward(
         self, items: Sequence[Node], feedback: str, calls: list[dict[str, Any]]
