@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import contextlib
 import functools
 import importlib.util
 import inspect
@@ -20,7 +19,6 @@ import math
 import os
 import pickle
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -34,6 +32,7 @@ from opto.trace.containers import (
     _fun_module_type,
 )
 from opto.trace.nodes import Node
+from opto.trace.utils import atomic_write
 
 __all__ = ["ExportError", "Model", "Module", "ModuleStateError", "model"]
 
@@ -87,7 +86,7 @@ class Module(ParameterContainer):
             payload = _pickle_document(document)
         else:
             raise ValueError(f"Unknown save format {format!r}; use 'json' or 'pickle'.")
-        _atomic_write(target, payload)
+        atomic_write(target, payload)
         logger.debug("Saved %d parameter values to %s", len(document["parameters"]), target)
         return target
 
@@ -188,28 +187,6 @@ def _pickle_document(document: dict[str, Any]) -> bytes:
         raise
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 # ---------------------------------------------------------------------------------------
 # @model and Model
 
@@ -249,7 +226,7 @@ class Model(Module):
         code = _Exporter(self).render()
         for projection in _projections(projections):
             code = projection(code)
-        _atomic_write(Path(filename), code.encode())
+        atomic_write(Path(filename), code.encode())
         return code
 
 

@@ -2,15 +2,20 @@
 
 Graph helpers (``contain``, ``sum_feedback``), a class decorator (``for_all_methods``) and
 text helpers used when reading LLM replies (``parse_eqs_to_dict``,
-``escape_json_nested_quotes``, ``remove_non_ascii``, ``dedent``).
+``escape_json_nested_quotes``, ``remove_non_ascii``, ``dedent``), and ``atomic_write``, the
+crash-safe file write that module and optimizer saving share.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import operator
+import os
+import tempfile
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
@@ -137,3 +142,33 @@ def remove_non_ascii(json_txt: str) -> str:
 def dedent(text: str) -> str:
     """Strip leading and trailing whitespace from every line."""
     return "\n".join(line.strip() for line in text.split("\n"))
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+
+    Readers see either the old file or the complete new one, never a partial write. Parent
+    folders are created. Text is written as UTF-8 (text mode), bytes as they are.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if isinstance(data, str):
+            handle = os.fdopen(fd, "w", encoding="utf-8")
+        else:
+            handle = os.fdopen(fd, "wb")
+        with handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
