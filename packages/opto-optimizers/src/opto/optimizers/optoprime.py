@@ -20,7 +20,7 @@ import attrs
 from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
 from opto.optimizers.optimizer import Optimizer
 from opto.optimizers.parsing import ParsedReply, SuggestionParseError, parse_suggestion_reply
-from opto.optimizers.utils import estimate_tokens, jsonable, truncate_expression
+from opto.optimizers.utils import drop_oldest, estimate_tokens, jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import (
     AbstractPropagator,
@@ -686,8 +686,8 @@ class OptoPrime(Optimizer):
                     "user_feedback": jsonable(summary.user_feedback),
                 }
             )
-            _trim(self.log, self.max_history)
-            _trim(self.summary_log, self.max_history)  # type: ignore[arg-type]
+            drop_oldest(self.log, self.max_history)
+            drop_oldest(self.summary_log, self.max_history)  # type: ignore[arg-type]
         try:
             parsed = self.parse_reply(reply)
         except SuggestionParseError as error:
@@ -752,8 +752,3 @@ def _merged(
             raise ValueError(f"unknown {what} keys {unknown}; valid keys are {sorted(defaults)}.")
         result.update(overrides)
     return result
-
-
-def _trim(items: list[Any], size: int) -> None:
-    if len(items) > size:
-        del items[: len(items) - size]

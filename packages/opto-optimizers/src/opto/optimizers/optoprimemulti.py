@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import attrs
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.parsing import SuggestionParseError, iter_json_objects, load_json_like
-from opto.optimizers.utils import jsonable
+from opto.optimizers.utils import drop_oldest, jsonable
 from opto.trace.nodes import ParameterNode
 from opto.utils.llm.types import ChatResponse, response_from_openai
 
@@ -603,8 +603,7 @@ class OptoPrimeMulti(OptoPrime):
                 "selected": None if selected is None else selected.to_dict(),
             }
         )
-        if len(self.candidate_log) > self.max_history:
-            del self.candidate_log[: len(self.candidate_log) - self.max_history]
+        drop_oldest(self.candidate_log, self.max_history)
         if self.log is not None:
             self.log.append(
                 {
@@ -614,8 +613,7 @@ class OptoPrimeMulti(OptoPrime):
                     "candidates": [c.text for c in candidates],
                 }
             )
-            if len(self.log) > self.max_history:
-                del self.log[: len(self.log) - self.max_history]
+            drop_oldest(self.log, self.max_history)
 
     # --- state ------------------------------------------------------------------------
 

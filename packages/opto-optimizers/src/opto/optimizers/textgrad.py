@@ -21,7 +21,7 @@ from opto.optimizers.conversion import ConversionError, Converter, convert_code,
 from opto.optimizers.optimizer import Optimizer
 from opto.optimizers.optoprime_v2 import extract_first_top_level_block
 from opto.optimizers.parsing import is_terminate
-from opto.optimizers.utils import jsonable, truncate_expression
+from opto.optimizers.utils import drop_oldest, jsonable, truncate_expression
 from opto.trace.nodes import Node, ParameterNode
 from opto.trace.propagators import AbstractPropagator, TraceGraph
 from opto.utils.llm.types import ChatResponse, response_from_openai
@@ -351,8 +351,7 @@ class TextGrad(Optimizer):
                 )
         if self.log is not None:
             self.log.append({"step": self.step_count, "calls": calls})
-            if len(self.log) > self.max_history:
-                del self.log[: len(self.log) - self.max_history]
+            drop_oldest(self.log, self.max_history)
 
     # --- state ------------------------------------------------------------------------
 

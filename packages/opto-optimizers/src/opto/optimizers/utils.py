@@ -1,4 +1,5 @@
-"""Small helpers shared by the optimizers: value truncation, JSON-able copies, atomic writes."""
+"""Small helpers shared by the optimizers: value truncation, JSON-able copies, atomic writes,
+history trimming."""
 
 from __future__ import annotations
 
@@ -72,6 +73,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     target = Path(path)
     atomic_write(target, text)
     return target
+
+
+def drop_oldest(items: list[Any], size: int) -> None:
+    """Delete the first items of ``items`` so that at most ``size`` remain."""
+    if len(items) > size:
+        del items[: len(items) - size]
 
 
 def dumps(value: Any) -> str:
