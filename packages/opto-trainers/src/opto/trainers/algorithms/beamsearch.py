@@ -170,10 +170,6 @@ class BeamSearch(SearchTrainer):
             "batch_size": options.batch_size,
         }
 
-    def _epochs_done(self) -> bool:
-        assert self.loader is not None
-        return self.num_epochs is not None and self.loader.n_epochs >= self.num_epochs
-
     def _reset(self) -> None:
         self.beams = [
             Beam(paramset=get_paramset(self.agent), optimizer_state=self._initial_state())

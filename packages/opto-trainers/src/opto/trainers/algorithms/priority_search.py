@@ -464,6 +464,8 @@ class SearchTrainer(Trainer):
     asyncio or Ray), and the shared agent only ever receives the chosen candidate.
     """
 
+    num_epochs: int | None  # set by each subclass's `_configure`
+
     def __init__(
         self,
         agent: Module,
@@ -545,6 +547,12 @@ class SearchTrainer(Trainer):
                 max_errors=max_errors,
             )
         return safe_mean([r.score for r in records])
+
+    def _epochs_done(self) -> bool:
+        """Whether the loader has gone through `num_epochs` (set by the subclass's
+        `_configure`; None means no epoch limit)."""
+        assert self.loader is not None
+        return self.num_epochs is not None and self.loader.n_epochs >= self.num_epochs
 
     def _training_loader(self, train_dataset: Any, batch_size: int) -> dict[str, list[Any]]:
         data = as_dataset(train_dataset, name="train_dataset")
@@ -881,10 +889,6 @@ class PrioritySearch(SearchTrainer):
             "score_function": score_function,
             "batch_size": options.batch_size,
         }
-
-    def _epochs_done(self) -> bool:
-        assert self.loader is not None
-        return self.num_epochs is not None and self.loader.n_epochs >= self.num_epochs
 
     # -- memory -----------------------------------------------------------------------------
 

@@ -185,10 +185,6 @@ class UCBSearch(SearchTrainer):
             "ucb_exploration_factor": self.ucb_exploration_factor,
         }
 
-    def _epochs_done(self) -> bool:
-        assert self.loader is not None
-        return self.num_epochs is not None and self.loader.n_epochs >= self.num_epochs
-
     def _reset(self) -> None:
         self.buffer = [
             BufferEntry(params=get_paramset(self.agent), optimizer_state=self._initial_state())
