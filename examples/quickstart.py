@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from opto.trainers import BasicSearchAlgorithm, Guide, evaluate
 from opto.utils.storage import open_storage
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "support_tickets.json"
@@ -205,7 +207,7 @@ def show_before_after(
     table.add_row("[bold]mean", "", f"[bold]{mean_before:.3f}", f"[bold]{mean_after:.3f}")
     console.print(table)
     console.print(f"Held-out score: {mean_before:.3f} -> {mean_after:.3f}")
-    console.print(f"Closing line now: {agent.closing.data!r}")
+    console.print(f"Closing line now: {agent.closing.data!r}", markup=False)
     console.print("route() now:")
     console.print(agent.parameters_dict()["route"].data, markup=False)
 
@@ -228,14 +230,18 @@ def write_trace_graph(agent: SupportAgent, guide: Guide, ticket: dict[str, str],
     dot_path = out / "trace_graph.dot"
     dot_path.write_text(digraph.source, encoding="utf-8")
     console.print(f"Trace graph: {dot_path}")
-    if shutil.which("dot"):
-        try:
-            svg = digraph.render(str(out / "trace_graph"), format="svg", cleanup=True)
-            console.print(f"Trace graph: {svg}")
-        except Exception as exc:  # rendering is a bonus; the DOT file is written
-            console.print(f"(could not render the SVG: {exc})")
-    else:
+    dot = shutil.which("dot")
+    if dot is None:
         console.print("(install Graphviz's `dot` program to also get trace_graph.svg)")
+        return
+    svg_path = out / "trace_graph.svg"
+    done = subprocess.run(
+        [dot, "-Tsvg", str(dot_path), "-o", str(svg_path)], capture_output=True, text=True
+    )
+    if done.returncode == 0:
+        console.print(f"Trace graph: {svg_path}")
+    else:  # the SVG is a bonus; the DOT file is written
+        console.print(f"(dot could not render the SVG: {done.stderr.strip()})", markup=False)
 
 
 def write_plot(history: list[dict[str, Any]], test_scores: list[dict[str, Any]], out: Path) -> None:
@@ -292,7 +298,7 @@ def inspect_runs(url: str) -> int:
         for step in storage.list_steps(latest.name):
             closing = next((v for k, v in step.parameters.items() if "closing" in k), "")
             scores = ", ".join(f"{k}={v:.3f}" for k, v in step.scores.items() if v is not None)
-            steps.add_row(str(step.iteration), scores, repr(closing))
+            steps.add_row(str(step.iteration), scores, Text(repr(closing)))
         console.print(steps)
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,8 @@ def test_quickstart_scripted_improves_the_held_out_score_and_writes_its_files(tm
 
     dot = (tmp_path / "trace_graph.dot").read_text()
     assert dot.lstrip().startswith("digraph") and "closing" in dot and "route" in dot
+    if shutil.which("dot"):
+        assert (tmp_path / "trace_graph.svg").read_text().lstrip().startswith("<?xml")
     if HAVE_MATPLOTLIB:
         assert (tmp_path / "scores.png").read_bytes().startswith(b"\x89PNG")
     else:
