@@ -288,10 +288,11 @@ def inspect_runs(url: str) -> int:
             console.print(f"No runs in {url} yet: run the quickstart first.")
             return 1
         table = Table(title=f"Runs in {url}")
-        for column in ("run", "status", "created"):
-            table.add_column(column)
+        for column in ("run", "status", "created (UTC)"):
+            table.add_column(column, overflow="fold")
         for run in runs:
-            table.add_row(run.name, str(run.status), str(run.created_at))
+            created = run.created_at.strftime("%Y-%m-%d %H:%M:%S")
+            table.add_row(run.name, run.status.value, created)
         console.print(table)
         latest = runs[-1]
         steps = Table(title=f"Steps of {latest.name}")
