@@ -139,6 +139,7 @@ class AsyncioExecutor(Executor):
     async def amap(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
         """Await `fn` over `items` with at most `max_workers` calls in flight; ordered."""
         import asyncio
+
         semaphore = asyncio.Semaphore(self.max_workers)
         loop = asyncio.get_running_loop()
         is_async = inspect.iscoroutinefunction(fn)
