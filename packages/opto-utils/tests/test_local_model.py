@@ -107,3 +107,14 @@ def test_several_samples_and_async():
     assert all(isinstance(json.loads(c.message.content), dict) for c in reply.choices)
     out = asyncio.run(llm.acall(messages=[{"role": "user", "content": "Hi"}], max_tokens=5))
     assert out.choices[0].message.content is not None
+
+
+@pytest.mark.slow
+@needs_local
+def test_prompt_longer_than_the_context_is_a_typed_error():
+    from opto.utils.llm import ContextWindowExceededError
+
+    llm = LocalLLM(n_ctx=256)
+    with pytest.raises(ContextWindowExceededError, match="n_ctx=256") as info:
+        llm(messages=[{"role": "user", "content": "word " * 2000}], max_tokens=8)
+    assert isinstance(info.value.__cause__, ValueError)

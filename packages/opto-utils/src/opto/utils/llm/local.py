@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from opto.utils.llm.base import AbstractModel
+from opto.utils.llm.errors import ContextWindowExceededError
 from opto.utils.llm.structured import json_schema_of
 from opto.utils.llm.types import ChatResponse, response_from_openai
 
@@ -169,7 +170,16 @@ class LocalLLM(AbstractModel):
         start = time.perf_counter()
         with lock:
             for _ in range(max(1, int(options.get("n") or 1))):
-                raw = model.create_chat_completion(messages=messages, **params)
+                try:
+                    raw = model.create_chat_completion(messages=messages, **params)
+                except ValueError as exc:  # llama.cpp reports an overlong prompt this way
+                    if "context window" not in str(exc):
+                        raise
+                    msg = (
+                        f"{exc} (n_ctx={self.n_ctx}): shorten the prompt, lower max_tokens, "
+                        "or create LocalLLM(n_ctx=...) with a larger context"
+                    )
+                    raise ContextWindowExceededError(msg, model=self.model_name) from exc
                 choice = dict(raw["choices"][0], index=len(choices))
                 choices.append(choice)
                 usage["prompt_tokens"] = raw["usage"]["prompt_tokens"]
