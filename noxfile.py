@@ -200,7 +200,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks of opto.trace side by side with trace-opt from PyPI (prints ratios).
+    """Benchmarks side by side with trace-opt from PyPI (prints ratios), then the other layers.
 
     trace-opt gets its own venv, benchmarks/_trace_opt_venv (git-ignored, kept between runs
     since this session's venv is recreated each time). Arguments after `--` go to
@@ -214,3 +214,9 @@ def bench(session: nox.Session) -> None:
         session.run("uv", "venv", "-q", "-p", session.python, str(reference), external=True)
     session.run("uv", "pip", "install", "-q", "--python", str(python), trace_opt, external=True)
     session.run("python", "benchmarks/run.py", "--reference-python", str(python), *session.posargs)
+    # The other layers: LLM pipeline, optimizer step overhead and prompt size, trainer latency.
+    _uv_sync(session, "--all-packages", "--extra", "storage")
+    session.run("python", "benchmarks/llm_pipeline.py")
+    session.run("python", "benchmarks/optimizer_overhead.py", "--reference-python", str(python))
+    session.run("python", "benchmarks/prompt_size.py", "--reference-python", str(python))
+    session.run("python", "benchmarks/trainer_latency.py")
