@@ -49,6 +49,7 @@ from rich.text import Text
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "support_tickets.json"
 BATCH_SIZE = 2  # tickets per step: small prompts, fast steps
+DEFAULT_STEPS = 4
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         help="auto: OPTO_LLM_MODEL / a provider key, else the embedded model; "
         "scripted: a scripted stand-in (no model)",
     )
-    parser.add_argument("--steps", type=int, default=4, help="optimization steps")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimization steps")
     parser.add_argument("--proposals", type=int, default=4, help="proposals per step")
     parser.add_argument("--output", type=Path, default=HERE / "output", help="output folder")
     parser.add_argument(
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     show_usage(result.usage)
     console.print(f"Run stored in {result.storage_url} as {result.run_name!r}")
     command = "uv run --locked --all-packages --extra local examples/quickstart.py"
-    more = f"--resume --steps {result.n_iters + args.steps}"
+    more = f"--resume --steps {result.n_iters + DEFAULT_STEPS}"
     console.print(f"  continue it: {command} {more}", markup=False)
     console.print(f"  inspect it:  {command} --inspect", markup=False)
     console.print(
