@@ -387,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     after = held_out_scores(agent, guide, test)
 
     console.rule("Result")
-    console.print(f"{result.n_iters} steps in {elapsed:.0f} s ({result.stopped})")
+    console.print(
+        f"{result.n_iters} steps in all ({result.stopped}); this run took {elapsed:.0f} s"
+    )
     show_before_after(test, before, after, agent)
     show_usage(result.usage)
     console.print(f"Run stored in {result.storage_url} as {result.run_name!r}")

@@ -74,7 +74,7 @@ def test_quickstart_scripted_improves_the_held_out_score_and_writes_its_files(tm
     assert _held_out(output) == pytest.approx((0.5625, 0.9375), abs=1e-3)
     assert "Closing line now: 'Thank you for contacting Acme!'" in output
     assert 'words = ("invoice", "charge", "refund", "bill")' in output
-    assert "4 steps" in output
+    assert "4 steps in all" in output
     assert "LLM usage: 16 calls" in output  # 4 steps x 4 proposals
     assert "Evaluation at step 4" in output  # the per-evaluation table
     assert "BasicSearchAlgorithm" in output and "4/4" in output  # the progress bar
