@@ -228,3 +228,28 @@ def test_improvement_threshold_tightens_acceptance(threshold, kept):
         improvement_threshold=threshold,
     )
     assert result.final_parameters == {"prompt": kept}  # the update gains exactly 1.0
+
+
+def test_basic_search_keeps_the_current_parameters_on_a_tie():
+    from opto.trainers import BasicSearchAlgorithm, ExactMatchGuide
+    from opto.trainers.executors import SerialExecutor
+
+    @trace.model
+    class Echo:
+        def __init__(self):
+            self.prompt = trace.node("v0", trainable=True)
+
+        def forward(self, x):
+            return self.prompt + ""
+
+    class Next(Optimizer):
+        def _step(self, **kwargs):
+            (p,) = self.parameters
+            return {p: "v" + str(int(p.data[1:]) + 1)}
+
+    agent = Echo()
+    data = {"inputs": [1, 2], "infos": ["never"] * 2}  # every candidate scores 0
+    trainer = BasicSearchAlgorithm(agent, Next(agent.parameters()), executor=SerialExecutor())
+    result = trainer.train(ExactMatchGuide(), data, batch_size=2, num_epochs=2, num_proposals=2)
+    assert result.final_parameters == {"prompt": "v0"}
+    assert agent.prompt.data == "v0"

@@ -338,9 +338,10 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
             max_errors=options.max_errors,
         )
         current_score = scores[-1] if need_current else cached[1]  # type: ignore[index]
+        # The current parameters come first: on a tie they stay (no change without evidence).
         ranked = [
-            *zip(candidates, scores[: len(candidates)], owners),
             (current, current_score, None),
+            *zip(candidates, scores[: len(candidates)], owners),
         ]
         best_index = max(
             range(len(ranked)),
