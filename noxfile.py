@@ -66,6 +66,36 @@ def _uv_sync(session: nox.Session, *args: str) -> None:
     )
 
 
+def _ensure_debian_packages(
+    session: nox.Session, packages: dict[str, str], *, required: bool = True
+) -> None:
+    """Install Debian packages whose marker file (a glob) is missing, when we may (root).
+
+    The tests start their own servers from these programs; they never use system services.
+    When `required` is False and nothing can be installed, the dependent tests skip.
+    """
+    missing = [name for name, marker in packages.items() if not glob.glob(marker)]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        if not required:
+            session.warn(f"not installing {' '.join(missing)}: tests that need it will skip")
+            return
+        session.error(
+            f"this session needs Debian's {' '.join(missing)}: apt-get install {' '.join(missing)}"
+        )
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run(
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        *missing,
+        external=True,
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
 def _assert_absent(session: nox.Session, modules: list[str]) -> None:
     """Fail if any of `modules` can be imported: higher layers must not leak in."""
     if not modules:
@@ -98,6 +128,7 @@ for _name in PACKAGES:
 @nox.session(name="all", python=ALL_PYTHONS)
 def all_packages(session: nox.Session) -> None:
     """Test every package together, with the optional extras, plus the root tests/."""
+    _ensure_debian_packages(session, {"graphviz": "/usr/bin/dot"}, required=False)
     extras = [arg for extra in ALL_EXTRAS for arg in ("--extra", extra)]
     _uv_sync(session, "--all-packages", *extras, "--group", "test", "--group", "examples")
     session.run(
@@ -111,6 +142,7 @@ def all_packages(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def storage(session: nox.Session) -> None:
     """Run storage on SQLite and on a real PostgreSQL server started by the tests."""
+    _ensure_debian_packages(session, {"postgresql": "/usr/lib/postgresql/*/bin/initdb"})
     _uv_sync(
         session,
         "--package",
