@@ -1,49 +1,17 @@
 """Checkpoints and step records in run storage; stop conditions; budgets; Ctrl-C."""
 
 import importlib.util
-import re
 
+import opto_trainers_test_support as S
 import pytest
-from opto import trace
-from opto.optimizers import Optimizer
-from opto.trace import bundle, node
 from opto.trainers import ExactMatchGuide, MinibatchAlgorithm
 from opto.trainers.checkpoint import CheckpointError
 from opto.utils.storage import open_storage
 from opto.utils.testing import ScriptedLLM
 
-AGENT_LLM = ScriptedLLM(lambda messages, **kw: messages[-1]["content"].split("|")[0])
-
-
-@bundle()
-def answer(prompt, x):
-    """Echo the prompt."""
-    return AGENT_LLM(messages=[{"role": "user", "content": f"{prompt}|{x}"}]).content
-
-
-@trace.model
-class Agent:
-    def __init__(self):
-        self.prompt = node("v0", trainable=True)
-
-    def forward(self, x):
-        return answer(self.prompt, x)
-
-
-class Toy(Optimizer):
-    def __init__(self, parameters, llm):
-        super().__init__(parameters)
-        self.llm = llm
-
-    def _step(self, **kwargs):
-        (p,) = self.parameters
-        return {p: self.llm(messages=[{"role": "user", "content": f"value={p.data}"}]).content}
-
-
-def increment(messages, **kwargs):
-    number = re.search(r"value=v(\d+)", messages[-1]["content"]).group(1)
-    return f"v{int(number) + 1}"
-
+Agent = S.EchoAgent
+Toy = S.StepOptimizer
+increment = S.increment
 
 DATA = {"inputs": list(range(8)), "infos": ["v2"] * 8}
 needs_storage = pytest.mark.skipif(

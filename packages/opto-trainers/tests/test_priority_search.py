@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 import threading
-from pathlib import Path
 
+import opto_trainers_test_support as S
 import pytest
 from opto.trainers.algorithms.base import UnknownTrainArgumentError
 from opto.trainers.algorithms.priority_search import (
@@ -19,19 +17,6 @@ from opto.trainers.algorithms.priority_search import (
 )
 from opto.trainers.executors import ThreadExecutor
 from opto.trainers.guide import Guide
-
-
-def _support():
-    name = "opto_trainers_search_support"
-    if name not in sys.modules:
-        path = Path(__file__).with_name("test_priority_search_support.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _support()
 
 
 def candidate(created: int, *scores: float) -> ModuleCandidate:

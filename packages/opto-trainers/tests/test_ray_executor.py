@@ -7,11 +7,10 @@ Needs the extra `opto-trainers[ray]`; without Ray only the install-hint test run
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
+import opto_trainers_test_support as S
 import pytest
 from opto.trainers.algorithms.beamsearch import BeamSearch, BeamSearchHistory
 from opto.trainers.algorithms.priority_search import PrioritySearch
@@ -29,19 +28,6 @@ except ImportError:
 needs_ray = pytest.mark.skipif(
     ray is None, reason="Ray is not installed (extra opto-trainers[ray]); see the ray session"
 )
-
-
-def _support():
-    name = "opto_trainers_search_support"
-    if name not in sys.modules:
-        path = Path(__file__).with_name("test_priority_search_support.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _support()
 
 
 def test_missing_ray_gives_the_install_hint(monkeypatch):

@@ -19,41 +19,18 @@ STEPS = 8  # 16 examples, batch 2, 1 epoch
 
 
 def train(db, run_name, resume, delay):
-    from opto import trace
-    from opto.optimizers import Optimizer
-    from opto.trace import bundle, node
+    # Run as a script, so this file's directory is on sys.path: the shared test support
+    # imports as plain `support`.
     from opto.trainers import ExactMatchGuide, MinibatchAlgorithm
     from opto.utils.testing import ScriptedLLM
+    from support import StepOptimizer, prompt_agent
 
     def agent_reply(messages, **kwargs):
         time.sleep(delay)
         prompt, x = messages[-1]["content"].split("|")
         return prompt if int(x) % 3 else prompt + "!"
 
-    agent_llm = ScriptedLLM(agent_reply)
-
-    @bundle()
-    def answer(prompt, x):
-        """Answer x with the prompt."""
-        return agent_llm(messages=[{"role": "user", "content": f"{prompt}|{x}"}]).content
-
-    @trace.model
-    class Agent:
-        def __init__(self):
-            self.prompt = node("v0", trainable=True)
-
-        def forward(self, x):
-            return answer(self.prompt, x)
-
-    class Toy(Optimizer):
-        def __init__(self, parameters, llm):
-            super().__init__(parameters)
-            self.llm = llm
-
-        def _step(self, **kwargs):
-            (p,) = self.parameters
-            text = f"value={p.data} feedback={self.trace_graph.user_feedback}"
-            return {p: self.llm(messages=[{"role": "user", "content": text}]).content}
+    Agent = prompt_agent(ScriptedLLM(agent_reply))
 
     def propose(messages, **kwargs):
         text = messages[-1]["content"]
@@ -61,7 +38,8 @@ def train(db, run_name, resume, delay):
         return f"v{(number * 3 + text.count('Incorrect') + 1) % 5}"
 
     agent = Agent()
-    trainer = MinibatchAlgorithm(agent, Toy(agent.parameters(), ScriptedLLM(propose)), 2, seed=3)
+    optimizer = StepOptimizer(agent.parameters(), ScriptedLLM(propose), show_feedback=True)
+    trainer = MinibatchAlgorithm(agent, optimizer, 2, seed=3)
     data = {"inputs": list(range(16)), "infos": [f"v{i % 4}" for i in range(16)]}
     result = trainer.train(
         ExactMatchGuide(),

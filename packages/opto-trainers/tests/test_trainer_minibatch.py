@@ -1,8 +1,8 @@
 """MinibatchAlgorithm and BasicSearchAlgorithm under a deterministic scripted LLM."""
 
-import re
 import threading
 
+import opto_trainers_test_support as S
 import pytest
 from opto import trace
 from opto.optimizers import Optimizer
@@ -19,43 +19,9 @@ from opto.trainers.algorithms.base import UnknownTrainArgumentError
 from opto.trainers.loader import DatasetError
 from opto.utils.testing import ScriptedLLM
 
-AGENT_LLM = ScriptedLLM(lambda messages, **kw: messages[-1]["content"].split("|")[0])
-
-
-@bundle()
-def answer(prompt, x):
-    """Answer x with the prompt (the scripted LLM echoes the prompt)."""
-    return AGENT_LLM(messages=[{"role": "user", "content": f"{prompt}|{x}"}]).content
-
-
-@trace.model
-class Agent:
-    def __init__(self):
-        self.prompt = node("v0", trainable=True)
-
-    def forward(self, x):
-        return answer(self.prompt, x)
-
-
-class Toy(Optimizer):
-    """Asks its LLM for the next value and records the feedback it saw."""
-
-    def __init__(self, parameters, llm):
-        super().__init__(parameters)
-        self.llm = llm
-        self.seen = []
-
-    def _step(self, **kwargs):
-        (p,) = self.parameters
-        self.seen.append(self.trace_graph.user_feedback)
-        reply = self.llm(messages=[{"role": "user", "content": f"value={p.data}"}]).content
-        return {p: reply}
-
-
-def increment(messages, **kwargs):
-    number = re.search(r"value=v(\d+)", messages[-1]["content"]).group(1)
-    return f"v{int(number) + 1}"
-
+Agent = S.EchoAgent
+Toy = S.StepOptimizer
+increment = S.increment
 
 DATA = {"inputs": list(range(6)), "infos": ["v3"] * 6}
 

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
+import opto_trainers_test_support as S
 import pytest
 from opto.trainers.algorithms.ucb import BufferEntry, UCBSearch, UCBSearchAlgorithm
-
-
-def _support():
-    name = "opto_trainers_search_support"
-    if name not in sys.modules:
-        path = Path(__file__).with_name("test_priority_search_support.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _support()
 
 
 def test_reaches_the_target_with_a_bounded_buffer():

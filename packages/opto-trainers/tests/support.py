@@ -1,10 +1,18 @@
-"""Shared support for the search-trainer tests (BeamSearch, UCBSearch, PrioritySearch, Ray).
+"""Shared test agents, optimizers, guides and loggers for the opto-trainers tests.
 
-Holds no tests; each test module loads it by path under one shared module name. The task: find the
+Holds no tests. `conftest.py` loads this file by path as the module
+`opto_trainers_test_support` (so it works with `--import-mode=importlib` and against an
+installed wheel); test modules use `import opto_trainers_test_support as S`.
+
+Search trainers (BeamSearch, UCBSearch, PrioritySearch, Ray): find the
 integer `a` with `a * x == y` for the examples ({1..4} -> {3, 6, 9, 12}, so a = 3),
 starting from a = 1. The guide says "too small"/"too large"; the optimizer asks a
 scripted LLM, which moves the value one step in the direction most feedback lines ask for.
 Everything is deterministic given the prompt, so runs on threads and on Ray agree.
+
+Minibatch-family trainers: `prompt_agent(llm)` builds an agent with one trainable string
+`prompt` that answers through a scripted LLM, and `StepOptimizer` asks its own LLM for the
+next value (`increment` turns "vN" into "vN+1").
 """
 
 from __future__ import annotations
@@ -126,3 +134,61 @@ def make(cls: type, *, a: int = 1, **init: Any) -> tuple[Any, Scale, NudgeOptimi
     init.setdefault("num_threads", 4)
     init.setdefault("seed", 0)
     return cls(agent, optimizer, **init), agent, optimizer
+
+
+# -- minibatch-family agents and optimizers ----------------------------------------------------
+
+
+def prompt_agent(llm: Any) -> type:
+    """A trace model class whose trainable string `prompt` answers `x` through `llm`.
+
+    The agent sends `"{prompt}|{x}"` as the user message and returns the reply's content.
+    """
+
+    @trace.bundle()
+    def answer(prompt, x):
+        """Answer x with the prompt."""
+        return llm(messages=[{"role": "user", "content": f"{prompt}|{x}"}]).content
+
+    @trace.model
+    class Agent:
+        def __init__(self):
+            self.prompt = trace.node("v0", trainable=True)
+
+        def forward(self, x):
+            return answer(self.prompt, x)
+
+    return Agent
+
+
+ECHO_LLM = ScriptedLLM(lambda messages, **kw: messages[-1]["content"].split("|")[0])
+"""An agent LLM that answers with the prompt it was given."""
+
+EchoAgent = prompt_agent(ECHO_LLM)
+"""An agent whose answer is its `prompt` (starts at "v0")."""
+
+
+class StepOptimizer(Optimizer):
+    """Asks its LLM for the next value of its single parameter; records the feedback seen.
+
+    With `show_feedback` the message also carries the feedback (`value=... feedback=...`).
+    """
+
+    def __init__(self, parameters: Any, llm: Any, show_feedback: bool = False) -> None:
+        super().__init__(parameters)
+        self.llm = llm
+        self.show_feedback = show_feedback
+        self.seen: list[Any] = []
+
+    def _step(self, **kwargs: Any) -> dict[Any, Any]:
+        (p,) = self.parameters
+        feedback = self.trace_graph.user_feedback
+        self.seen.append(feedback)
+        text = f"value={p.data}" + (f" feedback={feedback}" if self.show_feedback else "")
+        return {p: self.llm(messages=[{"role": "user", "content": text}]).content}
+
+
+def increment(messages: list[dict[str, Any]], **kwargs: Any) -> str:
+    """The scripted optimizer LLM: "value=vN" -> "vN+1"."""
+    number = re.search(r"value=v(\d+)", messages[-1]["content"]).group(1)
+    return f"v{int(number) + 1}"
