@@ -192,3 +192,24 @@ def increment(messages: list[dict[str, Any]], **kwargs: Any) -> str:
     """The scripted optimizer LLM: "value=vN" -> "vN+1"."""
     number = re.search(r"value=v(\d+)", messages[-1]["content"]).group(1)
     return f"v{int(number) + 1}"
+
+
+def straight_and_resumed(
+    cls: type, tmp_path: Any, length: str, total: int, part: int, init: Any = None, **kwargs: Any
+) -> tuple[tuple[Any, Scale, NudgeOptimizer, Any], tuple[Any, Scale, NudgeOptimizer, Any]]:
+    """Trains `cls` on `DATA` for `length=total` straight, and again as a run stopped at
+    `length=part` and resumed to `total` from SQLite storage under `tmp_path`.
+
+    Returns `(trainer, agent, optimizer, result)` of the straight and of the resumed run.
+    """
+    init = init or {}
+    straight, straight_agent, straight_opt = make(cls, **init)
+    expected = straight.train(TargetGuide(), DATA, **{length: total}, **kwargs)
+    storage = f"sqlite:///{tmp_path / 'runs.db'}"
+    first, _, _ = make(cls, **init)
+    first.train(TargetGuide(), DATA, **{length: part}, storage=storage, run_name="r", **kwargs)
+    second, agent, second_opt = make(cls, **init)
+    resumed = second.train(
+        TargetGuide(), DATA, **{length: total}, storage=storage, run_name="r", resume=True, **kwargs
+    )
+    return (straight, straight_agent, straight_opt, expected), (second, agent, second_opt, resumed)

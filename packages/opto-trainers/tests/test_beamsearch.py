@@ -152,21 +152,18 @@ def test_reference_names_are_aliases():
 
 @pytest.mark.parametrize("cls", [BeamSearch, BeamSearchHistory])
 def test_resume_continues_exactly(tmp_path, cls):
-    kwargs = dict(batch_size=1, beam_width=2, num_proposals=2, validation_dataset_size=2)
-    straight, straight_agent, straight_opt = S.make(cls)
-    expected = straight.train(S.TargetGuide(), S.DATA, max_depth=4, **kwargs)
-    storage = f"sqlite:///{tmp_path / 'runs.db'}"
-    first, _, _ = S.make(cls)
-    first.train(S.TargetGuide(), S.DATA, max_depth=2, storage=storage, run_name="r", **kwargs)
-    second, agent, second_opt = S.make(cls)
-    resumed = second.train(
-        S.TargetGuide(),
-        S.DATA,
-        max_depth=4,
-        storage=storage,
-        run_name="r",
-        resume=True,
-        **kwargs,
+    (straight, straight_agent, straight_opt, expected), (second, agent, second_opt, resumed) = (
+        S.straight_and_resumed(
+            cls,
+            tmp_path,
+            "max_depth",
+            4,
+            2,
+            batch_size=1,
+            beam_width=2,
+            num_proposals=2,
+            validation_dataset_size=2,
+        )
     )
     assert resumed.n_iters == 4
     assert resumed.train_scores == expected.train_scores

@@ -231,21 +231,15 @@ def test_optimizer_not_built_on_the_agent_is_rejected():
 
 
 def test_resume_continues_exactly(tmp_path):
-    kwargs = dict(batch_size=2, num_candidates=2, num_proposals=2)
-    straight, straight_agent, _ = S.make(PrioritySearch)
-    expected = straight.train(S.TargetGuide(), S.DATA, num_steps=4, **kwargs)
-    storage = f"sqlite:///{tmp_path / 'runs.db'}"
-    first, _, _ = S.make(PrioritySearch)
-    first.train(S.TargetGuide(), S.DATA, num_steps=2, storage=storage, run_name="r", **kwargs)
-    second, agent, _ = S.make(PrioritySearch)
-    resumed = second.train(
-        S.TargetGuide(),
-        S.DATA,
-        num_steps=4,
-        storage=storage,
-        run_name="r",
-        resume=True,
-        **kwargs,
+    (straight, straight_agent, _, expected), (second, agent, _, resumed) = S.straight_and_resumed(
+        PrioritySearch,
+        tmp_path,
+        "num_steps",
+        4,
+        2,
+        batch_size=2,
+        num_candidates=2,
+        num_proposals=2,
     )
     assert resumed.n_iters == 4
     assert resumed.train_scores == expected.train_scores

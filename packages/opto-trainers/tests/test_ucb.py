@@ -89,23 +89,15 @@ def test_batch_size_is_the_training_batch_when_given():
 
 
 def test_resume_continues_exactly(tmp_path):
-    kwargs = dict(train_batch_size=1, evaluation_batch_size=2)
-    straight, straight_agent, _ = S.make(UCBSearch, max_buffer_size=3)
-    expected = straight.train(S.TargetGuide(), S.DATA, num_search_iterations=5, **kwargs)
-    storage = f"sqlite:///{tmp_path / 'runs.db'}"
-    first, _, _ = S.make(UCBSearch, max_buffer_size=3)
-    first.train(
-        S.TargetGuide(), S.DATA, num_search_iterations=2, storage=storage, run_name="r", **kwargs
-    )
-    second, agent, _ = S.make(UCBSearch, max_buffer_size=3)
-    resumed = second.train(
-        S.TargetGuide(),
-        S.DATA,
-        num_search_iterations=5,
-        storage=storage,
-        run_name="r",
-        resume=True,
-        **kwargs,
+    (straight, straight_agent, _, expected), (second, agent, _, resumed) = S.straight_and_resumed(
+        UCBSearch,
+        tmp_path,
+        "num_search_iterations",
+        5,
+        2,
+        init={"max_buffer_size": 3},
+        train_batch_size=1,
+        evaluation_batch_size=2,
     )
     assert resumed.n_iters == 5
     assert resumed.train_scores == expected.train_scores
