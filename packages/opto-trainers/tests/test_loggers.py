@@ -2,6 +2,9 @@
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from opto import trace
@@ -53,6 +56,29 @@ def test_nothing_is_printed_without_verbose(capsys):
     )
     out, err = capsys.readouterr()
     assert out == "" and err == ""
+
+
+def test_nothing_is_printed_without_verbose_when_the_app_configures_no_logging(tmp_path):
+    # pytest installs logging handlers, so run a plain script: a run that stops on its LLM
+    # budget logs a warning, which Python's last-resort handler would print to stderr.
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import support as S\n"
+        "from opto.trainers import MinibatchAlgorithm, ExactMatchGuide\n"
+        "from opto.utils.testing import ScriptedLLM\n"
+        "agent = S.EchoAgent()\n"
+        "optimizer = S.StepOptimizer(agent.parameters(), ScriptedLLM(S.increment))\n"
+        "data = {'inputs': [1, 2, 3, 4], 'infos': ['v2'] * 4}\n"
+        "result = MinibatchAlgorithm(agent, optimizer).train(\n"
+        "    ExactMatchGuide(), data, batch_size=2, max_llm_calls=4, verbose=False\n"
+        ")\n"
+        "assert result.stopped == 'budget', result.stopped\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
 
 
 def test_verbose_shows_progress_and_evaluation_table(capsys):

@@ -11,9 +11,15 @@ Names are imported on first access, so `import opto.trainers` stays cheap.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
+
+# A library never prints: without this, warnings (a budget stop, Ctrl-C) reach stderr through
+# Python's last-resort handler when the application configured no logging. Records still
+# propagate to whatever handlers the application sets up.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _EXPORTS = {
     **dict.fromkeys(
