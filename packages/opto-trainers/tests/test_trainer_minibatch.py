@@ -219,3 +219,20 @@ def test_basic_search_keeps_the_current_parameters_on_a_tie():
     result = trainer.train(ExactMatchGuide(), data, batch_size=2, num_epochs=2, num_proposals=2)
     assert result.final_parameters == {"prompt": "v0"}
     assert agent.prompt.data == "v0"
+
+
+@pytest.mark.parametrize("cls", ["MinibatchAlgorithm", "BasicSearchAlgorithm", "PrioritySearch"])
+def test_a_plain_function_as_guide_is_a_clear_error(cls):
+    import opto.trainers
+
+    agent = Agent()
+    trainer = getattr(opto.trainers, cls)(agent, Toy(agent.parameters(), ScriptedLLM(increment)))
+
+    def score(query, response, reference):
+        return float(response == reference)
+
+    with pytest.raises(TypeError, match=r"FunctionGuide\(fn\)"):
+        trainer.train(score, DATA, batch_size=2)
+    with pytest.raises(TypeError, match="test_guide"):
+        trainer.train(ExactMatchGuide(), DATA, batch_size=2, test_dataset=DATA, test_guide=score)
+    assert agent.prompt.data == "v0"  # nothing ran

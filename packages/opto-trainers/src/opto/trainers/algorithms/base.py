@@ -562,6 +562,9 @@ class Trainer:
         total_steps: int | None = None,
     ) -> Iterator[TrainSession]:
         """Open a run: resume, budgets, logging, checkpoints and clean stops (see module doc)."""
+        _check_guide(guide, "guide")
+        if options.test_guide is not None:
+            _check_guide(options.test_guide, "test_guide")
         with self._use_executor(options.num_threads):
             run = TrainSession(self, guide, options, config=dict(config or {}))
             with run._running(total_steps):
@@ -880,6 +883,18 @@ class TrainSession:
             storage_url=None if self.store is None else self.store.url,
             save_path=self.options.save_path if self.options.save_frequency else None,
         )
+
+
+def _check_guide(guide: Any, name: str) -> None:
+    """A clear error for a guide that is not a `Guide` (e.g. a bare scoring function)."""
+    if isinstance(guide, Guide):
+        return
+    hint = (
+        "; wrap a scoring function as FunctionGuide(fn) (from opto.trainers)"
+        if callable(guide)
+        else ""
+    )
+    raise TypeError(f"{name} must be an opto.trainers Guide, not {type(guide).__name__}{hint}")
 
 
 def _finite_or_none(value: Any) -> Any:
