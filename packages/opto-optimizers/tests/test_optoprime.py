@@ -689,3 +689,60 @@ def test_problem_instance_renders_in_reference_order():
 
 def test_optoprime_v1_is_optoprime():
     assert OptoPrimeV1 is OptoPrime
+
+
+# --- replies cut off at max_tokens -----------------------------------------------------------
+
+
+def _scale_program():
+    """A trainable function and a trainable int: out = scale(x, k)."""
+
+    @trace.bundle(trainable=True)
+    def scale(a, k):
+        """Scale a by k."""
+        return a * k
+
+    k = trace.node(2, name="k", trainable=True)
+    x = trace.node(3, name="x")
+    return scale, k, x
+
+
+def test_the_schema_asks_for_non_code_values_before_code():
+    scale, k, x = _scale_program()
+    llm = ScriptedLLM([reply(k0=3)])
+    opt = OptoPrime([scale.parameter, k], llm=llm)
+    out = scale(x, 2) + k  # the trace lists __code0 before k0
+    opt.backward(out, "should be 9")
+    assert list(opt.summarize().variables) == ["__code0", "k0"]
+    opt.step()
+    suggestion = llm.requests[0].options["response_format"]["json_schema"]["schema"]["properties"][
+        "suggestion"
+    ]
+    assert list(suggestion["properties"]) == ["k0", "__code0"]
+    assert suggestion["required"] == ["k0", "__code0"]
+
+
+def test_a_reply_cut_inside_the_code_applies_the_complete_values_and_rejects_the_cut_one():
+    scale, k, x = _scale_program()
+    cut = '{"reasoning": "k should be 3", "answer": "", "suggestion": {"k0": 3, "__code0": "def sc'
+    llm = ScriptedLLM([cut])
+    opt = OptoPrime([scale.parameter, k], llm=llm)
+    old_code = scale.parameter.data
+    opt.backward(scale(x, k), "should be 9")
+    update = opt.step()
+    assert {p.py_name: v for p, v in update.items()} == {"k0": 3}
+    assert k.data == 3 and scale.parameter.data == old_code
+    record = opt.last_step
+    assert record.parse_error is None and record.applied == {"k0": 3}
+    assert record.reasoning == "k should be 3"
+    assert "cut off" in record.rejected["__code0"] and "max_tokens" in record.rejected["__code0"]
+    assert opt.parse_failures == 0
+
+
+def test_a_reply_cut_before_any_complete_value_is_still_a_parse_failure():
+    scale, k, x = _scale_program()
+    llm = ScriptedLLM(['{"reasoning": "k should be 3", "suggestion": {"k0": 3'])
+    opt = OptoPrime([scale.parameter, k], llm=llm)
+    opt.backward(scale(x, k), "should be 9")
+    assert opt.step() == {}
+    assert "cut off" in opt.last_step.parse_error and k.data == 2

@@ -198,12 +198,51 @@ def test_a_reply_cut_after_the_suggestion_keeps_the_complete_members():
 @pytest.mark.parametrize(
     "text",
     [
-        '{"reasoning": "r", "suggestion": {"x0": 2, "y0": "half a val',
         '{"reasoning": "a long thought that never en',
         '{"suggestion": {"x0": [1, 2',
+        '{"reasoning": "r", "suggestion": {"x0": 2',
+        '{"reasoning": "r", "suggestion": {"__code0": "", "x0": 3',
     ],
 )
-def test_a_reply_cut_inside_the_suggestion_is_an_error_never_half_a_value(text):
+def test_a_reply_cut_before_any_complete_value_is_an_error_never_half_a_value(text):
     with pytest.raises(SuggestionParseError, match="cut off") as info:
         parse_suggestion_reply(text)
     assert info.value.raw == text
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion", "cut_off"),
+    [
+        # the value being written is dropped, whatever its type
+        ('{"reasoning": "r", "suggestion": {"x0": 2, "y0": "half a val', {"x0": 2}, "y0"),
+        ('{"reasoning": "r", "suggestion": {"x0": 2, "y0": [1, 2', {"x0": 2}, "y0"),
+        ('{"reasoning": "r", "suggestion": {"x0": 2, "y0": "a\\"', {"x0": 2}, "y0"),
+        # a number at the very end may be cut ("14" of "145"): dropped
+        ('{"reasoning": "r", "suggestion": {"x0": 2, "y0": 14', {"x0": 2}, "y0"),
+        # a closed string, list or object at the end is complete
+        ('{"reasoning": "r", "suggestion": {"x0": 2, "y0": "done"', {"x0": 2, "y0": "done"}, ""),
+        ('{"reasoning": "r", "suggestion": {"x0": 2, "y0": [1]  ', {"x0": 2, "y0": [1]}, ""),
+        # cut inside the next name: no name known
+        ('{"reasoning": "r", "suggestion": {"x0": 2, "y', {"x0": 2}, ""),
+        # prose with braces before a fenced, cut reply; single quotes
+        (
+            'Sure {x}.\n```json\n{"reasoning": "r, {", "answer": "", "suggestion": '
+            '{"x0": [1, 2], "d0": {"a": 1}, "__code0": "def f(x):\\n    return',
+            {"x0": [1, 2], "d0": {"a": 1}},
+            "__code0",
+        ),
+        ("{'reasoning': 'r', 'suggestion': {'x0': True, 'y0': 'ha", {"x0": True}, "y0"),
+    ],
+)
+def test_a_reply_cut_inside_the_suggestion_keeps_the_completely_written_values(
+    text, suggestion, cut_off
+):
+    reply = parse_suggestion_reply(text)
+    assert reply.suggestion == suggestion
+    assert reply.cut_off == cut_off
+    assert reply.reasoning.startswith("r")
+
+
+def test_a_complete_reply_has_no_cut_off():
+    assert parse_suggestion_reply('{"reasoning": "r", "suggestion": {"x0": 2}}').cut_off is None
+    assert parse_suggestion_reply('{"reasoning": "r", "suggestion": {"x0": 2}').cut_off is None

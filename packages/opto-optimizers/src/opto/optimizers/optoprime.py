@@ -479,13 +479,14 @@ class OptoPrime(Optimizer):
         return system, user
 
     def response_format(self, summary: FunctionFeedback) -> dict[str, Any] | None:
-        """The ``json_schema`` response format naming exactly the trainable variables
-        (None when ``use_json_object_format`` is False)."""
+        """The ``json_schema`` response format naming exactly the trainable variables,
+        non-code ones first (None when ``use_json_object_format`` is False)."""
         if not self.use_json_object_format:
             return None
-        variables = {
-            name: _json_type(value, name) for name, (value, _) in summary.variables.items()
-        }
+        # Non-code values first: a reply cut off at max_tokens then loses the (long) code,
+        # not the short values written after it.
+        names = sorted(summary.variables, key=lambda name: "__code" in name)
+        variables = {name: _json_type(summary.variables[name][0], name) for name in names}
         text: dict[str, Any] = {"type": "string"}
         if self.reasoning_max_chars is not None:
             text["maxLength"] = max(1, min(self.reasoning_max_chars, self.max_tokens))
@@ -708,7 +709,21 @@ class OptoPrime(Optimizer):
             return {}
         record.reasoning, record.answer = parsed.reasoning, parsed.answer
         record.suggestion = dict(parsed.suggestion)
-        return self.construct_update_dict(parsed.suggestion)
+        update = self.construct_update_dict(parsed.suggestion)
+        self._reject_cut_off(parsed)
+        return update
+
+    def _reject_cut_off(self, parsed: ParsedReply) -> None:
+        """Record the value a reply cut off (at ``max_tokens``) was writing as rejected."""
+        if parsed.cut_off is None:
+            return
+        name = parsed.cut_off or "<the value after the last complete one>"
+        reason = (
+            "the reply was cut off (max_tokens) while writing this value; only the "
+            "completely written values were applied. Raise max_tokens."
+        )
+        logger.warning("%s: %s: %s", type(self).__name__, name, reason)
+        self._reject(name, reason)
 
     # --- state ------------------------------------------------------------------------
 

@@ -5,6 +5,9 @@ quotes or Python literals (``True``/``None``), and put raw newlines inside strin
 parser here accepts all of that, and nothing it is given makes it raise anything but
 :class:`SuggestionParseError`.
 
+A reply cut off inside its suggestion (it hit ``max_tokens``) yields the values that were
+completely written; the one being written is dropped and named in ``ParsedReply.cut_off``.
+
 ``TERMINATE`` ends a step only when it is the whole reply (possibly fenced or quoted), never
 when the word merely appears inside the reasoning.
 """
@@ -12,6 +15,7 @@ when the word merely appears inside the reasoning.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 import warnings
@@ -66,7 +70,10 @@ class ParsedReply:
     """A parsed reply: the suggestion ``{variable name: value}`` and the text around it.
 
     ``terminate`` is True when the reply was exactly ``TERMINATE`` (then ``suggestion`` is
-    empty).
+    empty). ``cut_off`` is None for a complete reply; for a reply cut off (e.g. at
+    ``max_tokens``) inside the suggestion, ``suggestion`` holds only the completely written
+    values and ``cut_off`` names the variable whose value was cut (``""`` when even its
+    name was cut).
     """
 
     raw: str
@@ -74,6 +81,7 @@ class ParsedReply:
     reasoning: str = ""
     answer: Any = None
     terminate: bool = False
+    cut_off: str | None = None
 
 
 def is_terminate(text: str) -> bool:
@@ -245,6 +253,101 @@ def _truncated_object(text: str) -> str | None:
     return text[start:last_comma] + "}" if last_comma > start else ""
 
 
+_OBJECT_START = re.compile(r"\{(?=\s*[\"'])")
+_MEMBER_KEY = re.compile(r"""\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')\s*:\s*""", re.DOTALL)
+
+
+def _scan_members(text: str, start: int) -> tuple[list[int], bool] | int:
+    """Scan the object opening at ``text[start]``: the positions of its top-level commas
+    and whether the text ends directly inside it (not in a nested value or a string);
+    the index of its closing brace when it closes (it was not cut off)."""
+    depth = 0
+    quote = ""
+    escaped = False
+    commas: list[int] = []
+    for index in range(start, len(text)):
+        char = text[index]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return index
+        elif char == "," and depth == 1:
+            commas.append(index)
+    return commas, depth == 1 and not quote
+
+
+def _key_name(text: str, position: int) -> str | None:
+    """The quoted member name starting at ``position`` (after blanks), None if there is
+    no complete ``"name":`` there."""
+    match = _MEMBER_KEY.match(text, position)
+    if match is None:
+        return None
+    return (match.group(1) if match.group(1) is not None else match.group(2)).strip()
+
+
+def _cut_suggestion(text: str, suggestion_key: str) -> tuple[dict[str, Any], dict[Any, Any], str]:
+    """For a reply cut off inside its ``suggestion_key`` object: the complete members of
+    the outer object, the complete members of the suggestion, and the name of the variable
+    whose value was cut (``""`` when no name is known, e.g. the cut fell inside a name).
+
+    A suggestion member counts as complete only when a top-level comma follows it, or when
+    it is the last member and its value visibly ended (a closed string, list or object);
+    a number or literal at the very end may have been cut and is not kept.
+
+    Raises:
+        ValueError: the text is not an object cut off inside its suggestion object.
+    """
+    end = len(text.rstrip())
+    position = 0
+    for _ in range(_MAX_SPANS):  # top-level objects only: linear in the text's length
+        opening = _OBJECT_START.search(text, position)
+        if opening is None:
+            break
+        start = opening.start()
+        scanned = _scan_members(text, start)
+        if isinstance(scanned, int):
+            position = scanned + 1
+            continue
+        commas, _ = scanned
+        tail_start = commas[-1] + 1 if commas else start + 1
+        key = _MEMBER_KEY.match(text, tail_start)
+        if _key_name(text, tail_start) != suggestion_key or key is None:
+            break
+        inner_start = key.end()
+        inner_scan = _scan_members(text, inner_start) if text.startswith("{", inner_start) else 0
+        if isinstance(inner_scan, int):
+            break
+        inner_commas, ends_at_top = inner_scan
+        try:
+            outer = load_json_like(text[start:tail_start].rstrip().rstrip(",") + "}")
+            members = [inner_start + 1, *(c + 1 for c in inner_commas)]
+            complete_end = inner_commas[-1] if inner_commas else inner_start + 1
+            last = text[members[-1] : end]
+            if ends_at_top and last.endswith(('"', "'", "}", "]")):
+                with contextlib.suppress(ValueError):
+                    load_json_like("{" + last + "}")
+                    complete_end = end
+            suggestion = load_json_like(text[inner_start:complete_end].rstrip().rstrip(",") + "}")
+        except ValueError:
+            break
+        if not isinstance(outer, dict) or not isinstance(suggestion, dict):
+            break
+        cut_name = "" if complete_end == end else (_key_name(text, members[-1]) or "")
+        return outer, suggestion, cut_name
+    raise ValueError("not an object cut off inside its suggestion")
+
+
 def _candidates(text: str) -> Iterator[str]:
     """Texts that may be the JSON object, most likely first."""
     stripped = text.strip()
@@ -329,6 +432,21 @@ def parse_suggestion_reply(
             break
         if chosen is None:
             chosen = obj
+    if chosen is None or suggestion_key not in chosen:
+        # Cut off (e.g. at max_tokens) inside the suggestion: keep the complete values.
+        try:
+            outer, partial, cut_name = _cut_suggestion(text, suggestion_key)
+        except ValueError:
+            partial = {}
+        partial = _clean_suggestion(partial)
+        if partial:
+            return ParsedReply(
+                raw=text,
+                suggestion=partial,
+                reasoning=_text(outer.get(reasoning_key)),
+                answer=outer.get(answer_key) if answer_key is not None else None,
+                cut_off=cut_name,
+            )
     if (chosen is None or suggestion_key not in chosen) and _truncated_object(text) is not None:
         raise SuggestionParseError(
             "the reply was cut off before its suggestion was complete; raise max_tokens or "
