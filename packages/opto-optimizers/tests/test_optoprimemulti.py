@@ -407,3 +407,16 @@ def test_reference_call_llm_and_select_candidate_forms():
     assert chosen.suggestion == {x.py_name: 2}
     with pytest.raises(ValueError, match="down"):
         OptoPrimeMulti([x], llm=ScriptedLLM([ValueError("down")])).call_llm("s", "u")
+
+
+def test_a_selected_candidate_cut_off_in_its_suggestion_records_the_cut_value():
+    x = trace.node(3, trainable=True)
+    y = trace.node("a", trainable=True)
+    cut = f'{{"reasoning": "r", "suggestion": {{"{x.py_name}": 7, "{y.py_name}": "a long str'
+    optimizer = OptoPrimeMulti(
+        [x, y], llm=ScriptedLLM(lambda messages, **options: cut), selection_technique="last_of_n"
+    )
+    assert run(optimizer, x + 1) == {x: 7}
+    assert optimizer.selected.cut_off == y.py_name
+    assert "cut off" in optimizer.last_step.rejected[y.py_name]
+    assert y.data == "a"

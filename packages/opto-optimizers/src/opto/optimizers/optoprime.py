@@ -710,14 +710,15 @@ class OptoPrime(Optimizer):
         record.reasoning, record.answer = parsed.reasoning, parsed.answer
         record.suggestion = dict(parsed.suggestion)
         update = self.construct_update_dict(parsed.suggestion)
-        self._reject_cut_off(parsed)
+        self._reject_cut_off(parsed.cut_off)
         return update
 
-    def _reject_cut_off(self, parsed: ParsedReply) -> None:
-        """Record the value a reply cut off (at ``max_tokens``) was writing as rejected."""
-        if parsed.cut_off is None:
+    def _reject_cut_off(self, cut_off: str | None) -> None:
+        """Record the value a reply cut off (at ``max_tokens``) was writing as rejected
+        (``cut_off`` as in :class:`ParsedReply`; None: the reply was complete)."""
+        if cut_off is None:
             return
-        name = parsed.cut_off or "<the value after the last complete one>"
+        name = cut_off or "<the value after the last complete one>"
         reason = (
             "the reply was cut off (max_tokens) while writing this value; only the "
             "completely written values were applied. Raise max_tokens."

@@ -91,6 +91,7 @@ class Candidate:
     suggestion: dict[str, Any] = attrs.field(factory=dict)
     reasoning: str = ""
     terminate: bool = False
+    cut_off: str | None = None
     parse_error: str | None = None
     error: str | None = None
     temperature: float | None = None
@@ -299,6 +300,7 @@ class OptoPrimeMulti(OptoPrime):
             suggestion=dict(parsed.suggestion),
             reasoning=parsed.reasoning,
             terminate=parsed.terminate,
+            cut_off=parsed.cut_off,
             **meta,
         )
 
@@ -581,7 +583,9 @@ class OptoPrimeMulti(OptoPrime):
         record.raw_reply = selected.text
         record.reasoning = selected.reasoning
         record.suggestion = dict(selected.suggestion)
-        return self.construct_update_dict(selected.suggestion)
+        update = self.construct_update_dict(selected.suggestion)
+        self._reject_cut_off(selected.cut_off)
+        return update
 
     def _log_candidates(
         self,
