@@ -64,6 +64,18 @@ def test_resume_with_another_algorithm_is_refused(tmp_path):
         )
 
 
+@needs_storage
+def test_reusing_a_run_name_without_resume_says_how_to_continue(tmp_path):
+    from opto.utils.storage import RunExistsError
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    make().train(ExactMatchGuide(), DATA, batch_size=2, storage=url, run_name="r", max_steps=1)
+    # the storage's own hint (load_if_exists=True) is no train() keyword
+    with pytest.raises(RunExistsError, match=r"resume=True.*run_name") as caught:
+        make().train(ExactMatchGuide(), DATA, batch_size=2, storage=url, run_name="r")
+    assert "load_if_exists" not in str(caught.value)
+
+
 def test_patience_stops_after_evaluations_without_improvement():
     result = make(ScriptedLLM(default="v9")).train(
         ExactMatchGuide(), DATA, batch_size=1, test_dataset=DATA, patience=2

@@ -14,7 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from opto.utils.storage import RunNotFoundError, RunRecord, RunStatus, open_storage
+from opto.utils.storage import (
+    RunExistsError,
+    RunNotFoundError,
+    RunRecord,
+    RunStatus,
+    open_storage,
+)
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "RunStore", "default_storage_url"]
 
@@ -89,7 +95,14 @@ class RunStore:
             else:
                 self.storage.set_status(run, RunStatus.RUNNING)
                 return run
-        return self.storage.create_run(name, config=config, seed=seed)
+        try:
+            return self.storage.create_run(name, config=config, seed=seed)
+        except RunExistsError:
+            # the storage suggests `load_if_exists`, which is no `train` keyword
+            raise RunExistsError(
+                f"a run named {name!r} already exists in {self.url}; pass resume=True to "
+                "continue it, or choose another run_name"
+            ) from None
 
     @property
     def name(self) -> str:
