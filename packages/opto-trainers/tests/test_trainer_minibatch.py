@@ -236,3 +236,20 @@ def test_a_plain_function_as_guide_is_a_clear_error(cls):
     with pytest.raises(TypeError, match="test_guide"):
         trainer.train(ExactMatchGuide(), DATA, batch_size=2, test_dataset=DATA, test_guide=score)
     assert agent.prompt.data == "v0"  # nothing ran
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("eval_frequency", -1),
+        ("test_frequency", 1.5),
+        ("log_frequency", -2),
+        ("eval_frequency", True),
+    ],
+)
+def test_bad_frequencies_are_errors(key, value):
+    agent = Agent()
+    trainer = MinibatchAlgorithm(agent, Toy(agent.parameters(), ScriptedLLM(increment)))
+    with pytest.raises(ValueError, match=r"must be None or a non-negative int"):
+        trainer.train(ExactMatchGuide(), DATA, batch_size=2, test_dataset=DATA, **{key: value})
+    assert agent.prompt.data == "v0"

@@ -86,6 +86,11 @@ def _optional_positive(_instance: Any, attribute: attrs.Attribute[Any], value: A
         raise ValueError(f"{attribute.name} must be None or a positive int, not {value!r}")
 
 
+def _optional_non_negative(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{attribute.name} must be None or a non-negative int, not {value!r}")
+
+
 def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{attribute.name} must be a positive int, not {value!r}")
@@ -119,8 +124,8 @@ class TrainOptions:
     test_dataset: Any = None
     test_guide: Guide | None = None
     num_test_samples: int = attrs.field(default=1, validator=_positive)
-    eval_frequency: int | None = 1
-    log_frequency: int | None = None
+    eval_frequency: int | None = attrs.field(default=1, validator=_optional_non_negative)
+    log_frequency: int | None = attrs.field(default=None, validator=_optional_non_negative)
     min_score: Any = None
     max_errors: int | None = None
     save_frequency: int | None = attrs.field(default=None, validator=_optional_positive)
