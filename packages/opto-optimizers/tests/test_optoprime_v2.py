@@ -433,3 +433,37 @@ def test_custom_output_format_via_a_symbol_set_subclass():
     optimizer = OptoPrimeV2([x], llm=llm, optimizer_prompt_symbol_set=LineFormat())
     assert stepped(optimizer, out) == {x: 12}
     assert llm.requests[0].messages[0]["content"].endswith("Reply with lines NAME := VALUE.")
+
+
+@pytest.mark.parametrize(
+    ("tail", "cut"),
+    [
+        ("<variable><name>{f}</name><value>0.", "{f}"),
+        ("<variable><name>{f}</name><value>0.7</value>", "{f}"),
+        ("<variable><na", "<the value after the last complete one>"),
+    ],
+)
+def test_a_reply_cut_off_in_a_variable_block_applies_the_complete_ones_and_records_the_cut(
+    tail, cut
+):
+    k = trace.node(2, name="k", trainable=True)
+    f = trace.node(0.5, name="f", trainable=True)
+    cut = cut.format(f=f.py_name)
+    reply = (
+        f"<reasoning>r</reasoning><variable><name>{k.py_name}</name><value>4</value></variable>"
+        + tail.format(f=f.py_name)
+    )
+    optimizer = OptoPrimeV2([k, f], llm=ScriptedLLM([reply]))
+    optimizer.backward(k * f, "bigger")
+    assert optimizer.step() == {k: 4}
+    assert f.data == 0.5
+    assert list(optimizer.last_step.rejected) == [cut]
+    assert "cut off" in optimizer.last_step.rejected[cut]
+
+
+def test_a_complete_xml_reply_rejects_nothing():
+    k = trace.node(2, name="k", trainable=True)
+    reply = f"<reasoning>r</reasoning><variable><name>{k.py_name}</name><value>4</value></variable>"
+    optimizer = OptoPrimeV2([k], llm=ScriptedLLM([reply]))
+    optimizer.backward(k * 2, "bigger")
+    assert optimizer.step() == {k: 4} and optimizer.last_step.rejected == {}

@@ -552,7 +552,26 @@ class OptoPrimeV2(OptoPrime):
                 f"<{s.name_tag}> and a <{s.value_tag}>",
                 raw=reply,
             )
-        return ParsedReply(raw=reply, suggestion=data["variables"], reasoning=data["reasoning"])
+        return ParsedReply(
+            raw=reply,
+            suggestion=data["variables"],
+            reasoning=data["reasoning"],
+            cut_off=self._unclosed_variable(reply),
+        )
+
+    def _unclosed_variable(self, reply: str) -> str | None:
+        """The name in a last variable block that never closes (a reply cut off at
+        ``max_tokens``), ``""`` when its name is unknown; None when every block closes."""
+        s = self.symbols
+        opening = list(re.finditer(rf"<{re.escape(s.improved_variable_tag)}\b[^>]*>", reply))
+        if not opening:
+            return None
+        tail = reply[opening[-1].end() :]
+        if f"</{s.improved_variable_tag}>" in tail:
+            return None
+        tag = re.escape(s.name_tag)
+        name = re.search(rf"<{tag}>(.*?)</{tag}>", tail, re.DOTALL)
+        return name.group(1).strip() if name else ""
 
     def extract_llm_suggestion(
         self,
