@@ -118,3 +118,39 @@ def test_prompt_longer_than_the_context_is_a_typed_error():
     with pytest.raises(ContextWindowExceededError, match="n_ctx=256") as info:
         llm(messages=[{"role": "user", "content": "word " * 2000}], max_tokens=8)
     assert isinstance(info.value.__cause__, ValueError)
+
+
+class _FakeLlama:
+    """Stands in for a loaded llama.cpp model; records the parameters of each request."""
+
+    def __init__(self) -> None:
+        self.params: list[dict] = []
+
+    def create_chat_completion(self, messages, **params):
+        self.params.append(params)
+        return {
+            "choices": [
+                {"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        }
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs llama_cpp")
+def test_only_json_response_formats_constrain_the_reply(tmp_path, monkeypatch):
+    # {"type": "text"} asks for plain text: it used to be compiled into a JSON-object grammar.
+    from opto.utils.llm import local
+
+    fake = _FakeLlama()
+    monkeypatch.setattr(local, "_load", lambda *a: (fake, threading.Lock()))
+    monkeypatch.setattr(local, "_grammar", lambda schema: ("grammar", json.dumps(schema)))
+    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    llm = LocalLLM(tmp_path / "tiny.gguf")
+    user = [{"role": "user", "content": "hi"}]
+    llm(messages=user, response_format={"type": "text"})
+    llm(messages=user)
+    llm(messages=user, response_format={"type": "json_object"})
+    llm(messages=user, response_format=FORMAT)
+    grammars = [p.get("grammar") for p in fake.params]
+    assert grammars[:3] == [None, None, ("grammar", '{"type": "object"}')]
+    assert grammars[3] == ("grammar", json.dumps(SCHEMA))

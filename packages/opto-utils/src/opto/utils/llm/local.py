@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,15 @@ def _grammar(schema: dict[str, Any]) -> Any:
     return grammar
 
 
+def _wants_json(response_format: Any) -> bool:
+    """Whether a `response_format` without a schema still asks for JSON (`json_object`, or
+    an unrecognised format, which the grammar treats as JSON); `{"type": "text"}` does not."""
+    if response_format is None:
+        return False
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    return kind != "text"
+
+
 class LocalLLM(AbstractModel):
     """A GGUF chat model served in-process by llama-cpp-python.
 
@@ -162,9 +172,11 @@ class LocalLLM(AbstractModel):
         if "max_completion_tokens" in options and "max_tokens" not in params:
             params["max_tokens"] = options["max_completion_tokens"]
         response_format = options.get("response_format")
-        if response_format is not None:
-            schema = json_schema_of(response_format)
-            params["grammar"] = _grammar(schema if schema is not None else {"type": "object"})
+        schema = json_schema_of(response_format)
+        if schema is not None:
+            params["grammar"] = _grammar(schema)
+        elif _wants_json(response_format):
+            params["grammar"] = _grammar({"type": "object"})
         choices: list[Any] = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         start = time.perf_counter()
