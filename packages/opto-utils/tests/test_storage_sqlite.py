@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pathlib
 import pickle
 import threading
 
@@ -122,3 +123,14 @@ def test_forked_child_opens_its_own_connections(tmp_path):
             "child",
             "parent",
         ]
+
+
+def test_a_home_relative_sqlite_path_opens_the_file_in_home(tmp_path, monkeypatch):
+    # The parent folder was created under the expanded home but SQLite was handed the
+    # literal '~/...' path, so opening failed with "unable to open database file".
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with open_storage("sqlite:///~/runs/home.db") as storage:
+        storage.create_run("in-home")
+    with open_storage(pathlib.Path("~/runs/home.db")) as storage:
+        assert [run.name for run in storage.list_runs()] == ["in-home"]
+    assert (tmp_path / "runs" / "home.db").is_file()

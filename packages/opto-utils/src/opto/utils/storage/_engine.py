@@ -29,9 +29,12 @@ _POSTGRES_HINT = "PostgreSQL storage needs the psycopg driver: pip install 'opto
 
 
 def parse_url(url: str | os.PathLike[str]) -> URL:
-    """Parse and normalize a storage URL; a filesystem path means a SQLite file."""
+    """Parse and normalize a storage URL; a filesystem path means a SQLite file.
+
+    A SQLite path starting with `~` is expanded to the user's home folder.
+    """
     if isinstance(url, os.PathLike):
-        return sa.engine.make_url(f"sqlite:///{os.fspath(url)}")
+        return _expand_home(sa.engine.make_url(f"sqlite:///{os.fspath(url)}"))
     if not isinstance(url, str) or not url:
         raise StorageURLError(f"a storage URL must be a non-empty string, such as {_EXAMPLES}")
     try:
@@ -47,11 +50,18 @@ def parse_url(url: str | os.PathLike[str]) -> URL:
     if backend == "postgresql":
         return parsed.set(drivername=f"postgresql+{driver or 'psycopg'}")
     if backend == "sqlite":
-        return parsed
+        return _expand_home(parsed)
     raise StorageURLError(
         f"unsupported storage backend {backend!r} in "
         f"{parsed.render_as_string(hide_password=True)!r}; use {_EXAMPLES}"
     )
+
+
+def _expand_home(url: URL) -> URL:
+    """`sqlite:///~/runs.db` → the file in the home folder (SQLite itself does not expand)."""
+    if url.database and url.database.startswith("~"):
+        return url.set(database=os.path.expanduser(url.database))
+    return url
 
 
 def is_memory(url: URL) -> bool:
