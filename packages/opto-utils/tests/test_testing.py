@@ -156,3 +156,14 @@ def test_server_default_can_be_a_function_of_the_request():
 def test_server_requires_start():
     with pytest.raises(RuntimeError, match="not running"):
         OpenAIServer().base_url
+
+
+@pytest.mark.parametrize("bad", [None, {"choices": [{"message": {"content": "x"}}]}, 42])
+def test_scripted_reply_of_an_unsupported_type_is_a_clear_error(bad):
+    # A dict used to become one choice per key ("choices") and None a bare
+    # "'NoneType' object is not iterable".
+    llm = ScriptedLLM(lambda messages, **options: bad)
+    with pytest.raises(TypeError, match="ScriptedLLM reply must be"):
+        llm(messages=USER)
+    with pytest.raises(TypeError, match="ScriptedLLM reply must be"):
+        ScriptedLLM([["a", 3]])(messages=USER)

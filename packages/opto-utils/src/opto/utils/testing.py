@@ -62,6 +62,19 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
 
+def _reply_texts(reply: Any) -> list[str]:
+    """The choice texts of a scripted reply (a string or a list of strings)."""
+    if isinstance(reply, str):
+        return [reply]
+    if isinstance(reply, (list, tuple)) and all(isinstance(t, str) for t in reply):
+        return list(reply)
+    msg = (
+        "a ScriptedLLM reply must be a string, a list of strings, a ChatResponse or an "
+        f"exception instance, not {type(reply).__name__}: {reply!r:.100}"
+    )
+    raise TypeError(msg)
+
+
 class ScriptedLLM(AbstractModel):
     """An LLM that answers from a script and records every request.
 
@@ -146,7 +159,7 @@ class ScriptedLLM(AbstractModel):
             raise reply
         if isinstance(reply, ChatResponse):
             return reply
-        texts = [reply] if isinstance(reply, str) else list(reply)
+        texts = _reply_texts(reply)
         usage = Usage(
             prompt_tokens=_tokens(request.text),
             completion_tokens=sum(_tokens(t) for t in texts),
