@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import subprocess
 import sys
+import time
 
 import pytest
 from opto.utils import track_usage
@@ -236,3 +237,31 @@ def test_missing_litellm_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "litellm", None)
     with pytest.raises(ImportError, match=r"opto-utils\[litellm\]"):
         litellm_backend.get_litellm()
+
+
+def test_importing_litellm_is_not_counted_as_call_latency(openai_server, sleeps, monkeypatch):
+    # The first call imports litellm (seconds); that time was reported as the call's latency.
+    from opto.utils.llm import litellm_backend
+
+    real = litellm_backend.get_litellm
+    pending_import = []
+
+    def get_litellm():
+        if pending_import:  # simulate the (slow) first import
+            pending_import.clear()
+            time.sleep(0.5)
+        return real()
+
+    monkeypatch.setattr(litellm_backend, "get_litellm", get_litellm)
+    openai_server.enqueue(
+        ServerReply.ok("warm-up"), ServerReply.ok("sync"), ServerReply.ok("async")
+    )
+    make(openai_server, sleeps)(messages=USER)  # litellm's own first-use work, not measured
+    with track_usage() as u:
+        pending_import.append(True)
+        reply = make(openai_server, sleeps)(messages=USER)
+        pending_import.append(True)
+        areply = asyncio.run(make(openai_server, sleeps).acall(messages=USER))
+    assert reply.content == "sync" and areply.content == "async"
+    assert reply.usage.latency_s < 0.5 and areply.usage.latency_s < 0.5
+    assert all(record.latency_s < 0.5 for record in u.records)

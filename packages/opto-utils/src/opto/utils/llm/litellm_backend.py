@@ -123,6 +123,14 @@ class LiteLLM(AbstractModel):
             params = ()
         return {"type": "json_object"} if "response_format" in params else None
 
+    def __call__(self, messages: Any = None, **options: Any) -> ChatResponse:
+        get_litellm()  # imported first, so the seconds it takes are not the call's latency
+        return super().__call__(messages, **options)
+
+    async def acall(self, messages: Any = None, **options: Any) -> ChatResponse:
+        get_litellm()  # imported first, so the seconds it takes are not the call's latency
+        return await super().acall(messages, **options)
+
     def _kwargs(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model_name,
