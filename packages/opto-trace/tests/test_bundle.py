@@ -826,3 +826,28 @@ def test_nodes_made_inside_nested_calls_stay_internal_to_the_outer_call():
     out = outer(x)
     assert out.data == 1
     assert out.parents == [x]
+
+
+def test_bundle_under_classmethod_binds_the_class_on_every_python():
+    # Python < 3.13 binds @classmethod through the bundle's __get__ with the class itself;
+    # that used to write into the read-only class __dict__ (TypeError: mappingproxy).
+    class Maker:
+        @classmethod
+        @bundle()
+        def double(cls, x):
+            return x * 2
+
+        @classmethod
+        @bundle(trainable=True)
+        def triple(cls, x):
+            return x * 3
+
+    out = Maker.double(node(2))
+    assert out.data == 4
+    assert list(out.inputs) == ["cls", "x"]
+    assert out.inputs["cls"].data is Maker
+    assert Maker().double(node(5)).data == 10
+    first, second = Maker.triple(node(1)), Maker.triple(node(2))
+    assert (first.data, second.data) == (3, 6)
+    # one shared __code parameter for the class (an update reaches every later call)
+    assert first.parents[-1] is second.parents[-1]

@@ -907,6 +907,12 @@ class FunModule(Module):
     def __get__(self, obj: Any, objtype: type | None = None) -> FunModule:
         if obj is None:
             return self
+        if isinstance(obj, type):
+            # ``@classmethod`` over a bundle on Python < 3.13 binds through this descriptor
+            # with the class; bind like 3.13 does (the class is the first argument, wrapped
+            # per call, ``__code`` shared) instead of caching a node in the read-only
+            # class ``__dict__``.
+            return types.MethodType(self, obj)  # type: ignore[return-value]
         key = _RESERVED_BUNDLE + (self._attr_name or self._fun_name)
         d = getattr(obj, "__dict__", None)
         if d is None:
