@@ -334,3 +334,9 @@ def test_every_executor_reaches_the_same_result(algorithm, kwargs):
         result = trainer.train(S.TargetGuide(), S.DATA, **kwargs)
         outcomes.append((agent.a.data, result.train_scores, result.best_score))
     assert outcomes[0] == outcomes[1] == outcomes[2]
+
+
+def test_a_too_large_sample_names_batch_size_times_num_batches():
+    trainer, _, _ = S.make(PrioritySearch)
+    with pytest.raises(ValueError, match=r"batch_size \* num_batches \(3 \* 2\)=6 is larger"):
+        trainer.train(S.TargetGuide(), S.DATA, batch_size=3, num_batches=2, num_steps=1)

@@ -103,3 +103,10 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed.train_scores == expected.train_scores
     assert agent.a.data == straight_agent.a.data
     assert [e.to_dict() for e in second.buffer] == [e.to_dict() for e in straight.buffer]
+
+
+def test_a_too_large_default_training_batch_names_train_batch_size():
+    trainer, _, _ = S.make(UCBSearch)
+    tiny = {"inputs": [1], "infos": [3]}
+    with pytest.raises(ValueError, match=r"train_batch_size=2 is larger than the training set"):
+        trainer.train(S.TargetGuide(), tiny, num_search_iterations=1)

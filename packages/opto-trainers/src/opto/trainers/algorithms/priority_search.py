@@ -554,11 +554,15 @@ class SearchTrainer(Trainer):
         assert self.loader is not None
         return self.num_epochs is not None and self.loader.n_epochs >= self.num_epochs
 
-    def _training_loader(self, train_dataset: Any, batch_size: int) -> dict[str, list[Any]]:
+    def _training_loader(
+        self, train_dataset: Any, batch_size: int, what: str = "batch_size"
+    ) -> dict[str, list[Any]]:
+        """The training set, with `self.loader` on it; `what` names the batch size in errors
+        (the keyword, or how it was computed from the keywords)."""
         data = as_dataset(train_dataset, name="train_dataset")
         if batch_size > len(data["inputs"]):
             raise DatasetError(
-                f"batch_size={batch_size} is larger than the training set "
+                f"{what}={batch_size} is larger than the training set "
                 f"({len(data['inputs'])} examples); use a batch size of at most the dataset size"
             )
         self.loader = DataLoader(data, batch_size, seed=self.seed)
@@ -872,7 +876,11 @@ class PrioritySearch(SearchTrainer):
         )
         self.short_term_memory = HeapMemory(short_term_memory_size)
         self.validate_guide = validate_guide or guide
-        self._training_loader(train_dataset, options.batch_size * self.num_batches)
+        self._training_loader(
+            train_dataset,
+            options.batch_size * self.num_batches,
+            f"batch_size * num_batches ({options.batch_size} * {self.num_batches})",
+        )
         self.validate_loader = (
             None
             if validate_dataset is None

@@ -168,7 +168,7 @@ class UCBSearch(SearchTrainer):
         if min_score_for_agent_update is not None:
             options = attrs.evolve(options, min_score=min_score_for_agent_update)
         self.options = options
-        data = self._training_loader(train_dataset, self.train_batch_size)
+        data = self._training_loader(train_dataset, self.train_batch_size, "train_batch_size")
         self.validation_dataset = (
             data if validation is None else as_dataset(validation, name="validation_dataset")
         )
