@@ -9,6 +9,7 @@ is cheap, and an optimizer module that is missing or broken only affects its own
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from opto.optimizers.textgrad import TextGrad
 
 __version__ = "0.1.0"
+
+# A library never prints: without this, warnings reach stderr through Python's last-resort
+# handler when the application configured no logging. Records still propagate.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # public name -> module that defines it
 _EXPORTS = {

@@ -8,6 +8,7 @@ propagators, projections, visualization...) loads on first attribute access, so
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from opto.trace._state import stop_tracing
@@ -19,6 +20,10 @@ from opto.trace.errors import ExecutionError
 from opto.trace.nodes import GRAPH, Node, node
 
 __version__ = "0.1.0"
+
+# A library never prints: without this, warnings reach stderr through Python's last-resort
+# handler when the application configured no logging. Records still propagate.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "GRAPH",
     "ExecutionError",

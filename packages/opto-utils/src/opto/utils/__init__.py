@@ -9,12 +9,17 @@ and budgets), `opto.utils.cache` (response cache), `opto.utils.testing` (test do
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from opto.utils.usage import Budget, BudgetExceeded, track_usage
 
 __version__ = "0.1.0"
+
+# A library never prints: without this, warnings (e.g. a retried LLM call) reach stderr through
+# Python's last-resort handler when the application configured no logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _EXPORTS = {
     "Budget": "opto.utils.usage",
