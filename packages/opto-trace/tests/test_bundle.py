@@ -851,3 +851,29 @@ def test_bundle_under_classmethod_binds_the_class_on_every_python():
     assert (first.data, second.data) == (3, 6)
     # one shared __code parameter for the class (an update reaches every later call)
     assert first.parents[-1] is second.parents[-1]
+
+
+def test_trainable_code_cannot_switch_between_sync_and_async():
+    import asyncio
+
+    @bundle(trainable=True)
+    def plain(x):
+        return x + 1
+
+    plain.parameter._set("async def plain(x):\n    return x + 5\n")
+    with pytest.raises(ExecutionError) as info:
+        plain(node(1))  # used to return an un-awaited coroutine to a sync caller
+    assert info.value.exception_node.data == (
+        "(TypeError) The trainable code must define plain as a plain function (def)"
+    )
+    assert info.value.exception_node.parents == [plain.parameter]
+
+    @bundle(trainable=True)
+    async def coro(x):
+        return x + 1
+
+    coro.parameter._set("def coro(x):\n    return x + 5\n")
+    with pytest.raises(ExecutionError, match="as an async function"):
+        asyncio.run(coro(node(1)))  # used to fail awaiting a MessageNode
+    coro.parameter._set("async def coro(x):\n    return x + 5\n")
+    assert asyncio.run(coro(node(1))).data == 6

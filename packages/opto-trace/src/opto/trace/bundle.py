@@ -528,10 +528,15 @@ class FunModule(Module):
             raise self._code_error(
                 e, commented + "\n" + base, traceback_module.format_exc()
             ) from None
+        if inspect.iscoroutinefunction(fn) != self._is_async:
+            # Callers already use the original calling convention (await or not): a switch
+            # would hand them a coroutine or a node they cannot await.
+            kind = "an async function (async def)" if self._is_async else "a plain function (def)"
+            e = TypeError(f"The trainable code must define {self._fun_name} as {kind}")
+            base = _base_message(e)
+            raise self._code_error(e, code + "\n" + base, base)
         glb.update(loc)
         self._compiled = (code, fn)
-        if inspect.iscoroutinefunction(fn) != self._is_async:
-            self._is_async = inspect.iscoroutinefunction(fn)
         return fn
 
     def _code_error(self, e: Exception, comment: str | None, tb: str) -> ExecutionError:
