@@ -225,32 +225,13 @@ def _truncated_object(text: str) -> str | None:
     start = text.find("{")
     if start < 0:
         return None
-    depth = 0
-    quote = ""
-    escaped = False
-    last_comma = -1
-    for index in range(start, len(text)):
-        char = text[index]
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return None  # complete, not truncated
-        elif char == "," and depth == 1:
-            last_comma = index
-    if depth == 1 and not quote:
+    scanned = _scan_members(text, start)
+    if isinstance(scanned, int):
+        return None  # complete, not truncated
+    commas, ends_inside = scanned
+    if ends_inside:
         return text[start:].rstrip().rstrip(",") + "}"
-    return text[start:last_comma] + "}" if last_comma > start else ""
+    return text[start : commas[-1]] + "}" if commas else ""
 
 
 _OBJECT_START = re.compile(r"\{(?=\s*[\"'])")
