@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from opto.optimizers.parsing import SuggestionParseError
     from opto.optimizers.textgrad import TextGrad
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 # A library never prints: without this, warnings reach stderr through Python's last-resort
 # handler when the application configured no logging. Records still propagate.

@@ -19,7 +19,7 @@ from opto.trace.bundle import bundle
 from opto.trace.errors import ExecutionError
 from opto.trace.nodes import GRAPH, Node, node
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 # A library never prints: without this, warnings reach stderr through Python's last-resort
 # handler when the application configured no logging. Records still propagate.

@@ -14,7 +14,7 @@ import importlib
 import logging
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 # A library never prints: without this, warnings (a budget stop, Ctrl-C) reach stderr through
 # Python's last-resort handler when the application configured no logging. Records still

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from opto.utils.usage import Budget, BudgetExceeded, track_usage
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 # A library never prints: without this, warnings (e.g. a retried LLM call) reach stderr through
 # Python's last-resort handler when the application configured no logging.
