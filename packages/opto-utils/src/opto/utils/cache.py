@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from opto.utils.errors import OptoError
+
 __all__ = [
     "CACHE_ENV",
     "CacheError",
@@ -64,7 +66,7 @@ _EXCLUDED = frozenset(
 _SECRET_SUFFIXES = ("_key", "_token", "_secret", "_password")
 
 
-class CacheError(Exception):
+class CacheError(OptoError):
     """The cache file cannot be used (corrupt, not an opto cache, newer format, unwritable).
 
     Delete or move the file, or point the cache elsewhere.

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import attrs
+from opto.utils.errors import OptoError
 from opto.utils.llm.base import AbstractModel
 from opto.utils.llm.retry import RetryPolicy
 from opto.utils.llm.types import ChatResponse, Usage
@@ -36,7 +37,7 @@ Reply = str | Sequence[str] | ChatResponse | BaseException
 Script = Iterable[Reply] | Callable[..., Reply]
 
 
-class ScriptExhausted(AssertionError):
+class ScriptExhausted(OptoError, AssertionError):
     """A `ScriptedLLM` was asked more often than it has replies (and has no default)."""
 
 
