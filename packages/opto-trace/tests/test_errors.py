@@ -5,13 +5,10 @@ from __future__ import annotations
 import pytest
 from opto.trace.bundle import bundle, trace_nodes
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
-from opto.trace.nodes import GRAPH, ExceptionNode, node
+from opto.trace.nodes import ExceptionNode, node
 from opto.trace.propagators import GraphPropagator
 
-
-@pytest.fixture(autouse=True)
-def _fresh_names():
-    GRAPH.clear()
+pytestmark = pytest.mark.usefixtures("fresh_graph")
 
 
 @bundle()

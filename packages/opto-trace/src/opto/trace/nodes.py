@@ -24,6 +24,8 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from opto.trace._state import _SCOPES, _TRACING, NAME_SCOPES, USED_NODES
+from opto.utils.errors import OptoError
+from opto.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -52,7 +54,7 @@ IDENTITY_OPERATORS = ("identity", "clone")
 _TAG = re.compile(r"^\[([^\[\]]+)\]")
 
 
-class NodeNameError(ValueError):
+class NodeNameError(OptoError, ValueError):
     """A node name cannot be used (for example it contains ``':'``)."""
 
 
@@ -1193,9 +1195,8 @@ def _new_message(
     return new
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("NodeVizStyleGuide", "NodeVizStyleGuideColorful"):
-        from opto.trace import visualization
-
-        return getattr(visualization, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The style guides live with the visualization code; they are loaded on first access.
+__getattr__, _ = lazy_exports(
+    __name__,
+    dict.fromkeys(("NodeVizStyleGuide", "NodeVizStyleGuideColorful"), "opto.trace.visualization"),
+)
