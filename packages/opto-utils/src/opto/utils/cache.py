@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from opto.utils.errors import OptoError
+from opto.utils.jsonable import jsonable
 
 __all__ = [
     "CACHE_ENV",
@@ -73,18 +74,6 @@ class CacheError(OptoError):
     """
 
 
-def _jsonable(value: Any) -> Any:
-    """Fallback for values json cannot encode: pydantic classes become their JSON schema."""
-    schema = getattr(value, "model_json_schema", None)
-    if callable(schema):
-        return {"__schema__": schema()}
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if isinstance(value, bytes):
-        return value.hex()
-    return {"__repr__": repr(value)}
-
-
 def request_key(
     model: str,
     messages: Sequence[Mapping[str, Any]] | Any,
@@ -99,9 +88,7 @@ def request_key(
         if value is not None and name not in _EXCLUDED and not name.endswith(_SECRET_SUFFIXES)
     }
     payload = {"model": model, "messages": messages, "options": kept, "rollout_id": rollout_id}
-    text = json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
-    )
+    text = json.dumps(jsonable(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

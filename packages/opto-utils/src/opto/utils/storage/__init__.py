@@ -22,6 +22,8 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from opto.utils.imports import require
+
 from .errors import (
     InvalidScoreError,
     MissingDependencyError,
@@ -65,20 +67,16 @@ __all__ = [
     "open_storage",
 ]
 
-_STORAGE_HINT = (
-    "opto.utils.storage needs SQLAlchemy: pip install 'opto-utils[storage]' "
-    "(or 'opto-utils[postgres]' for PostgreSQL)"
-)
-
 
 def _storage_module() -> Any:
     """Import the SQLAlchemy-backed implementation, or explain how to install it."""
-    try:
-        return importlib.import_module("._storage", __name__)
-    except ImportError as exc:
-        if exc.name is not None and exc.name.split(".")[0] == "sqlalchemy":
-            raise MissingDependencyError(_STORAGE_HINT) from exc
-        raise
+    require(
+        "sqlalchemy",
+        "storage",
+        purpose="opto.utils.storage (use the 'postgres' extra for PostgreSQL)",
+        error=MissingDependencyError,
+    )
+    return importlib.import_module("._storage", __name__)
 
 
 def open_storage(url: str | os.PathLike[str] | None = None, *, timeout: float = 60.0) -> Storage:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from opto.utils.imports import install_hint
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
@@ -25,7 +26,7 @@ __all__ = ["BEGIN_MODE", "create_engine", "is_memory", "parse_url"]
 BEGIN_MODE = "opto_sqlite_begin"
 
 _EXAMPLES = "'sqlite:///runs.db' or 'postgresql://user:password@host:5432/dbname'"
-_POSTGRES_HINT = "PostgreSQL storage needs the psycopg driver: pip install 'opto-utils[postgres]'"
+_POSTGRES_HINT = f"PostgreSQL storage needs the psycopg driver: {install_hint('postgres')}"
 
 
 def parse_url(url: str | os.PathLike[str]) -> URL:
@@ -77,7 +78,9 @@ def create_engine(url: URL, *, timeout: float) -> Engine:
         try:
             engine = sa.create_engine(url, pool_pre_ping=True)
         except ImportError as exc:
-            raise MissingDependencyError(_POSTGRES_HINT) from exc
+            raise MissingDependencyError(
+                _POSTGRES_HINT, module="psycopg", extra="postgres", package="opto-utils"
+            ) from exc
     _never_share_across_fork(engine)
     return engine
 
