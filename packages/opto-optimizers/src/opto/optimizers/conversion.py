@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from opto.optimizers.parsing import load_json_like
+from opto.utils.errors import OptoError
 
 __all__ = [
     "ConversionError",
@@ -37,7 +38,7 @@ _FALSE = frozenset({"false", "no", "n", "off", "0"})
 _FENCED = re.compile(r"^\s*```[ \t]*[\w.+-]*[ \t]*\r?\n(.*?)\r?\n?[ \t]*```\s*$", re.DOTALL)
 
 
-class ConversionError(ValueError):
+class ConversionError(OptoError, ValueError):
     """A suggested value could not become a valid value of its parameter.
 
     The message is the reason (recorded in the step record's ``rejected``).
