@@ -17,6 +17,7 @@ from opto.optimizers.optoprimemulti import (
     _weighted_order,
 )
 from opto.optimizers.parsing import SuggestionParseError
+from opto.trace.testing import one_step
 from opto.utils.llm import LLMFactory
 from opto.utils.testing import ScriptedLLM
 
@@ -39,9 +40,7 @@ def by_temperature(name, judge='{"best": 1}'):
 
 
 def run(optimizer, out, feedback="make it larger", **kwargs):
-    optimizer.zero_feedback()
-    optimizer.backward(out, feedback)
-    return optimizer.step(**kwargs)
+    return one_step(optimizer, out, feedback, **kwargs)
 
 
 def generated(llm):
