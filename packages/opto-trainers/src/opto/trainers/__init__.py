@@ -10,9 +10,9 @@ Names are imported on first access, so `import opto.trainers` stays cheap.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import Any
+
+from opto.utils.lazy import lazy_exports
 
 __version__ = "0.1.1"
 
@@ -77,14 +77,4 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from opto.utils.errors import OptoError
 from opto.utils.storage import (
     RunExistsError,
     RunNotFoundError,
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(OptoError, RuntimeError):
     """A checkpoint cannot be used to resume (wrong algorithm, version or run)."""
 
 

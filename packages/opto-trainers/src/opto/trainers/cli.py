@@ -29,6 +29,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from opto.utils.errors import OptoError
+
 if TYPE_CHECKING:
     from opto.utils.storage import RunRecord, StepRecord, Storage
 
@@ -47,7 +49,7 @@ USAGE_FIELDS = (("calls", "calls"), ("total_tokens", "tokens"), ("cost_usd", "US
 _SHORT_VALUE = 60
 
 
-class CLIError(Exception):
+class CLIError(OptoError):
     """A command failed; `code` is the process exit code, the message says what to do."""
 
     def __init__(self, message: str, code: int) -> None:

@@ -30,6 +30,7 @@ import attrs
 from opto.trace.errors import ExecutionError
 from opto.trace.modules import Module
 from opto.trace.nodes import Node
+from opto.utils.errors import OptoError
 from opto.utils.usage import BudgetExceeded
 
 from .executors import Executor, make_executor
@@ -40,7 +41,7 @@ __all__ = ["Rollout", "TooManyErrorsError", "evaluate", "rollout", "run_rollouts
 logger = logging.getLogger(__name__)
 
 
-class TooManyErrorsError(RuntimeError):
+class TooManyErrorsError(OptoError, RuntimeError):
     """More rollouts failed than `max_errors` allows; the first failure is the `__cause__`."""
 
     def __init__(self, message: str, *, errors: int, max_errors: int) -> None:
