@@ -35,7 +35,7 @@ class TakeTheNumber:
         self.calls.append("step")
         for parameter in self.parameters:
             received = [fb for fbs in parameter.feedback.values() for fb in fbs]
-            parameter._data = int(received[-1].user_feedback) * scale
+            parameter._set(int(received[-1].user_feedback) * scale)
         return {"updated": len(self.parameters)}
 
 
