@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from opto.utils.lazy import lazy_exports
 
 from .base import (
@@ -22,6 +24,16 @@ from .minibatch import (
     MinibatchAlgorithm,
     standard_optimization_step,
 )
+
+if TYPE_CHECKING:
+    from .beamsearch import (
+        BeamSearch,
+        BeamsearchAlgorithm,
+        BeamSearchHistory,
+        BeamsearchHistoryAlgorithm,
+    )
+    from .priority_search import PrioritySearch
+    from .ucb import UCBSearch, UCBSearchAlgorithm
 
 __all__ = [
     "AlgorithmBase",
