@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import io
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from opto.utils.errors import OptoError
+from opto.utils.files import atomic_write
 
 if TYPE_CHECKING:
     from opto.utils.storage import RunRecord, StepRecord, Storage
@@ -383,10 +385,9 @@ def cmd_export(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.output)
     if path.parent and not path.parent.is_dir():
         raise CLIError(f"cannot write {path}: directory {path.parent} does not exist", EXIT_USAGE)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        _dump(data, handle)
-    temporary.replace(path)
+    text = io.StringIO()
+    _dump(data, text)
+    atomic_write(path, text.getvalue())
     out.write(f"exported run {run.name!r} ({len(data['steps'])} steps) to {path}\n")
     return EXIT_OK
 
