@@ -5,6 +5,9 @@ dicts with string keys, lists (tuples become lists), strings, booleans, None, an
 numbers (numpy-style integers and floats become `int`/`float`; NaN and infinities are kept
 and written as `NaN`/`Infinity`, which Python's `json` reads back). attrs instances are
 stored as their field dicts.
+
+This encoder is strict and lossless on purpose, unlike `opto.utils.jsonable.jsonable` (lossy:
+`repr` for what JSON cannot hold, non-finite numbers as strings) which serves logs and state.
 """
 
 from __future__ import annotations
