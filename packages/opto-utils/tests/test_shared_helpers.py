@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import sys
 import types
 from fractions import Fraction
@@ -41,6 +42,19 @@ def test_missing_extra_is_an_import_error_and_an_opto_error_with_both_hints():
         "opto_no_such_module_xyz",
     )
     assert isinstance(error.__cause__, ModuleNotFoundError)
+
+
+def test_missing_extra_error_survives_pickling():
+    # errors cross process boundaries (worker pools, Ray): the details must come back
+    error = MissingExtraError("msg", module="m", extra="x", package="opto-utils")
+    back = pickle.loads(pickle.dumps(error))
+    assert (str(back), back.module, back.extra, back.package, back.name) == (
+        "msg",
+        "m",
+        "x",
+        "opto-utils",
+        "m",
+    )
 
 
 def test_install_hint_accepts_short_and_full_distribution_names():
