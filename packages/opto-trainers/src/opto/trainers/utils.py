@@ -22,6 +22,7 @@ __all__ = [
     "ParamSet",
     "batchify",
     "bind",
+    "copy_optimizer",
     "get_paramset",
     "paramset_from_update",
     "safe_mean",
@@ -109,3 +110,20 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     return repr(value)
+
+
+def copy_optimizer(optimizer: Any) -> Any:
+    """A deep copy of `optimizer` that shares its parameters and LLM clients.
+
+    Each concurrent proposal steps its own copy, so optimizers with memory or logs are
+    never stepped from two threads at once.
+    """
+    from opto.utils.llm.base import AbstractModel
+
+    memo: dict[int, Any] = {}
+    for param in getattr(optimizer, "parameters", None) or ():
+        memo[id(param)] = param
+    for value in vars(optimizer).values():
+        if isinstance(value, AbstractModel):
+            memo[id(value)] = value
+    return copy.deepcopy(optimizer, memo)
