@@ -3,7 +3,8 @@
 Every algorithm expresses its work as a list of independent calls and hands it to an
 executor's `map`, which returns the results in input order. `SerialExecutor` runs them one
 after another, `ThreadExecutor` (the default) keeps up to `max_workers` in flight at once
-(LLM calls release the GIL), `AsyncioExecutor` runs coroutine functions on an event loop.
+(LLM calls release the GIL), `AsyncioExecutor` runs coroutine functions on an event loop (and async agents called
+from its plain tasks are awaited on that loop, see `executor_loop`).
 A Ray executor (`opto.trainers.ray_executor`) implements the same interface.
 
 Each task runs in a copy of the caller's `contextvars` context, so usage scopes and budgets
@@ -27,11 +28,24 @@ __all__ = [
     "Executor",
     "SerialExecutor",
     "ThreadExecutor",
+    "executor_loop",
     "make_executor",
 ]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_LOOP: contextvars.ContextVar[Any] = contextvars.ContextVar("opto_trainers_loop", default=None)
+
+
+def executor_loop() -> Any:
+    """The running event loop of the `AsyncioExecutor` whose task is calling (else None).
+
+    Plain tasks of an `AsyncioExecutor` run on helper threads; awaitables they produce
+    (async agents) are handed to this loop, so they run concurrently on it.
+    """
+    loop = _LOOP.get()
+    return loop if loop is not None and loop.is_running() else None
 
 
 class Executor(abc.ABC):
@@ -126,7 +140,7 @@ class AsyncioExecutor(Executor):
     """Runs calls as asyncio tasks, at most `max_workers` at once.
 
     Coroutine functions are awaited on the loop; plain functions run in the loop's default
-    thread pool. `map` may be called from synchronous code (it runs its own event loop in a
+    thread pool, and the awaitables they resolve (async agents) are awaited on the loop. `map` may be called from synchronous code (it runs its own event loop in a
     helper thread, so it also works under a running loop, e.g. in Jupyter); from async code
     use `amap`.
     """
@@ -149,6 +163,7 @@ class AsyncioExecutor(Executor):
                 if is_async:
                     return await fn(item)
                 context = contextvars.copy_context()
+                context.run(_LOOP.set, loop)
                 return await loop.run_in_executor(None, context.run, fn, item)
 
         tasks = [asyncio.ensure_future(one(item)) for item in items]

@@ -37,6 +37,7 @@ from opto.trace.modules import Module
 from opto.trace.nodes import Node
 from opto.utils.usage import BudgetExceeded
 
+from .executors import executor_loop
 from .guide import Guide, GuideError
 
 __all__ = [
@@ -121,7 +122,8 @@ async def _await(awaitable: Awaitable[T]) -> T:
 def resolve(value: Any) -> Any:
     """`value`, or, if it is awaitable (an async agent's result), what it resolves to.
 
-    The awaitable runs to completion on a fresh event loop in this thread; when this
+    Inside a task of an `AsyncioExecutor` the awaitable is awaited on the executor's loop;
+    elsewhere it runs to completion on a fresh event loop in this thread, or, when this
     thread already runs a loop (synchronous code called from async code), on a helper
     thread. Either way it runs in a copy of the caller's `contextvars` context.
     """
@@ -130,6 +132,9 @@ def resolve(value: Any) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        loop = executor_loop()
+        if loop is not None:
+            return asyncio.run_coroutine_threadsafe(_await(value), loop).result()
         return asyncio.run(_await(value))
     context = contextvars.copy_context()
     result: list[Any] = []
@@ -281,14 +286,18 @@ class ErrorBudget:
     """Counts failed examples (thread-safe); raises `TooManyErrorsError` past `max_errors`.
 
     `max_errors=None` tolerates any number. The first failure becomes the error's cause
-    when it is known (in-process); the failed records travel with the error.
+    when it is known (in-process); the first `KEEP` failed records travel with the error,
+    and `drain()` hands out the records counted since its last call (for step records).
     """
+
+    KEEP = 100
 
     def __init__(self, max_errors: int | None) -> None:
         self.max_errors = max_errors
         self.errors = 0
         self.first: BaseException | None = None
         self.failures: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
     def add(self, exc: BaseException | None = None, record: Rollout | None = None) -> None:
@@ -298,7 +307,15 @@ class ErrorBudget:
             if self.first is None and exc is not None:
                 self.first = exc
             if record is not None:
-                self.failures.append(record.to_dict())
+                if len(self.failures) < self.KEEP:
+                    self.failures.append(record.to_dict())
+                self._pending.append(record.to_dict())
+
+    def drain(self) -> list[dict[str, Any]]:
+        """The failed records counted since the last `drain()`, oldest first."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return pending
 
     def count(self, records: Iterable[Any]) -> None:
         """Count the failed records among `records`, then `check()`."""

@@ -808,7 +808,8 @@ class TrainSession:
         """Close a finished step: count, evaluate if due, log, record and checkpoint.
 
         `observe` is the score that drives best-so-far and patience when there is no test
-        set (e.g. a validation score); `scores` are extra named scores for the record.
+        set (e.g. a validation score); `scores` are extra named scores for the record. The
+        examples that failed since the last step go to the record's `info["failures"]`.
         """
         trainer, options = self.trainer, self.options
         trainer.n_iters += 1
@@ -831,6 +832,8 @@ class TrainSession:
             all_scores["test"] = test_score
         all_scores.update(scores or {})
         usage = self._step_usage()
+        failures = trainer.errors.drain()  # the examples whose agent or guide raised
+        info = {**(info or {}), **({"failures": failures} if failures else {})}
         entry = {"step": step, "epoch": trainer.n_epochs, "scores": all_scores, "usage": usage}
         trainer.history.append(entry)
         if step % self.log_frequency == 0:
@@ -842,7 +845,7 @@ class TrainSession:
                 scores={k: _finite_or_none(v) for k, v in all_scores.items()},
                 feedback=to_jsonable(feedback),
                 usage=usage,
-                info=to_jsonable({"epoch": trainer.n_epochs, **(info or {})}),
+                info=to_jsonable({"epoch": trainer.n_epochs, **info}),
             )
         self._last_state = trainer.state_dict()
         if options.save_frequency is not None and step % options.save_frequency == 0:
