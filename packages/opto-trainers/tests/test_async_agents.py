@@ -25,6 +25,9 @@ from opto.trainers.executors import AsyncioExecutor, ThreadExecutor
 from opto.trainers.runner import resolve
 from opto.utils.testing import ScriptedLLM
 
+AsyncScale = S.AsyncScale
+LOOPS = S.LOOPS
+
 
 @trace.bundle()
 async def scaled(a, x):
@@ -33,18 +36,14 @@ async def scaled(a, x):
     return a * x
 
 
-LOOPS: list[asyncio.AbstractEventLoop] = []  # the loops async forwards ran on
-
-
 @trace.model
-class AsyncScale:
-    """`a * x` like `Scale`, through an async forward."""
+class AsyncBundleScale:
+    """`a * x` through an async bundle awaited by an async forward."""
 
     def __init__(self, a: int = 1) -> None:
         self.a = trace.node(a, trainable=True, name="a")
 
     async def forward(self, x):
-        LOOPS.append(asyncio.get_running_loop())
         return await scaled(self.a, x)
 
 
@@ -79,8 +78,9 @@ def test_every_trainer_trains_an_async_agent_like_a_sync_one(cls, kwargs, execut
 @pytest.mark.parametrize(
     "executor", [None, ThreadExecutor(3), AsyncioExecutor(3)], ids=["serial", "threads", "asyncio"]
 )
-def test_evaluate_scores_an_async_agent(executor):
-    agent = AsyncScale(3)
+@pytest.mark.parametrize("agent_class", [AsyncScale, AsyncBundleScale])
+def test_evaluate_scores_an_async_agent(executor, agent_class):
+    agent = agent_class(3)
     scores = evaluate(agent, S.TargetGuide(), S.DATA["inputs"], S.DATA["infos"], executor=executor)
     assert scores == [1.0, 1.0, 1.0, 1.0]
 
@@ -95,8 +95,9 @@ def test_the_asyncio_executor_awaits_async_agents_on_its_own_loop(executor, loop
     assert len({id(loop) for loop in LOOPS}) == loops
 
 
-def test_async_output_is_traced_and_backward_reaches_the_parameter():
-    agent = AsyncScale(2)
+@pytest.mark.parametrize("agent_class", [AsyncScale, AsyncBundleScale])
+def test_async_output_is_traced_and_backward_reaches_the_parameter(agent_class):
+    agent = agent_class(2)
     target, score, feedback = standard_optimization_step(agent, 3, S.TargetGuide(), 9)
     assert isinstance(target, Node) and target.data == 6
     assert score == pytest.approx(2 / 3) and feedback == "too small"

@@ -9,7 +9,6 @@ score that is None or not a number is an error naming the guide.
 
 import opto_trainers_test_support as S
 import pytest
-from opto import trace
 from opto.trainers import (
     BasicSearchAlgorithm,
     BeamSearch,
@@ -25,26 +24,9 @@ from opto.utils.testing import ScriptedLLM
 
 pytest.importorskip("sqlalchemy", reason="run storage needs opto-utils[storage]")
 
-BAD = 2  # the example that fails
-
-
-@trace.model
-class FlakyScale(S.Scale):
-    """`Scale` whose forward raises (outside any traced operator) on x == BAD."""
-
-    def forward(self, x):
-        if x == BAD:
-            raise ConnectionError(f"backend down for {x}")
-        return self.a * x
-
-
-class FlakyGuide(S.TargetGuide):
-    """`TargetGuide` that raises on x == BAD."""
-
-    def get_feedback(self, query, response, reference=None, **kwargs):
-        if query == BAD:
-            raise ConnectionError(f"judge down for {query}")
-        return super().get_feedback(query, response, reference)
+BAD = S.BAD
+FlakyScale = S.FlakyScale
+FlakyGuide = S.FlakyGuide
 
 
 class NoneGuide(S.TargetGuide):

@@ -126,3 +126,23 @@ def test_training_on_ray_matches_training_on_threads(ray_executor, cls, init, kw
     # usage was reported back to the run (same totals as on threads).
     assert thread_calls > 0 and driver_calls == 0
     assert threaded[-1]["calls"] == thread_calls
+
+
+@needs_ray
+def test_async_agents_and_failing_examples_on_ray(ray_runtime):
+    from opto.trainers.evaluation import TooManyErrorsError
+    from opto.utils.testing import ScriptedLLM
+
+    def run(agent, executor, **kwargs):
+        optimizer = S.NudgeOptimizer(agent.parameters(), ScriptedLLM(S.nudge))
+        trainer = PrioritySearch(agent, optimizer, num_threads=2, seed=0, executor=executor)
+        return trainer.train(
+            S.TargetGuide(), S.DATA, batch_size=2, num_candidates=2, num_steps=2, **kwargs
+        )
+
+    expected = run(S.Scale(), "threads")
+    assert run(S.AsyncScale(), "ray").final_parameters == expected.final_parameters
+    with pytest.raises(TooManyErrorsError) as caught:
+        run(S.FlakyScale(), "ray", max_errors=1)
+    assert caught.value.failures[0]["x"] == S.BAD
+    assert "ConnectionError" in caught.value.failures[0]["error"]
