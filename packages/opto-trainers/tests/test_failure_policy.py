@@ -122,3 +122,20 @@ def test_evaluate_records_and_counts_failures_and_rejects_bad_scores():
 
     with pytest.raises(GuideError, match="guide TextGuide returned the score 'good'"):
         evaluate(S.Scale(3), TextGuide(), [1], [3])
+
+
+def test_the_error_count_survives_a_resume(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+
+    def run(**kwargs):
+        agent = FlakyScale()
+        optimizer = S.NudgeOptimizer(agent.parameters(), ScriptedLLM(S.nudge))
+        trainer = MinibatchAlgorithm(agent, optimizer, seed=0)
+        return trainer.train(
+            S.TargetGuide(), S.DATA, batch_size=2, num_epochs=2, storage=url, run_name="r",
+            max_errors=1, **kwargs,
+        )  # fmt: skip
+
+    assert run(max_steps=2).n_iters == 2  # one epoch: x == 2 failed once
+    with pytest.raises(TooManyErrorsError, match="2 examples failed"):
+        run(resume=True)  # the second epoch's failure is the run's second

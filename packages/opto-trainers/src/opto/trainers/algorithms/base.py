@@ -707,6 +707,7 @@ class TrainSession:
             if state is not None:
                 trainer.load_state_dict(state)
                 self.stop.load_state_dict(state["stop"])
+                trainer.errors.errors = int(state.get("errors", 0))
                 self._prior_usage = dict(state["usage"])
                 self._step_usage_mark = dict(self._prior_usage)
                 self.resumed = True
@@ -869,6 +870,7 @@ class TrainSession:
         state = dict(self._last_state)
         state["stop"] = self.stop.state_dict()
         state["usage"] = self.usage
+        state["errors"] = self.trainer.errors.errors
         self.store.save(state, iteration=state["n_iters"])
 
     def _result(self) -> TrainResult:
