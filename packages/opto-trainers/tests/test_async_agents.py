@@ -121,3 +121,21 @@ def test_resolve_works_under_a_running_loop_and_in_threads():
     thread.start()
     thread.join()
     assert out == [5] and resolve(7) == 7
+
+
+@trace.model
+class ThreadedAsyncScale(S.Scale):
+    """An async agent that does its blocking work with `asyncio.to_thread`."""
+
+    async def forward(self, x):
+        product = await asyncio.to_thread(lambda: self.a.data * x)
+        return self.a * (product // self.a.data)
+
+
+def test_async_agents_using_to_thread_do_not_starve_the_asyncio_executor():
+    # more calls in flight than the loop's default thread pool has threads
+    xs = list(range(1, 41))
+    executor = AsyncioExecutor(40)
+    scores = evaluate(ThreadedAsyncScale(3), S.TargetGuide(), xs, [3 * x for x in xs],
+                      executor=executor)  # fmt: skip
+    assert scores == [1.0] * 40

@@ -139,10 +139,12 @@ class ThreadExecutor(Executor):
 class AsyncioExecutor(Executor):
     """Runs calls as asyncio tasks, at most `max_workers` at once.
 
-    Coroutine functions are awaited on the loop; plain functions run in the loop's default
-    thread pool, and the awaitables they resolve (async agents) are awaited on the loop. `map` may be called from synchronous code (it runs its own event loop in a
-    helper thread, so it also works under a running loop, e.g. in Jupyter); from async code
-    use `amap`.
+    Coroutine functions are awaited on the loop; plain functions run on a pool of
+    `max_workers` threads of their own (the loop's default pool stays free for the
+    `asyncio.to_thread` calls of async agents), and the awaitables they resolve (async
+    agents) are awaited on the loop. `map` may be called from synchronous code (it runs its
+    own event loop in a helper thread, so it also works under a running loop, e.g. in
+    Jupyter); from async code use `amap`.
     """
 
     def __init__(self, max_workers: int) -> None:
@@ -157,6 +159,11 @@ class AsyncioExecutor(Executor):
         semaphore = asyncio.Semaphore(self.max_workers)
         loop = asyncio.get_running_loop()
         is_async = inspect.iscoroutinefunction(fn)
+        pool = None
+        if not is_async:
+            pool = concurrent.futures.ThreadPoolExecutor(
+                self.max_workers, thread_name_prefix="opto-asyncio-task"
+            )
 
         async def one(item: T) -> Any:
             async with semaphore:
@@ -164,7 +171,7 @@ class AsyncioExecutor(Executor):
                     return await fn(item)
                 context = contextvars.copy_context()
                 context.run(_LOOP.set, loop)
-                return await loop.run_in_executor(None, context.run, fn, item)
+                return await loop.run_in_executor(pool, context.run, fn, item)
 
         tasks = [asyncio.ensure_future(one(item)) for item in items]
         try:
@@ -174,6 +181,9 @@ class AsyncioExecutor(Executor):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        finally:
+            if pool is not None:  # started calls may still await coroutines on this loop
+                await loop.run_in_executor(None, pool.shutdown)
 
     def map(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
         import asyncio
