@@ -70,6 +70,8 @@ _EXPORTS = {
         "opto.trainers.loggers",
     ),
     "RayExecutor": "opto.trainers.ray_executor",
+    "ResumeMismatchError": "opto.trainers.resume_check",
+    "run_example": "opto.trainers.runner",
     "StopConditions": "opto.trainers.stopping",
     "batchify": "opto.trainers.utils",
 }
