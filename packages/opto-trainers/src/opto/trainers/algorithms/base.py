@@ -663,7 +663,7 @@ class TrainSession:
                     self._roll_back()
                     status = RunStatus.FAILED
                     if isinstance(exc, TooManyErrorsError) and self.store is not None:
-                        self.store.event("too_many_errors", {"failures": exc.failures})
+                        self.store.event("too_many_errors", {"failures": to_jsonable(exc.failures)})
                     try:
                         self._checkpoint()
                     except Exception:  # keep the original error; this one is secondary
