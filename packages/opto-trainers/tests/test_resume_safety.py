@@ -105,3 +105,5 @@ def test_check_resume_without_a_stored_signature_uses_the_checkpoint():
     check_resume("old", {"algorithm": "X"}, {"algorithm": "X", "agent": {"a": "int"}}, state)
     with pytest.raises(TypeError, match="resume_overrides"):
         check_resume("old", {"k": 1}, {"k": 2}, None, "k")
+    with pytest.raises(TypeError, match="resume_overrides must be True/False or a list"):
+        trainer_for(S.Scale()).train(S.TargetGuide(), S.DATA, resume_overrides="batch_size")

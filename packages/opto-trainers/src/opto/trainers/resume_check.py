@@ -22,7 +22,13 @@ from opto.trace.modules import Module
 
 from .checkpoint import CheckpointError
 
-__all__ = ["MAY_CHANGE", "ResumeMismatchError", "agent_signature", "check_resume"]
+__all__ = [
+    "MAY_CHANGE",
+    "ResumeMismatchError",
+    "agent_signature",
+    "check_overrides",
+    "check_resume",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,15 @@ class ResumeMismatchError(CheckpointError):
 def agent_signature(agent: Module) -> dict[str, str]:
     """`{parameter path: value type name}` of the agent's trainable parameters."""
     return {path: type(node.data).__name__ for path, node in agent.named_parameters()}
+
+
+def check_overrides(_instance: Any, _attribute: Any, value: Any) -> None:
+    """Validate a `resume_overrides` value: True/False or a list of names."""
+    names = isinstance(value, Sequence) and not isinstance(value, str)
+    if not (isinstance(value, bool) or (names and all(isinstance(v, str) for v in value))):
+        raise TypeError(
+            f"resume_overrides must be True/False or a list of hyperparameter names, not {value!r}"
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -101,16 +116,8 @@ def check_resume(
     }
     if not changed:
         return
-    if overrides is True:
-        allowed = set(changed)
-    elif isinstance(overrides, Sequence) and not isinstance(overrides, str):
-        allowed = set(overrides)
-    elif overrides is False:
-        allowed = set()
-    else:
-        raise TypeError(
-            f"resume_overrides must be True/False or a list of names, not {overrides!r}"
-        )
+    check_overrides(None, None, overrides)
+    allowed = set(changed) if overrides is True else set(overrides or ())
     refused = {key: pair for key, pair in changed.items() if key not in allowed}
     if refused:
         listed = "; ".join(

@@ -41,7 +41,7 @@ from ..executors import Executor, make_executor
 from ..guide import Guide, check_guide
 from ..loader import DataLoader, as_dataset
 from ..loggers import BaseLogger, ConsoleLogger
-from ..resume_check import agent_signature, check_resume
+from ..resume_check import agent_signature, check_overrides, check_resume
 from ..runner import ErrorBudget, TooManyErrorsError
 from ..stopping import StopConditions, StopReason
 from ..utils import (
@@ -139,7 +139,7 @@ class TrainOptions:
     storage: Any = None
     run_name: str | None = None
     resume: bool = False
-    resume_overrides: bool | Sequence[str] = False
+    resume_overrides: bool | Sequence[str] = attrs.field(default=False, validator=check_overrides)
     max_steps: int | None = attrs.field(default=None, validator=_optional_positive)
     patience: int | None = attrs.field(default=None, validator=_optional_positive)
     min_delta: float = 0.0
