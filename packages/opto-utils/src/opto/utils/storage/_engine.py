@@ -24,7 +24,16 @@ from sqlalchemy.pool import StaticPool
 from ._redact import redact_url
 from .errors import MissingDependencyError, StorageNotFoundError, StorageURLError
 
-__all__ = ["BEGIN_MODE", "Access", "create_engine", "decide_access", "is_memory", "parse_url"]
+__all__ = [
+    "BEGIN_MODE",
+    "Access",
+    "create_engine",
+    "decide_access",
+    "is_memory",
+    "parse_url",
+    "sqlite_path",
+    "use_wal",
+]
 
 #: Connection execution option read by the SQLite "begin" hook: "IMMEDIATE" or "DEFERRED".
 BEGIN_MODE = "opto_sqlite_begin"
@@ -195,8 +204,6 @@ def _sqlite_engine(url: URL, timeout: float, access: Access) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
-            if not memory and not access.read_only:
-                cursor.execute("PRAGMA journal_mode=WAL")
         finally:
             cursor.close()
 
@@ -206,6 +213,19 @@ def _sqlite_engine(url: URL, timeout: float, access: Access) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def use_wal(engine: Engine) -> None:
+    """Switch a SQLite file to WAL journaling (persistent in the file; readers never block
+    the writer). Done once the file is known to be an opto storage, so another
+    application's database is never changed."""
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+    finally:
+        connection.close()
 
 
 def _never_share_across_fork(engine: Engine) -> None:

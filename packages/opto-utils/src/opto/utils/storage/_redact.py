@@ -15,11 +15,13 @@ __all__ = ["SECRET_MASK", "redact_url"]
 #: What a hidden secret is shown as (the same mask SQLAlchemy uses for passwords).
 SECRET_MASK = "***"
 
-# scheme://user:password@ — user without ':', '/' or '@', password up to the last '@' before
-# the path, the way SQLAlchemy splits a URL.
-_USERINFO = re.compile(r"^(?P<head>[A-Za-z][\w+.\-]*://[^:/@?#]*:)(?P<password>[^@]*)(?=@)")
+# scheme://user:password@host — user without ':', '/' or '@'; the password runs to the last
+# '@' that is followed by a host (so an unescaped '@' in it is hidden too).
+_USERINFO = re.compile(
+    r"^(?P<head>[A-Za-z][\w+.\-]*://[^:/@?#]*:)(?P<password>.*)(?=@[^@/?#]*(?:[/?#]|$))"
+)
 # scheme://userinfo@ (with the password already masked).
-_AUTHORITY_USER = re.compile(r"^[A-Za-z][\w+.\-]*://[^/@?#]*@")
+_AUTHORITY_USER = re.compile(r"^[A-Za-z][\w+.\-]*://[^/?#]*@")
 # Query keys whose values are secrets: password, passwd, pwd, sslpassword, api_key, token...
 _SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.IGNORECASE)
 

@@ -151,9 +151,9 @@ def check_schema(connection: sa.Connection, where: str, *, required: bool) -> bo
     if not sa.inspect(connection).has_table(schema_version.name):
         if required:
             raise StorageNotFoundError(
-                f"{where} holds no opto run storage (no opto tables) and this storage may not "
-                "create one (opened read-only or with create=False); point at the database "
-                "your runs were written to"
+                f"{where} is not an opto run storage (it has no opto tables), and this "
+                "storage may not create one (opened read-only or with create=False); point at "
+                "the database your runs were written to"
             )
         return False
     found = connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()

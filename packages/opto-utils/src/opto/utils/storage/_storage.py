@@ -21,7 +21,7 @@ from typing import Any, Literal, Union
 import sqlalchemy as sa
 
 from . import _json
-from ._engine import BEGIN_MODE, create_engine, decide_access, is_memory, parse_url
+from ._engine import BEGIN_MODE, create_engine, decide_access, is_memory, parse_url, use_wal
 from ._redact import redact_url
 from ._rows import (
     check_iteration,
@@ -124,6 +124,9 @@ class Storage:
             else:
                 with self._transaction(write=True) as connection:
                     ensure_schema(connection, self._where, create=create)
+                if self._sqlite and not is_memory(self._url):
+                    with self._turns, self._backend_errors():
+                        use_wal(self._engine)
         except BaseException:
             self._engine.dispose()
             raise
