@@ -118,7 +118,7 @@ def _in_child_as(uid: int | None, check) -> None:
                 os.setgid(uid)
                 os.setuid(uid)
             check()
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        except BaseException as exc:
             message = f"{type(exc).__name__}: {exc}".encode() or b"failed"
         os.write(write, message)
         os._exit(0)

@@ -67,7 +67,8 @@ class RunStore:
         keep_last: int = 2,
     ) -> None:
         self._owned = isinstance(storage, (str, os.PathLike))
-        self.storage = open_storage(storage) if self._owned else storage
+        # A trainer writing a run asks for the storage: its tables may be added to any database.
+        self.storage = open_storage(storage, create=True) if self._owned else storage
         self.keep_last = keep_last
         try:
             self.run = self._open_run(run_name, prefix, resume, config, seed)

@@ -27,6 +27,8 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from ._json import standard_json
+from ._redact import redact_url
 from .errors import (
     InvalidScoreError,
     MissingDependencyError,
@@ -44,8 +46,6 @@ from .errors import (
     StorageReadOnlyError,
     StorageURLError,
 )
-from ._json import standard_json
-from ._redact import redact_url
 from .records import CheckpointRecord, EventRecord, RunRecord, RunStatus, StepRecord
 
 if TYPE_CHECKING:
