@@ -219,11 +219,16 @@ def use_wal(engine: Engine) -> None:
     """Switch a SQLite file to WAL journaling (persistent in the file; readers never block
     the writer). Done once the file is known to be an opto storage, so another
     application's database is never changed."""
+    statement = "PRAGMA journal_mode=WAL"
     connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.close()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+    except engine.dialect.loaded_dbapi.Error as exc:  # e.g. locked beyond the timeout
+        raise sa.exc.OperationalError(statement, None, exc) from exc
     finally:
         connection.close()
 

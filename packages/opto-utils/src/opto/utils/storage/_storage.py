@@ -410,8 +410,8 @@ class Storage:
     ) -> StepRecord | None:
         """The step with the highest (`mode="max"`) or lowest score `key`, or None.
 
-        Steps without that score, or where it is None or NaN, are ignored; ties go to the
-        earliest iteration.
+        Steps without that score, or where it is None or NaN, are ignored (NaN never
+        wins); -inf and +inf rank as numbers. Ties go to the earliest iteration.
         """
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
