@@ -63,3 +63,62 @@ def test_ucb_best_entry_and_pull_ignore_nan_means():
     entries[1].add([0.2])
     trainer = SimpleNamespace(buffer=entries)
     assert UCBSearch.best_entry(trainer).params == {"i": 1}
+
+
+# -- whole trainers ------------------------------------------------------------------------
+
+
+def _echo_agent_and_optimizer():
+    from opto import trace
+    from opto.optimizers.optimizer import Optimizer
+
+    @trace.model
+    class Echo:
+        def __init__(self):
+            self.prompt = trace.node("v0", trainable=True)
+
+        def forward(self, x):
+            return self.prompt + ""
+
+    class Next(Optimizer):
+        def _step(self, **kwargs):
+            (p,) = self.parameters
+            return {p: "v" + str(int(p.data[1:]) + 1)}
+
+    agent = Echo()
+    return agent, Next(agent.parameters())
+
+
+def _nan_for_v0_guide():
+    from opto.trainers.guide import Guide
+
+    class NaNForV0(Guide):
+        """v0 scores NaN (an undefined metric); vN scores N / 10."""
+
+        def get_feedback(self, query, response, reference=None, **kwargs):
+            return (NAN if response == "v0" else int(response[1:]) / 10), "more"
+
+    return NaNForV0()
+
+
+def test_basic_search_prefers_a_real_score_over_a_nan_current_one():
+    from opto.trainers import BasicSearchAlgorithm
+    from opto.trainers.executors import SerialExecutor
+
+    agent, optimizer = _echo_agent_and_optimizer()
+    data = {"inputs": [1, 2], "infos": ["x", "y"]}
+    trainer = BasicSearchAlgorithm(agent, optimizer, executor=SerialExecutor())
+    result = trainer.train(_nan_for_v0_guide(), data, batch_size=2, num_epochs=1)
+    assert result.final_parameters == {"prompt": "v1"}
+
+
+def test_the_run_best_is_never_a_nan_score():
+    from opto.trainers import MinibatchAlgorithm
+    from opto.trainers.executors import SerialExecutor
+
+    agent, optimizer = _echo_agent_and_optimizer()
+    data = {"inputs": [1, 2], "infos": ["x", "y"]}
+    trainer = MinibatchAlgorithm(agent, optimizer, executor=SerialExecutor())
+    result = trainer.train(_nan_for_v0_guide(), data, batch_size=2, num_epochs=2, test_dataset=data)
+    assert result.best_score == pytest.approx(0.2)
+    assert result.best_parameters == {"prompt": "v2"}
