@@ -316,7 +316,7 @@ class AbstractNode(Generic[T]):
             data = value
             base = _check_name(name) if name is not None else type(value).__name__
         self._data = data
-        self._parents: list[Node] | tuple[()] = ()  # a list once a parent is added
+        self._parents: list[Node] | tuple[Node, ...] = ()  # a list once one is added/listed
         self._ch: Any = None  # weak child links, see opto.trace._children
         self._level = 0
         self._name = GRAPH._next_name(base, self)  # type: ignore[arg-type]
@@ -352,7 +352,7 @@ class AbstractNode(Generic[T]):
         """The parent nodes (the live list)."""
         parents = self._parents
         if type(parents) is not list:
-            parents = self._parents = []
+            parents = self._parents = list(parents)
         return parents
 
     @property
@@ -546,6 +546,8 @@ class Node(AbstractNode[T]):
                 child._in_vals = tuple(child._parents)
             if type(child._parents) is list:
                 _remove_by_identity(child._parents, self)
+            else:
+                child._parents = tuple(p for p in child._parents if p is not self)
         with _LINK_LOCK:
             for parent in self._parents:
                 _links.remove(parent, self)
@@ -934,12 +936,8 @@ def _link(child: MessageNode[Any], vals: tuple[Node, ...]) -> None:
     """Add the distinct (by identity) ``vals`` as parents of ``child``; set level and deps."""
     n = len(vals)
     parents: Any
-    if n == 2 and vals[0] is not vals[1]:
-        parents = [vals[0], vals[1]]
-    elif n == 1:
-        parents = [vals[0]]
-    elif n == 0:
-        parents = ()
+    if (n == 2 and vals[0] is not vals[1]) or n < 2:
+        parents = vals  # distinct already: the inputs tuple itself is the parents tuple
     elif n < 16:
         parents = []
         for v in vals:
@@ -948,7 +946,7 @@ def _link(child: MessageNode[Any], vals: tuple[Node, ...]) -> None:
                     break
             else:
                 parents.append(v)
-        parents = list(parents)
+        parents = tuple(parents)
     else:
         parents = []
         seen: set[int] = set()
@@ -956,7 +954,7 @@ def _link(child: MessageNode[Any], vals: tuple[Node, ...]) -> None:
             if id(v) not in seen:
                 seen.add(id(v))
                 parents.append(v)
-        parents = list(parents)
+        parents = tuple(parents)
     level = 0
     ref = weakref.ref(child)
     with _LINK_LOCK:
