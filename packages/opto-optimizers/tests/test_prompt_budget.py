@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opto import trace
 from opto.optimizers import OptoPrime, OptoPrimeV2
 from opto.optimizers.prompt_budget import DEFAULT_MAX_SECTION_CHARS, fit_entries
@@ -31,7 +34,10 @@ def test_long_sections_keep_priority_first_and_last_entries_and_say_what_was_lef
     assert omitted == len(entries) - sum(1 for line in lines if not line.startswith("..."))
     markers = [line for line in lines if line.startswith("...")]
     assert len(markers) == 2  # one before and one after the kept priority line
-    assert "of 4,999 entries omitted" in markers[0] and "max_section_chars" in markers[0]
+    assert (
+        markers[0].startswith("... (")
+        and "of 4,999 entries omitted here: max_section_chars=1,000" in markers[0]
+    )
 
 
 def test_entries_are_rendered_lazily():
@@ -43,6 +49,25 @@ def test_entries_are_rendered_lazily():
 
     fit_entries(range(100_000), render, 2_000)
     assert len(rendered) < 200
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=400), max_size=300),
+    st.integers(min_value=100, max_value=5_000),
+    st.sets(st.integers(min_value=0, max_value=299), max_size=20),
+)
+def test_fitted_sections_never_exceed_the_limit(lengths, limit, special):
+    entries = [(i, "e" * n) for i, n in enumerate(lengths)]
+    text, omitted = fit_entries(entries, lambda e: e[1], limit, priority=lambda e: e[0] in special)
+    assert len(text) <= limit
+    if not entries:
+        assert (text, omitted) == ("", 0)
+        return
+    lines = text.split("\n")
+    said = [re.match(r"\.\.\. \(([\d,]+) of", line) for line in lines]
+    assert sum(int(m.group(1).replace(",", "")) for m in said if m) == omitted
+    assert sum(1 for m in said if not m) == len(entries) - omitted
 
 
 def test_a_single_entry_larger_than_the_budget_is_cut_not_dropped():

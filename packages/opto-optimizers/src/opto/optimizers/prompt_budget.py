@@ -37,7 +37,8 @@ DEFAULT_MAX_SECTION_CHARS = 20_000
 #: The sections kept within ``max_section_chars`` (the others are never cut).
 BUDGETED_SECTIONS = ("code", "documentation", "inputs", "others", "outputs")
 
-_MARKER_RESERVE = 120  # characters set aside for each "omitted" line
+_MARKER_RESERVE = 100  # characters set aside for each "omitted" line (and its newline)
+_MIN_SECTION_CHARS = 500
 _PRIORITY_SHARE = 0.5  # at most this part of a budget goes to the priority entries
 
 T = TypeVar("T")
@@ -50,19 +51,16 @@ NodeRenderer = Callable[[str, str, Any, Any], str]
 
 
 def _marker(omitted: int, total: int, limit: int) -> str:
-    return (
-        f"... ({omitted:,} of {total:,} entries omitted here: this section is limited "
-        f"to {limit:,} characters by max_section_chars) ..."
-    )
+    return f"... ({omitted:,} of {total:,} entries omitted here: max_section_chars={limit:,}) ..."
 
 
 def check_max_section_chars(value: int | None) -> int | None:
     """``value`` if it is None or a positive int; else a ValueError naming the fix."""
     if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or value < _MARKER_RESERVE
+        isinstance(value, bool) or not isinstance(value, int) or value < _MIN_SECTION_CHARS
     ):
         raise ValueError(
-            f"max_section_chars must be None (no limit) or an int >= {_MARKER_RESERVE}, "
+            f"max_section_chars must be None (no limit) or an int >= {_MIN_SECTION_CHARS}, "
             f"got {value!r}."
         )
     return value
@@ -78,8 +76,9 @@ def fit_entries(
     """The entries joined by newlines within ``limit`` characters, and how many were left out.
 
     Entries for which ``priority`` is true are kept first (within half the budget), then
-    as many leading and trailing entries as fit, alternately. Each run of left out entries
-    becomes one line saying how many. ``limit=None`` keeps everything.
+    as many leading and trailing entries as fit, alternately; when none fits whole, the last
+    one is cut to fit. Each run of left out entries becomes one line saying how many. The
+    text stays within ``limit`` when it is at least 100; ``limit=None`` keeps everything.
     """
     count = len(entries)
     texts: dict[int, str] = {}
@@ -128,7 +127,7 @@ def fit_entries(
             while head in chosen and head <= tail:
                 head += 1
             head_open = head <= tail and add(head, budget)
-    if not chosen:  # not even one entry fits whole: show the last one (the output side) cut
+    if not chosen and budget > len(TRUNCATION_MARKER):  # no entry fits whole: cut the last
         last = count - 1
         texts[last] = truncate_expression(text(last), max(0, budget - len(TRUNCATION_MARKER)))
         chosen.add(last)

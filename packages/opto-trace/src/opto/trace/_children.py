@@ -52,7 +52,8 @@ def live(ch: Any) -> list[Any]:
     if ch is None:
         return []
     if type(ch) is ChildRefs:
-        return [c for c in (r() for r in ch) if c is not None]
+        refs = list(ch)  # an atomic snapshot: other threads may be linking meanwhile
+        return [c for c in (r() for r in refs) if c is not None]
     child = ch()
     return [] if child is None else [child]
 
