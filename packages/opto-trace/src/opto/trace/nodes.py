@@ -22,9 +22,9 @@ import copy
 import re
 import threading
 import warnings
-import weakref
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from weakref import ref as _weak
 
 from opto.trace import _children as _links
 from opto.trace._state import _SCOPES, _TRACING, NAME_SCOPES, USED_NODES
@@ -269,7 +269,7 @@ _LINK_LOCK = threading.Lock()
 
 def _add_child_link(parent: AbstractNode[Any], child: AbstractNode[Any]) -> None:
     with _LINK_LOCK:
-        _links.add(parent, weakref.ref(child))
+        _links.add(parent, _weak(child))
 
 
 def _remove_by_identity(items: list[Any], obj: Any) -> None:
@@ -956,7 +956,7 @@ def _link(child: MessageNode[Any], vals: tuple[Node, ...]) -> None:
                 parents.append(v)
         parents = tuple(parents)
     level = 0
-    ref = weakref.ref(child)
+    ref = _weak(child)
     with _LINK_LOCK:
         for p in parents:
             if p._ch is None:
