@@ -124,3 +124,12 @@ def test_threads_sharing_a_parameter_keep_bounded_links():
     assert shared.children == []
     links = shared._ch
     assert links is None or type(links) is not ChildRefs or len(links) <= 4 * SWEEP_MIN
+
+
+def test_backward_unlinks_each_held_output_from_a_shared_parameter():
+    p = node(1, trainable=True)
+    outputs = [p + i for i in range(3 * SWEEP_MIN)]
+    for done, out in enumerate(reversed(outputs), start=1):
+        out.backward("fb")
+        assert len(p.children) == len(outputs) - done
+    assert p.children == [] and len(p.feedback) == len(outputs)

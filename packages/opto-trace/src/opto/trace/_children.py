@@ -59,12 +59,17 @@ def live(ch: Any) -> list[Any]:
 
 
 def remove(parent: Any, child: Any) -> None:
-    """Drop ``child`` (by identity) and any collected children from ``parent``'s links."""
+    """Drop ``child`` (by identity) from ``parent``'s links (lock held).
+
+    Searches from the newest link, so removing the latest child is O(1).
+    """
     ch = parent._ch
     if ch is None:
         return
     if type(ch) is ChildRefs:
-        ch[:] = [r for r in ch if (c := r()) is not None and c is not child]
-        ch.sweep_at = max(SWEEP_MIN, 2 * len(ch))
+        for i in range(len(ch) - 1, -1, -1):
+            if ch[i]() is child:
+                del ch[i]
+                return
     elif ch() is None or ch() is child:
         parent._ch = None
