@@ -22,7 +22,11 @@ __all__ = [
     "ParamSet",
     "batchify",
     "bind",
+    "deepcopy_module",
+    "get_original_name",
     "get_paramset",
+    "is_module_copy",
+    "is_node_copy",
     "paramset_from_update",
     "safe_mean",
     "to_jsonable",
@@ -75,6 +79,32 @@ def paramset_from_update(
 def update_from_paramset(agent: Module, paramset: Mapping[str, Any]) -> dict[ParameterNode, Any]:
     """The update dict `{ParameterNode: value}` that gives `agent` the values of `paramset`."""
     return {node: paramset[path] for path, node in agent.named_parameters() if path in paramset}
+
+
+def get_original_name(node: ParameterNode) -> str:
+    """The `py_name` of the node that `node` was (deep-)copied from: `x0_copy0` -> `x0`."""
+    return node.py_name.split("_copy", 1)[0]
+
+
+def is_node_copy(a: ParameterNode, b: ParameterNode) -> bool:
+    """Whether `a` and `b` are copies of one original parameter (or the same one)."""
+    return get_original_name(a) == get_original_name(b)
+
+
+def is_module_copy(a: Module, b: Module) -> bool:
+    """Whether the parameters of `a` and `b` are copies of each other, one to one."""
+    names_a = sorted(get_original_name(p) for p in a.parameters())
+    names_b = sorted(get_original_name(p) for p in b.parameters())
+    return names_a == names_b
+
+
+def deepcopy_module(agent: Module) -> Module:
+    """A deep copy of `agent` with its own parameter nodes (named `<original>_copy:k`).
+
+    Its graphs are separate from the agent's, so both can run backward independently;
+    `is_node_copy` relates each copied parameter to its original.
+    """
+    return copy.deepcopy(agent)
 
 
 def safe_mean(values: Iterable[Any], missing_value: Any = None) -> Any:

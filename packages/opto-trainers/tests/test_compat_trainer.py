@@ -1,0 +1,84 @@
+"""`opto.trainer`: trace-opt's module paths re-export opto.trainers and warn once."""
+
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import opto.trainers as new
+
+
+def _import_compat():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import opto.trainer
+        import opto.trainer.algorithms
+        import opto.trainer.algorithms.algorithm
+        import opto.trainer.algorithms.basic_algorithm
+        import opto.trainer.algorithms.basic_algorithms
+        import opto.trainer.algorithms.beamsearch_algorithm
+        import opto.trainer.algorithms.priority_search
+        import opto.trainer.algorithms.UCBsearch
+        import opto.trainer.evaluators
+        import opto.trainer.guide
+        import opto.trainer.loader
+        import opto.trainer.loggers
+        import opto.trainer.sampler
+        import opto.trainer.train
+        import opto.trainer.utils
+    return opto.trainer
+
+
+def test_anchor_module_paths_hold_the_opto_trainers_objects():
+    old = _import_compat()
+    assert old.train is new.train  # the function, not the train submodule
+    assert old.DataLoader is new.DataLoader
+    assert old.loader.DataLoader is new.DataLoader
+    assert old.guide.AutoGuide is new.Guide and old.guide.VerbalJudgeGuide is new.VerbalJudgeGuide
+    assert old.utils.batch_run is new.batch_run and old.utils.async_run is new.async_run
+    assert old.utils.is_node_copy is new.is_node_copy and old.utils.batchify is new.batchify
+    assert old.evaluators.evaluate_vector is new.evaluate_vector
+    assert old.sampler.Sampler is new.Sampler
+    assert old.loggers.ConsoleLogger is new.ConsoleLogger
+    algorithms = old.algorithms
+    assert algorithms.MinibatchAlgorithm is new.MinibatchAlgorithm
+    assert algorithms.PrioritySearch is new.PrioritySearch
+    assert algorithms.basic_algorithms.BasicSearchAlgorithm is new.BasicSearchAlgorithm
+    assert algorithms.basic_algorithm.evaluate is new.evaluate
+    assert algorithms.beamsearch_algorithm.BeamsearchAlgorithm is new.BeamSearch
+    assert algorithms.UCBsearch.UCBSearchAlgorithm is new.UCBSearch
+    assert algorithms.algorithm.AbstractAlgorithm is new.Trainer
+    assert algorithms.priority_search.PrioritySearch is new.PrioritySearch
+    assert "DataLoader" in dir(old) and "MinibatchAlgorithm" in dir(algorithms)
+
+
+def test_import_warns_once_with_the_fix():
+    code = textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:
+            import opto.trainer.loader
+            import opto.trainer.algorithms.basic_algorithms
+            from opto.trainer import DataLoader
+        deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)
+                        and "opto.trainer" in str(w.message)]
+        assert len(deprecations) == 1, [str(w.message) for w in caught]
+        assert "import from opto.trainers" in str(deprecations[0].message)
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_unknown_names_raise_attribute_error():
+    old = _import_compat()
+    for module in (old, old.algorithms):
+        try:
+            module.NoSuchThing  # noqa: B018
+        except AttributeError as exc:
+            assert "NoSuchThing" in str(exc)
+        else:
+            raise AssertionError("expected AttributeError")
