@@ -607,6 +607,9 @@ def set_update(x: Any, y: Any) -> Any:
 @bundle(catch_execution_error=False)
 def call_llm(llm: Any, system_prompt: Any, *user_prompts: Any, **kwargs: Any) -> Any:
     """Query the language model of system_prompt with user_prompts."""
+    if llm is None or isinstance(llm, str):  # call_llm(system_prompt, *user_prompts)
+        user_prompts = (system_prompt, *user_prompts)
+        system_prompt, llm = llm, _default_llm()
     messages = []
     if system_prompt is not None:
         messages.append({"role": "system", "content": system_prompt})
@@ -614,3 +617,10 @@ def call_llm(llm: Any, system_prompt: Any, *user_prompts: Any, **kwargs: Any) ->
         messages.append({"role": "user", "content": prompt})
     response = llm(messages=messages, **kwargs)
     return response.choices[0].message.content
+
+
+def _default_llm() -> Any:
+    """`opto.utils.llm.LLM()`: the configured default LLM, for `call_llm(system, *user)`."""
+    from opto.utils.llm import LLM
+
+    return LLM()
