@@ -77,7 +77,7 @@ def test_unknown_names_raise_attribute_error():
     old = _import_compat()
     for module in (old, old.algorithms):
         try:
-            module.NoSuchThing  # noqa: B018
+            module.NoSuchThing
         except AttributeError as exc:
             assert "NoSuchThing" in str(exc)
         else:

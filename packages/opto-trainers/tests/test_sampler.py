@@ -132,7 +132,10 @@ def test_batch_rollout_holds_one_module_and_rollout_config_validates():
     with pytest.raises(TypeError):
         RolloutConfig("agent", [1], [1], ExactMatchGuide())
     batches = sample_rollouts(
-        [RolloutConfig(a, [1, 2], [1, 1], ExactMatchGuide()), RolloutConfig(b, [3], [1], ExactMatchGuide())],
+        [
+            RolloutConfig(a, [1, 2], [1, 1], ExactMatchGuide()),
+            RolloutConfig(b, [3], [1], ExactMatchGuide()),
+        ],
         num_threads=2,
     )
     assert [len(x) for x in batches] == [2, 1]
