@@ -275,11 +275,7 @@ class Optimizer(AbstractOptimizer):
 
     @llm.setter
     def llm(self, llm: Any) -> None:
-        if llm is not None and not callable(llm):
-            raise TypeError(
-                f"llm must be callable as llm(messages=..., **options), got {type(llm).__name__}."
-            )
-        self.__dict__["_llm"] = llm
+        self.__dict__["_llm"] = llm  # None: build the default again on next use
 
     # --- feedback ---------------------------------------------------------------------
 

@@ -122,7 +122,11 @@ class TextGrad(Optimizer):
         )
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}.")
-        self.llm = llm  # None: LLM() on first use; the setter checks it is callable
+        if llm is not None and not callable(llm):
+            raise TypeError(
+                f"llm must be callable as llm(messages=..., **options), got {type(llm).__name__}."
+            )
+        self.llm = llm  # None: LLM() on first use
         self.objective = objective if objective is not None else self.default_objective
         self.max_tokens = max_tokens
         self.max_workers = max_workers
