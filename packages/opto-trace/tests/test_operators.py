@@ -271,6 +271,8 @@ def test_call_llm_without_an_llm_uses_the_default_llm(monkeypatch):
         {"max_tokens": 5},
     )
     assert prompt in out.parameter_dependencies
+    assert out.inputs["system_prompt"].data == "sys"  # inputs named after what they are
+    assert out.inputs["user_prompts_0"] is prompt
     ops.call_llm(None, "only user")
     assert llm.calls[1][0] == [{"role": "user", "content": "only user"}]
 
