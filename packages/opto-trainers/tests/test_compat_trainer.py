@@ -82,3 +82,50 @@ def test_unknown_names_raise_attribute_error():
             assert "NoSuchThing" in str(exc)
         else:
             raise AssertionError("expected AttributeError")
+
+
+def test_opentrace_style_training_script_runs_on_the_old_paths():
+    """A script written for OpenTrace's `opto.trainer` runs with no change but the warning."""
+    import re
+
+    from opto.utils.testing import ScriptedLLM
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from opto import trace
+        from opto.optimizers import OptoPrime
+        from opto.trainer.algorithms.basic_algorithms import MinibatchAlgorithm
+        from opto.trainer.guide import Guide
+        from opto.trainer.loader import DataLoader
+        from opto.trainer.utils import batch_run
+
+    @trace.model
+    class Doubler:
+        def __init__(self):
+            self.factor = trace.node(1, trainable=True)
+
+        def forward(self, x):
+            return self.factor * x
+
+    class Exact(Guide):
+        def get_feedback(self, query, response, reference=None, **kwargs):
+            if response == reference:
+                return 1.0, "Correct"
+            return 0.0, f"expected {reference}, got {response}"
+
+    def propose(messages, **options):
+        name = re.search(r"\(int\) (\w+)=", messages[-1]["content"]).group(1)
+        return f'{{"reasoning": "double it", "suggestion": {{"{name}": 2}}}}'
+
+    agent = Doubler()
+    data = {"inputs": [1, 2, 3], "infos": [2, 4, 6]}
+    loader = DataLoader(data, batch_size=3, shuffle=False)
+    xs, infos = next(loader)  # the loader is an iterator, as in OpenTrace
+    assert xs == [1, 2, 3]
+    algorithm = MinibatchAlgorithm(agent, OptoPrime(agent.parameters(), llm=ScriptedLLM(propose)))
+    algorithm.train(Exact(), data, num_epochs=1, batch_size=3, num_threads=2)
+    assert agent.factor.data == 2
+    scores = batch_run(max_workers=3)(lambda m, x, info: Exact()(x, m(x).data, info)[0])(
+        agent, xs, infos
+    )
+    assert scores == [1.0, 1.0, 1.0]
