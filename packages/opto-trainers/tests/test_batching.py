@@ -118,3 +118,12 @@ def test_evaluate_isolates_agent_and_guide_state_per_call():
     scores = evaluate(agent, guide, [1, 2], [3, 0], num_samples=2, num_threads=2)
     assert scores == [[1.0, 1.0], [0.0, 0.0]]
     assert agent.state == 0
+
+
+def test_threaded_runs_create_distinct_node_names():
+    def make(i):
+        return trace.node(i, name="threaded")
+
+    nodes = async_run([make] * 100, [(i,) for i in range(100)], max_workers=8)
+    assert len({n.name for n in nodes}) == 100
+    assert [n.data for n in nodes] == list(range(100))
