@@ -71,6 +71,12 @@ def test_import_warns_once_with_the_fix():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+    # under Python's default filters the importing script sees it, attributed to its line
+    plain = subprocess.run(
+        [sys.executable, "-c", "import opto.trainer.loader"], capture_output=True, text=True
+    )
+    assert plain.returncode == 0
+    assert "<string>:1: DeprecationWarning: opto.trainer is the trace-opt name" in plain.stderr
 
 
 def test_unknown_names_raise_attribute_error():

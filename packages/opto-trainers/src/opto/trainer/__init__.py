@@ -17,7 +17,7 @@ warnings.warn(
     "opto.trainer is the trace-opt name of the trainer package and is deprecated; import "
     "from opto.trainers instead (e.g. `from opto.trainers import DataLoader, train`)",
     DeprecationWarning,
-    stacklevel=2,
+    stacklevel=2,  # the importing code (warnings skips the import machinery's frames)
 )
 
 # Bound eagerly so that the `opto.trainer.train` submodule cannot shadow the function.
