@@ -10,6 +10,7 @@ other's mutable attributes while their graphs still reach the shared parameters.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -38,7 +39,7 @@ def async_run(
     """Call `runs[i](*args_list[i], **kwargs_list[i])` for every i, in parallel threads.
 
     Results come back in the order of `runs`. `max_workers` bounds the threads in flight
-    (None: one per call); with `max_workers=1` (and `allow_sequential_run`) the calls run
+    (None: as `ThreadPoolExecutor`, `min(32, cpu_count + 4)`); with `max_workers=1` (and `allow_sequential_run`) the calls run
     in order on the calling thread. Works the same inside a running event loop (e.g. a
     notebook), since it never starts one. The first exception raised by a call propagates
     once every started call has finished. `description` is accepted for compatibility;
@@ -61,7 +62,8 @@ def async_run(
     if max_workers == 1 and allow_sequential_run:
         executor: SerialExecutor | ThreadExecutor = SerialExecutor()
     else:
-        executor = ThreadExecutor(max_workers or max(count, 1))
+        default = min(32, (os.cpu_count() or 1) + 4)
+        executor = ThreadExecutor(max(1, min(max_workers or default, count)))
     with executor:
         return executor.map(_call, calls)
 
