@@ -140,3 +140,36 @@ def test_batch_rollout_holds_one_module_and_rollout_config_validates():
     )
     assert [len(x) for x in batches] == [2, 1]
     assert batches[1].module is b
+
+
+def test_update_dicts_move_between_module_copies():
+    from opto.trace.nodes import ParameterNode
+    from opto.trace.projections import Projection
+    from opto.trainers.utils import (
+        create_module_from_update_dict,
+        deepcopy_module,
+        remap_update_dict,
+        set_module_parameters,
+    )
+
+    class Clip(Projection):
+        def project(self, x):
+            return min(x, 10)
+
+    @trace.model
+    class Two:
+        def __init__(self):
+            self.a = ParameterNode(1, trainable=True, name="a", projections=[Clip()])
+            self.b = ParameterNode(2, trainable=False, name="b")
+
+    agent = Two()
+    copy = deepcopy_module(agent)
+    update = {copy.a: 50, copy.b: 7}
+    remapped = remap_update_dict(agent, update)
+    assert remapped == {agent.a: 50, agent.b: 7}
+    assert remap_update_dict(Stateful(), update) == {}
+    set_module_parameters(agent, update)
+    assert agent.a.data == 10  # projected, as an optimizer step would
+    assert agent.b.data == 2  # not trainable: untouched
+    fresh = create_module_from_update_dict(agent, {agent.a: 3})
+    assert fresh.a.data == 3 and agent.a.data == 10 and fresh.a is not agent.a
