@@ -100,6 +100,7 @@ def test_opentrace_style_training_script_runs_on_the_old_paths():
         warnings.simplefilter("ignore", DeprecationWarning)
         from opto import trace
         from opto.optimizers import OptoPrime
+        from opto.trainer import train
         from opto.trainer.algorithms.basic_algorithms import MinibatchAlgorithm
         from opto.trainer.guide import Guide
         from opto.trainer.loader import DataLoader
@@ -135,3 +136,17 @@ def test_opentrace_style_training_script_runs_on_the_old_paths():
         agent, xs, infos
     )
     assert scores == [1.0, 1.0, 1.0]
+
+    # the one-call entry point, as OpenTrace's examples use it
+    fresh = Doubler()
+    train(
+        model=fresh,
+        train_dataset=data,
+        algorithm="MinibatchAlgorithm",
+        optimizer="OptoPrime",
+        optimizer_kwargs={"llm": ScriptedLLM(propose)},
+        guide=Exact(),
+        num_epochs=1,
+        batch_size=3,
+    )
+    assert fresh.factor.data == 2
