@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import attrs
+from opto.utils.concurrency import start_thread
 from opto.utils.llm.base import AbstractModel
 from opto.utils.llm.retry import RetryPolicy
 from opto.utils.llm.types import ChatResponse, Usage
@@ -376,10 +377,9 @@ class OpenAIServer:
         httpd.block_on_close = False
         self._httpd = httpd
         self._stopping.clear()
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        self._thread = start_thread(
+            httpd.serve_forever, poll_interval=0.05, name="opto-openai-server"
         )
-        self._thread.start()
         return self
 
     def stop(self) -> None:

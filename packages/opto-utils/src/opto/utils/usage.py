@@ -37,6 +37,7 @@ __all__ = [
     "UsageRecord",
     "ledger",
     "record",
+    "record_remote",
     "remaining_budget",
     "reserve",
     "track_usage",
@@ -56,6 +57,14 @@ class BudgetExceeded(Exception):
         self.limit = limit
         self.budget = budget
         self.used = used
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the keyword attributes (the error crosses process boundaries)."""
+        return (_budget_exceeded, (str(self), self.limit, self.budget, self.used))
+
+
+def _budget_exceeded(message: str, limit: str, budget: float, used: float) -> BudgetExceeded:
+    return BudgetExceeded(message, limit=limit, budget=budget, used=used)
 
 
 @attrs.frozen(kw_only=True)
@@ -347,9 +356,20 @@ def remaining_budget() -> Budget:
 
 
 def record(entry: UsageRecord) -> None:
-    """Record a call that needed no reservation (a cache hit) in every active ledger."""
+    """Record a call that needed no reservation (a cache hit, or the final outcome of a
+    call whose requests were already counted) in every active ledger."""
     for led in _active():
         led.record(entry)
+
+
+def record_remote(entry: UsageRecord) -> None:
+    """Record a call made in another process (e.g. a Ray worker) in every active ledger,
+    counting its `attempts` as requests unless it was a cache hit."""
+    sent = 0 if entry.cached else entry.attempts
+    for led in _active():
+        with led._lock:
+            led.requests += sent
+            led._add(entry)
 
 
 @contextmanager
