@@ -154,6 +154,22 @@ def test_remaining_budget_is_the_tightest_of_the_active_scopes():
     assert (left.max_calls, left.max_usd, left.max_tokens) == (2, 9.5, None)
 
 
+def test_budget_exceeded_survives_pickling():
+    import pickle
+
+    error = BudgetExceeded("spent", limit="usd", budget=1.0, used=1.5)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.limit, copy.budget, copy.used) == ("spent", "usd", 1.0, 1.5)
+
+
+def test_remote_usage_counts_its_requests():
+    with track_usage(max_calls=3) as scope:
+        usage.record_remote(usage.UsageRecord(model="m", prompt_tokens=3, attempts=2))
+        usage.record_remote(usage.UsageRecord(model="m", cached=True))
+        assert usage.remaining_budget().max_calls == 1
+    assert scope.requests == 2 and scope.calls == 2
+
+
 # --- messages that cannot be sent -------------------------------------------------------
 
 

@@ -24,8 +24,8 @@ Budgets (`track_usage(max_calls=..., max_tokens=..., max_usd=...)`) on Ray:
 - what is not: workers do not see each other's usage while they run, so the tasks in flight
   at one time may together pass a budget by up to (tasks in flight - 1) times the remainder
   they were given; scopes opened with `all_threads=True` in the driver and usage scopes
-  opened inside the task itself only apply in the worker; and usage of a task that dies
-  with its worker (killed actor, lost node) is never reported. For a hard global limit use
+  opened inside the task itself only apply in the worker; and the usage of a task that
+  raises, or dies with its worker (killed actor, lost node), is not reported. For a hard global limit use
   a thread or asyncio executor, or `max_workers=1`.
 """
 
