@@ -325,8 +325,8 @@ class AbstractModel:
                 return call_with_deadline(
                     lambda: self._complete(msgs, options), limit, name="opto-llm"
                 )
-            except DeadlineExceeded:
-                raise self._timed_out(limit) from None
+            except DeadlineExceeded as exc:
+                raise self._timed_out(limit) from exc
 
         def attempt() -> ChatResponse:
             nonlocal attempts, reservation
@@ -365,8 +365,8 @@ class AbstractModel:
                 return await self._acomplete(msgs, options)
             try:
                 return await asyncio.wait_for(self._acomplete(msgs, options), limit)
-            except TimeoutError:
-                raise self._timed_out(limit) from None
+            except TimeoutError as exc:
+                raise self._timed_out(limit) from exc
 
         async def attempt() -> ChatResponse:
             nonlocal attempts, reservation
