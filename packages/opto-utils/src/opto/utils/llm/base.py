@@ -76,7 +76,8 @@ class AbstractModel:
         cache: `True`/a path/a `ResponseCache` to cache replies, `False` to never cache,
             None to follow `OPTO_LLM_CACHE`.
         retry: the `RetryPolicy` for transient failures.
-        timeout: seconds per request (backends that talk over a network honour it).
+        timeout: seconds per request (backends that talk over a network honour it; with
+            `hard_timeout` it is a deadline for the whole reply, not for each read).
         rollout_id: default rollout id for cache keys (a per-call `rollout_id=` wins).
         **options: default call options (temperature, max_tokens…); per-call options win.
     """
