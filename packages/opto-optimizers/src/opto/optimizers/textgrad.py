@@ -14,7 +14,6 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
@@ -24,6 +23,7 @@ from opto.optimizers.parsing import is_terminate
 from opto.optimizers.utils import drop_oldest, jsonable, truncate_expression
 from opto.trace.nodes import Node, ParameterNode
 from opto.trace.propagators import AbstractPropagator, TraceGraph
+from opto.utils.concurrency import ContextThreadPoolExecutor
 from opto.utils.llm.types import ChatResponse, response_from_openai
 
 __all__ = ["TextGrad"]
@@ -158,7 +158,7 @@ class TextGrad(Optimizer):
             responses = [self._ask(system, user) for _, _, system, user in requests]
         else:
             workers = min(self.max_workers, len(requests))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            with ContextThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [pool.submit(self._ask, system, user) for _, _, system, user in requests]
                 responses = [future.result() for future in futures]
         texts = []

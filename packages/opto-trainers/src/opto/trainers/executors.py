@@ -7,8 +7,9 @@ after another, `ThreadExecutor` (the default) keeps up to `max_workers` in fligh
 from its plain tasks are awaited on that loop, see `executor_loop`).
 A Ray executor (`opto.trainers.ray_executor`) implements the same interface.
 
-Each task runs in a copy of the caller's `contextvars` context, so usage scopes and budgets
-(`opto.utils.usage.track_usage`) and tracing state reach the workers. A `map` issued from
+Each task runs in a copy of the caller's `contextvars` context (threads come from
+`opto.utils.concurrency`), so usage scopes and budgets (`opto.utils.usage.track_usage`)
+and tracing state reach the workers. A `map` issued from
 inside one of the executor's own tasks runs inline, so nested work never deadlocks a
 bounded pool.
 """
@@ -22,6 +23,8 @@ import inspect
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+
+from opto.utils.concurrency import ContextThreadPoolExecutor, start_thread
 
 __all__ = [
     "AsyncioExecutor",
@@ -92,22 +95,22 @@ class ThreadExecutor(Executor):
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
             raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
         self.max_workers = max_workers
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: ContextThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._inside = threading.local()
 
-    def _get_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _get_pool(self) -> ContextThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
+                self._pool = ContextThreadPoolExecutor(
                     self.max_workers, thread_name_prefix="opto-trainer"
                 )
             return self._pool
 
-    def _run(self, context: contextvars.Context, fn: Callable[[T], R], item: T) -> R:
+    def _run(self, fn: Callable[[T], R], item: T) -> R:
         self._inside.active = True
         try:
-            return context.run(fn, item)
+            return fn(item)
         finally:
             self._inside.active = False
 
@@ -116,7 +119,7 @@ class ThreadExecutor(Executor):
         if len(items) <= 1 or getattr(self._inside, "active", False):
             return [fn(item) for item in items]
         pool = self._get_pool()
-        futures = [pool.submit(self._run, contextvars.copy_context(), fn, item) for item in items]
+        futures = [pool.submit(self._run, fn, item) for item in items]
         try:
             concurrent.futures.wait(futures)
         except BaseException:  # Ctrl-C: drop what has not started, wait for what has
@@ -161,7 +164,7 @@ class AsyncioExecutor(Executor):
         is_async = inspect.iscoroutinefunction(fn)
         pool = None
         if not is_async:
-            pool = concurrent.futures.ThreadPoolExecutor(
+            pool = ContextThreadPoolExecutor(
                 self.max_workers, thread_name_prefix="opto-asyncio-task"
             )
 
@@ -191,19 +194,16 @@ class AsyncioExecutor(Executor):
         items = list(items)
         if not items:
             return []
-        context = contextvars.copy_context()
         result: list[Any] = []
         failure: list[BaseException] = []
 
         def runner() -> None:
             try:
-                result.extend(context.run(asyncio.run, self.amap(fn, items)))
+                result.extend(asyncio.run(self.amap(fn, items)))
             except BaseException as exc:  # re-raised in the caller's thread
                 failure.append(exc)
 
-        thread = threading.Thread(target=runner, name="opto-asyncio-executor")
-        thread.start()
-        thread.join()
+        start_thread(runner, name="opto-asyncio-executor", daemon=False).join()
         if failure:
             raise failure[0]
         return result
