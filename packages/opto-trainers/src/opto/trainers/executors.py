@@ -168,13 +168,15 @@ class AsyncioExecutor(Executor):
                 self.max_workers, thread_name_prefix="opto-asyncio-task"
             )
 
+        def on_loop(item: T) -> Any:
+            _LOOP.set(loop)  # in the submitted call's own copy of the context
+            return fn(item)
+
         async def one(item: T) -> Any:
             async with semaphore:
                 if is_async:
                     return await fn(item)
-                context = contextvars.copy_context()
-                context.run(_LOOP.set, loop)
-                return await loop.run_in_executor(pool, context.run, fn, item)
+                return await asyncio.wrap_future(pool.submit(on_loop, item))
 
         tasks = [asyncio.ensure_future(one(item)) for item in items]
         try:
@@ -186,7 +188,7 @@ class AsyncioExecutor(Executor):
             raise
         finally:
             if pool is not None:  # started calls may still await coroutines on this loop
-                await loop.run_in_executor(None, pool.shutdown)
+                await asyncio.to_thread(pool.shutdown)
 
     def map(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
         import asyncio
