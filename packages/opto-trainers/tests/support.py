@@ -17,6 +17,7 @@ next value (`increment` turns "vN" into "vN+1").
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from typing import Any
@@ -39,6 +40,37 @@ class Scale:
         self.a = trace.node(a, trainable=True, name="a")
 
     def forward(self, x: Any) -> Any:
+        return self.a * x
+
+
+LOOPS: list[asyncio.AbstractEventLoop] = []
+"""The event loops `AsyncScale.forward` ran on (tests clear it first)."""
+
+
+@trace.model
+class AsyncScale:
+    """`a * x` like `Scale`, through an `async def forward` (traced operators inside)."""
+
+    def __init__(self, a: int = 1) -> None:
+        self.a = trace.node(a, trainable=True, name="a")
+
+    async def forward(self, x: Any) -> Any:
+        LOOPS.append(asyncio.get_running_loop())
+        await asyncio.sleep(0)
+        return self.a * x
+
+
+BAD = 2
+"""The example `FlakyScale` and `FlakyGuide` fail on."""
+
+
+@trace.model
+class FlakyScale(Scale):
+    """`Scale` whose forward raises (outside any traced operator) on x == BAD."""
+
+    def forward(self, x: Any) -> Any:
+        if x == BAD:
+            raise ConnectionError(f"backend down for {x}")
         return self.a * x
 
 
@@ -105,6 +137,15 @@ class RecordingLogger(BaseLogger):
 
     def values(self, name: str) -> list[Any]:
         return [data for n, data, _ in self.records if n == name]
+
+
+class FlakyGuide(TargetGuide):
+    """`TargetGuide` that raises on x == BAD."""
+
+    def get_feedback(self, query: Any, response: Any, reference: Any = None, **kwargs: Any):
+        if query == BAD:
+            raise ConnectionError(f"judge down for {query}")
+        return super().get_feedback(query, response, reference)
 
 
 class InterruptingGuide(TargetGuide):
@@ -213,3 +254,9 @@ def straight_and_resumed(
         TargetGuide(), DATA, **{length: total}, storage=storage, run_name="r", resume=True, **kwargs
     )
     return (straight, straight_agent, straight_opt, expected), (second, agent, second_opt, resumed)
+
+
+def ask_once(item: Any) -> str:
+    """One LLM request per item (budget tests of the executors)."""
+    reply = ECHO_LLM(messages=[{"role": "user", "content": f"{item}|"}], cache=False)
+    return reply.content or ""

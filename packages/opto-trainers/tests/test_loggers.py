@@ -49,14 +49,14 @@ def test_jsonl_logger_writes_one_line_per_record(tmp_path):
     assert [r["data"] for r in records if r["name"] == "Parameter: prompt"] == ["v1", "v2"]
 
 
-def test_jsonl_lines_are_standard_json_and_keep_what_json_can_hold(tmp_path):
+def test_jsonl_lines_follow_the_export_rule_and_repr_what_json_cannot_hold(tmp_path):
     path = tmp_path / "log.jsonl"
     logger = JSONLLogger(path)
     logger.log("scores", {"nan": float("nan"), "inf": float("inf"), "obj": object, "n": 2}, 3)
     logger.close()
     line = path.read_text().strip()
     record = json.loads(line, parse_constant=lambda token: pytest.fail(f"bare {token}"))
-    assert record["data"] == {"nan": "NaN", "inf": "Infinity", "obj": repr(object), "n": 2}
+    assert record["data"] == {"nan": None, "inf": None, "obj": repr(object), "n": 2}
 
 
 def test_nothing_is_printed_without_verbose(capsys):
@@ -117,3 +117,19 @@ def test_missing_extra_names_the_install_command():
             MLflowLogger()
     else:
         pytest.skip("mlflow is installed")
+
+
+def test_jsonl_lines_are_standard_json(tmp_path):
+    import math
+
+    path = tmp_path / "log.jsonl"
+    logger = JSONLLogger(path)
+    logger.log("score", math.nan, 1)
+    logger.log("scores", {"a": math.inf, "b": [1.5, -math.inf]}, 2)
+    logger.close()
+
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    lines = [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+    assert [line["data"] for line in lines] == [None, {"a": None, "b": [1.5, None]}]

@@ -16,6 +16,7 @@ from opto.trainers.algorithms.beamsearch import BeamSearch, BeamSearchHistory
 from opto.trainers.algorithms.priority_search import PrioritySearch
 from opto.trainers.algorithms.ucb import UCBSearch
 from opto.trainers.executors import make_executor
+from opto.utils.usage import BudgetExceeded, track_usage
 
 try:
     import ray
@@ -77,6 +78,17 @@ def test_make_executor_builds_a_ray_executor(ray_runtime):
     executor.close()
 
 
+@needs_ray
+def test_workers_enforce_what_is_left_of_the_drivers_budget(ray_runtime):
+    from opto.trainers.ray_executor import RayExecutor
+
+    with RayExecutor(max_workers=1) as executor, track_usage(max_calls=3) as scope:
+        assert executor.map(S.ask_once, [1, 2]) == ["1", "2"]
+        with pytest.raises(BudgetExceeded, match="max_calls"):
+            executor.map(S.ask_once, [3, 4, 5])
+    assert scope.requests == 3  # remote requests count in the driver's scope
+
+
 CASES = [
     (PrioritySearch, {}, dict(batch_size=2, num_candidates=2, num_proposals=2, num_steps=3)),
     (
@@ -126,3 +138,23 @@ def test_training_on_ray_matches_training_on_threads(ray_executor, cls, init, kw
     # usage was reported back to the run (same totals as on threads).
     assert thread_calls > 0 and driver_calls == 0
     assert threaded[-1]["calls"] == thread_calls
+
+
+@needs_ray
+def test_async_agents_and_failing_examples_on_ray(ray_runtime):
+    from opto.trainers.evaluation import TooManyErrorsError
+    from opto.utils.testing import ScriptedLLM
+
+    def run(agent, executor, **kwargs):
+        optimizer = S.NudgeOptimizer(agent.parameters(), ScriptedLLM(S.nudge))
+        trainer = PrioritySearch(agent, optimizer, num_threads=2, seed=0, executor=executor)
+        return trainer.train(
+            S.TargetGuide(), S.DATA, batch_size=2, num_candidates=2, num_steps=2, **kwargs
+        )
+
+    expected = run(S.Scale(), "threads")
+    assert run(S.AsyncScale(), "ray").final_parameters == expected.final_parameters
+    with pytest.raises(TooManyErrorsError) as caught:
+        run(S.FlakyScale(), "ray", max_errors=1)
+    assert caught.value.failures[0]["x"] == S.BAD
+    assert "ConnectionError" in caught.value.failures[0]["error"]

@@ -187,6 +187,27 @@ def test_jsonable_nan_rule_gives_standard_json():
     assert dumps([math.nan]) == '["NaN"]'
 
 
+def test_jsonable_null_rule_for_exports_and_logs_reaches_nested_values():
+    @attrs.define
+    class Point:
+        y: float
+
+    data = {"a": (math.nan, [math.inf]), "b": Point(-math.inf), "c": {2.5, math.nan}, "d": "NaN"}
+    out = jsonable(data, nonfinite="null")
+    assert out == {"a": [None, [None]], "b": {"y": None}, "c": [2.5, None], "d": "NaN"}
+    assert dumps({"x": math.inf}, nonfinite="null") == '{"x": null}'
+    with pytest.raises(ValueError, match="nonfinite must be 'text' or 'null'"):
+        jsonable(1.0, nonfinite="none")  # type: ignore[arg-type]
+
+
+def test_storage_standard_json_is_the_null_rule():
+    from opto.utils.storage import standard_json
+
+    value = {"s": {1: (math.nan, object)}, "t": -math.inf}
+    assert standard_json(value) == jsonable(value, nonfinite="null")
+    assert standard_json(value) == {"s": {"1": [None, repr(object)]}, "t": None}
+
+
 def test_jsonable_numbers_containers_and_keys():
     assert jsonable({1: (2, Fraction(1, 2)), None: True}) == {"1": [2, 0.5], "None": True}
     assert jsonable({3, 1, 2}) == [1, 2, 3]

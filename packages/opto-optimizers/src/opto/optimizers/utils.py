@@ -1,4 +1,6 @@
-"""Small helpers shared by the optimizers: value truncation and history trimming.
+"""Small helpers shared by the optimizers: value truncation, history trimming, coloured
+console output. The XML-reply helpers of OptoPrimeV2 (`extract_xml_like_data` and friends) are
+importable from here too.
 
 ``jsonable`` (`opto.utils.jsonable`) and ``atomic_write_text`` (`opto.utils.files.atomic_write`)
 are the shared opto-utils helpers, re-exported here under the names optimizers use.
@@ -7,11 +9,13 @@ are the shared opto-utils helpers, re-exported here under the names optimizers u
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from opto.utils.files import atomic_write as atomic_write_text
 from opto.utils.jsonable import dumps as json_dumps
 from opto.utils.jsonable import jsonable
+from opto.utils.lazy import lazy_exports
 
 __all__ = [
     "TRUNCATION_MARKER",
@@ -19,8 +23,51 @@ __all__ = [
     "dumps",
     "estimate_tokens",
     "jsonable",
+    "print_color",
     "truncate_expression",
 ]
+
+_COLORS = {
+    "red": "\033[91m",
+    "green": "\033[92m",
+    "yellow": "\033[93m",
+    "blue": "\033[94m",
+    "magenta": "\033[95m",
+    "cyan": "\033[96m",
+}
+# The XML helpers live with OptoPrimeV2, which imports this module: loaded on first access.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        name: "opto.optimizers.optoprime_v2"
+        for name in (
+            "extract_first_top_level_block",
+            "extract_reasoning_and_remainder",
+            "extract_top_level_blocks",
+            "extract_xml_like_data",
+        )
+    },
+)
+
+
+def print_color(message: Any, color: str | None = None, logger: Any = None) -> None:
+    """Print `message` to stdout in an ANSI colour, for scripts and notebooks.
+
+    Colours: red, green, yellow, blue, magenta, cyan; any other (or None) prints plain.
+    With `logger`, the message also goes to it: `logger.info(message)` for a
+    `logging.Logger`, else `logger.log(message)` (e.g. a trainer logger taking one text).
+    """
+    code = _COLORS.get(color or "")
+    text = str(message)
+    sys.stdout.write(f"{code}{text}\033[0m\n" if code else f"{text}\n")
+    if logger is not None:
+        import logging
+
+        if isinstance(logger, logging.Logger):
+            logger.info(text)
+        else:
+            logger.log(text)
+
 
 TRUNCATION_MARKER = "...(skipped due to length limit)"
 """Appended to a value shortened for the prompt (the reference's wording)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import opto.utils  # noqa: F401  (warns when trace-opt is installed beside opto)
 from opto.trace._state import stop_tracing
 
 # Eager on purpose: importing the submodule ``opto.trace.bundle`` binds the package attribute

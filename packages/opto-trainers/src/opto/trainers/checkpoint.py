@@ -48,9 +48,10 @@ class RunStore:
     Args:
         storage: a storage URL or an open `opto.utils.storage.Storage`.
         run_name: the run's name; with `resume` and no name, the latest run whose name
-            starts with `prefix` is continued.
+            starts with `prefix` is continued (a new one is created if there is none).
         prefix: generated names are `<prefix>-<UTC time>`.
-        resume: continue an existing run (a new one is created if none exists).
+        resume: continue an existing run; a `run_name` that does not exist is a
+            `RunNotFoundError`.
         config: JSON-able configuration stored with a new run.
         seed: the trainer's seed, stored with a new run.
         keep_last: how many checkpoints to keep.
@@ -68,8 +69,10 @@ class RunStore:
         keep_last: int = 2,
     ) -> None:
         self._owned = isinstance(storage, (str, os.PathLike))
-        self.storage = open_storage(storage) if self._owned else storage
+        # A trainer writing a run asks for the storage: its tables may be added to any database.
+        self.storage = open_storage(storage, create=True) if self._owned else storage
         self.keep_last = keep_last
+        self.created = False  # whether this store created the run (rather than resumed it)
         try:
             self.run = self._open_run(run_name, prefix, resume, config, seed)
         except BaseException:
@@ -88,16 +91,22 @@ class RunStore:
         if name is None:
             stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
             name = f"{prefix}-{stamp}"
-        if resume:
+        elif resume:
             try:
                 run = self.storage.get_run(name)
             except RunNotFoundError:
-                pass
-            else:
-                self.storage.set_status(run, RunStatus.RUNNING)
-                return run
+                known = [r.name for r in self.storage.list_runs()][-5:]
+                raise RunNotFoundError(
+                    f"resume=True but {self.url} has no run named {name!r} (latest runs: "
+                    f"{known or 'none'}); pass the name of an existing run, or resume=False "
+                    "to start a new one"
+                ) from None
+            self.storage.set_status(run, RunStatus.RUNNING)
+            return run
         try:
-            return self.storage.create_run(name, config=config, seed=seed)
+            run = self.storage.create_run(name, config=config, seed=seed)
+            self.created = True
+            return run
         except RunExistsError:
             # the storage suggests `load_if_exists`, which is no `train` keyword
             raise RunExistsError(

@@ -26,6 +26,7 @@ __all__ = [
     "GuideError",
     "LLMJudge",
     "VerbalJudgeGuide",
+    "check_guide",
     "exact_match_metric",
 ]
 
@@ -100,6 +101,18 @@ class Guide:
 
 #: The reference's original name of `Guide`.
 AutoGuide = Guide
+
+
+def check_guide(guide: Any, name: str) -> None:
+    """Raise a clear TypeError when `guide` (the argument `name`) is not a `Guide`."""
+    if isinstance(guide, Guide):
+        return
+    hint = (
+        "; wrap a scoring function as FunctionGuide(fn) (from opto.trainers)"
+        if callable(guide)
+        else ""
+    )
+    raise TypeError(f"{name} must be an opto.trainers Guide, not {type(guide).__name__}{hint}")
 
 
 def exact_match_metric(question: Any, student_answer: Any, info: Any) -> float:

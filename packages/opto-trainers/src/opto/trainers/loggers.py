@@ -148,9 +148,10 @@ DefaultLogger = ConsoleLogger
 class JSONLLogger(BaseLogger):
     """Appends one JSON object per record to `path`: `{"time", "step", "name", "data"}`.
 
-    Data is converted by `opto.utils.jsonable.jsonable` (standard JSON: what JSON cannot hold
-    becomes its `repr`; NaN and infinities become "NaN", "Infinity", "-Infinity"). Each line
-    is flushed, so a killed run keeps everything logged so far.
+    Lines are standard JSON, by the rule of run exports (`opto.utils.jsonable.jsonable` with
+    ``nonfinite="null"``): NaN and infinite numbers are written as `null`, values that are not
+    JSON-able as their `repr`. Each line is flushed, so a killed run keeps everything logged
+    so far.
     """
 
     def __init__(self, path: str | Path = "logs/train.jsonl") -> None:
@@ -160,7 +161,14 @@ class JSONLLogger(BaseLogger):
         self._lock = threading.Lock()
 
     def log(self, name: str, data: Any, step: int, **kwargs: Any) -> None:
-        line = json.dumps({"time": time.time(), "step": step, "name": name, "data": jsonable(data)})
+        line = json.dumps(
+            {
+                "time": time.time(),
+                "step": step,
+                "name": name,
+                "data": jsonable(data, nonfinite="null"),
+            }
+        )
         with self._lock:
             if self._file is None:
                 self._file = self.path.open("a", encoding="utf-8")

@@ -22,9 +22,17 @@ __all__ = [
     "ParamSet",
     "batchify",
     "bind",
+    "copy_optimizer",
+    "create_module_from_update_dict",
+    "deepcopy_module",
+    "get_original_name",
     "get_paramset",
+    "is_module_copy",
+    "is_node_copy",
     "paramset_from_update",
+    "remap_update_dict",
     "safe_mean",
+    "set_module_parameters",
     "to_jsonable",
     "update_from_paramset",
 ]
@@ -77,6 +85,70 @@ def update_from_paramset(agent: Module, paramset: Mapping[str, Any]) -> dict[Par
     return {node: paramset[path] for path, node in agent.named_parameters() if path in paramset}
 
 
+def get_original_name(node: ParameterNode) -> str:
+    """The `py_name` of the node that `node` was (deep-)copied from: `x0_copy0` -> `x0`."""
+    return node.py_name.split("_copy", 1)[0]
+
+
+def is_node_copy(a: ParameterNode, b: ParameterNode) -> bool:
+    """Whether `a` and `b` are copies of one original parameter (or the same one)."""
+    return get_original_name(a) == get_original_name(b)
+
+
+def is_module_copy(a: Module, b: Module) -> bool:
+    """Whether the parameters of `a` and `b` are copies of each other, one to one."""
+    names_a = sorted(get_original_name(p) for p in a.parameters())
+    names_b = sorted(get_original_name(p) for p in b.parameters())
+    return names_a == names_b
+
+
+def deepcopy_module(agent: Module) -> Module:
+    """A deep copy of `agent` with its own parameter nodes (named `<original>_copy:k`).
+
+    Its graphs are separate from the agent's, so both can run backward independently;
+    `is_node_copy` relates each copied parameter to its original.
+    """
+    return copy.deepcopy(agent)
+
+
+def remap_update_dict(
+    base: Module, update: Mapping[ParameterNode, Any]
+) -> dict[ParameterNode, Any]:
+    """`update` re-keyed onto `base`'s own parameter nodes, matched by original name.
+
+    Entries for parameters `base` does not have are dropped (an empty result means the
+    update does not concern `base`).
+    """
+    by_name = {get_original_name(p): p for p in base.parameters()}
+    result: dict[ParameterNode, Any] = {}
+    for node, value in update.items():
+        target = by_name.get(get_original_name(node))
+        if target is not None:
+            result[target] = value
+    return result
+
+
+def set_module_parameters(agent: Module, update: Mapping[ParameterNode, Any]) -> None:
+    """Give `agent`'s trainable parameters the values of `update` (keyed by any copy).
+
+    Each value passes through the parameter's projections first, as an optimizer step
+    would; non-trainable parameters are left alone.
+    """
+    for node, value in remap_update_dict(agent, update).items():
+        if not node.trainable:
+            continue
+        for projection in node.projections:
+            value = projection(value)
+        node._set(copy.deepcopy(value))
+
+
+def create_module_from_update_dict(agent: Module, update: Mapping[ParameterNode, Any]) -> Module:
+    """A deep copy of `agent` (own parameter nodes) holding the values of `update`."""
+    module = deepcopy_module(agent)
+    set_module_parameters(module, update)
+    return module
+
+
 def safe_mean(values: Iterable[Any], missing_value: Any = None) -> Any:
     """Mean of the non-None values (nested lists are flattened); `missing_value` if none."""
     flat: list[float] = []
@@ -91,3 +163,20 @@ def safe_mean(values: Iterable[Any], missing_value: Any = None) -> Any:
     if not flat:
         return missing_value
     return math.fsum(flat) / len(flat)
+
+
+def copy_optimizer(optimizer: Any) -> Any:
+    """A deep copy of `optimizer` that shares its parameters and LLM clients.
+
+    Each concurrent proposal steps its own copy, so optimizers with memory or logs are
+    never stepped from two threads at once.
+    """
+    from opto.utils.llm.base import AbstractModel
+
+    memo: dict[int, Any] = {}
+    for param in getattr(optimizer, "parameters", None) or ():
+        memo[id(param)] = param
+    for value in vars(optimizer).values():
+        if isinstance(value, AbstractModel):
+            memo[id(value)] = value
+    return copy.deepcopy(optimizer, memo)

@@ -39,13 +39,17 @@ from opto.utils.usage import Budget, BudgetExceeded, UsageLedger, track_usage
 from ..checkpoint import CHECKPOINT_VERSION, RunStore, default_storage_url
 from ..evaluation import Rollout, evaluate, run_rollouts
 from ..executors import Executor, make_executor
-from ..guide import Guide
+from ..guide import Guide, check_guide
 from ..loader import DataLoader, as_dataset
 from ..loggers import BaseLogger, ConsoleLogger
+from ..ranking import is_score
+from ..resume_check import agent_signature, check_overrides, check_resume
+from ..runner import ErrorBudget, TooManyErrorsError
 from ..stopping import StopConditions, StopReason
 from ..utils import (
     ParamSet,
     bind,
+    copy_optimizer,
     get_paramset,
     paramset_from_update,
     safe_mean,
@@ -68,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 _USAGE_KEYS = (
     "calls",
+    "requests",
     "errors",
     "cached_calls",
     "prompt_tokens",
@@ -105,12 +110,15 @@ class TrainOptions:
     evaluation), `test_guide` (default: the guide), `num_test_samples`, `eval_frequency`
     (alias `test_frequency`; evaluate every k steps and before training, 0/None: never),
     `log_frequency` (default: `eval_frequency`), `min_score` (score of failed rollouts),
-    `max_errors` (failed rollouts tolerated per evaluation; None: unlimited).
+    `max_errors` (examples whose agent or guide raised that are tolerated: over the run's
+    training and validation rollouts, and per test evaluation; None: unlimited).
 
     Saving: `save_frequency` (checkpoint and save the agent every k steps),
     `save_path` (agent file; its directory holds the default storage), `storage` (a
     storage URL or `Storage`; default `sqlite:///<save_path dir>/runs.db` when saving or
-    resuming), `run_name`, `resume` (continue the run's latest checkpoint).
+    resuming), `run_name`, `resume` (continue the run's latest checkpoint; refused for
+    another agent or changed hyperparameters, see `opto.trainers.resume_check`),
+    `resume_overrides` (True, or the names of hyperparameters allowed to change).
 
     Stopping: `max_steps` (alias `num_steps`), `patience`, `min_delta`, `stop_file`,
     LLM budget `budget` or `max_llm_calls` / `max_tokens` / `max_cost` (USD).
@@ -134,6 +142,7 @@ class TrainOptions:
     storage: Any = None
     run_name: str | None = None
     resume: bool = False
+    resume_overrides: bool | Sequence[str] = attrs.field(default=False, validator=check_overrides)
     max_steps: int | None = attrs.field(default=None, validator=_optional_positive)
     patience: int | None = attrs.field(default=None, validator=_optional_positive)
     min_delta: float = 0.0
@@ -231,28 +240,12 @@ def _remaining(budget: Budget, used: Mapping[str, Any]) -> Budget:
     def left(limit: Any, spent: Any) -> Any:
         return None if limit is None else max(0, limit - spent)
 
+    sent = max(used.get("requests", 0), used.get("calls", 0) - used.get("cached_calls", 0))
     return Budget(
-        max_calls=left(budget.max_calls, used.get("calls", 0) - used.get("cached_calls", 0)),
+        max_calls=left(budget.max_calls, sent),
         max_tokens=left(budget.max_tokens, used.get("total_tokens", 0)),
         max_usd=left(budget.max_usd, used.get("cost_usd", 0.0)),
     )
-
-
-def copy_optimizer(optimizer: Any) -> Any:
-    """A deep copy of `optimizer` that shares its parameters and LLM clients.
-
-    Each concurrent proposal steps its own copy, so optimizers with memory or logs are
-    never stepped from two threads at once.
-    """
-    from opto.utils.llm.base import AbstractModel
-
-    memo: dict[int, Any] = {}
-    for param in getattr(optimizer, "parameters", None) or ():
-        memo[id(param)] = param
-    for value in vars(optimizer).values():
-        if isinstance(value, AbstractModel):
-            memo[id(value)] = value
-    return copy.deepcopy(optimizer, memo)
 
 
 class Trainer:
@@ -300,6 +293,7 @@ class Trainer:
         self.test_scores: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"score": None, "parameters": None, "iteration": None}
+        self.errors = ErrorBudget(None)  # failed examples of the current run
         self.loader: DataLoader | None = None
         self._executor: Executor | None = None
         self._local_executor: Executor | None = None
@@ -371,6 +365,7 @@ class Trainer:
             catch_errors=catch_errors,
             max_errors=max_errors,
             keep_targets=paramset is None,
+            errors=self.errors if catch_errors and max_errors is None else None,
         )
 
     def validate(
@@ -386,7 +381,8 @@ class Trainer:
         """Mean score of each candidate on the examples; every candidate x example at once.
 
         Candidates run on bound copies: the shared agent is never modified, even if a
-        validation fails. A candidate whose rollouts all lack a score gets None.
+        validation fails. A candidate whose rollouts all lack a score gets None. Failures
+        count in the run's `errors`, or, with `max_errors`, against that limit alone.
         """
         bound = [bind(self.agent, candidate) for candidate in candidates]
         results = run_rollouts(
@@ -400,6 +396,7 @@ class Trainer:
             max_errors=max_errors,
             scores_only=True,
             keep_targets=False,
+            errors=self.errors if max_errors is None else None,
         )
         n = len(xs)
         return [
@@ -568,9 +565,9 @@ class Trainer:
         total_steps: int | None = None,
     ) -> Iterator[TrainSession]:
         """Open a run: resume, budgets, logging, checkpoints and clean stops (see module doc)."""
-        _check_guide(guide, "guide")
+        check_guide(guide, "guide")
         if options.test_guide is not None:
-            _check_guide(options.test_guide, "test_guide")
+            check_guide(options.test_guide, "test_guide")
         with self._use_executor(options.num_threads):
             run = TrainSession(self, guide, options, config=dict(config or {}))
             with run._running(total_steps):
@@ -602,6 +599,7 @@ class TrainSession:
         self.guide = guide
         self.options = options
         self.config = config
+        trainer.errors = ErrorBudget(options.max_errors)
         self.test_data = (
             None
             if options.test_dataset is None
@@ -665,9 +663,11 @@ class TrainSession:
                         self.store.event(
                             "budget_exceeded", {"limit": exc.limit}, iteration=trainer.n_iters
                         )
-                except BaseException:
+                except BaseException as exc:
                     self._roll_back()
                     status = RunStatus.FAILED
+                    if isinstance(exc, TooManyErrorsError) and self.store is not None:
+                        self.store.event("too_many_errors", {"failures": to_jsonable(exc.failures)})
                     try:
                         self._checkpoint()
                     except Exception:  # keep the original error; this one is secondary
@@ -694,19 +694,24 @@ class TrainSession:
         storage = options.storage
         if storage is None:
             storage = default_storage_url(options.save_path)
+        config = {**self.config, "agent": agent_signature(trainer.agent)}
         self.store = RunStore(
             storage,
             run_name=options.run_name,
             prefix=type(trainer).__name__,
             resume=options.resume,
-            config=self.config,
+            config=config,
             seed=trainer.seed,
         )
-        if options.resume:
+        if options.resume and not self.store.created:
             state = self.store.latest_state(type(trainer).__name__)
+            check_resume(
+                self.store.name, self.store.run.config, config, state, options.resume_overrides
+            )
             if state is not None:
                 trainer.load_state_dict(state)
                 self.stop.load_state_dict(state["stop"])
+                trainer.errors.errors = int(state.get("errors", 0))
                 self._prior_usage = dict(state["usage"])
                 self._step_usage_mark = dict(self._prior_usage)
                 self.resumed = True
@@ -791,7 +796,7 @@ class TrainSession:
         trainer = self.trainer
         if self.stop.observe(score) or trainer.best["parameters"] is None:
             trainer.best = {
-                "score": score,
+                "score": score if is_score(score) else None,
                 "parameters": get_paramset(trainer.agent),
                 "iteration": trainer.n_iters,
             }
@@ -808,7 +813,8 @@ class TrainSession:
         """Close a finished step: count, evaluate if due, log, record and checkpoint.
 
         `observe` is the score that drives best-so-far and patience when there is no test
-        set (e.g. a validation score); `scores` are extra named scores for the record.
+        set (e.g. a validation score); `scores` are extra named scores for the record. The
+        examples that failed since the last step go to the record's `info["failures"]`.
         """
         trainer, options = self.trainer, self.options
         trainer.n_iters += 1
@@ -831,6 +837,8 @@ class TrainSession:
             all_scores["test"] = test_score
         all_scores.update(scores or {})
         usage = self._step_usage()
+        failures = trainer.errors.drain()  # the examples whose agent or guide raised
+        info = {**(info or {}), **({"failures": failures} if failures else {})}
         entry = {"step": step, "epoch": trainer.n_epochs, "scores": all_scores, "usage": usage}
         trainer.history.append(entry)
         if step % self.log_frequency == 0:
@@ -842,7 +850,7 @@ class TrainSession:
                 scores={k: _finite_or_none(v) for k, v in all_scores.items()},
                 feedback=to_jsonable(feedback),
                 usage=usage,
-                info=to_jsonable({"epoch": trainer.n_epochs, **(info or {})}),
+                info=to_jsonable({"epoch": trainer.n_epochs, **info}),
             )
         self._last_state = trainer.state_dict()
         if options.save_frequency is not None and step % options.save_frequency == 0:
@@ -866,6 +874,7 @@ class TrainSession:
         state = dict(self._last_state)
         state["stop"] = self.stop.state_dict()
         state["usage"] = self.usage
+        state["errors"] = self.trainer.errors.errors
         self.store.save(state, iteration=state["n_iters"])
 
     def _result(self) -> TrainResult:
@@ -889,18 +898,6 @@ class TrainSession:
             storage_url=None if self.store is None else self.store.url,
             save_path=self.options.save_path if self.options.save_frequency else None,
         )
-
-
-def _check_guide(guide: Any, name: str) -> None:
-    """A clear error for a guide that is not a `Guide` (e.g. a bare scoring function)."""
-    if isinstance(guide, Guide):
-        return
-    hint = (
-        "; wrap a scoring function as FunctionGuide(fn) (from opto.trainers)"
-        if callable(guide)
-        else ""
-    )
-    raise TypeError(f"{name} must be an opto.trainers Guide, not {type(guide).__name__}{hint}")
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -18,9 +18,10 @@ from opto.trace.errors import ExecutionError
 from opto.trace.modules import Module
 from opto.trace.nodes import Node
 
-from ..evaluation import Rollout
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
+from ..ranking import is_score, score_key
+from ..runner import Rollout, call_agent, guarded, is_failure, judge
 from ..utils import ParamSet, batchify, get_paramset, safe_mean
 from .base import Trainer, TrainOptions, TrainResult
 
@@ -39,15 +40,16 @@ def standard_optimization_step(
 ) -> tuple[Node[Any], Any, Any]:
     """`target = agent(x)` and `(score, feedback) = guide(x, target.data, info)`.
 
-    An `ExecutionError` gives `(exception_node, min_score, full error feedback)`; other
-    exceptions propagate.
+    An async agent is awaited. An `ExecutionError` gives `(exception_node, min_score, full
+    error feedback)`; a guide breaking its contract raises `GuideError`; other exceptions
+    propagate (trainers record and count them, see `opto.trainers.runner`).
     """
     try:
-        target = agent(x)
+        target = call_agent(agent, x)
     except ExecutionError as exc:
         node = exc.exception_node
         return node, min_score, node.create_feedback("full")
-    score, feedback = guide(x, target.data, info)
+    score, feedback = judge(guide, x, target.data, info)
     return target, score, feedback
 
 
@@ -144,13 +146,14 @@ class Minibatch(Trainer):
                 except StopIteration:  # drop_last ended the epoch without a batch
                     continue
                 outputs = self._forward_batch(xs, infos, guide, options)
+                self.errors.count(outputs)
                 backup = get_paramset(self.agent)
-                score = self.update(outputs, options)
+                score = self._update_batch(outputs, options)
                 if self.ensure_improvement:
                     self._ensure_improvement(xs, infos, guide, score, backup, options)
                 run.complete_step(
                     train_score=score,
-                    feedback=[_feedback_record(o) for o in outputs],
+                    feedback=[_feedback_record(*row) for row in zip(xs, infos, outputs)],
                     scores=self._step_scores(),
                     observe=self._step_observation(),
                 )
@@ -172,13 +175,43 @@ class Minibatch(Trainer):
     def _forward_batch(
         self, xs: Sequence[Any], infos: Sequence[Any], guide: Guide, options: TrainOptions
     ) -> list[Any]:
-        """`forward` on every example at once, each on its own copy of agent and guide."""
-        min_score = options.min_score if options.min_score is not None else 0
+        """`forward` on every example at once, each on its own copy of agent and guide.
+
+        An example whose forward raised (see `opto.trainers.runner`) gives a failed
+        `Rollout` record instead of an output.
+        """
+        min_score = self._failure_score(options)
 
         def one(i: int) -> Any:
-            return self.forward(self.agent.copy(), xs[i], guide.copy(), infos[i], min_score)
+            return guarded(
+                lambda: self.forward(self.agent.copy(), xs[i], guide.copy(), infos[i], min_score),
+                xs[i],
+                infos[i],
+                min_score,
+            )
 
         return self.local_executor.map(one, range(len(xs)))
+
+    @staticmethod
+    def _failure_score(options: TrainOptions) -> Any:
+        return options.min_score if options.min_score is not None else 0
+
+    def _update_batch(self, outputs: list[Any], options: TrainOptions) -> float | None:
+        """`update` on the outputs of the examples that ran; failed examples count with
+        `min_score` in the batch score. Nothing is updated when every example failed."""
+        ok = [o for o in outputs if not is_failure(o)]
+        failed = len(outputs) - len(ok)
+        if not ok:
+            logger.warning("every example of the batch failed; no update this step")
+            score = None
+        else:
+            score = self.update(ok, options)
+        fill = self._failure_score(options)
+        if not failed or not isinstance(fill, (int, float)):
+            return score
+        if score is None:
+            return None if ok else float(fill)
+        return (score * len(ok) + fill * failed) / len(outputs)
 
     def _ensure_improvement(
         self,
@@ -196,7 +229,7 @@ class Minibatch(Trainer):
             logger.warning("ensure_improvement: the batch has no score; keeping the update")
             return
         (new_score,) = self.validate([current], xs, infos, guide, min_score=options.min_score)
-        if new_score is None or new_score - score < self.improvement_threshold:
+        if not is_score(new_score) or new_score - score < self.improvement_threshold:
             logger.info(
                 "update rejected: batch score %s -> %s (threshold %s); rolled back",
                 score,
@@ -206,17 +239,19 @@ class Minibatch(Trainer):
             self.adopt(backup)
 
 
-def _feedback_record(output: Any) -> Any:
-    """A JSON-friendly view of one forward output for the step record."""
+def _feedback_record(x: Any, info: Any, output: Any) -> Any:
+    """A JSON-friendly view of one example's forward output for the step record."""
     if isinstance(output, Rollout):
         return output.to_dict()
     if isinstance(output, tuple) and len(output) == 3:
         _, score, feedback = output
         return {
+            "x": x,
+            "info": info,
             "score": score,
             "feedback": feedback if isinstance(feedback, str) else repr(feedback),
         }
-    return repr(output)
+    return {"x": x, "info": info, "output": repr(output)}
 
 
 class MinibatchAlgorithm(Minibatch):
@@ -345,7 +380,7 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
         ]
         best_index = max(
             range(len(ranked)),
-            key=lambda i: (float("-inf") if ranked[i][1] is None else ranked[i][1], -i),
+            key=lambda i: (score_key(ranked[i][1]), -i),
         )
         winner, winner_score, owner = ranked[best_index]
         if owner is not None:

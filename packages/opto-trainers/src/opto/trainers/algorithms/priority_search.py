@@ -33,10 +33,11 @@ import attrs
 from opto.trace.modules import Module
 from opto.utils.usage import BudgetExceeded
 
-from ..evaluation import Rollout, TooManyErrorsError, rollout
 from ..executors import Executor, SerialExecutor, ThreadExecutor
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
+from ..ranking import rank_value, score_key
+from ..runner import ErrorBudget, Rollout, TooManyErrorsError, run_example
 from ..utils import ParamSet, batchify, bind, get_paramset, paramset_from_update, safe_mean
 from .base import Trainer, TrainOptions, TrainResult, copy_optimizer
 
@@ -164,23 +165,6 @@ def _plain(record: Rollout) -> Rollout:
     return attrs.evolve(record, target=None)
 
 
-def _forward(worker: Module, x: Any, guide: Guide, info: Any, min_score: Any) -> Rollout:
-    """One training rollout on a private copy; failures outside the trace become records."""
-    try:
-        return rollout(worker.copy(), x, guide.copy(), info, min_score)
-    except (BudgetExceeded, TooManyErrorsError):
-        raise
-    except Exception as exc:
-        logger.warning("rollout failed (%s: %s); scored %r", type(exc).__name__, exc, min_score)
-        return Rollout(
-            x=x,
-            info=info,
-            score=min_score,
-            error=f"{type(exc).__name__}: {exc}",
-            error_kind="exception",
-        )
-
-
 def _backward(optimizer: Any, rollouts: Sequence[Rollout], context: str | None) -> bool:
     """Join the rollouts' targets and feedback and propagate; False if none has a graph."""
     usable = [r for r in rollouts if r.target is not None]
@@ -219,7 +203,10 @@ def _explore(
     workers = [bind_worker(agent, job.paramset) for job in jobs]
     items = [(j, x, info) for j, job in enumerate(jobs) for x, info in zip(job.xs, job.infos)]
     flat = executor.map(
-        lambda item: _forward(workers[item[0]], item[1], guide, item[2], min_score), items
+        lambda item: run_example(
+            workers[item[0]].copy(), item[1], guide.copy(), item[2], min_score
+        ),
+        items,
     )
     grouped: list[list[Rollout]] = [[] for _ in jobs]
     for (j, _, _), record in zip(items, flat):
@@ -324,27 +311,8 @@ class _ScoreTask:
 
     def __call__(self, item: tuple[int, Any, Any]) -> Rollout:
         index, x, info = item
-        try:
-            record = rollout(
-                self._worker(index), x, self.guide.copy(), info, self.min_score, scores_only=True
-            )
-        except (BudgetExceeded, TooManyErrorsError):
-            raise
-        except Exception as exc:
-            logger.warning(
-                "validation rollout failed (%s: %s); scored %r",
-                type(exc).__name__,
-                exc,
-                self.min_score,
-            )
-            return Rollout(
-                x=x,
-                info=info,
-                score=self.min_score,
-                error=f"{type(exc).__name__}: {exc}",
-                error_kind="exception",
-            )
-        return _plain(record)
+        worker, guide = self._worker(index), self.guide.copy()
+        return _plain(run_example(worker, x, guide, info, self.min_score, scores_only=True))
 
 
 class SearchEngine:
@@ -358,6 +326,8 @@ class SearchEngine:
             `executor.task_threads` threads for its own rollouts and proposals.
         min_score: score of rollouts that fail.
         step_kwargs: extra keyword arguments for `optimizer.step`.
+        errors: counts the failed examples of every exploration and scoring (default:
+            unlimited); it raises `TooManyErrorsError` once its limit is passed.
     """
 
     def __init__(
@@ -368,12 +338,14 @@ class SearchEngine:
         *,
         min_score: Any = None,
         step_kwargs: Mapping[str, Any] | None = None,
+        errors: ErrorBudget | None = None,
     ) -> None:
         self.agent = agent
         self.optimizers = list(optimizers)
         self.executor = executor
         self.min_score = min_score
         self.step_kwargs = dict(step_kwargs or {})
+        self.errors = errors if errors is not None else ErrorBudget(None)
 
     @property
     def in_process(self) -> bool:
@@ -385,7 +357,7 @@ class SearchEngine:
         if not jobs:
             return []
         if self.in_process:
-            return _explore(
+            results = _explore(
                 self.agent,
                 self.optimizers,
                 guide,
@@ -394,15 +366,18 @@ class SearchEngine:
                 self.min_score,
                 self.step_kwargs,
             )
-        task = _ExploreTask(
-            self.agent,
-            self.optimizers,
-            guide,
-            self.min_score,
-            self.step_kwargs,
-            threads=int(getattr(self.executor, "task_threads", 1)),
-        )
-        return self.executor.map(task, list(jobs))
+        else:
+            task = _ExploreTask(
+                self.agent,
+                self.optimizers,
+                guide,
+                self.min_score,
+                self.step_kwargs,
+                threads=int(getattr(self.executor, "task_threads", 1)),
+            )
+            results = self.executor.map(task, list(jobs))
+        self.errors.count(r for result in results for r in result.rollouts)
+        return results
 
     def rollouts(
         self,
@@ -424,6 +399,7 @@ class SearchEngine:
             for _ in range(repeats)
         ]
         flat = self.executor.map(task, items)
+        self.errors.count(flat)
         n = len(xs) * repeats
         return [flat[c * n : (c + 1) * n] for c in range(len(paramsets))]
 
@@ -503,6 +479,7 @@ class SearchTrainer(Trainer):
             self.executor,
             min_score=options.min_score,
             step_kwargs=options.step_kwargs,
+            errors=self.errors,
         )
 
     def _initial_state(self) -> dict[str, Any] | None:
@@ -534,18 +511,16 @@ class SearchTrainer(Trainer):
         also works on executors that run out of process (`num_threads` and `description`
         are accepted for compatibility).
         """
-        engine = SearchEngine(agent, self.optimizers, self.executor, min_score=min_score)
+        engine = SearchEngine(
+            agent,
+            self.optimizers,
+            self.executor,
+            min_score=min_score,
+            errors=ErrorBudget(max_errors),
+        )
         (records,) = engine.rollouts(
             [get_paramset(agent)], list(xs), list(infos), guide, repeats=num_samples
         )
-        failed = sum(r.error_kind == "exception" for r in records)
-        if max_errors is not None and failed > max_errors:
-            raise TooManyErrorsError(
-                f"{failed} test rollouts failed, more than max_errors={max_errors}; fix the "
-                "cause (see the logged warnings) or raise max_errors",
-                errors=failed,
-                max_errors=max_errors,
-            )
         return safe_mean([r.score for r in records])
 
     def _epochs_done(self) -> bool:
@@ -676,7 +651,7 @@ class HeapMemory:
 
     @staticmethod
     def _entry(priority: float, candidate: ModuleCandidate) -> tuple[float, int, ModuleCandidate]:
-        return (-priority, -candidate.created, candidate)
+        return (-rank_value(priority), -candidate.created, candidate)
 
     def push(self, priority: float, candidate: ModuleCandidate) -> None:
         """Add `candidate` with `priority`; trim to the `size` highest if over."""
@@ -702,9 +677,9 @@ class HeapMemory:
         if criterion is None:
             return min(self._heap, key=lambda e: e[:2])[2]
 
-        def rank(entry: tuple[float, int, ModuleCandidate]) -> tuple[float, int]:
+        def rank(entry: tuple[float, int, ModuleCandidate]) -> tuple[tuple[int, float], int]:
             value = criterion(entry[2])
-            return (_NEG_INF if value is None else float(value), -entry[2].created)
+            return (score_key(value), -entry[2].created)
 
         return max(self._heap, key=rank)[2]
 
@@ -976,9 +951,7 @@ class PrioritySearch(SearchTrainer):
     def _better(self, a: ModuleCandidate, b: ModuleCandidate) -> bool:
         """Whether `a` beats `b` on exploitation priority (ties: the older one)."""
         pa, pb = self.compute_exploitation_priority(a), self.compute_exploitation_priority(b)
-        ka = _NEG_INF if pa is None else float(pa)
-        kb = _NEG_INF if pb is None else float(pb)
-        return (ka, -a.created) > (kb, -b.created)
+        return (score_key(pa), -a.created) > (score_key(pb), -b.created)
 
     def explore(self) -> list[ModuleCandidate]:
         """The candidates that explore this iteration (popped from memory, best first)."""

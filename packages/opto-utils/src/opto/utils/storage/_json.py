@@ -6,8 +6,11 @@ numbers (numpy-style integers and floats become `int`/`float`; NaN and infinitie
 and written as `NaN`/`Infinity`, which Python's `json` reads back). attrs instances are
 stored as their field dicts.
 
-This encoder is strict and lossless on purpose, unlike `opto.utils.jsonable.jsonable` (lossy:
-`repr` for what JSON cannot hold, non-finite numbers as strings) which serves logs and state.
+What leaves opto as JSON (exports, `opto-runs --json`, JSONL logs) is standard JSON
+instead: `standard_json` is `opto.utils.jsonable.jsonable` with ``nonfinite="null"``, so every
+NaN or infinite float becomes None (`null`), the way trainers record non-finite scores, and
+`json.dumps(..., allow_nan=False)` accepts it. The encoder here stays strict and lossless on
+purpose: `jsonable` is lossy (`repr` for what JSON cannot hold).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from opto.utils.jsonable import jsonable
 
 from .errors import InvalidScoreError, NotJSONableError, StorageCorruptError
 
-__all__ = ["dumps", "loads", "normalize_scores", "score_value", "sortable"]
+__all__ = ["dumps", "loads", "normalize_scores", "score_value", "sortable", "standard_json"]
 
 
 def _plain(value: Any, field: str, parents: set[int]) -> Any:
@@ -128,3 +132,12 @@ def sortable(value: int | float | None) -> float | None:
     if value is None or math.isnan(value):
         return None
     return float(value)
+
+
+def standard_json(value: Any) -> Any:
+    """`value` as standard JSON data: every NaN or infinite float becomes None.
+
+    Dump the result with `json.dumps(..., allow_nan=False)`. Tuples and sets become lists,
+    mapping keys strings, anything else JSON cannot hold its `repr` (see `opto.utils.jsonable`).
+    """
+    return jsonable(value, nonfinite="null")
