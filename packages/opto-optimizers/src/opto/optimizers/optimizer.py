@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+from opto.optimizers.code_proposals import rejection_feedback
 from opto.optimizers.utils import atomic_write_text, jsonable
 from opto.trace.nodes import Node, ParameterNode
 from opto.trace.propagators import AbstractPropagator, GraphPropagator, TraceGraph
@@ -281,7 +282,12 @@ class Optimizer(AbstractOptimizer):
         graphs = [aggregate(p.feedback) for p in self.trainable_parameters if p.feedback]
         if not graphs:
             return None
-        return TraceGraph.sum(graphs)
+        total = TraceGraph.sum(graphs)
+        last = self.last_step
+        note = rejection_feedback(last.rejected) if last is not None else ""
+        if note and (total.user_feedback is None or isinstance(total.user_feedback, str)):
+            total.user_feedback = f"{total.user_feedback or ''}\n\n{note}".strip()
+        return total
 
     def zero_feedback(self) -> None:
         """Clear the feedback of every parameter (call before each ``backward``)."""

@@ -99,7 +99,7 @@ class CodePolicy:
             ``allowed_imports``, no builtins mapping. Not a security boundary against a
             determined attacker; see ``docs/security.md``.
         allowed_imports: modules (and their submodules) restricted code may import or
-            reach through attributes.
+            reach through attributes; None means :data:`DEFAULT_ALLOWED_IMPORTS`.
         forbidden_modules: modules that are never allowed (removed from the allowlist).
         forbidden_calls: names (builtins or attributes) restricted code may not use.
     """
@@ -131,10 +131,9 @@ class CodePolicy:
         """The stricter combination of two policies."""
         if other is None or other is self:
             return self
-        if self.restricted and other.restricted:
-            allowed = self.allowed_imports & other.allowed_imports
-        else:
-            allowed = self.allowed_imports if self.restricted else other.allowed_imports
+        allowed = self.allowed_imports if self.restricted else None
+        if other.restricted and other.allowed_imports is not None:
+            allowed = other.allowed_imports if allowed is None else allowed & other.allowed_imports
         return CodePolicy(
             restricted=self.restricted or other.restricted,
             allowed_imports=allowed,
@@ -148,7 +147,12 @@ class CodePolicy:
             return True
         if _under(module, self.forbidden_modules):
             return False
-        return _under(module, self.allowed_imports)
+        return _under(module, self.allowlist)
+
+    @property
+    def allowlist(self) -> frozenset[str]:
+        """The modules restricted code may use (``allowed_imports`` or the default)."""
+        return DEFAULT_ALLOWED_IMPORTS if self.allowed_imports is None else self.allowed_imports
 
 
 def _under(module: str, names: Collection[str]) -> bool:

@@ -83,7 +83,9 @@ def restricted_compile_errors(source: str) -> list[str]:
 def _reason(message: str) -> str:
     """A RestrictedPython error ('Line 3: "x" is ...') as a clause after 'it '."""
     where, _, what = message.partition(": ")
-    return f"has {what.rstrip('.')} ({where.lower()})" if what else message
+    if not what:
+        return f"is refused by RestrictedPython: {message}"
+    return f"is refused by RestrictedPython: {what.rstrip('.')} ({where.lower()})"
 
 
 # --- the guards -----------------------------------------------------------------------------
@@ -130,7 +132,7 @@ class _Guards:
         if isinstance(value, types.ModuleType) and not self.policy.allows_module(value.__name__):
             raise self.deny(
                 f"reach the module {value.__name__} ({what}); allowed modules: "
-                f"{', '.join(sorted(self.policy.allowed_imports))}"
+                f"{', '.join(sorted(self.policy.allowlist))}"
             )
         if isinstance(value, _INTERNALS):
             raise self.deny(f"reach interpreter internals ({what})")
@@ -190,7 +192,7 @@ class _Guards:
     ) -> Any:
         if level or not self.policy.allows_module(name):
             raise self.deny(
-                f"import {name}; allowed modules: {', '.join(sorted(self.policy.allowed_imports))}"
+                f"import {name}; allowed modules: {', '.join(sorted(self.policy.allowlist))}"
             )
         module = __import__(name, None, None, fromlist or (), 0)
         for item in fromlist or ():
