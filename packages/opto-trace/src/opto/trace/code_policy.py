@@ -110,7 +110,7 @@ class CodePolicy:
     forbidden_calls: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
 
     def __attrs_post_init__(self) -> None:
-        if self.forbidden_modules or self.forbidden_calls:
+        if self.forbidden_modules or self.forbidden_calls or self.allowed_imports is not None:
             object.__setattr__(self, "restricted", True)
 
     @classmethod
