@@ -105,7 +105,9 @@ class CodePolicy:
     """
 
     restricted: bool = False
-    allowed_imports: frozenset[str] = attrs.field(default=DEFAULT_ALLOWED_IMPORTS, converter=_names)
+    allowed_imports: frozenset[str] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_names)
+    )
     forbidden_modules: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
     forbidden_calls: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
 
