@@ -35,7 +35,13 @@ from typing import Any
 
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
 from opto.trace.broadcast import recursive_conversion
-from opto.trace.code_policy import CodePolicy, CodePolicyError, code_spec, register_code
+from opto.trace.code_policy import (
+    CodePolicy,
+    CodePolicyError,
+    code_spec,
+    inherit_code_spec,
+    register_code,
+)
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
 from opto.trace.modules import Module
 from opto.trace.nodes import (
@@ -934,6 +940,7 @@ class FunModule(Module):
         new._fast = new._light = False
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter)
+            inherit_code_spec(self.parameter, new.parameter)
             new._compiled = None
         return new
 
@@ -942,9 +949,7 @@ class FunModule(Module):
         memo[id(self)] = new
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter, memo)
-            spec = code_spec(self.parameter)
-            if spec is not None:
-                register_code(new.parameter, spec.original, spec.policy)
+            inherit_code_spec(self.parameter, new.parameter)
         if self._self_node is not None:
             new._self_node = copy.deepcopy(self._self_node, memo)
         return new

@@ -38,6 +38,7 @@ __all__ = [
     "check_code",
     "code_spec",
     "function_signature",
+    "inherit_code_spec",
     "normalize_code",
     "register_code",
     "restrict_code",
@@ -401,6 +402,13 @@ def register_code(parameter: Any, original: str, policy: CodePolicy | None) -> N
 def code_spec(parameter: Any) -> CodeSpec | None:
     """The registered spec of a code parameter, None for other parameters."""
     return _SPECS.get(id(parameter))
+
+
+def inherit_code_spec(parameter: Any, copy: Any) -> None:
+    """Give ``copy`` (a copied code parameter) the spec of ``parameter``, if it has one."""
+    spec = code_spec(parameter)
+    if spec is not None:
+        register_code(copy, spec.original, spec.policy)
 
 
 def restrict_code(parameter: Any, policy: CodePolicy | None) -> None:
