@@ -109,7 +109,8 @@ class TrainOptions:
     Saving: `save_frequency` (checkpoint and save the agent every k steps),
     `save_path` (agent file; its directory holds the default storage), `storage` (a
     storage URL or `Storage`; default `sqlite:///<save_path dir>/runs.db` when saving or
-    resuming), `run_name`, `resume` (continue the run's latest checkpoint).
+    resuming), `run_name`, `resume` (continue the run's latest checkpoint), `trust_code` (let
+    a resumed checkpoint run code that differs from its defining source; docs/security.md).
 
     Stopping: `max_steps` (alias `num_steps`), `patience`, `min_delta`, `stop_file`,
     LLM budget `budget` or `max_llm_calls` / `max_tokens` / `max_cost` (USD).
@@ -133,6 +134,7 @@ class TrainOptions:
     storage: Any = None
     run_name: str | None = None
     resume: bool = False
+    trust_code: bool = False
     max_steps: int | None = attrs.field(default=None, validator=_optional_positive)
     patience: int | None = attrs.field(default=None, validator=_optional_positive)
     min_delta: float = 0.0
@@ -702,7 +704,9 @@ class TrainSession:
             seed=trainer.seed,
         )
         if options.resume:
-            state = self.store.latest_state(type(trainer).__name__)
+            state = self.store.latest_state(
+                type(trainer).__name__, trainer.agent, options.trust_code
+            )
             if state is not None:
                 trainer.load_state_dict(state)
                 self.stop.load_state_dict(state["stop"])
