@@ -115,3 +115,15 @@ def test_a_rejected_proposal_is_feedback_for_the_next_step_and_runs_restricted()
             triple(trace.node(1))
     finally:
         triple.parameter._set(original)
+
+
+def test_a_tampered_or_deeply_nested_optimizer_state_is_a_clear_error(tmp_path):
+    optimizer = OptoPrime([triple.parameter], llm=ScriptedLLM([]))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="not an optimizer state file"):
+        optimizer.load(deep)
+    with pytest.raises(ValueError, match="optimizer state is malformed"):
+        optimizer.load_state_dict({"steps": [1, 2]})
+    with pytest.raises(ValueError, match="optimizer state is malformed"):
+        optimizer.load_state_dict({"step_count": "many"})
