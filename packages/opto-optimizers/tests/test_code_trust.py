@@ -66,7 +66,7 @@ BYPASSES = [
     "return vars(__builtins__)['open']('f')",
     "return ().__class__.__base__.__subclasses__()",
     "return scale.__globals__['os']",
-    "return len.__self__.open('f')",
+    "return vars(len.__self__)['op' + 'en']('f')",
     "import ctypes\n    return ctypes.CDLL(None)",
     "import io\n    return io.FileIO('f').read()",
     "import pty\n    return pty.spawn('sh')",
