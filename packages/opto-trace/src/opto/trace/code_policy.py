@@ -327,9 +327,6 @@ def policy_violations(tree: ast.AST, policy: CodePolicy) -> list[str]:
             name = node.id if isinstance(node, ast.Name) else node.attr
             if name in policy.forbidden_calls:
                 found.append(f"uses {_dotted(node) or name}")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if node.value in policy.forbidden_calls:
-                found.append(f"names {node.value!r} in a string")
     return list(dict.fromkeys(found))
 
 
