@@ -11,14 +11,18 @@ and that feedback and proposes new values; BasicSearchAlgorithm asks for several
 per step, validates each on the training tickets and keeps the best, so even a weak
 model's occasional good proposal is kept and a worse one never is.
 
-The LLM: `--llm auto` (default) uses `OPTO_LLM_MODEL` or a provider key (`OPENAI_API_KEY`,
+The LLM (`--llm MODEL`): by default `OPTO_LLM_MODEL` or a provider key (`OPENAI_API_KEY`,
 `ANTHROPIC_API_KEY`, ...) when set, else the embedded offline model (SmolLM2-135M, the
-`local` extra). `--llm scripted` uses a scripted stand-in (no model; used by the tests).
+`local` extra; `--llm local` picks it explicitly). `--llm gpt-4o-mini` (or any model name)
+uses that model; `--llm scripted` a scripted stand-in (no model; used by the tests). The
+embedded model gets CompactOptoPrime's short prompt, which a tiny model can follow.
 
-It prints a progress bar, a table per evaluation, before/after scores on held-out tickets,
-the LLM usage, where the run is stored (SQLite) and how to resume or inspect it; it writes
-the trace graph (DOT, and SVG when Graphviz's `dot` is installed) and a score-per-step plot
-(PNG, with matplotlib) to `examples/output/`.
+It prints a progress bar, one summary table of the steps, before/after scores on held-out
+tickets, and says plainly whether the run found a real improvement (a change is shown as
+one only when the search kept it and the held-out score rose); then the LLM usage, where
+the run is stored (SQLite) and the commands to resume or inspect it. It writes the trace
+graph (DOT, and SVG when Graphviz's `dot` is installed) and a score-per-step plot (PNG,
+with matplotlib) to the output folder (`examples/output/` by default).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import itertools
 import json
 import logging
 import math
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,10 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from opto import trace
-from opto.optimizers import OptoPrime
+from opto.optimizers import CompactOptoPrime, OptoPrime
 from opto.trace import operators as ops
 from opto.trace.utils import is_code_name
 from opto.trainers import BasicSearchAlgorithm, Guide, evaluate
+from opto.trainers.loggers import ConsoleLogger
 from opto.utils.llm.errors import LLMConfigurationError
 from opto.utils.storage import open_storage
 from rich.console import Console
@@ -51,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "support_tickets.json"
 BATCH_SIZE = 2  # tickets per step: small prompts, fast steps
 DEFAULT_STEPS = 4
+DEFAULT_PROPOSALS = 4
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -85,62 +93,96 @@ class SupportAgent:
 
 
 class SupportGuide(Guide):
-    """Scores a reply out of 1: 0.5 for naming the right team, and 0.5 for the closing
-    line, split over four rules (polite, thanks the customer, a full sentence, short).
-    A long closing line gets part of the "short" credit, less the longer it is."""
+    """Scores a reply out of 1: 0.5 for naming the right team, and 0.5 for the closing line.
+
+    The closing line earns nothing unless a person would accept it: a polite sentence
+    (capital first letter, at least three words, plain words, ending with '.' or '!') that
+    thanks the customer. Such a line gets the full 0.5 up to 15 words, less the longer it
+    is. The feedback names every problem.
+    """
 
     RUDE = ("stop writing", "busy", "go away")
     MAX_WORDS = 15
+
+    @classmethod
+    def closing_problems(cls, closing: str) -> list[str]:
+        """What keeps `closing` from being a closing line a person would accept."""
+        words = closing.split()
+        problems = []
+        if any(rude in closing.lower() for rude in cls.RUDE):
+            problems.append(
+                "The closing line is rude: never tell the customer to stop writing or that "
+                "we are busy."
+            )
+        if "thank" not in closing.lower():
+            problems.append(
+                "The closing line must thank the customer, for example: "
+                "Thank you for contacting Acme!"
+            )
+        if not is_sentence(closing):
+            problems.append(
+                "The closing line must be one plain sentence: a capital letter first, at "
+                "least three words, ending with '.' or '!'."
+            )
+        if len(words) > cls.MAX_WORDS:
+            problems.append(f"The closing line is too long: use at most {cls.MAX_WORDS} words.")
+        return problems
+
+    @classmethod
+    def closing_credit(cls, closing: str) -> float:
+        """From 0 to 1: 0 unless the line is polite, thanks the customer and is a sentence."""
+        if any(p for p in cls.closing_problems(closing) if "too long" not in p):
+            return 0.0
+        return min(1.0, cls.MAX_WORDS / max(1, len(closing.split())))
 
     def get_feedback(
         self, query: Any, response: Any, reference: Any = None, **kwargs: Any
     ) -> tuple[float, str]:
         text = str(response)
         closing = text.split(". ", 1)[1].strip() if ". " in text else ""
-        words = closing.split()
-        rules = [  # (credit from 0 to 1, what to fix when it is below 1)
-            (
-                float(not any(rude in closing.lower() for rude in self.RUDE)),
-                "The closing line is rude: never tell the customer to stop writing or that "
-                "we are busy.",
-            ),
-            (
-                float("thank" in closing.lower()),
-                "The reply must thank the customer, for example: Thank you for contacting Acme!",
-            ),
-            (
-                float(len(words) >= 3 and closing.endswith((".", "!"))),
-                "The closing line must be a full sentence ending with '.' or '!'.",
-            ),
-            (
-                min(1.0, self.MAX_WORDS / max(1, len(words))),
-                f"The closing line is too long: use at most {self.MAX_WORDS} words.",
-            ),
-        ]
         score, problems = 0.0, []
         if f"our {reference} team" in text.lower():
             score += 0.5
         else:
             problems.append(f"Wrong team: this ticket belongs to the {reference} team.")
-        for credit, problem in rules:
-            score += 0.5 / len(rules) * credit
-            if credit < 1:
-                problems.append(problem)
+        score += 0.5 * self.closing_credit(closing)
+        problems += self.closing_problems(closing)
         return round(score, 4), " ".join(problems) or "Correct."
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[,;:]?")
+
+
+def is_sentence(text: str) -> bool:
+    """Whether `text` reads as one plain sentence: a capital letter first, three or more
+    words of letters (no code, digits, underscores or markup), '.' or '!' at the end."""
+    words = text.split()
+    if len(words) < 3 or not text[:1].isupper() or not text.endswith((".", "!")):
+        return False
+    body = [*words[:-1], words[-1][:-1]]  # the last word without its final mark
+    return all(_WORD.fullmatch(word) for word in body)
 
 
 # -- the LLM ----------------------------------------------------------------------------------
 
 
-def choose_llm(choice: str) -> tuple[Any, str, str]:
-    """The optimizer's LLM, a one-line description of it, and its kind
-    ("scripted", "local" for the embedded model, "configured" for any other)."""
+def choose_llm(choice: str | None) -> tuple[Any, str, str]:
+    """The optimizer's LLM for `--llm`, a one-line description of it, and its kind
+    ("scripted", "local" for the embedded model, "configured" for any other).
+
+    `choice`: None or "auto" (OPTO_LLM_MODEL / a provider key, else the embedded model),
+    "scripted", "local" (the embedded model), or a model name such as "gpt-4o-mini".
+    """
     if choice == "scripted":
         return scripted_llm(), "a scripted stand-in (no model; see scripted_llm())", "scripted"
     from opto.utils.llm import LLM
     from opto.utils.llm.config import env_model, local_model_available, provider_default_model
 
-    if env_model() or provider_default_model() or not local_model_available():
+    auto = choice in (None, "auto")
+    if choice not in (None, "auto", "local"):
+        llm = LLM(choice)
+        return llm, llm.model_name, "configured"
+    if auto and (env_model() or provider_default_model() or not local_model_available()):
         llm = LLM()  # OPTO_LLM_MODEL / a provider key; a clear error when nothing is set up
         return llm, f"{llm.model_name} (from the environment)", "configured"
     # Sampling (temperature 0.7) makes the proposals of one step differ from each other.
@@ -151,7 +193,8 @@ def choose_llm(choice: str) -> tuple[Any, str, str]:
 
 #: What the scripted stand-in proposes, in turn: variable kind -> new value.
 SCRIPTED_PROPOSALS: list[dict[str, str]] = [
-    {"closing": "See you."},  # no better than the current line
+    # junk that an earlier rubric scored above the original line: never kept
+    {"closing": "The code is not a normal response and you need to improve your code."},
     {"closing": "Thank you for contacting Acme!"},  # fixes the closing line
     {  # fixes routing for most billing words
         "code": (
@@ -198,8 +241,9 @@ def held_out_scores(agent: SupportAgent, guide: Guide, test: list[dict[str, str]
 
 
 def show_before_after(
-    test: list[dict[str, str]], before: list[float], after: list[float], agent: SupportAgent
-) -> None:
+    test: list[dict[str, str]], before: list[float], after: list[float]
+) -> tuple[float, float]:
+    """The held-out table; returns the mean scores before and after."""
     table = Table(title="Held-out tickets (never seen in training)")
     table.add_column("ticket")
     table.add_column("team")
@@ -211,9 +255,69 @@ def show_before_after(
     table.add_row("[bold]mean", "", f"[bold]{mean_before:.3f}", f"[bold]{mean_after:.3f}")
     console.print(table)
     console.print(f"Held-out score: {mean_before:.3f} -> {mean_after:.3f}")
-    console.print(f"Closing line now: {agent.closing.data!r}", markup=False)
-    console.print("route() now:")
-    console.print(agent.parameters_dict()["route"].data, markup=False)
+    return mean_before, mean_after
+
+
+def changed_parameters(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    """The parameters whose value differs between two parameter sets (name -> new value)."""
+    return {name: value for name, value in end.items() if start.get(name) != value}
+
+
+def show_outcome(changes: dict[str, Any], mean_before: float, mean_after: float) -> bool:
+    """Say plainly whether the run found a real improvement; show the change only if so.
+
+    A change counts when the search kept it (better on the training tickets) and the agent
+    scores higher on the held-out tickets. Returns whether it did.
+    """
+    improved = bool(changes) and mean_after > mean_before
+    if not changes:
+        console.print(
+            "No real improvement found: no proposal scored better than the current agent on "
+            "the training tickets, so the agent is unchanged."
+        )
+    elif not improved:
+        console.print(
+            "No real improvement found: the search kept a change that scored better on the "
+            "training tickets, but the agent does no better on the held-out tickets."
+        )
+    else:
+        console.print("[bold]Improvement found.[/bold] What changed:")
+    for name, value in changes.items():
+        code = _is_code(name)
+        label = "route() now" if code else f"{name} now"
+        if improved:
+            console.print(f"{label}:", markup=False)
+            console.print(str(value).rstrip() if code else repr(value), markup=False)
+        else:
+            console.print(f"  (kept by the search, not an improvement) {label}: {value!r}")
+    return improved
+
+
+def _is_code(name: str) -> bool:
+    """Whether a parameter-set key is the code of a trainable function (here: route)."""
+    return is_code_name(name) or name.split(".")[-1] == "route"
+
+
+def show_summary(steps: list[Any], start: dict[str, Any]) -> None:
+    """One table for the whole run: the scores of every step and the change it kept."""
+    table = Table(title="Steps (scores are means: train batch, validation, held-out test)")
+    for column in ("step", "train", "validation", "test", "change kept"):
+        table.add_column(column, justify="right" if column != "change kept" else "left")
+    previous = start
+    for step in steps:
+        scores = step.scores
+        shown = [
+            f"{scores[k]:.3f}" if scores.get(k) is not None else "-"
+            for k in ("train", "validation", "test")
+        ]
+        changes = changed_parameters(previous, step.parameters)
+        kept = ", ".join(
+            "route()" if _is_code(name) else f"{name} = {value!r}"
+            for name, value in changes.items()
+        )
+        table.add_row(str(step.iteration), *shown, Text(kept or "none"))
+        previous = step.parameters
+    console.print(table)
 
 
 def show_usage(usage: dict[str, Any]) -> None:
@@ -311,17 +415,45 @@ def inspect_runs(url: str) -> int:
 # -- main -------------------------------------------------------------------------------------
 
 
+def rerun_command(args: argparse.Namespace, kind: str, *extra: str) -> str:
+    """The command that runs this script again with the options of this run, plus `extra`."""
+    command = ["uv run --locked --all-packages --extra"]
+    command.append("litellm" if kind == "configured" and args.llm is not None else "local")
+    command.append("examples/quickstart.py")
+    if args.llm is not None:
+        command += ["--llm", args.llm]
+    if args.proposals != DEFAULT_PROPOSALS:
+        command += ["--proposals", str(args.proposals)]
+    if args.output.resolve() != (HERE / "output").resolve():
+        command += ["--output", shlex.quote(str(args.output))]
+    return " ".join([*command, *extra])
+
+
+def make_optimizer(agent: SupportAgent, llm: Any, kind: str) -> OptoPrime:
+    """OptoPrime; for the embedded model its compact prompt, which a tiny model can follow."""
+    cls = CompactOptoPrime if kind == "local" else OptoPrime
+    return cls(
+        agent.parameters(),
+        llm=llm,
+        max_tokens=450,  # a short reasoning and the suggestion
+        reasoning_max_chars=120,
+        json_keys={"answer": None},
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--llm",
-        choices=["auto", "scripted"],
-        default="auto",
-        help="auto: OPTO_LLM_MODEL / a provider key, else the embedded model; "
-        "scripted: a scripted stand-in (no model)",
+        metavar="MODEL",
+        help="a model name (e.g. gpt-4o-mini), 'local' for the embedded model, or 'scripted' "
+        "for a scripted stand-in (no model); default: OPTO_LLM_MODEL / a provider key, else "
+        "the embedded model",
     )
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimization steps")
-    parser.add_argument("--proposals", type=int, default=4, help="proposals per step")
+    parser.add_argument(
+        "--proposals", type=int, default=DEFAULT_PROPOSALS, help="proposals per step"
+    )
     parser.add_argument("--output", type=Path, default=HERE / "output", help="output folder")
     parser.add_argument(
         "--resume", action="store_true", help="continue the latest run (up to --steps in all)"
@@ -350,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         llm, llm_label, llm_kind = choose_llm(args.llm)
-    except LLMConfigurationError as exc:
+    except (LLMConfigurationError, ImportError) as exc:
         console.print(str(exc), markup=False)
         console.print(
             "Or run this script with the embedded model: uv run --locked --all-packages "
@@ -360,16 +492,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     console.print(f"[bold]opto quickstart[/bold] — optimizer LLM: {llm_label}")
     agent, guide = SupportAgent(), SupportGuide()
-    optimizer = OptoPrime(
-        agent.parameters(),
-        llm=llm,
-        max_tokens=450,  # a short reasoning and the suggestion
-        reasoning_max_chars=120,
-        json_keys={"answer": None},
-    )
-    trainer = BasicSearchAlgorithm(agent, optimizer, num_threads=4, seed=0)
+    start = SupportAgent().state_dict()
+    optimizer = make_optimizer(agent, llm, llm_kind)
+    # A progress bar while it runs; one summary table at the end instead of one per step.
+    logger = ConsoleLogger(verbose=True, table=False)
+    trainer = BasicSearchAlgorithm(agent, optimizer, num_threads=4, logger=logger, seed=0)
 
-    before = held_out_scores(agent, guide, test)
+    before = held_out_scores(SupportAgent(), guide, test)
     started = time.perf_counter()
     result = trainer.train(
         guide,
@@ -393,13 +522,15 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"{result.n_iters} steps in all ({result.stopped}); this run took {elapsed:.0f} s"
     )
-    show_before_after(test, before, after, agent)
+    with open_storage(storage_url) as storage:
+        show_summary(storage.list_steps(result.run_name), start)
+    mean_before, mean_after = show_before_after(test, before, after)
+    show_outcome(changed_parameters(start, agent.state_dict()), mean_before, mean_after)
     show_usage(result.usage)
     console.print(f"Run stored in {result.storage_url} as {result.run_name!r}")
-    command = "uv run --locked --all-packages --extra local examples/quickstart.py"
     more = f"--resume --steps {result.n_iters + DEFAULT_STEPS}"
-    console.print(f"  continue it: {command} {more}", markup=False)
-    console.print(f"  inspect it:  {command} --inspect", markup=False)
+    console.print(f"  continue it: {rerun_command(args, llm_kind, more)}", markup=False)
+    console.print(f"  inspect it:  {rerun_command(args, llm_kind, '--inspect')}", markup=False)
     console.print(
         "  or in Python: opto.utils.storage.open_storage(url).list_steps(run_name)", markup=False
     )
@@ -408,10 +539,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"Log of the optimizer's decisions: {out / 'quickstart.log'}")
     if llm_kind == "local":
         console.print(
-            "\n[bold]Note:[/bold] the embedded model is tiny (135M parameters): the search keeps "
-            "the few useful proposals it makes by luck, so expect a modest gain. A stronger "
-            "model does far better — set OPTO_LLM_MODEL (e.g. gpt-4o-mini with "
-            "OPENAI_API_KEY) and it fixes route() too."
+            "\n[bold]Note:[/bold] the embedded model is tiny (135M parameters): it gets a short "
+            "prompt, the search samples several proposals per step and keeps one only when it "
+            "scores better, and most steps keep nothing. A stronger model does far better — "
+            "set OPTO_LLM_MODEL or pass --llm gpt-4o-mini (with OPENAI_API_KEY) and it fixes "
+            "route() too."
         )
     elif llm_kind == "scripted":
         console.print(

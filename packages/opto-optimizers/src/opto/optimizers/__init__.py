@@ -2,7 +2,7 @@
 
 ``Optimizer`` is the torch.optim-like base; ``OptoPrime`` (JSON replies), ``OptoPrimeV2``
 (XML-style replies), ``OptoPrimeMulti`` (several candidates per step), ``TextGrad`` and
-``OPRO`` build on it. Names are imported on first access, so ``import opto.optimizers``
+``OPRO`` build on it; ``CompactOptoPrime`` is OptoPrime with a short prompt for small models. Names are imported on first access, so ``import opto.optimizers``
 is cheap, and an optimizer module that is missing or broken only affects its own name.
 """
 
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from opto.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from opto.optimizers.compact_prompt import CompactOptoPrime
     from opto.optimizers.conversion import ConversionError
     from opto.optimizers.opro import OPRO, OPROv2
     from opto.optimizers.optimizer import AbstractOptimizer, Optimizer, StepRecord
@@ -41,6 +42,7 @@ _EXPORTS = {
     "StepRecord": "opto.optimizers.optimizer",
     "OptoPrime": "opto.optimizers.optoprime",
     "OptoPrimeV1": "opto.optimizers.optoprime",
+    "CompactOptoPrime": "opto.optimizers.compact_prompt",
     "FunctionFeedback": "opto.optimizers.optoprime",
     "node_to_function_feedback": "opto.optimizers.optoprime",
     "SuggestionParseError": "opto.optimizers.parsing",
@@ -55,6 +57,7 @@ _EXPORTS = {
 __all__ = [
     "OPRO",
     "AbstractOptimizer",
+    "CompactOptoPrime",
     "ConversionError",
     "FunctionFeedback",
     "OPROv2",
