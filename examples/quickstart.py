@@ -59,6 +59,12 @@ DATA = HERE / "data" / "support_tickets.json"
 BATCH_SIZE = 2  # tickets per step: small prompts, fast steps
 DEFAULT_STEPS = 4
 DEFAULT_PROPOSALS = 4
+#: OptoPrime's options here: a short reasoning and the suggestion, no "answer" field.
+OPTIMIZER_OPTIONS: dict[str, Any] = {
+    "max_tokens": 450,
+    "reasoning_max_chars": 120,
+    "json_keys": {"answer": None},
+}
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -432,13 +438,7 @@ def rerun_command(args: argparse.Namespace, kind: str, *extra: str) -> str:
 def make_optimizer(agent: SupportAgent, llm: Any, kind: str) -> OptoPrime:
     """OptoPrime; for the embedded model its compact prompt, which a tiny model can follow."""
     cls = CompactOptoPrime if kind == "local" else OptoPrime
-    return cls(
-        agent.parameters(),
-        llm=llm,
-        max_tokens=450,  # a short reasoning and the suggestion
-        reasoning_max_chars=120,
-        json_keys={"answer": None},
-    )
+    return cls(agent.parameters(), llm=llm, **OPTIMIZER_OPTIONS)
 
 
 def main(argv: list[str] | None = None) -> int:

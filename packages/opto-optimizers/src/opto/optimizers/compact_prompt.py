@@ -28,9 +28,11 @@ class CompactOptoPrime(OptoPrime):
     """OptoPrime with a compact prompt for small models (e.g. the embedded SmolLM2-135M).
 
     The system prompt is two sentences; the user prompt lists the feedback, the variables
-    (description and current value, in full) and up to three outputs of the run, and asks
+    (type, description and current value, in full; code parameters without their
+    boilerplate description) and up to three outputs of the run, and asks
     for new values that fix what the feedback names. The run's code, documentation,
-    inputs and intermediate values are not shown, and no worked example is added. Accepts
+    inputs and intermediate values are not shown, and no worked example is added
+    (``include_example`` has no effect). Accepts
     every OptoPrime option; ``objective`` replaces the closing request, and with
     ``memory_size`` the earlier values and their feedback are listed too.
     """
@@ -55,11 +57,17 @@ class CompactOptoPrime(OptoPrime):
         limit: int,
         memory: Sequence[Mapping[str, Any]],
     ) -> str:
-        lines = [f"Feedback: {summary.user_feedback}", "", "Variables:"]
-        for name, (value, description) in summary.variables.items():
-            kind = "Python function" if is_code_name(name) else type(value).__name__
-            about = f" ({description})" if description else ""
-            lines.append(f"- {name}, a {kind}{about}. Current value: {value}")
+        lines = ["Feedback:", str(summary.user_feedback).strip(), "", "Variables:"]
+        # Non-code values first, as in the reply's schema; code on lines of its own.
+        for name in sorted(summary.variables, key=is_code_name):
+            value, description = summary.variables[name]
+            if is_code_name(name):
+                lines.append(f"{name} (a Python function). Current value:")
+                lines.append(str(value).rstrip())
+            else:
+                about = f": {description}" if description else ""
+                lines.append(f"{name} ({type(value).__name__}){about}")
+                lines.append(f"Current value: {value}")
         outputs = list(summary.output.values())[:MAX_OUTPUTS]
         if outputs and "outputs" not in self._masked(mask):
             lines += ["", "Outputs of the run:"]
