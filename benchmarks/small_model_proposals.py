@@ -17,8 +17,9 @@ without applying it. The proposals are then judged mechanically:
   share of consecutive groups of four steps with at least one sensible proposal (what the
   quickstart's search of four proposals per step can keep).
 
-`--prompt full` is OptoPrime's prompt, `--prompt compact` CompactOptoPrime's; the default
-runs both on the same batches. Prints a table and, with `--json PATH`, writes the counts.
+`--prompt full` is OptoPrime's prompt, `--prompt compact` CompactOptoPrime's (writing the
+values), `--prompt choose` CompactOptoPrime choosing the closing line from the quickstart's
+CLOSING_CHOICES (what the quickstart runs); the default runs all three on the same batches. Prints a table and, with `--json PATH`, writes the counts.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from opto.trace.utils import is_code_name  # noqa: E402
 from opto.trainers.algorithms.minibatch import standard_optimization_step  # noqa: E402
 from opto.trainers.utils import batchify, bind  # noqa: E402
 
-PROMPTS = {"full": OptoPrime, "compact": CompactOptoPrime}
+PROMPTS = {"full": OptoPrime, "compact": CompactOptoPrime, "choose": CompactOptoPrime}
 
 
 def routing_accuracy(agent: quickstart.SupportAgent, tickets: list[dict[str, str]]) -> int:
@@ -94,7 +95,10 @@ def run(prompt: str, llm: Any, steps: int, train: list[dict[str, str]]) -> dict[
         outputs = [
             standard_optimization_step(agent, t["question"], guide, t["team"]) for t in batch
         ]
-        optimizer = PROMPTS[prompt](agent.parameters(), llm=llm, **quickstart.OPTIMIZER_OPTIONS)
+        if prompt == "choose":  # what the quickstart runs on the embedded model
+            optimizer = quickstart.make_optimizer(agent, llm, "local")
+        else:
+            optimizer = PROMPTS[prompt](agent.parameters(), llm=llm, **quickstart.OPTIMIZER_OPTIONS)
         optimizer.zero_feedback()
         optimizer.backward(
             batchify(*[o[0] for o in outputs]), batchify(*[o[2] for o in outputs]).data
@@ -125,13 +129,13 @@ def run(prompt: str, llm: Any, steps: int, train: list[dict[str, str]]) -> dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="proposals per prompt style")
-    parser.add_argument("--prompt", choices=[*PROMPTS, "both"], default="both")
+    parser.add_argument("--prompt", choices=[*PROMPTS, "all"], default="all")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     args = parser.parse_args(argv)
     llm, label, _ = quickstart.choose_llm("local")
     data = json.loads(quickstart.DATA.read_text(encoding="utf-8"))
     train = data["train"]
-    styles = list(PROMPTS) if args.prompt == "both" else [args.prompt]
+    styles = list(PROMPTS) if args.prompt == "all" else [args.prompt]
     results = [run(style, llm, args.steps, train) for style in styles]
     print(f"{label}; {args.steps} proposals per prompt style")
     keys = ("replied", "closing_changed", "closing_sensible", "route_valid", "route_changed")

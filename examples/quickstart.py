@@ -435,10 +435,25 @@ def rerun_command(args: argparse.Namespace, kind: str, *extra: str) -> str:
     return " ".join([*command, *extra])
 
 
+#: Closing lines the embedded model chooses from (a 135M model cannot write one that a
+#: person would accept, but it can pick one; the rubric and the search judge the pick).
+CLOSING_CHOICES = (
+    "Stop writing to us, we are busy.",
+    "Thank you for contacting Acme!",
+    "See you.",
+    "Thanks for your patience, we are on it.",
+    "Please do not reply to this message.",
+    "Thank you for your message, have a great day!",
+)
+
+
 def make_optimizer(agent: SupportAgent, llm: Any, kind: str) -> OptoPrime:
-    """OptoPrime; for the embedded model its compact prompt, which a tiny model can follow."""
-    cls = CompactOptoPrime if kind == "local" else OptoPrime
-    return cls(agent.parameters(), llm=llm, **OPTIMIZER_OPTIONS)
+    """OptoPrime; for the embedded model CompactOptoPrime, whose short prompt a tiny model
+    can follow, choosing the closing line from CLOSING_CHOICES instead of writing one."""
+    if kind == "local":
+        choices = {agent.closing: CLOSING_CHOICES}
+        return CompactOptoPrime(agent.parameters(), llm=llm, choices=choices, **OPTIMIZER_OPTIONS)
+    return OptoPrime(agent.parameters(), llm=llm, **OPTIMIZER_OPTIONS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,7 +106,9 @@ _JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F]'
 
 def _grammar(schema: dict[str, Any]) -> Any:
     """A llama.cpp grammar for `schema` (compiled once per schema)."""
-    text = json.dumps(schema, sort_keys=True)
+    # The grammar writes properties in the schema's order (callers order them on purpose,
+    # e.g. short values before long code), so the order is kept, in the cache key too.
+    text = json.dumps(schema)
     grammar = _GRAMMARS.get(text)
     if grammar is None:
         llama_cpp = _llama_cpp()
