@@ -1,0 +1,81 @@
+"""What a registry shows for each distribution: licence, URLs, classifiers, README links.
+
+The built artefacts themselves (LICENSE inside every wheel and sdist, `twine check`, the
+plain-pip install of the four folders) are checked by the `wheels` nox session.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["utils", "trace", "optimizers", "trainers"]
+REPOSITORY = "https://github.com/opto-dev/opto"
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+def _project(name: str) -> dict:
+    text = (ROOT / "packages" / f"opto-{name}" / "pyproject.toml").read_text()
+    return tomllib.loads(text)["project"]
+
+
+def test_the_root_license_is_mit():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n")
+    assert "Copyright (c) 2026 opto developers" in text
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_each_distribution_ships_the_root_license(name):
+    # Each distribution builds from its own folder, so it carries a copy of the root file.
+    project = _project(name)
+    assert project["license"] == "MIT"
+    assert project["license-files"] == ["LICENSE"]
+    copy = ROOT / "packages" / f"opto-{name}" / "LICENSE"
+    assert copy.read_bytes() == (ROOT / "LICENSE").read_bytes(), f"cp LICENSE {copy}"
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_each_distribution_names_its_pythons_and_status(name):
+    project = _project(name)
+    classifiers = project["classifiers"]
+    assert project["requires-python"] == f">={PYTHONS[0]}"
+    listed = [c.rsplit(" :: ", 1)[1] for c in classifiers if re.fullmatch(r".*:: 3\.\d+", c)]
+    assert listed == PYTHONS
+    assert "Development Status :: 3 - Alpha" in classifiers
+    assert "Typing :: Typed" in classifiers
+    # PEP 639: the licence is the `license` expression; a License classifier beside it is
+    # rejected by registries.
+    assert not [c for c in classifiers if c.startswith("License ::")]
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_each_distribution_links_to_its_source_docs_and_changelog(name):
+    urls = _project(name)["urls"]
+    assert urls["Homepage"] == REPOSITORY
+    assert urls["Source"] == f"{REPOSITORY}/tree/main/packages/opto-{name}"
+    assert urls["Changelog"] == f"{REPOSITORY}/blob/main/packages/opto-{name}/CHANGELOG.md"
+    assert urls["Documentation"] == f"{REPOSITORY}/blob/main/docs/guide.md"
+    for url in urls.values():
+        path = url.removeprefix(f"{REPOSITORY}/").split("#")[0]
+        for prefix in ("tree/main/", "blob/main/"):
+            if path.startswith(prefix):
+                assert (ROOT / path.removeprefix(prefix)).exists(), url
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_readme_links_work_on_a_registry_page(name):
+    # The README is the long description: a registry page has no repository to resolve
+    # relative links against.
+    readme = (ROOT / "packages" / f"opto-{name}" / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme)
+    relative = [t for t in targets if not t.startswith(("https://", "http://", "#"))]
+    assert not relative, f"make these absolute ({REPOSITORY}/blob/main/...): {relative}"
+    for target in targets:
+        if target.startswith(f"{REPOSITORY}/blob/main/"):
+            path = target.removeprefix(f"{REPOSITORY}/blob/main/").split("#")[0]
+            assert (ROOT / path).exists(), target
