@@ -6,7 +6,10 @@ plain-pip install of the four folders) are checked by the `wheels` nox session.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,58 @@ def test_readme_links_work_on_a_registry_page(name):
         if target.startswith(f"{REPOSITORY}/blob/main/"):
             path = target.removeprefix(f"{REPOSITORY}/blob/main/").split("#")[0]
             assert (ROOT / path).exists(), target
+
+
+# Every `uv sync` / `uv run` command the docs, examples and error messages suggest.
+HINT_SOURCES = [
+    ROOT / "README.md",
+    *sorted(ROOT.glob("docs/*.md")),
+    *sorted(ROOT.glob("packages/*/README.md")),
+    *sorted(ROOT.glob("packages/*/src/opto/**/*.py")),
+    *sorted(ROOT.glob("examples/*.py")),
+]
+_VALUED = {"--extra", "--group", "--package", "--python", "-p"}
+
+
+def _uv_hints() -> dict[str, list[str]]:
+    """{command: [where]} with the command cut to `uv sync|run` and its options."""
+    found: dict[str, list[str]] = {}
+    for path in HINT_SOURCES:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for match in re.finditer(r"\buv (sync|run)\b([^`\"#()]*)", line):
+                words, options = match.group(2).split(), []
+                while words and words[0].startswith("-"):
+                    option = words.pop(0)
+                    options.append(option)
+                    if option in _VALUED and words:
+                        options.append(words.pop(0))
+                command = " ".join(["uv", match.group(1), *options])
+                found.setdefault(command, []).append(f"{path.relative_to(ROOT)}:{number}")
+    return found
+
+
+HINTS = _uv_hints()
+
+
+def test_extra_hints_name_the_workspace_members():
+    # At the workspace root `uv sync --extra X` fails: the root project has no extras.
+    assert any("--extra" in command for command in HINTS)
+    wrong = {
+        command: where
+        for command, where in HINTS.items()
+        if "--extra" in command and not {"--all-packages", "--package"} & set(command.split())
+    }
+    assert not wrong, f"add --all-packages to these hints: {wrong}"
+
+
+@pytest.mark.skipif(shutil.which("uv") is None, reason="needs the uv program")
+@pytest.mark.parametrize("command", sorted(HINTS))
+def test_uv_hint_works_from_the_workspace_root(command, tmp_path):
+    # What the command would install, resolved from uv.lock into a throwaway environment;
+    # `uv run` options are those of `uv sync`.
+    options = command.split()[2:]
+    lock = [] if "--locked" in options else ["--frozen"]
+    args = ["uv", "sync", *options, *lock, "--dry-run", "--offline"]
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "env")}
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{command} ({HINTS[command]}): {done.stderr}"

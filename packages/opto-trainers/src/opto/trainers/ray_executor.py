@@ -43,7 +43,8 @@ def _import_ray() -> Any:
     except ImportError as exc:
         raise RayNotInstalledError(
             "RayExecutor needs Ray, which is not installed; install it with "
-            "`pip install 'opto-trainers[ray]'` (or `uv add 'opto-trainers[ray]'`)"
+            "`pip install 'opto-trainers[ray]'` (or `uv add 'opto-trainers[ray]'`; in the opto "
+            "workspace: `uv sync --all-packages --extra ray`)"
         ) from exc
     return ray
 

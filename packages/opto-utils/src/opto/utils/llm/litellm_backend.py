@@ -41,7 +41,7 @@ def get_litellm() -> Any:
             except ImportError as exc:
                 msg = (
                     "LiteLLM needs the litellm package: pip install 'opto-utils[litellm]' "
-                    "(or uv sync --extra litellm)"
+                    "(in the opto workspace: uv sync --all-packages --extra litellm)"
                 )
                 raise ImportError(msg) from exc
             litellm.suppress_debug_info = True

@@ -30,8 +30,9 @@ __all__ = ["LocalLLM", "default_gguf_path"]
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = (
-    "LocalLLM needs the 'local' extra: pip install 'opto-utils[local]' (or uv sync --extra "
-    "local). llama-cpp-python builds from source: several minutes on a small machine, once."
+    "LocalLLM needs the 'local' extra: pip install 'opto-utils[local]' (in the opto workspace: "
+    "uv sync --all-packages --extra local). llama-cpp-python builds from source: several "
+    "minutes on a small machine, once."
 )
 
 # Options llama.cpp's chat completion understands; others (timeout, n…) are handled here.
