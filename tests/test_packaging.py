@@ -137,3 +137,32 @@ def test_uv_hint_works_from_the_workspace_root(command, tmp_path):
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "env")}
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{command} ({HINTS[command]}): {done.stderr}"
+
+
+def _section(markdown: str, heading: str) -> str:
+    return markdown.split(heading, 1)[1].split("\n## ", 1)[0]
+
+
+def test_guide_installs_a_checkout_with_plain_pip_in_one_command():
+    installing = _section((ROOT / "docs" / "guide.md").read_text(), "## Installing")
+    commands = [c.replace("\\\n", " ") for c in re.findall(r"```bash\n(.*?)```", installing, re.S)]
+    pip = [line for c in commands for line in c.splitlines() if "pip install ./packages/" in line]
+    assert pip, "docs/guide.md#installing shows the plain-pip install of a checkout"
+    folders = re.findall(r"\./packages/(opto-\w+)(?=\s|$)", pip[0])
+    assert folders == [f"opto-{name}" for name in LAYERS]
+
+
+def test_docs_say_what_the_storage_dependencies_really_are():
+    trainers = [d.split(">")[0] for d in _project("trainers")["dependencies"]]
+    assert "sqlalchemy" in trainers  # a hard dependency: trainers checkpoint through storage
+    extras = _project("utils")["optional-dependencies"]
+    assert [d.split(">")[0] for d in extras["storage"]] == ["sqlalchemy"]
+    assert {d.split(">")[0].split("[")[0] for d in extras["postgres"]} == {"sqlalchemy", "psycopg"}
+    guide = _section((ROOT / "docs" / "guide.md").read_text(), "## Installing")
+    assert "SQLAlchemy is a dependency of `opto-trainers`" in guide
+    readme = (ROOT / "packages" / "opto-trainers" / "README.md").read_text()
+    depends = readme.split("- Depends on:", 1)[1].split("\n- ", 1)[0]
+    assert "SQLAlchemy" in depends
+    assert "need `opto-utils[storage]`" not in readme
+    utils_readme = (ROOT / "packages" / "opto-utils" / "README.md").read_text()
+    assert "| `postgres` | SQLAlchemy, psycopg |" in utils_readme
