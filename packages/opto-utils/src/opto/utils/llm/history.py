@@ -71,9 +71,7 @@ class CallRecord:
         else:
             for index, choice in enumerate(self.reply.choices):
                 label = "reply" if len(self.reply.choices) == 1 else f"reply[{index}]"
-                message = choice.message
-                extra = {"tool_calls": message.tool_calls} if message.tool_calls else {}
-                lines.extend(_block(f"-> {label}", message.content, extra))
+                lines.extend(_block(f"-> {label}", choice.message.content))
         return "\n".join(lines)
 
     def _usage_text(self) -> str:
@@ -97,10 +95,8 @@ def _text(value: Any) -> str:
         return repr(value)
 
 
-def _block(label: str, content: Any, extra: Mapping[str, Any] | None = None) -> list[str]:
+def _block(label: str, content: Any) -> list[str]:
     text = _text(content) if content is not None else ""
-    if extra:
-        text = f"{text}\n{_text(dict(extra))}".strip()
     body = text.splitlines() or [""]
     return [f"  {label}: {body[0]}", *(f"    {line}" for line in body[1:])]
 
