@@ -38,7 +38,7 @@ from opto.utils.usage import Budget, BudgetExceeded, UsageLedger, track_usage
 from ..checkpoint import CHECKPOINT_VERSION, RunStore, default_storage_url
 from ..evaluation import Rollout, evaluate, run_rollouts
 from ..executors import Executor, make_executor
-from ..guide import Guide, check_guide
+from ..guide import Guide, build_guide, check_guide
 from ..loader import DataLoader, as_dataset
 from ..loggers import BaseLogger, ConsoleLogger
 from ..ranking import is_score
@@ -991,7 +991,7 @@ def train(
         built = [optimizer_class(model.parameters(), **kw) for kw in kwargs_list]
         optimizer = built if many else built[0]
     guide_class = _resolve(guide, "opto.trainers.guide", "guide", Guide)
-    guide = guide_class(**(guide_kwargs or {})) if isinstance(guide_class, type) else guide_class
+    guide = build_guide(guide_class, guide_kwargs)
     logger_class = _resolve(logger, "opto.trainers.loggers", "logger", BaseLogger)
     logger = (
         logger_class(**(logger_kwargs or {})) if isinstance(logger_class, type) else logger_class
