@@ -113,9 +113,9 @@ class TrainOptions:
     training and validation rollouts, and per test evaluation; None: unlimited).
 
     Saving: `save_frequency` (checkpoint and save the agent every k steps),
-    `save_path` (agent file; its directory holds the default storage), `storage` (a
-    storage URL or `Storage`; default `sqlite:///<save_path dir>/runs.db` when saving or
-    resuming), `run_name`, `resume` (continue the run's latest checkpoint; refused for
+    `save_path` (the agent file), `storage` (a storage URL or `Storage`; default
+    `OPTO_STORAGE_URL`, else `opto-runs.db` in the working directory, as `opto-runs`
+    reads, when saving or resuming), `run_name`, `resume` (continue the run's latest checkpoint; refused for
     another agent or changed hyperparameters, see `opto.trainers.resume_check`),
     `resume_overrides` (True, or the names of hyperparameters allowed to change),
     `trust_code` (let a resumed checkpoint run code that differs from its defining source;
@@ -695,7 +695,7 @@ class TrainSession:
             return
         storage = options.storage
         if storage is None:
-            storage = default_storage_url(options.save_path)
+            storage = default_storage_url()
         config = {**self.config, "agent": agent_signature(trainer.agent)}
         self.store = RunStore(
             storage,
