@@ -52,8 +52,9 @@ def test_clearing_goes_back_to_the_environment(monkeypatch):
     monkeypatch.setattr("opto.utils.llm.factory.local_model_available", lambda: False)
     configure(llm=DummyLLM(lambda **_: "x"))
     configure(llm=None)
-    with pytest.raises(LLMConfigurationError, match=r"configure\(llm="):
+    with pytest.raises(LLMConfigurationError, match=r"configure\(llm=") as info:
         LLM()
+    assert "opto-trainers[litellm]" in str(info.value)  # which extra brings the client
 
 
 def test_configure_rejects_what_is_not_an_llm():

