@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from opto.utils.imports import require
 from opto.utils.llm.base import AbstractModel
 from opto.utils.llm.config import env_model, provider_default_model, provider_key
 from opto.utils.llm.errors import AuthenticationError, LLMConfigurationError
@@ -37,11 +38,6 @@ _LITELLM: Any = None
 #: litellm's own loggers (it logs one INFO line per call).
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 
-INSTALL_HINT = (
-    "LiteLLM (hosted models: OpenAI, Anthropic, Gemini, Ollama…) needs the litellm package: "
-    "pip install 'opto-trainers[litellm]' (or 'opto-utils[litellm]'; uv sync --extra litellm)"
-)
-
 
 def _quiet_litellm_logging() -> None:
     """Put litellm's loggers at WARNING, unless `LITELLM_LOG` or the application set them."""
@@ -54,7 +50,8 @@ def _quiet_litellm_logging() -> None:
 
 
 def get_litellm() -> Any:
-    """Import and configure litellm once; raise ImportError with the install hint if absent."""
+    """Import and configure litellm once; raise MissingExtraError (an ImportError) with the
+    install hint if absent."""
     global _LITELLM
     if _LITELLM is not None:
         return _LITELLM
@@ -62,10 +59,7 @@ def get_litellm() -> Any:
         if _LITELLM is None:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             logger.debug("importing litellm (first LLM call; this takes a few seconds)")
-            try:
-                import litellm
-            except ImportError as exc:
-                raise ImportError(INSTALL_HINT) from exc
+            litellm = require("litellm", "litellm", purpose="LiteLLM")
             litellm.suppress_debug_info = True
             litellm.telemetry = False
             _quiet_litellm_logging()
