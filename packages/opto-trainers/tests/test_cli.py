@@ -166,7 +166,7 @@ def test_bad_url_and_foreign_files_are_clear_errors(tmp_path, capsys):
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database at all" * 100)
     code, _, err = run_cli(capsys, "--storage", str(garbage), "list")
-    assert code == cli.EXIT_STORAGE and "not a SQLite database" in err
+    assert code == cli.EXIT_STORAGE and "not a database" in err
 
 
 def test_storage_comes_from_the_environment(db, capsys, monkeypatch):
@@ -241,3 +241,164 @@ def test_runs_as_a_module_with_exit_codes(db):
     )
     assert result.returncode == cli.EXIT_NOT_FOUND
     assert result.stderr.startswith("opto-runs: error: no run 'missing'")
+
+
+# -- terminal safety, standard JSON, read-only files -----------------------------------------
+
+EVIL = "\x1b]0;pwned\x07\x1b[2J\r\x9b31m\u202e"
+RAW_CONTROL = "[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+
+
+@pytest.fixture
+def evil_db(tmp_path):
+    """A run whose name, parameters, score keys and feedback hold terminal escapes."""
+    path = tmp_path / "evil.db"
+    with open_storage(f"sqlite:///{path}") as storage:
+        run = storage.create_run(f"run{EVIL}", config={"note": EVIL})
+        storage.append_step(
+            run,
+            parameters={f"p{EVIL}": f"v{EVIL}", "code": f"line1\nline2{EVIL}\n"},
+            scores={f"s{EVIL}": 0.5, "test": 0.25},
+            feedback=f"bad{EVIL}\nworse",
+            usage={f"u{EVIL}": 1},
+        )
+        storage.append_step(
+            run,
+            parameters={f"p{EVIL}": f"w{EVIL}", "code": f"line1\nline3{EVIL}\n"},
+            scores={"test": 0.5},
+            feedback={"detail": EVIL},
+        )
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list"],
+        ["show", f"run{EVIL}", "--feedback"],
+        ["best", f"run{EVIL}"],
+        ["best", f"run{EVIL}", "--key", "missing"],
+        ["show", f"rn{EVIL}"],
+        ["list", "--json"],
+        ["show", f"run{EVIL}", "--json"],
+        ["best", f"run{EVIL}", "--json"],
+        ["export", f"run{EVIL}", "-o", "-"],
+    ],
+)
+def test_stored_control_characters_never_reach_the_terminal(evil_db, capsys, argv):
+    import re
+
+    _, out, err = run_cli(capsys, "--storage", str(evil_db), *argv)
+    assert out or err
+    assert not re.search(RAW_CONTROL, out + err), repr(out + err)
+    if "--json" in argv or "export" in argv:
+        assert f"run{EVIL}" in _strings(json.loads(out))  # the same values, escaped
+    else:
+        assert "\\x1b" in out + err and "\\u202e" in out + err
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_escaping_helpers():
+    assert cli.printable("a\x1b[31mb\tc\nd\x9b\u202e") == "a\\x1b[31mb\tc\nd\\x9b\\u202e"
+    assert cli.inline("a\nb\tc\r") == "a\\nb\\tc\\r"
+    assert cli.printable("naïve café ✓") == "naïve café ✓"
+
+
+def _strict_json(text):
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_and_exports_are_standard_json(tmp_path, capsys):
+    import math
+
+    path = tmp_path / "nan.db"
+    with open_storage(f"sqlite:///{path}") as storage:
+        run = storage.create_run("nan", config={"limit": math.inf})
+        storage.append_step(run, scores={"test": math.nan, "train": 0.5}, feedback=math.nan)
+        storage.append_step(run, scores={"test": math.nan, "train": -math.inf})
+    for argv in (["list", "--json"], ["show", "nan", "--json"], ["best", "nan", "--json"]):
+        code, out, err = run_cli(capsys, "--storage", str(path), *argv)
+        assert code == 0, err
+        _strict_json(out)
+    code, _, _ = run_cli(capsys, "--storage", str(path), "export", "nan", "-o", str(tmp_path / "x"))
+    exported = _strict_json((tmp_path / "x").read_text())
+    assert exported["steps"][0]["scores"] == {"test": None, "train": 0.5}
+    assert exported["steps"][0]["feedback"] is None and exported["run"]["config"] == {"limit": None}
+    code, out, _ = run_cli(capsys, "--storage", str(path), "list", "--json")
+    (summary,) = _strict_json(out)
+    # NaN never wins: 'test' holds only NaN, so the best is by 'train' (and -inf loses to 0.5)
+    assert summary["best_key"] == "train" and summary["best_iteration"] == 0
+
+
+def test_inspecting_never_writes_to_the_database(db, capsys):
+    before = db.read_bytes()
+    for argv in (["list"], ["show", "tuning"], ["best", "tuning"]):
+        code, _, err = run_cli(capsys, "--storage", f"sqlite:///{db}", *argv)
+        assert code == 0, err
+    assert db.read_bytes() == before
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_a_read_only_database_file_can_be_listed_and_shown(db):
+    """chmod 0444 file in a 0555 folder; as root (which ignores permissions) the CLI runs in
+    a forked child that dropped to the `nobody` user."""
+    import os
+    import shutil
+    import stat
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="opto-cli-ro-"))
+    path = folder / "runs.db"
+    shutil.copy(db, path)
+    path.chmod(0o444)
+    folder.chmod(0o555)
+    cli.main(["--storage", str(db), "list", "--json"])  # import everything before the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(read)
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+        except PermissionError:
+            os.write(write, b"setuid failed")
+            os._exit(0)
+        try:
+            out = tempfile.TemporaryFile("w+")
+            err = tempfile.TemporaryFile("w+")
+            sys.stdout, sys.stderr = out, err
+            codes = [
+                cli.main(["--storage", str(path), "list"]),
+                cli.main(["--storage", str(path), "show", "tuning"]),
+                cli.main(["--storage", str(path), "best", "tuning", "--json"]),
+            ]
+            out.seek(0)
+            err.seek(0)
+            result = json.dumps([codes, out.read(), err.read()]).encode()
+        except BaseException as exc:
+            result = repr(exc).encode()
+        os.write(write, result)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        result = pipe.read().decode()
+    os.waitpid(pid, 0)
+    folder.chmod(stat.S_IRWXU)
+    shutil.rmtree(folder)
+    if result == "setuid failed":
+        pytest.skip("running as root without the right to drop privileges")
+    codes, out, err = json.loads(result)
+    assert codes == [0, 0, 0], err
+    assert "tuning" in out and "Be brief and polite." in out

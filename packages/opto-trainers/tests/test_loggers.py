@@ -107,3 +107,19 @@ def test_missing_extra_names_the_install_command():
             MLflowLogger()
     else:
         pytest.skip("mlflow is installed")
+
+
+def test_jsonl_lines_are_standard_json(tmp_path):
+    import math
+
+    path = tmp_path / "log.jsonl"
+    logger = JSONLLogger(path)
+    logger.log("score", math.nan, 1)
+    logger.log("scores", {"a": math.inf, "b": [1.5, -math.inf]}, 2)
+    logger.close()
+
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    lines = [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+    assert [line["data"] for line in lines] == [None, {"a": None, "b": [1.5, None]}]

@@ -36,6 +36,8 @@ from opto.utils.storage import (  # noqa: E402
     SchemaVersionError,
     StepExistsError,
     StepNotFoundError,
+    StorageNotFoundError,
+    StorageReadOnlyError,
     open_storage,
 )
 from opto.utils.storage.testing import PostgresServer, find_postgres_bindir  # noqa: E402
@@ -479,3 +481,31 @@ def test_closed_storage_and_record_types(storage):
 
     with pytest.raises(StorageClosedError, match="closed"):
         storage.list_runs()
+
+
+# -- opening other databases (PostgreSQL) ----------------------------------------------------
+
+
+def test_postgres_database_of_another_application_gets_no_opto_tables_unless_asked(
+    postgres_server,
+):
+    url = postgres_server.create_database()
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with pytest.raises(StorageNotFoundError, match="has no opto tables"):
+            open_storage(url, create=False)  # what `opto-runs` does
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE invoices (id integer)")
+        with pytest.raises(StorageNotFoundError, match=r"invoices.*create=True"):
+            open_storage(url)
+        assert sa.inspect(engine).get_table_names() == ["invoices"]
+        with open_storage(url, create=True) as storage:
+            storage.create_run("beside")
+        with open_storage(f"{url}?password=secret", read_only=True) as storage:
+            assert "secret" not in storage.url and "password=***" in storage.url
+            assert "secret" not in repr(storage)
+            assert [r.name for r in storage.list_runs()] == ["beside"]
+            with pytest.raises(StorageReadOnlyError):
+                storage.create_run("another")
+    finally:
+        engine.dispose()

@@ -68,7 +68,8 @@ class RunStore:
         keep_last: int = 2,
     ) -> None:
         self._owned = isinstance(storage, (str, os.PathLike))
-        self.storage = open_storage(storage) if self._owned else storage
+        # A trainer writing a run asks for the storage: its tables may be added to any database.
+        self.storage = open_storage(storage, create=True) if self._owned else storage
         self.keep_last = keep_last
         self.created = False  # whether this store created the run (rather than resumed it)
         try:

@@ -13,6 +13,12 @@ is a run's name or numeric id. `list`, `show` and `best` take `--json` for scrip
 Exit codes: 0 success; 1 the storage could not be read; 2 bad arguments, a bad storage URL
 or a missing database file; 3 no such run (or, for `best`, no step with that score).
 
+The storage is opened read-only and never created: a read-only database file can be
+inspected, and a database without opto's tables is reported, not changed. Stored text is
+shown with control characters escaped (`\x1b`, `\u202e`...), so run names, prompts and
+feedback cannot drive the terminal. JSON output (`--json`, `export`) is standard JSON:
+NaN and infinite numbers are written as `null`.
+
 Only the standard library is imported up front; the storage (SQLAlchemy) is opened when a
 command runs.
 """
@@ -24,15 +30,26 @@ import difflib
 import json
 import math
 import os
+import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from opto.utils.storage import RunRecord, StepRecord, Storage
 
-__all__ = ["EXIT_NOT_FOUND", "EXIT_OK", "EXIT_STORAGE", "EXIT_USAGE", "CLIError", "main"]
+__all__ = [
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_STORAGE",
+    "EXIT_USAGE",
+    "CLIError",
+    "TerminalWriter",
+    "inline",
+    "main",
+    "printable",
+]
 
 EXIT_OK = 0
 EXIT_STORAGE = 1
@@ -45,6 +62,12 @@ PREFERRED_KEYS = ("test", "validation", "score", "train")
 #: Usage fields shown by `list` and `show` (trainer runs record these per step).
 USAGE_FIELDS = (("calls", "calls"), ("total_tokens", "tokens"), ("cost_usd", "USD"))
 _SHORT_VALUE = 60
+# C0 and C1 control characters and DEL (terminal escapes, carriage returns, bells...) and the
+# bidirectional overrides that reorder displayed text; tab and newline are kept in text blocks.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_INLINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Characters json.dumps(ensure_ascii=False) leaves raw: DEL, C1 and bidi overrides.
+_CONTROL_JSON = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class CLIError(Exception):
@@ -53,6 +76,42 @@ class CLIError(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+# -- terminal safety -------------------------------------------------------------------------
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(match.group())
+    return named or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (`\\x1b`), keeping newlines and tabs."""
+    return _CONTROL.sub(_escape, text)
+
+
+def inline(text: str) -> str:
+    """`text` for one line of output: also newlines and tabs are escaped (`\\n`)."""
+    return _CONTROL_INLINE.sub(_escape, text)
+
+
+class TerminalWriter:
+    """A text stream wrapper that escapes control characters in everything written."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(printable(text))
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 # -- opening the storage ---------------------------------------------------------------------
@@ -76,7 +135,7 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 def _check_sqlite_file(url: str) -> None:
-    """Refuse to create a database: an inspection tool only opens existing opto storages."""
+    """A missing SQLite file is a usage error (the storage itself refuses to create it)."""
     path = _sqlite_file(url)
     if path is None:
         return
@@ -87,30 +146,16 @@ def _check_sqlite_file(url: str) -> None:
             "sqlite:///<save_path dir>/runs.db unless given storage=...",
             EXIT_USAGE,
         )
-    import sqlite3
-
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
-            found = connection.execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='opto_schema_version'"
-            ).fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise CLIError(f"{path} is not a SQLite database ({exc})", EXIT_STORAGE) from exc
-    if found is None:
-        raise CLIError(
-            f"{path} is not an opto run storage (it has no opto tables); pass the file a "
-            "trainer or opto.utils.storage wrote",
-            EXIT_STORAGE,
-        )
 
 
 def open_existing(url: str) -> Storage:
-    """Open the run storage at `url`, translating storage errors into `CLIError`s."""
+    """Open the run storage at `url` read-only (never creating anything), translating
+    storage errors into `CLIError`s."""
     from opto.utils.storage import StorageError, StorageURLError, open_storage
 
     try:
         _check_sqlite_file(url)
-        return open_storage(url)
+        return open_storage(url, create=False, read_only=True)
     except StorageURLError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from exc
     except (StorageError, ImportError) as exc:
@@ -130,11 +175,11 @@ def find_run(storage: Storage, ref: str) -> RunRecord:
             except RunNotFoundError:
                 pass
     names = [run.name for run in storage.list_runs()]
-    known = ", ".join(names[-10:]) if names else "none"
+    known = ", ".join(inline(name) for name in names[-10:]) if names else "none"
     close = difflib.get_close_matches(ref, names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = f" Did you mean {inline(repr(close[0]))}?" if close else ""
     raise CLIError(
-        f"no run {ref!r} in {storage.url}.{hint} Runs there: {known} (`opto-runs list`)",
+        f"no run {inline(repr(ref))} in {storage.url}.{hint} Runs there: {known} (`opto-runs list`)",
         EXIT_NOT_FOUND,
     )
 
@@ -151,8 +196,7 @@ def _number(value: Any) -> str:
 
 
 def _short(value: Any, width: int = _SHORT_VALUE) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = text.replace("\n", "\\n")
+    text = inline(value if isinstance(value, str) else _json_text(value))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -162,10 +206,9 @@ def _time(moment: Any) -> str:
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain-text table with left-aligned columns."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = [
-        [str(cell).ljust(width) for cell, width in zip(row, widths)] for row in [header, *rows]
-    ]
+    cells = [[inline(str(cell)) for cell in row] for row in [header, *rows]]
+    widths = [max(len(cell) for cell in column) for column in zip(*cells)]
+    lines = [[cell.ljust(width) for cell, width in zip(row, widths)] for row in cells]
     lines.insert(1, ["-" * width for width in widths])
     return "\n".join("  ".join(line).rstrip() for line in lines)
 
@@ -189,13 +232,13 @@ def format_usage(usage: Any) -> str:
         return _short(usage)
     shown = [f"{label}={_number(usage[key])}" for key, label in USAGE_FIELDS if key in usage]
     if not shown:
-        shown = [f"{key}={_number(value)}" for key, value in usage.items()]
+        shown = [f"{inline(str(key))}={_number(value)}" for key, value in usage.items()]
     return " ".join(shown) or "-"
 
 
 def format_scores(scores: Mapping[str, Any]) -> str:
     """`test=0.8 train=0.5` (keys sorted)."""
-    return " ".join(f"{key}={_number(scores[key])}" for key in sorted(scores)) or "-"
+    return " ".join(f"{inline(key)}={_number(scores[key])}" for key in sorted(scores)) or "-"
 
 
 def parameter_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> Iterator[str]:
@@ -205,11 +248,12 @@ def parameter_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> It
     unified diff.
     """
     for name in sorted(set(before) | set(after)):
+        shown = inline(name)
         if name not in before:
-            yield f"+ {name} = {_short(after[name])}"
+            yield f"+ {shown} = {_short(after[name])}"
             continue
         if name not in after:
-            yield f"- {name} (removed)"
+            yield f"- {shown} (removed)"
             continue
         old, new = before[name], after[name]
         if old == new:
@@ -218,29 +262,44 @@ def parameter_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> It
             diff = difflib.unified_diff(
                 old.splitlines(),
                 new.splitlines(),
-                f"{name} (before)",
-                f"{name} (after)",
+                f"{shown} (before)",
+                f"{shown} (after)",
                 lineterm="",
             )
-            yield f"~ {name}:"
-            yield from (f"    {line}" for line in diff)
+            yield f"~ {shown}:"
+            yield from (f"    {inline(line)}" for line in diff)
         else:
-            yield f"~ {name}: {_short(old)} -> {_short(new)}"
+            yield f"~ {shown}: {_short(old)} -> {_short(new)}"
 
 
 def pick_key(steps: Sequence[StepRecord], key: str | None) -> str | None:
     """`key`, or the first of `PREFERRED_KEYS` (then any key) some step has a score for."""
     if key is not None:
         return key
-    present = {k for step in steps for k, v in step.scores.items() if v is not None}
+    present = {k for step in steps for k, v in step.scores.items() if _is_score(v)}
     for candidate in PREFERRED_KEYS:
         if candidate in present:
             return candidate
     return min(present) if present else None
 
 
+def _is_score(value: Any) -> bool:
+    """A real number that can rank (None and NaN cannot)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _json_text(data: Any, indent: int | None = None) -> str:
+    """Standard JSON (non-finite numbers as null) with no raw control characters."""
+    from opto.utils.storage import standard_json
+
+    text = json.dumps(
+        standard_json(data), indent=indent, ensure_ascii=False, default=str, allow_nan=False
+    )
+    return _CONTROL_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _dump(data: Any, out: TextIO) -> None:
-    json.dump(data, out, indent=2, ensure_ascii=False, default=str)
+    out.write(_json_text(data, indent=2))
     out.write("\n")
 
 
@@ -300,7 +359,7 @@ def cmd_show(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         _dump({"run": run.to_dict(), "steps": [s.to_dict() for s in steps]}, out)
         return EXIT_OK
-    out.write(f"run {run.name!r} (id {run.id}) in {storage.url}\n")
+    out.write(f"run {inline(repr(run.name))} (id {run.id}) in {inline(storage.url)}\n")
     out.write(f"  status:  {run.status.value}")
     out.write(f"  (created {_time(run.created_at)}, finished {_time(run.finished_at)} UTC)\n")
     if run.seed is not None:
@@ -316,15 +375,15 @@ def cmd_show(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
         )
         if previous is None:
             for name in sorted(step.parameters):
-                out.write(f"  {name} = {_short(step.parameters[name])}\n")
+                out.write(f"  {inline(name)} = {_short(step.parameters[name])}\n")
         else:
             changes = list(parameter_changes(previous, step.parameters))
             for line in changes or ["(parameters unchanged)"]:
                 out.write(f"  {line}\n")
         if args.feedback and step.feedback is not None:
-            text = step.feedback if isinstance(step.feedback, str) else json.dumps(step.feedback)
+            text = step.feedback if isinstance(step.feedback, str) else _json_text(step.feedback)
             out.write("  feedback:\n")
-            out.writelines(f"    {line}\n" for line in text.splitlines())
+            out.writelines(f"    {printable(line)}\n" for line in text.splitlines())
         previous = step.parameters
     return EXIT_OK
 
@@ -338,9 +397,13 @@ def cmd_best(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
     if best is None:
         keys = sorted({k for step in steps for k in step.scores})
         raise CLIError(
-            f"run {run.name!r} has no step with a score "
-            + (f"{key!r}" if key else "at all")
-            + (f"; its score keys are {', '.join(keys)} (choose one with --key)" if keys else ""),
+            f"run {inline(repr(run.name))} has no step with a score "
+            + (inline(repr(key)) if key else "at all")
+            + (
+                f"; its score keys are {inline(', '.join(keys))} (choose one with --key)"
+                if keys
+                else ""
+            ),
             EXIT_NOT_FOUND,
         )
     if args.json:
@@ -356,18 +419,20 @@ def cmd_best(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
             out,
         )
         return EXIT_OK
+    shown_key = inline(key)
     out.write(
-        f"best step of {run.name!r} by {key} ({args.mode}): step {best.iteration}, "
-        f"{key}={_number(best.scores[key])}   scores: {format_scores(best.scores)}\n"
+        f"best step of {inline(repr(run.name))} by {shown_key} ({args.mode}): step "
+        f"{best.iteration}, {shown_key}={_number(best.scores[key])}   "
+        f"scores: {format_scores(best.scores)}\n"
     )
     for name in sorted(best.parameters):
         value = best.parameters[name]
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = value if isinstance(value, str) else _json_text(value)
         if "\n" in text:
-            out.write(f"\n{name}:\n")
-            out.writelines(f"    {line}\n" for line in text.splitlines())
+            out.write(f"\n{inline(name)}:\n")
+            out.writelines(f"    {printable(line)}\n" for line in text.splitlines())
         else:
-            out.write(f"\n{name}: {text}\n")
+            out.write(f"\n{inline(name)}: {inline(text)}\n")
     return EXIT_OK
 
 
@@ -385,7 +450,7 @@ def cmd_export(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
     with temporary.open("w", encoding="utf-8") as handle:
         _dump(data, handle)
     temporary.replace(path)
-    out.write(f"exported run {run.name!r} ({len(data['steps'])} steps) to {path}\n")
+    out.write(f"exported run {inline(repr(run.name))} ({len(data['steps'])} steps) to {path}\n")
     return EXIT_OK
 
 
@@ -452,7 +517,7 @@ def _run_command(storage: Storage, args: argparse.Namespace) -> int:
     from opto.utils.storage import StorageError
 
     try:
-        return int(args.handler(storage, args, sys.stdout))
+        return int(args.handler(storage, args, TerminalWriter(sys.stdout)))
     except StorageError as exc:
         raise CLIError(str(exc), EXIT_STORAGE) from exc
 
@@ -464,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open_existing(storage_url(getattr(args, "storage", None))) as storage:
             return _run_command(storage, args)
     except CLIError as exc:
-        sys.stderr.write(f"opto-runs: error: {exc}\n")
+        sys.stderr.write(f"opto-runs: error: {printable(str(exc))}\n")
         return exc.code
     except BrokenPipeError:  # e.g. `opto-runs show RUN | head`
         return EXIT_OK

@@ -156,8 +156,12 @@ DefaultLogger = ConsoleLogger
 
 
 def _jsonable(data: Any) -> Any:
+    """`data` as standard JSON values (non-finite numbers as None), else its `repr`."""
+    from opto.utils.storage import standard_json
+
+    data = standard_json(data)
     try:
-        json.dumps(data)
+        json.dumps(data, allow_nan=False)
     except (TypeError, ValueError):
         return repr(data)
     return data
@@ -166,8 +170,9 @@ def _jsonable(data: Any) -> Any:
 class JSONLLogger(BaseLogger):
     """Appends one JSON object per record to `path`: `{"time", "step", "name", "data"}`.
 
-    Values that are not JSON-able are written as their `repr`. Each line is flushed, so a
-    killed run keeps everything logged so far.
+    Lines are standard JSON: NaN and infinite numbers are written as `null`, values that
+    are not JSON-able as their `repr`. Each line is flushed, so a killed run keeps
+    everything logged so far.
     """
 
     def __init__(self, path: str | Path = "logs/train.jsonl") -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from .ranking import is_score
+
 __all__ = ["StopConditions", "StopReason"]
 
 
@@ -54,10 +56,13 @@ class StopConditions:
     bad_evaluations: int = 0
 
     def observe(self, score: float | None) -> bool:
-        """Record an evaluation score; True if it improved on the best so far."""
+        """Record an evaluation score; True if it improved on the best so far.
+
+        None (no score) is ignored; NaN never improves (it counts toward `patience`).
+        """
         if score is None:
             return False
-        if self.best is None or score > self.best + self.min_delta:
+        if is_score(score) and (self.best is None or score > self.best + self.min_delta):
             self.best = float(score)
             self.bad_evaluations = 0
             return True

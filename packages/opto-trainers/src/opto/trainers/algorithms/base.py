@@ -41,6 +41,7 @@ from ..executors import Executor, make_executor
 from ..guide import Guide, check_guide
 from ..loader import DataLoader, as_dataset
 from ..loggers import BaseLogger, ConsoleLogger
+from ..ranking import is_score
 from ..resume_check import agent_signature, check_overrides, check_resume
 from ..runner import ErrorBudget, TooManyErrorsError
 from ..stopping import StopConditions, StopReason
@@ -792,7 +793,7 @@ class TrainSession:
         trainer = self.trainer
         if self.stop.observe(score) or trainer.best["parameters"] is None:
             trainer.best = {
-                "score": score,
+                "score": score if is_score(score) else None,
                 "parameters": get_paramset(trainer.agent),
                 "iteration": trainer.n_iters,
             }

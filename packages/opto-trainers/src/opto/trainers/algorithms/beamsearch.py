@@ -25,6 +25,7 @@ import attrs
 
 from ..guide import Guide
 from ..loader import as_dataset
+from ..ranking import is_score, score_key
 from ..utils import ParamSet, get_paramset
 from .base import TrainOptions, TrainResult
 from .priority_search import (
@@ -226,7 +227,7 @@ class BeamSearch(SearchTrainer):
         self._after_selection(self.beams)
         best = self.beams[0]
         self._adopt_candidate(best.paramset, best.optimizer_state)
-        kept = [b.score for b in self.beams if b.score is not None]
+        kept = [b.score for b in self.beams if is_score(b.score)]
         stats = {
             "Best validation score": best.score,
             "Average validation score": sum(kept) / len(kept) if kept else None,
@@ -256,11 +257,7 @@ class BeamSearch(SearchTrainer):
     def select(self, candidates: list[Beam], k: int) -> list[Beam]:
         """The `k` best candidates by score, best first (ties: earlier first)."""
         order = sorted(
-            range(len(candidates)),
-            key=lambda i: (
-                -(candidates[i].score if candidates[i].score is not None else -math.inf),
-                i,
-            ),
+            range(len(candidates)), key=lambda i: (score_key(candidates[i].score), -i), reverse=True
         )
         return [candidates[i] for i in order[:k]]
 

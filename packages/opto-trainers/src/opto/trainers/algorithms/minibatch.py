@@ -20,6 +20,7 @@ from opto.trace.nodes import Node
 
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
+from ..ranking import is_score, score_key
 from ..runner import Rollout, call_agent, guarded, is_failure, judge
 from ..utils import ParamSet, batchify, get_paramset, safe_mean
 from .base import Trainer, TrainOptions, TrainResult
@@ -228,7 +229,7 @@ class Minibatch(Trainer):
             logger.warning("ensure_improvement: the batch has no score; keeping the update")
             return
         (new_score,) = self.validate([current], xs, infos, guide, min_score=options.min_score)
-        if new_score is None or new_score - score < self.improvement_threshold:
+        if not is_score(new_score) or new_score - score < self.improvement_threshold:
             logger.info(
                 "update rejected: batch score %s -> %s (threshold %s); rolled back",
                 score,
@@ -379,7 +380,7 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
         ]
         best_index = max(
             range(len(ranked)),
-            key=lambda i: (float("-inf") if ranked[i][1] is None else ranked[i][1], -i),
+            key=lambda i: (score_key(ranked[i][1]), -i),
         )
         winner, winner_score, owner = ranked[best_index]
         if owner is not None:

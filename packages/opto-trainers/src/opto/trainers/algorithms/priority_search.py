@@ -36,6 +36,7 @@ from opto.utils.usage import BudgetExceeded
 from ..executors import Executor, SerialExecutor, ThreadExecutor
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
+from ..ranking import rank_value, score_key
 from ..runner import ErrorBudget, Rollout, TooManyErrorsError, run_example
 from ..utils import ParamSet, batchify, bind, get_paramset, paramset_from_update, safe_mean
 from .base import Trainer, TrainOptions, TrainResult, copy_optimizer
@@ -650,7 +651,7 @@ class HeapMemory:
 
     @staticmethod
     def _entry(priority: float, candidate: ModuleCandidate) -> tuple[float, int, ModuleCandidate]:
-        return (-priority, -candidate.created, candidate)
+        return (-rank_value(priority), -candidate.created, candidate)
 
     def push(self, priority: float, candidate: ModuleCandidate) -> None:
         """Add `candidate` with `priority`; trim to the `size` highest if over."""
@@ -676,9 +677,9 @@ class HeapMemory:
         if criterion is None:
             return min(self._heap, key=lambda e: e[:2])[2]
 
-        def rank(entry: tuple[float, int, ModuleCandidate]) -> tuple[float, int]:
+        def rank(entry: tuple[float, int, ModuleCandidate]) -> tuple[tuple[int, float], int]:
             value = criterion(entry[2])
-            return (_NEG_INF if value is None else float(value), -entry[2].created)
+            return (score_key(value), -entry[2].created)
 
         return max(self._heap, key=rank)[2]
 
@@ -950,9 +951,7 @@ class PrioritySearch(SearchTrainer):
     def _better(self, a: ModuleCandidate, b: ModuleCandidate) -> bool:
         """Whether `a` beats `b` on exploitation priority (ties: the older one)."""
         pa, pb = self.compute_exploitation_priority(a), self.compute_exploitation_priority(b)
-        ka = _NEG_INF if pa is None else float(pa)
-        kb = _NEG_INF if pb is None else float(pb)
-        return (ka, -a.created) > (kb, -b.created)
+        return (score_key(pa), -a.created) > (score_key(pb), -b.created)
 
     def explore(self) -> list[ModuleCandidate]:
         """The candidates that explore this iteration (popped from memory, best first)."""

@@ -26,6 +26,7 @@ from opto.trace.modules import Module
 
 from ..guide import Guide
 from ..loader import as_dataset
+from ..ranking import score_key
 from ..utils import ParamSet, get_paramset
 from .base import TrainOptions, TrainResult
 from .priority_search import ExplorationJob, SearchTrainer, _positive_int
@@ -204,16 +205,13 @@ class UCBSearch(SearchTrainer):
 
     def select(self, buffer: Sequence[BufferEntry]) -> BufferEntry:
         """The entry to pull: highest UCB (ties: the oldest)."""
-        return max(enumerate(buffer), key=lambda item: (self.compute_ucb(item[1]), -item[0]))[1]
+        return max(enumerate(buffer), key=lambda i: (score_key(self.compute_ucb(i[1])), -i[0]))[1]
 
     def best_entry(self) -> BufferEntry:
         """The entry with the best mean score (ties: the oldest)."""
         return max(
             enumerate(self.buffer),
-            key=lambda item: (
-                -math.inf if item[1].mean is None else item[1].mean,
-                -item[0],
-            ),
+            key=lambda item: (score_key(item[1].mean), -item[0]),
         )[1]
 
     def _validation_batch(self) -> tuple[list[Any], list[Any]]:
@@ -265,7 +263,7 @@ class UCBSearch(SearchTrainer):
             if len(self.buffer) >= self.max_buffer_size:
                 worst = min(
                     enumerate(self.buffer),
-                    key=lambda item: (self.compute_ucb(item[1]), item[0]),
+                    key=lambda item: (score_key(self.compute_ucb(item[1])), item[0]),
                 )[0]
                 del self.buffer[worst]
             self.buffer.append(child)

@@ -12,6 +12,11 @@ steps (parameters, scores, feedback, usage), checkpoints and events::
         storage.save_checkpoint(run, {"iteration": 0}, iteration=0)
         best = storage.best_step(run, "accuracy")
 
+Opening never adds opto's tables to a database that holds other applications' tables
+unless `create=True`, and a database that is read-only (or opened with `read_only=True`)
+can be read. `Storage.url` and every message hide passwords (see `redact_url`);
+`export_run` returns standard JSON (`standard_json`: NaN and infinities become null).
+
 Needs SQLAlchemy (`pip install 'opto-utils[storage]'`) and, for PostgreSQL, psycopg
 (`pip install 'opto-utils[postgres]'`); both are imported only when a storage is opened.
 """
@@ -22,6 +27,8 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from ._json import standard_json
+from ._redact import redact_url
 from .errors import (
     InvalidScoreError,
     MissingDependencyError,
@@ -35,6 +42,8 @@ from .errors import (
     StorageClosedError,
     StorageCorruptError,
     StorageError,
+    StorageNotFoundError,
+    StorageReadOnlyError,
     StorageURLError,
 )
 from .records import CheckpointRecord, EventRecord, RunRecord, RunStatus, StepRecord
@@ -61,8 +70,12 @@ __all__ = [
     "StorageClosedError",
     "StorageCorruptError",
     "StorageError",
+    "StorageNotFoundError",
+    "StorageReadOnlyError",
     "StorageURLError",
     "open_storage",
+    "redact_url",
+    "standard_json",
 ]
 
 _STORAGE_HINT = (
@@ -81,9 +94,15 @@ def _storage_module() -> Any:
         raise
 
 
-def open_storage(url: str | os.PathLike[str] | None = None, *, timeout: float = 60.0) -> Storage:
-    """Open (creating if needed) the run storage at `url`; see `Storage`."""
-    return _storage_module().Storage(url, timeout=timeout)
+def open_storage(
+    url: str | os.PathLike[str] | None = None,
+    *,
+    timeout: float = 60.0,
+    create: bool | None = None,
+    read_only: bool = False,
+) -> Storage:
+    """Open the run storage at `url`; see `Storage` for `create` and `read_only`."""
+    return _storage_module().Storage(url, timeout=timeout, create=create, read_only=read_only)
 
 
 def __getattr__(name: str) -> Any:

@@ -2,30 +2,47 @@
 
 SQLite gets WAL journaling (readers never block the writer), a busy timeout, foreign keys,
 and explicit `BEGIN IMMEDIATE` for write transactions so concurrent writers queue on the
-lock instead of failing when a read transaction tries to upgrade. PostgreSQL goes through
-psycopg 3. Pooled connections are never reused across `fork()`.
+lock instead of failing when a read transaction tries to upgrade. A SQLite file is opened
+read-only (SQLite's `mode=ro`) when asked, or when the file or its folder is not writable;
+in a read-only folder without a write-ahead log it is opened `immutable` (nothing can be
+writing it). PostgreSQL goes through psycopg 3. Pooled connections are never reused across
+`fork()`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 
-from .errors import MissingDependencyError, StorageURLError
+from ._redact import redact_url
+from .errors import MissingDependencyError, StorageNotFoundError, StorageURLError
 
-__all__ = ["BEGIN_MODE", "create_engine", "is_memory", "parse_url"]
+__all__ = [
+    "BEGIN_MODE",
+    "Access",
+    "create_engine",
+    "decide_access",
+    "is_memory",
+    "parse_url",
+    "sqlite_path",
+    "use_wal",
+]
 
 #: Connection execution option read by the SQLite "begin" hook: "IMMEDIATE" or "DEFERRED".
 BEGIN_MODE = "opto_sqlite_begin"
 
 _EXAMPLES = "'sqlite:///runs.db' or 'postgresql://user:password@host:5432/dbname'"
 _POSTGRES_HINT = "PostgreSQL storage needs the psycopg driver: pip install 'opto-utils[postgres]'"
+# SQLite URI options opto interprets itself (SQLAlchemy would pass them on only with uri=true).
+_SQLITE_MODES = ("ro", "rw", "rwc")
+_TRUE = ("1", "true", "yes", "on")
 
 
 def parse_url(url: str | os.PathLike[str]) -> URL:
@@ -41,8 +58,8 @@ def parse_url(url: str | os.PathLike[str]) -> URL:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
         raise StorageURLError(
-            f"{url!r} is not a storage URL; use {_EXAMPLES} (a SQLite file path needs "
-            f"the 'sqlite:///' prefix, e.g. 'sqlite:///{url}')"
+            f"{redact_url(url)!r} is not a storage URL; use {_EXAMPLES} (a SQLite file path "
+            f"needs the 'sqlite:///' prefix, e.g. 'sqlite:///{redact_url(url)}')"
         ) from exc
     backend, _, driver = parsed.drivername.partition("+")
     if backend == "postgres":
@@ -50,11 +67,94 @@ def parse_url(url: str | os.PathLike[str]) -> URL:
     if backend == "postgresql":
         return parsed.set(drivername=f"postgresql+{driver or 'psycopg'}")
     if backend == "sqlite":
-        return _expand_home(parsed)
+        return _expand_home(_sqlite_options(parsed))
     raise StorageURLError(
-        f"unsupported storage backend {backend!r} in "
-        f"{parsed.render_as_string(hide_password=True)!r}; use {_EXAMPLES}"
+        f"unsupported storage backend {backend!r} in {redact_url(url)!r}; use {_EXAMPLES}"
     )
+
+
+def _sqlite_options(url: URL) -> URL:
+    """Accept SQLite URI form (`sqlite:///file:runs.db?mode=ro&uri=true`) as a plain path
+    plus the `mode`/`immutable` options, which opto applies itself."""
+    query = dict(url.query)
+    uri = str(query.pop("uri", "")).lower() in _TRUE
+    database = url.database or ""
+    if uri and database.startswith("file:"):
+        rest = database[len("file:") :]
+        if rest.startswith("//"):
+            authority, _, rest = rest[2:].partition("/")
+            if authority not in ("", "localhost"):
+                raise StorageURLError(
+                    f"the SQLite URI {database!r} names the host {authority!r}; SQLite opens "
+                    "local files only: use 'sqlite:///path/to/runs.db'"
+                )
+            rest = "/" + rest
+        database = unquote(rest)
+    mode = query.get("mode")
+    if mode is not None and mode not in _SQLITE_MODES:
+        raise StorageURLError(
+            f"unsupported SQLite mode {mode!r}; use mode=ro to open the file read-only"
+        )
+    return url.set(database=database, query=query)
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The database file of a SQLite URL; None for PostgreSQL and in-memory databases."""
+    if url.get_backend_name() != "sqlite" or is_memory(url):
+        return None
+    return Path(str(url.database))
+
+
+class Access(NamedTuple):
+    """How a storage opens its database: `reason` says why it is read-only (None if not)."""
+
+    read_only: bool
+    reason: str | None
+    immutable: bool = False
+
+
+def decide_access(url: URL, *, read_only: bool, create: bool | None, where: str) -> Access:
+    """Whether to open `url` read-only, and why; refuses a missing file it may not create."""
+    if read_only and create:
+        raise ValueError("create=True asks to write the database; it cannot be read_only too")
+    reason = "opened with read_only=True" if read_only else None
+    if url.get_backend_name() != "sqlite":
+        return Access(read_only, reason)
+    query = url.query
+    if str(query.get("immutable", "")).lower() in _TRUE:
+        reason = "the URL sets immutable=1"
+    elif query.get("mode") == "ro":
+        reason = "the URL sets mode=ro"
+    path = sqlite_path(url)
+    if path is None:
+        if reason is not None:
+            raise ValueError(
+                "an in-memory storage starts empty, so it cannot be read-only; open a file"
+            )
+        return Access(False, None)
+    if not path.exists():
+        if reason is not None or create is False:
+            raise StorageNotFoundError(
+                f"no run storage at {where}: {path} does not exist (and this storage may not "
+                "create it); point at the file your runs were written to"
+            )
+        return Access(False, None)
+    folder = path.absolute().parent
+    folder_writable = os.access(folder, os.W_OK | os.X_OK)
+    if reason is None and not os.access(path, os.W_OK):
+        reason = f"{path} is not writable by this user"
+    elif reason is None and not folder_writable:
+        reason = (
+            f"its folder {folder} is not writable by this user (SQLite keeps its journal "
+            "files there)"
+        )
+    if reason is None:
+        return Access(False, None)
+    wal = path.with_name(path.name + "-wal")
+    immutable = "immutable" in reason or (
+        not folder_writable and (not wal.exists() or wal.stat().st_size == 0)
+    )
+    return Access(True, reason, immutable)
 
 
 def _expand_home(url: URL) -> URL:
@@ -69,10 +169,10 @@ def is_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def create_engine(url: URL, *, timeout: float) -> Engine:
+def create_engine(url: URL, *, timeout: float, access: Access) -> Engine:
     """Create the engine for `url`; `timeout` is how long a SQLite writer waits for the lock."""
     if url.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(url, timeout)
+        engine = _sqlite_engine(url, timeout, access)
     else:
         try:
             engine = sa.create_engine(url, pool_pre_ping=True)
@@ -82,14 +182,20 @@ def create_engine(url: URL, *, timeout: float) -> Engine:
     return engine
 
 
-def _sqlite_engine(url: URL, timeout: float) -> Engine:
+def _sqlite_engine(url: URL, timeout: float, access: Access) -> Engine:
     memory = is_memory(url)
     options: dict[str, Any] = {"connect_args": {"timeout": timeout, "check_same_thread": False}}
+    query = {k: v for k, v in url.query.items() if k not in ("mode", "immutable")}
+    path = sqlite_path(url)
     if memory:
         options["poolclass"] = StaticPool
-    else:
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, **options)
+    elif access.read_only and path is not None:
+        # SQLite URI: percent-encode the path; the options make every connection read-only.
+        query.update(mode="ro", uri="true", **({"immutable": "1"} if access.immutable else {}))
+        url = url.set(database=f"file:{quote(str(path.absolute()), safe='/')}")
+    elif path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url.set(query=query), **options)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -98,8 +204,6 @@ def _sqlite_engine(url: URL, timeout: float) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
-            if not memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
         finally:
             cursor.close()
 
@@ -109,6 +213,24 @@ def _sqlite_engine(url: URL, timeout: float) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def use_wal(engine: Engine) -> None:
+    """Switch a SQLite file to WAL journaling (persistent in the file; readers never block
+    the writer). Done once the file is known to be an opto storage, so another
+    application's database is never changed."""
+    statement = "PRAGMA journal_mode=WAL"
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+    except engine.dialect.loaded_dbapi.Error as exc:  # e.g. locked beyond the timeout
+        raise sa.exc.OperationalError(statement, None, exc) from exc
+    finally:
+        connection.close()
 
 
 def _never_share_across_fork(engine: Engine) -> None:

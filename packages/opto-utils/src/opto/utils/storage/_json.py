@@ -5,6 +5,10 @@ dicts with string keys, lists (tuples become lists), strings, booleans, None, an
 numbers (numpy-style integers and floats become `int`/`float`; NaN and infinities are kept
 and written as `NaN`/`Infinity`, which Python's `json` reads back). attrs instances are
 stored as their field dicts.
+
+What leaves opto as JSON (exports, `opto-runs --json`, JSONL logs) is standard JSON
+instead: `standard_json` turns every NaN or infinite float into None (`null`), the way
+trainers record non-finite scores, so `json.dumps(..., allow_nan=False)` accepts it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import attrs
 
 from .errors import InvalidScoreError, NotJSONableError, StorageCorruptError
 
-__all__ = ["dumps", "loads", "normalize_scores", "score_value", "sortable"]
+__all__ = ["dumps", "loads", "normalize_scores", "score_value", "sortable", "standard_json"]
 
 
 def _plain(value: Any, field: str, parents: set[int]) -> Any:
@@ -125,3 +129,18 @@ def sortable(value: int | float | None) -> float | None:
     if value is None or math.isnan(value):
         return None
     return float(value)
+
+
+def standard_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, containers copied.
+
+    The result is what standard JSON can hold (no `NaN`/`Infinity` tokens): dump it with
+    `json.dumps(..., allow_nan=False)`. Tuples become lists; other values are kept as is.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: standard_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [standard_json(item) for item in value]
+    return value

@@ -11,10 +11,11 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from .errors import SchemaVersionError
+from .errors import SchemaVersionError, StorageNotFoundError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "check_schema",
     "checkpoints",
     "ensure_schema",
     "events",
@@ -114,26 +115,50 @@ events = sa.Table(
 )
 
 
-def ensure_schema(connection: sa.Connection, where: str) -> None:
-    """Create the tables in a fresh database, or check that an existing one is readable.
+def ensure_schema(connection: sa.Connection, where: str, *, create: bool | None) -> None:
+    """Create the tables if allowed, or check that the existing ones are readable.
 
-    Runs inside the caller's write transaction; on PostgreSQL an advisory lock makes
-    processes opening a fresh database at once create it exactly once.
+    `create=None` creates them only in a database holding no tables at all; `True` also
+    beside other applications' tables; `False` never. Runs inside the caller's write
+    transaction; on PostgreSQL an advisory lock makes processes opening a fresh database at
+    once create it exactly once.
     """
     if connection.dialect.name == "postgresql":
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-    if not sa.inspect(connection).has_table(schema_version.name):
-        metadata.create_all(connection)
-        connection.execute(
-            schema_version.insert().values(
-                version=SCHEMA_VERSION,
-                applied_at=datetime.now(timezone.utc).replace(tzinfo=None),
-            )
-        )
+    if check_schema(connection, where, required=create is False):
         return
+    others = sorted(
+        n for n in sa.inspect(connection).get_table_names() if not n.startswith("opto_")
+    )
+    if others and create is not True:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise StorageNotFoundError(
+            f"{where} is not an opto run storage: it holds other tables ({shown}) and no "
+            "opto tables. Point at the database your runs are in, or pass create=True to add "
+            "opto's tables (all named opto_*) beside the others"
+        )
+    metadata.create_all(connection)
+    connection.execute(
+        schema_version.insert().values(
+            version=SCHEMA_VERSION, applied_at=datetime.now(timezone.utc).replace(tzinfo=None)
+        )
+    )
+
+
+def check_schema(connection: sa.Connection, where: str, *, required: bool) -> bool:
+    """Whether the opto tables exist, checking their version; without them, `required`
+    raises `StorageNotFoundError` instead of returning False."""
+    if not sa.inspect(connection).has_table(schema_version.name):
+        if required:
+            raise StorageNotFoundError(
+                f"{where} is not an opto run storage (it has no opto tables), and this "
+                "storage may not create one (opened read-only or with create=False); point at "
+                "the database your runs were written to"
+            )
+        return False
     found = connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
     if found == SCHEMA_VERSION:
-        return
+        return True
     if found is not None and found > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"storage {where} uses schema version {found}, newer than version "

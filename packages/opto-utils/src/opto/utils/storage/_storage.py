@@ -21,8 +21,28 @@ from typing import Any, Literal, Union
 import sqlalchemy as sa
 
 from . import _json
-from ._engine import BEGIN_MODE, create_engine, is_memory, parse_url
-from ._schema import SCHEMA_VERSION, checkpoints, ensure_schema, events, runs, step_scores, steps
+from ._engine import BEGIN_MODE, create_engine, decide_access, is_memory, parse_url, use_wal
+from ._redact import redact_url
+from ._rows import (
+    check_iteration,
+    check_name,
+    check_seed,
+    check_status,
+    checkpoint_record,
+    event_record,
+    run_record,
+    step_record,
+)
+from ._schema import (
+    SCHEMA_VERSION,
+    check_schema,
+    checkpoints,
+    ensure_schema,
+    events,
+    runs,
+    step_scores,
+    steps,
+)
 from .errors import (
     RunExistsError,
     RunNotFoundError,
@@ -30,6 +50,7 @@ from .errors import (
     StepNotFoundError,
     StorageBackendError,
     StorageClosedError,
+    StorageReadOnlyError,
 )
 from .records import CheckpointRecord, EventRecord, RunRecord, RunStatus, StepRecord
 
@@ -45,16 +66,10 @@ EXPORT_FORMAT = "opto-run"
 #: A run given by its record, its name or its numeric id.
 RunRef = Union[RunRecord, str, int]
 
-_INT64 = 2**63
-
 
 def _now() -> datetime:
     """Current UTC time, naive, as stored in the database."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.replace(tzinfo=timezone.utc)
 
 
 class Storage:
@@ -64,27 +79,54 @@ class Storage:
     storage pickles its URL, so it can be handed to worker processes.
     """
 
-    def __init__(self, url: str | os.PathLike[str] | None = None, *, timeout: float = 60.0):
-        """Open (creating if needed) the storage at `url`.
+    def __init__(
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = 60.0,
+        create: bool | None = None,
+        read_only: bool = False,
+    ):
+        """Open the storage at `url`, creating its tables where allowed.
 
         `url` defaults to the `OPTO_STORAGE_URL` environment variable, else `DEFAULT_URL`.
         `timeout` is how many seconds a SQLite writer waits for another writer's lock.
+        `create` says whether opto's tables may be added: None (default) only to a new or
+        empty database, True also to one holding other applications' tables, False never
+        (a missing or table-less database raises `StorageNotFoundError`). `read_only=True`
+        never writes; a SQLite file is also opened read-only when the URL says `mode=ro` or
+        `immutable=1`, or when the file or its folder is not writable. A read-only storage
+        reads as usual and raises `StorageReadOnlyError` on any write.
         """
         if url is None:
             url = os.environ.get("OPTO_STORAGE_URL") or DEFAULT_URL
         self._url = parse_url(url)
         self._timeout = timeout
-        self._where = self._url.render_as_string(hide_password=True)
+        self._create = create
+        self._read_only_asked = read_only
+        self._where = redact_url(self._url.render_as_string(hide_password=True))
+        self._access = decide_access(
+            self._url, read_only=read_only, create=create, where=self._where
+        )
+        if self._access.reason is not None and not read_only:
+            logger.info("opening run storage %s read-only: %s", self._where, self._access.reason)
         self._sqlite = self._url.get_backend_name() == "sqlite"
         # An in-memory SQLite database is one shared connection: take turns on it.
         self._turns: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if is_memory(self._url) else contextlib.nullcontext()
         )
         self._closed = False
-        self._engine = create_engine(self._url, timeout=timeout)
+        self._engine = create_engine(self._url, timeout=timeout, access=self._access)
         try:
-            with self._transaction(write=True) as connection:
-                ensure_schema(connection, self._where)
+            if self._access.read_only:
+                with self._transaction(write=False) as connection:
+                    check_schema(connection, self._where, required=True)
+            else:
+                with self._transaction(write=True) as connection:
+                    ensure_schema(connection, self._where, create=create)
+                if self._sqlite and not is_memory(self._url):
+                    with self._turns, self._backend_errors():
+                        use_wal(self._engine)
         except BaseException:
             self._engine.dispose()
             raise
@@ -94,8 +136,13 @@ class Storage:
 
     @property
     def url(self) -> str:
-        """The storage URL with any password hidden."""
+        """The storage URL with any password (in its userinfo or query string) hidden."""
         return self._where
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this storage only reads (writes raise `StorageReadOnlyError`)."""
+        return self._access.read_only
 
     @property
     def engine(self) -> sa.Engine:
@@ -123,13 +170,27 @@ class Storage:
                 "an in-memory storage cannot be pickled: another process would get an empty "
                 "database; use a file, e.g. open_storage('sqlite:///runs.db')"
             )
-        return (_reopen, (self._url.render_as_string(hide_password=False), self._timeout))
+        return (
+            _reopen,
+            (
+                self._url.render_as_string(hide_password=False),
+                self._timeout,
+                self._create,
+                self._read_only_asked,
+            ),
+        )
 
     @contextlib.contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sa.Connection]:
         """One transaction; reads see one consistent snapshot, writes are serialized."""
         if self._closed:
             raise StorageClosedError(f"storage {self._where} is closed; open it again")
+        if write and self._access.read_only:
+            raise StorageReadOnlyError(
+                f"storage {self._where} is read-only ({self._access.reason}); this call "
+                "writes to it. Open a writable storage (fix the file's and folder's "
+                "permissions, or work on a copy) to record runs"
+            )
         with self._turns, self._backend_errors():
             with self._engine.connect() as connection:
                 if self._sqlite:
@@ -169,9 +230,9 @@ class Storage:
         With `load_if_exists=True` an existing run of that name is returned unchanged
         (the way to resume); otherwise an existing name raises `RunExistsError`.
         """
-        name = _check_name(name if name is not None else f"run-{uuid.uuid4().hex[:12]}")
+        name = check_name(name if name is not None else f"run-{uuid.uuid4().hex[:12]}")
         config_text = _json.dumps({} if config is None else config, "config")
-        seed = _check_seed(seed)
+        seed = check_seed(seed)
         try:
             with self._transaction(write=True) as connection:
                 row = connection.execute(sa.select(runs).where(runs.c.name == name)).first()
@@ -190,7 +251,7 @@ class Storage:
                         runs.insert().values(**values)
                     ).inserted_primary_key[0]
                     logger.info("created run %r (id %d) in %s", name, run_id, self._where)
-                    return _run_record({"id": run_id, **values})
+                    return run_record({"id": run_id, **values})
         except sa.exc.IntegrityError as exc:
             # Another process created the same name between our check and our insert.
             if not load_if_exists:
@@ -198,7 +259,7 @@ class Storage:
             return self.get_run(name)
         if not load_if_exists:
             raise self._run_exists(name)
-        return _run_record(row._mapping)
+        return run_record(row._mapping)
 
     def _run_exists(self, name: str) -> RunExistsError:
         return RunExistsError(
@@ -209,19 +270,19 @@ class Storage:
     def get_run(self, run: RunRef) -> RunRecord:
         """Return the current record of `run` (by record, name or id)."""
         with self._transaction(write=False) as connection:
-            return _run_record(self._find_run(connection, run))
+            return run_record(self._find_run(connection, run))
 
     def list_runs(self, *, status: RunStatus | str | None = None) -> list[RunRecord]:
         """All runs, oldest first, optionally only those in `status`."""
         query = sa.select(runs).order_by(runs.c.id)
         if status is not None:
-            query = query.where(runs.c.status == _check_status(status).value)
+            query = query.where(runs.c.status == check_status(status).value)
         with self._transaction(write=False) as connection:
-            return [_run_record(row._mapping) for row in connection.execute(query)]
+            return [run_record(row._mapping) for row in connection.execute(query)]
 
     def set_status(self, run: RunRef, status: RunStatus | str) -> RunRecord:
         """Mark `run` RUNNING (clears `finished_at`) or finished (sets `finished_at`)."""
-        status = _check_status(status)
+        status = check_status(status)
         with self._transaction(write=True) as connection:
             row = self._find_run(connection, run, lock=True)
             now = _now()
@@ -231,7 +292,7 @@ class Storage:
                 "finished_at": now if status.finished else None,
             }
             connection.execute(runs.update().where(runs.c.id == row["id"]).values(**values))
-            return _run_record({**row, **values})
+            return run_record({**row, **values})
 
     def delete_run(self, run: RunRef) -> None:
         """Delete `run` with all its steps, checkpoints and events."""
@@ -287,7 +348,7 @@ class Storage:
         resumed run redoes steps after its last checkpoint).
         """
         if iteration is not None:
-            iteration = _check_iteration(iteration)
+            iteration = check_iteration(iteration)
         score_map = _json.normalize_scores(scores)
         texts = {
             "parameters": _json.dumps({} if parameters is None else parameters, "parameters"),
@@ -317,7 +378,7 @@ class Storage:
             )
             _insert_scores(connection, run_id, iteration, score_map)
             self._touch(connection, run_id)
-        return _step_record({"run_id": run_id, "iteration": iteration, "created_at": now, **texts})
+        return step_record({"run_id": run_id, "iteration": iteration, "created_at": now, **texts})
 
     def get_step(self, run: RunRef, iteration: int) -> StepRecord:
         """The step of `run` at `iteration`; `StepNotFoundError` if there is none."""
@@ -329,7 +390,7 @@ class Storage:
                 f"run {run_row['name']!r} has no step {iteration} in {self._where}; list_steps() "
                 "shows the recorded iterations"
             )
-        return _step_record(row)
+        return step_record(row)
 
     def list_steps(
         self, run: RunRef, *, after: int | None = None, limit: int | None = None
@@ -342,15 +403,15 @@ class Storage:
                 query = query.where(steps.c.iteration > after)
             if limit is not None:
                 query = query.limit(limit)
-            return [_step_record(row._mapping) for row in connection.execute(query)]
+            return [step_record(row._mapping) for row in connection.execute(query)]
 
     def best_step(
         self, run: RunRef, key: str = "score", *, mode: Literal["max", "min"] = "max"
     ) -> StepRecord | None:
         """The step with the highest (`mode="max"`) or lowest score `key`, or None.
 
-        Steps without that score, or where it is None or NaN, are ignored; ties go to the
-        earliest iteration.
+        Steps without that score, or where it is None or NaN, are ignored (NaN never
+        wins); -inf and +inf rank as numbers. Ties go to the earliest iteration.
         """
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
@@ -369,7 +430,7 @@ class Storage:
             ).scalar()
             if iteration is None:
                 return None
-            return _step_record(self._step_row(connection, run_id, iteration))
+            return step_record(self._step_row(connection, run_id, iteration))
 
     @staticmethod
     def _step_row(connection: sa.Connection, run_id: int, iteration: int) -> Any:
@@ -397,7 +458,7 @@ class Storage:
         checkpoints beyond the newest n are deleted in the same transaction.
         """
         if iteration is not None:
-            iteration = _check_iteration(iteration)
+            iteration = check_iteration(iteration)
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be at least 1 (or None to keep all), not {keep_last}")
         text = _json.dumps(state, "state")
@@ -420,7 +481,7 @@ class Storage:
                 if stale_ids:
                     connection.execute(checkpoints.delete().where(checkpoints.c.id.in_(stale_ids)))
             self._touch(connection, run_id)
-        return _checkpoint_record(
+        return checkpoint_record(
             {
                 "id": checkpoint_id,
                 "run_id": run_id,
@@ -440,7 +501,7 @@ class Storage:
                 .order_by(checkpoints.c.id.desc())
                 .limit(1)
             ).first()
-        return None if row is None else _checkpoint_record(row._mapping)
+        return None if row is None else checkpoint_record(row._mapping)
 
     def list_checkpoints(self, run: RunRef) -> list[CheckpointRecord]:
         """All kept checkpoints of `run`, oldest first."""
@@ -452,7 +513,7 @@ class Storage:
         query = (
             sa.select(checkpoints).where(checkpoints.c.run_id == run_id).order_by(checkpoints.c.id)
         )
-        return [_checkpoint_record(row._mapping) for row in connection.execute(query)]
+        return [checkpoint_record(row._mapping) for row in connection.execute(query)]
 
     # -- events ------------------------------------------------------------------------------
 
@@ -463,7 +524,7 @@ class Storage:
         if not isinstance(kind, str) or not 0 < len(kind) <= 64:
             raise ValueError(f"an event kind must be a string of 1 to 64 characters, not {kind!r}")
         if iteration is not None:
-            iteration = _check_iteration(iteration)
+            iteration = check_iteration(iteration)
         text = _json.dumps(payload, "payload")
         with self._transaction(write=True) as connection:
             run_id = self._find_run(connection, run, lock=True)["id"]
@@ -474,7 +535,7 @@ class Storage:
                 )
             ).inserted_primary_key[0]
             self._touch(connection, run_id)
-        return _event_record(
+        return event_record(
             {
                 "id": event_id,
                 "run_id": run_id,
@@ -495,16 +556,18 @@ class Storage:
         query = sa.select(events).where(events.c.run_id == run_id).order_by(events.c.id)
         if kind is not None:
             query = query.where(events.c.kind == kind)
-        return [_event_record(row._mapping) for row in connection.execute(query)]
+        return [event_record(row._mapping) for row in connection.execute(query)]
 
     # -- export ------------------------------------------------------------------------------
 
     def export_run(
         self, run: RunRef, *, checkpoints: Literal["latest", "all", "none"] = "latest"
     ) -> dict[str, Any]:
-        """A JSON-able snapshot of `run`: its record, steps, events and checkpoints.
+        """A standard-JSON snapshot of `run`: its record, steps, events and checkpoints.
 
-        Read in one transaction, so the parts are consistent with each other.
+        Read in one transaction, so the parts are consistent with each other. NaN and
+        infinite numbers are exported as None (`null`), so `json.dumps(exported,
+        allow_nan=False)` succeeds and any JSON reader accepts the text.
         """
         if checkpoints not in ("latest", "all", "none"):
             raise ValueError(f"checkpoints must be 'latest', 'all' or 'none', not {checkpoints!r}")
@@ -522,19 +585,19 @@ class Storage:
             exported = {
                 "format": EXPORT_FORMAT,
                 "schema_version": SCHEMA_VERSION,
-                "run": _run_record(row).to_dict(),
-                "steps": [_step_record(step).to_dict() for step in step_rows],
+                "run": run_record(row).to_dict(),
+                "steps": [step_record(step).to_dict() for step in step_rows],
                 "checkpoints": [
                     c.to_dict() for c in (kept[-1:] if checkpoints == "latest" else kept)
                 ],
                 "events": [e.to_dict() for e in self._events(connection, run_id, None)],
             }
-        return exported
+        return _json.standard_json(exported)
 
 
-def _reopen(url: str, timeout: float) -> Storage:
+def _reopen(url: str, timeout: float, create: bool | None, read_only: bool) -> Storage:
     """Unpickle a storage by opening its URL again."""
-    return Storage(url, timeout=timeout)
+    return Storage(url, timeout=timeout, create=create, read_only=read_only)
 
 
 def _delete_step(connection: sa.Connection, run_id: int, iteration: int) -> None:
@@ -555,86 +618,3 @@ def _insert_scores(
                 for key, v in scores.items()
             ],
         )
-
-
-# -- validation ----------------------------------------------------------------------------
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not 0 < len(name) <= 255:
-        raise ValueError(f"a run name must be a string of 1 to 255 characters, not {name!r}")
-    return name
-
-
-def _check_seed(seed: Any) -> int | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, int) or not -_INT64 <= seed < _INT64:
-        raise ValueError(f"seed must be None or a 64-bit signed integer, not {seed!r}")
-    return seed
-
-
-def _check_iteration(iteration: Any) -> int:
-    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
-        raise ValueError(f"iteration must be a non-negative int, not {iteration!r}")
-    if iteration >= 2**31:
-        raise ValueError(f"iteration {iteration} is too large (the limit is 2**31 - 1)")
-    return iteration
-
-
-def _check_status(status: RunStatus | str) -> RunStatus:
-    try:
-        return RunStatus(status)
-    except ValueError:
-        valid = ", ".join(repr(s.value) for s in RunStatus)
-        raise ValueError(f"unknown run status {status!r}; use one of {valid}") from None
-
-
-# -- rows to records -----------------------------------------------------------------------
-
-
-def _run_record(row: Mapping[str, Any]) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        name=row["name"],
-        config=_json.loads(row["config"], "config"),
-        seed=row["seed"],
-        status=RunStatus(row["status"]),
-        created_at=_utc(row["created_at"]),
-        updated_at=_utc(row["updated_at"]),
-        finished_at=_utc(row["finished_at"]),
-    )
-
-
-def _step_record(row: Mapping[str, Any]) -> StepRecord:
-    return StepRecord(
-        run_id=row["run_id"],
-        iteration=row["iteration"],
-        parameters=_json.loads(row["parameters"], "parameters"),
-        scores=_json.loads(row["scores"], "scores"),
-        feedback=_json.loads(row["feedback"], "feedback"),
-        usage=_json.loads(row["usage"], "usage"),
-        info=_json.loads(row["info"], "info"),
-        created_at=_utc(row["created_at"]),
-    )
-
-
-def _checkpoint_record(row: Mapping[str, Any]) -> CheckpointRecord:
-    return CheckpointRecord(
-        id=row["id"],
-        run_id=row["run_id"],
-        iteration=row["iteration"],
-        state=_json.loads(row["state"], "state"),
-        created_at=_utc(row["created_at"]),
-    )
-
-
-def _event_record(row: Mapping[str, Any]) -> EventRecord:
-    return EventRecord(
-        id=row["id"],
-        run_id=row["run_id"],
-        kind=row["kind"],
-        payload=_json.loads(row["payload"], "payload"),
-        iteration=row["iteration"],
-        created_at=_utc(row["created_at"]),
-    )

@@ -15,6 +15,8 @@ __all__ = [
     "StorageClosedError",
     "StorageCorruptError",
     "StorageError",
+    "StorageNotFoundError",
+    "StorageReadOnlyError",
     "StorageURLError",
 ]
 
@@ -40,6 +42,20 @@ class StorageBackendError(StorageError):
 
     The driver's exception is kept as `__cause__`.
     """
+
+
+class StorageNotFoundError(StorageError, LookupError):
+    """The database holds no opto run storage, and creating one was not asked for.
+
+    Raised for a missing SQLite file or a database without opto's tables when opened with
+    `create=False` or read-only, and for a database holding only other applications'
+    tables unless `create=True`.
+    """
+
+
+class StorageReadOnlyError(StorageError):
+    """A write was attempted on a storage opened read-only (explicitly or because the
+    database file or its folder is not writable)."""
 
 
 class StorageCorruptError(StorageError):
