@@ -3,7 +3,9 @@
 A *rollout* is one forward pass on one example plus the guide's verdict. `run_rollouts`
 runs many at once on an executor (each with its own copy of the agent's state and of the
 guide) and returns plain `Rollout` records. `evaluate` is the reference's scoring entry
-point built on it.
+point built on it. `batch_backward` is the one way trainers turn a batch of rollouts into
+feedback for an optimizer: their outputs and feedback joined with the traced `batchify`
+op, then a single backward.
 
 Failures follow the policy of `opto.trainers.runner` (shared by every trainer): an
 `ExecutionError` of the agent becomes feedback; with `catch_errors`, any other exception
@@ -25,8 +27,16 @@ from opto.trace.modules import Module
 from .executors import Executor, make_executor
 from .guide import Guide
 from .runner import ErrorBudget, Rollout, TooManyErrorsError, guarded, is_failure, rollout
+from .utils import batchify
 
-__all__ = ["Rollout", "TooManyErrorsError", "evaluate", "rollout", "run_rollouts"]
+__all__ = [
+    "Rollout",
+    "TooManyErrorsError",
+    "batch_backward",
+    "evaluate",
+    "rollout",
+    "run_rollouts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -178,3 +188,31 @@ def evaluate(
     if num_samples == 1:
         return scores
     return [scores[i : i + num_samples] for i in range(0, len(scores), num_samples)]
+
+
+def batch_backward(
+    optimizer: Any,
+    targets: Sequence[Any],
+    feedbacks: Sequence[Any],
+    *,
+    context: str | None = None,
+) -> Any:
+    """Propagate a batch's feedback to `optimizer`'s parameters in one backward.
+
+    The outputs (`targets`, nodes) and their feedback are each joined with the traced
+    `batchify` op (`ID [i]: ...` lines), the optimizer's feedback is reset, and the joined
+    feedback is propagated from the joined output. `context` (e.g. earlier attempts) is
+    appended to the feedback under a "Current Feedback" heading. Returns what
+    `optimizer.backward` returns.
+    """
+    if not targets or len(targets) != len(feedbacks):
+        raise ValueError(
+            f"batch_backward needs one feedback per output, got {len(targets)} outputs and "
+            f"{len(feedbacks)} feedbacks"
+        )
+    target = batchify(*targets)
+    feedback = batchify(*feedbacks).data
+    if context:
+        feedback = "--- Current Feedback ---\n" + feedback + context
+    optimizer.zero_feedback()
+    return optimizer.backward(target, feedback)

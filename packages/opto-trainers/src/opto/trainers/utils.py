@@ -113,17 +113,14 @@ def to_jsonable(value: Any) -> Any:
 
 
 def copy_optimizer(optimizer: Any) -> Any:
-    """A deep copy of `optimizer` that shares its parameters and LLM clients.
+    """A copy of `optimizer` for a concurrent step: `optimizer.fork()` (same parameters
+    and LLM client, own state); any other object is deep-copied sharing its parameters.
 
     Each concurrent proposal steps its own copy, so optimizers with memory or logs are
     never stepped from two threads at once.
     """
-    from opto.utils.llm.base import AbstractModel
-
-    memo: dict[int, Any] = {}
-    for param in getattr(optimizer, "parameters", None) or ():
-        memo[id(param)] = param
-    for value in vars(optimizer).values():
-        if isinstance(value, AbstractModel):
-            memo[id(value)] = value
+    fork = getattr(optimizer, "fork", None)
+    if callable(fork):
+        return fork()
+    memo = {id(param): param for param in getattr(optimizer, "parameters", None) or ()}
     return copy.deepcopy(optimizer, memo)

@@ -18,11 +18,12 @@ from opto.trace.errors import ExecutionError
 from opto.trace.modules import Module
 from opto.trace.nodes import Node
 
+from ..evaluation import batch_backward
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..ranking import is_score, score_key
 from ..runner import Rollout, call_agent, guarded, is_failure, judge
-from ..utils import ParamSet, batchify, get_paramset, safe_mean
+from ..utils import ParamSet, get_paramset, safe_mean
 from .base import Trainer, TrainOptions, TrainResult
 
 __all__ = [
@@ -266,12 +267,8 @@ class MinibatchAlgorithm(Minibatch):
         targets = [o[0] for o in outputs]
         scores = [o[1] for o in outputs]
         feedbacks = [o[2] for o in outputs]
-        target = batchify(*targets)
-        feedback = batchify(*feedbacks).data
         average = None if any(s is None for s in scores) else safe_mean(scores)
-        optimizer = self._require_optimizer()
-        optimizer.zero_feedback()
-        optimizer.backward(target, feedback)
+        batch_backward(self._require_optimizer(), targets, feedbacks)
         self.optimizer_step(options)
         return average
 
