@@ -104,7 +104,7 @@ class Trainer:
         ):
             raise ValueError(f"num_threads must be None or a positive int, not {num_threads!r}")
         self.agent = agent
-        self.optimizer = optimizer
+        self.optimizer = self._accept_optimizer(optimizer)
         self.num_threads = num_threads
         self.logger: BaseLogger = logger if logger is not None else ConsoleLogger(verbose=False)
         self.executor_spec = executor
@@ -271,6 +271,11 @@ class Trainer:
         else:
             self.agent.load_state_dict(paramset, strict=False)
 
+    def _accept_optimizer(self, optimizer: Any) -> Any:
+        """The trainer's optimizer from the constructor's argument (a hook: search
+        trainers accept a list of optimizers and keep the first as `optimizer`)."""
+        return optimizer
+
     def _require_optimizer(self) -> Any:
         if self.optimizer is None:
             raise ValueError(
@@ -294,7 +299,11 @@ class Trainer:
         *,
         max_errors: int | None = None,
     ) -> float | None:
-        """Mean score of `agent` on the examples (all calls at once); None if none scored."""
+        """Mean score of `agent` on the examples (all calls at once); None if none scored.
+
+        Runs on the trainer's executor, or on `num_threads` threads when given
+        (`description` is accepted for compatibility).
+        """
         with contextlib.ExitStack() as stack:
             executor = self.executor
             if num_threads is not None:

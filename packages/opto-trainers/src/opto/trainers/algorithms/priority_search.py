@@ -24,39 +24,20 @@ from ..options import (
 )
 from ..ranking import score_key
 from ..runner import Rollout
-from ..search import (
-    Candidate,
-    ExplorationJob,
-    ExplorationResult,
-    HeapMemory,
-    SearchEngine,
-    SearchProposal,
-    SearchTrainer,
-    bind_optimizer,
-    bind_worker,
-    chain_state,
-    paramset_key,
-    strict_mean,
+from ..search import Candidate, ExplorationJob, HeapMemory, SearchTrainer
+from ..search import (  # the search machinery, where the reference has it
+    ExplorationResult as ExplorationResult,
 )
+from ..search import SearchEngine as SearchEngine
+from ..search import SearchProposal as SearchProposal
+from ..search import bind_optimizer as bind_optimizer
+from ..search import bind_worker as bind_worker
+from ..search import chain_state as chain_state
+from ..search import paramset_key as paramset_key
+from ..search import strict_mean as strict_mean
 from ..utils import ParamSet, get_paramset, safe_mean
 
-__all__ = [
-    "Candidate",
-    "ExplorationJob",
-    "ExplorationResult",
-    "HeapMemory",
-    "ModuleCandidate",
-    "PrioritySearch",
-    "PrioritySearchOptions",
-    "SearchEngine",
-    "SearchProposal",
-    "SearchTrainer",
-    "bind_optimizer",
-    "bind_worker",
-    "chain_state",
-    "paramset_key",
-    "strict_mean",
-]
+__all__ = ["ModuleCandidate", "PrioritySearch", "PrioritySearchOptions"]
 
 #: The reference's name of a search candidate.
 ModuleCandidate = Candidate

@@ -9,17 +9,11 @@ and the shared agent only ever receives the chosen candidate (`_adopt_candidate`
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from typing import Any
 
-from opto.trace.modules import Module
-
 from ..algorithms.base import Trainer
-from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..options import TrainOptions
-from ..runner import ErrorBudget
-from ..utils import get_paramset, safe_mean
 from .candidate import Candidate
 from .engine import SearchEngine, chain_state
 
@@ -36,25 +30,16 @@ class SearchTrainer(Trainer):
 
     num_epochs: int | None  # set by each subclass's `_configure`
 
-    def __init__(
-        self,
-        agent: Module,
-        optimizer: Any,
-        num_threads: int | None = None,
-        logger: Any = None,
-        *,
-        executor: Any = None,
-        seed: int | None = None,
-    ) -> None:
+    def _accept_optimizer(self, optimizer: Any) -> Any:
         optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
         if not optimizers or any(o is None for o in optimizers):
             raise ValueError(
                 f"{type(self).__name__} needs an optimizer: pass one (or a list), e.g. "
                 f"{type(self).__name__}(agent, OptoPrime(agent.parameters()))"
             )
-        super().__init__(agent, optimizers[0], num_threads, logger, executor=executor, seed=seed)
         self.optimizers = optimizers
         self._check_optimizers()
+        return optimizers[0]
 
     def _check_optimizers(self) -> None:
         own = {id(p) for p in self.agent.parameters()}
@@ -86,37 +71,6 @@ class SearchTrainer(Trainer):
         self.adopt(candidate.paramset)
         if candidate.optimizer_state is not None and candidate.optimizer_index == 0:
             self.optimizer.load_state_dict(copy.deepcopy(candidate.optimizer_state))
-
-    def evaluate(
-        self,
-        agent: Module,
-        guide: Guide,
-        xs: Sequence[Any],
-        infos: Sequence[Any],
-        min_score: Any = None,
-        num_samples: int = 1,
-        num_threads: int | None = None,
-        description: str | None = None,
-        *,
-        max_errors: int | None = None,
-    ) -> float | None:
-        """Mean score of `agent`'s current values on the examples, every rollout at once.
-
-        Runs on bound copies through the engine's tasks on the trainer's executor, so it
-        also works on executors that run out of process (`num_threads` and `description`
-        are accepted for compatibility).
-        """
-        engine = SearchEngine(
-            agent,
-            self.optimizers,
-            self.executor,
-            min_score=min_score,
-            errors=ErrorBudget(max_errors),
-        )
-        (records,) = engine.rollouts(
-            [get_paramset(agent)], list(xs), list(infos), guide, repeats=num_samples
-        )
-        return safe_mean([r.score for r in records])
 
     def _epochs_done(self) -> bool:
         """Whether the loader has gone through `num_epochs` (set by the subclass's
