@@ -114,6 +114,22 @@ METRICS: tuple[Metric, ...] = (
         target="ours = 0",
         judge=at_most(0),
     ),
+    Metric(
+        label="bytes kept by a parameter after 20k calls, no backward",
+        workload="calls_kept",
+        key="kept_bytes",
+        unit="B",
+        target="ours < 1 MB",
+        judge=at_most(1024 * 1024),
+    ),
+    Metric(
+        label="nodes kept by a parameter after 20k calls, no backward",
+        workload="calls_kept",
+        key="nodes_kept",
+        unit="count",
+        target="ours = 0",
+        judge=at_most(0),
+    ),
 )
 
 

@@ -34,6 +34,7 @@ FAN_IN_REPEATS = 5
 MEMORY_OPS = 5_000
 DROPPED_GRAPHS = 20
 DROPPED_GRAPH_OPS = 1_000
+UNBACKWARDED_CALLS = 20_000
 FEEDBACK = "The output should be larger."
 
 _IMPORT_PROBE = """\
@@ -285,6 +286,36 @@ def measure_memory_kept() -> Result:
     return {"kept_bytes": kept, "nodes_kept": _live_nodes() - nodes_before}
 
 
+def measure_calls_kept() -> Result:
+    """Bytes (and nodes) a long-lived parameter keeps after many calls without backward.
+
+    An agent's trainable prompt is passed to a bundled call UNBACKWARDED_CALLS times and every
+    output is dropped at once, as a deployed agent does when nobody trains it.
+    """
+    from opto.trace import bundle, node
+
+    @bundle()
+    def respond(prompt, question):
+        """Answer the question following the prompt."""
+        return f"{prompt} {question}"
+
+    prompt = node("Be brief.", trainable=True)
+    for i in range(50):  # warm up lazily created state
+        respond(prompt, i)
+    gc.collect()
+    nodes_before = _live_nodes()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        for i in range(UNBACKWARDED_CALLS):
+            respond(prompt, i)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    return {"kept_bytes": kept, "nodes_kept": _live_nodes() - nodes_before}
+
+
 WORKLOADS: dict[str, Callable[[], Result]] = {
     "import": measure_import,
     "chain": measure_chain,
@@ -293,6 +324,7 @@ WORKLOADS: dict[str, Callable[[], Result]] = {
     "fan_in": measure_fan_in,
     "bytes_per_op": measure_bytes_per_op,
     "memory_kept": measure_memory_kept,
+    "calls_kept": measure_calls_kept,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import math
 
 import pytest
@@ -30,7 +31,7 @@ from opto.optimizers.conversion import (
         (1, "1e3", 1000),
         (1.5, "2", 2.0),
         (1.5, 3, 3.0),
-        (1.5, "-inf", -math.inf),
+        (1.5, "-1e3", -1000.0),
         (True, "False", False),
         (True, "no", False),
         (False, "yes", True),
@@ -98,6 +99,46 @@ def test_user_converters_win_and_unknown_types_need_one():
     assert converted.degrees == 20.0
     same = Temperature(3.0)
     assert convert_value(Temperature(1.0), same) is same
+
+
+@pytest.mark.parametrize(
+    "new", ["nan", "NaN", "inf", "-inf", " Infinity ", math.nan, math.inf, -math.inf, "1e999"]
+)
+def test_float_parameters_reject_nan_and_inf(new):
+    with pytest.raises(ConversionError, match="not a finite number"):
+        convert_value(1.5, new)
+
+
+def test_float_parameters_reject_json_nan_and_infinity_literals():
+    for text in ('{"v": NaN}', '{"v": Infinity}', '{"v": -Infinity}'):
+        with pytest.raises(ConversionError, match="finite"):
+            convert_value(1.5, json.loads(text)["v"])
+
+
+@pytest.mark.parametrize(
+    ("old", "reply", "expected"),
+    [
+        ({1: "a", 2: "b"}, '{"1": "x", "2": "y"}', {1: "x", 2: "y"}),
+        ({1: "a", 2: "b"}, '{"1": "x", "3": "z"}', {1: "x", 3: "z"}),
+        ({1.5: 0, 2.5: 1}, '{"1.5": 3}', {1.5: 3}),
+        ({True: "on", False: "off"}, '{"true": "yes", "false": "no"}', {True: "yes", False: "no"}),
+        ({(1, 2): "a"}, '{"(1, 2)": "b", "(3, 4)": "c"}', {(1, 2): "b", (3, 4): "c"}),
+        ({None: 1, "k": 2}, '{"null": 5, "k": 6, "new": 7}', {None: 5, "k": 6, "new": 7}),
+        ({"a": 1}, '{"1": 2}', {"1": 2}),
+    ],
+)
+def test_dict_keys_keep_their_types_through_a_json_reply(old, reply, expected):
+    value = convert_value(old, json.loads(reply))
+    assert value == expected
+    assert [type(k) for k in value] == [type(k) for k in expected]
+    assert convert_value(old, reply) == expected  # the same reply still as text
+
+
+def test_dict_key_that_cannot_take_the_key_type_is_rejected():
+    with pytest.raises(ConversionError, match="key 'three' is not of type int"):
+        convert_value({1: "a"}, {"three": "c"})
+    with pytest.raises(ConversionError, match="appears twice"):
+        convert_value({1: "a"}, {"1": "x", "1.0": "y"})
 
 
 def test_container_subclasses_keep_their_type():

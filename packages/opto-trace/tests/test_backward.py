@@ -248,5 +248,8 @@ def test_backward_releases_the_graph_for_garbage_collection():
     p_released, released = run(retain_graph=False)
     assert released() is None and p_released.children == []
     p_retained, retained = run(retain_graph=True)
-    assert len(p_retained.children) == 1
-    assert retained() is not None, "with retain_graph the parameter still links to its children"
+    assert retained() is None, "children are held weakly: a dropped output is freed"
+    assert p_retained.children == []
+    kept = p_retained * 2
+    kept.backward("fb", retain_graph=True)
+    assert p_retained.children == [kept], "while the output lives, retain_graph keeps its link"

@@ -3,7 +3,8 @@
 An LLM suggests values as JSON (often as strings). ``convert_value`` turns a suggestion into
 a value of the parameter's current type or raises :class:`ConversionError` with the reason:
 an int stays an int (``"3.9"`` is rejected, not truncated), ``"no"`` is ``False`` for a bool,
-``"abc"`` is never ``['a', 'b', 'c']``. Code (the ``__code`` of trainable bundles) must
+a float is finite, ``"abc"`` is never ``['a', 'b', 'c']`` and a dict keeps the type of its
+keys through JSON (whose object keys are always strings). Code (the ``__code`` of trainable bundles) must
 compile, keep the function's name and signature and, when asked, avoid forbidden modules
 and calls (a guard against unwanted suggestions, not a sandbox).
 """
@@ -104,17 +105,22 @@ def _to_int(old: Any, new: Any) -> int:
 def _to_float(old: Any, new: Any) -> float:
     if isinstance(new, bool):
         raise ConversionError(f"{_describe(new)} is a boolean, not a number")
+    number: float | None = None
     if isinstance(new, (int, float)):
         try:
-            return float(new)
+            number = float(new)
         except OverflowError:
             raise ConversionError(f"{_describe(new)} is too large for a float") from None
-    if isinstance(new, str):
+    elif isinstance(new, str):
         try:
-            return float(new.strip().strip("'\""))
+            number = float(new.strip().strip("'\""))
         except ValueError:
             pass
-    raise ConversionError(f"{_describe(new)} is not a number")
+    if number is None:
+        raise ConversionError(f"{_describe(new)} is not a number")
+    if not math.isfinite(number):
+        raise ConversionError(f"{_describe(new)} is not a finite number (nan and inf are rejected)")
+    return number
 
 
 def _to_str(old: Any, new: Any) -> str:
@@ -139,6 +145,51 @@ def _container(kind: type, new: Any) -> Any:
     raise ConversionError(f"{_describe(new)} is not a {kind.__name__}")
 
 
+def _key_spellings(key: Any) -> tuple[str, ...]:
+    """How a non-string dict key can come back as a JSON object key."""
+    spellings = [str(key), repr(key)]
+    try:
+        spellings.append(json.dumps(key))
+    except (TypeError, ValueError):
+        pass
+    return tuple(spellings)
+
+
+def _to_dict(old: dict[Any, Any], new: Any) -> dict[Any, Any]:
+    """``new`` as a dict whose keys have the types of ``old``'s keys.
+
+    A string key that spells an existing non-string key (``"1"`` for ``1``, ``"true"`` for
+    ``True``) becomes that key; a new string key is converted to the type shared by all of
+    ``old``'s keys (``"3"`` -> ``3``). Dicts with string or mixed-type keys keep new keys as
+    they came.
+    """
+    value = _container(dict, new)
+    odd_keys = [k for k in old if not isinstance(k, str)]
+    if not odd_keys or not any(isinstance(k, str) for k in value):
+        return value
+    known: dict[str, Any] = {}
+    for key in odd_keys:
+        for spelling in _key_spellings(key):
+            known.setdefault(spelling, key)
+    key_types = {type(k) for k in old}
+    shared = next(iter(key_types)) if len(key_types) == 1 else None
+    restored: dict[Any, Any] = {}
+    for key, item in value.items():
+        if isinstance(key, str) and key in known:
+            key = known[key]
+        elif isinstance(key, str) and shared is not None:
+            try:
+                key = convert_value(odd_keys[0], key)
+            except ConversionError as exc:
+                raise ConversionError(
+                    f"key {_describe(key)} is not of type {shared.__name__} like the other keys: {exc}"
+                ) from None
+        if key in restored:
+            raise ConversionError(f"key {_describe(key)} appears twice once its type is restored")
+        restored[key] = item
+    return restored
+
+
 #: Converters by the parameter's current type (exact type first, then isinstance order).
 _BUILTIN: dict[type, Converter] = {
     bool: _to_bool,
@@ -147,7 +198,7 @@ _BUILTIN: dict[type, Converter] = {
     str: _to_str,
     list: lambda old, new: _container(list, new),
     tuple: lambda old, new: _container(tuple, new),
-    dict: lambda old, new: _container(dict, new),
+    dict: _to_dict,
     set: lambda old, new: _container(set, new),
     frozenset: lambda old, new: _container(frozenset, new),
 }

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 import attrs
+from opto.optimizers import prompt_budget
 from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
 from opto.optimizers.optimizer import Optimizer
 from opto.optimizers.parsing import ParsedReply, SuggestionParseError, parse_suggestion_reply
@@ -123,7 +124,8 @@ class OptoPrime(Optimizer):
     Args:
         parameters: the ParameterNodes to optimize.
         llm: any callable of the opto.utils LLM protocol (``llm(messages=..., **options)``
-            returning an OpenAI-shaped response); ``opto.utils.llm.LLM()`` when None.
+            returning an OpenAI-shaped response); ``opto.utils.llm.LLM()``, built at the first
+            LLM call, when None.
         propagator: the feedback propagator (a GraphPropagator by default).
         objective: the ``#Instruction`` text; :attr:`default_objective` when None.
         ignore_extraction_error: when False an unparsable reply raises
@@ -142,6 +144,8 @@ class OptoPrime(Optimizer):
         max_value_chars: longest value shown for inputs, intermediates, outputs and past
             variables (longer ones are cut with a marker); -1 for no limit. The current
             variables are always shown in full.
+        max_section_chars: longest #Code/#Documentation/#Inputs/#Others/#Outputs section
+            (20,000; see :mod:`opto.optimizers.prompt_budget`); None for no limit.
         max_prompt_tokens: when set, shorten values and then drop the oldest memory until
             the prompt fits (counted by ``token_counter``, ≈4 characters per token by
             default); a prompt that still does not fit is sent with a warning.
@@ -209,6 +213,7 @@ class OptoPrime(Optimizer):
         use_json_object_format: bool = True,
         highlight_variables: bool = False,
         max_value_chars: int = 2000,
+        max_section_chars: int | None = prompt_budget.DEFAULT_MAX_SECTION_CHARS,
         max_prompt_tokens: int | None = None,
         token_counter: Callable[[str], int] | None = None,
         forbidden_modules: Collection[str] = (),
@@ -244,6 +249,7 @@ class OptoPrime(Optimizer):
         self.use_json_object_format = use_json_object_format
         self.highlight_variables = highlight_variables
         self.max_value_chars = max_value_chars
+        self.max_section_chars = prompt_budget.check_max_section_chars(max_section_chars)
         self.max_prompt_tokens = max_prompt_tokens
         self.token_counter = token_counter or estimate_tokens
         self.forbidden_modules = frozenset(forbidden_modules)
@@ -256,11 +262,7 @@ class OptoPrime(Optimizer):
         self.summary_log: list[dict[str, Any]] | None = [] if log else None
         self.llm_calls = 0
         self.parse_failures = 0
-        if llm is None:  # built last, so that a bad argument above costs no client
-            from opto.utils.llm import LLM
-
-            llm = LLM()
-        self.llm = llm
+        self.llm = llm  # None: LLM() on first use
 
     # --- what the LLM sees ------------------------------------------------------------
 
@@ -298,25 +300,19 @@ class OptoPrime(Optimizer):
         limit = self.max_value_chars if max_value_chars is None else max_value_chars
         masked = self._masked(mask)
 
-        def values(items: Mapping[str, tuple[Any, Any]], cut: int) -> str:
-            return "\n".join(_value_line(k, v[0], cut) for k, v in items.items())
+        def node(_: str, name: str, value: Any, __: Any) -> str:
+            return _value_line(name, value, limit)
 
         sections = {
             "instruction": self.objective,
-            "code": "\n".join(line for _, line in sorted(summary.graph)),
-            "documentation": "\n".join(
-                f"[{name}] {doc}" for name, doc in summary.documentation.items()
-            ),
-            "variables": values(summary.variables, -1),
+            "variables": "\n".join(_value_line(k, v[0], -1) for k, v in summary.variables.items()),
             "constraints": "\n".join(
                 f"({_type_name(name, value)}) {name}: {desc}"
                 for name, (value, desc) in summary.variables.items()
                 if desc is not None
             ),
-            "inputs": values(summary.inputs, limit),
-            "others": values(summary.others, limit),
-            "outputs": values(summary.output, limit),
             "feedback": str(summary.user_feedback),
+            **prompt_budget.graph_sections(summary, node, self.max_section_chars),
         }
         return ProblemInstance(
             **{name: "" if name in masked else text for name, text in sections.items()}

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.parsing import ParsedReply, SuggestionParseError, is_terminate
+from opto.optimizers.prompt_budget import graph_sections
 from opto.optimizers.utils import truncate_expression
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import AbstractPropagator, FunctionFeedback
@@ -414,26 +415,18 @@ class OptoPrimeV2(OptoPrime):
         s = self.symbols
         masked = self._masked(mask)
 
-        def nodes(items: Mapping[str, tuple[Any, Any]], constraints: bool) -> str:
-            return "\n".join(
-                self._element(s.node_tag, name, value, desc if constraints else None, limit)
-                for name, (value, desc) in items.items()
-            )
+        def node(section: str, name: str, value: Any, desc: Any) -> str:
+            constraint = desc if section == "inputs" else None
+            return self._element(s.node_tag, name, value, constraint, limit)
 
         sections = {
             "instruction": self.objective,
-            "code": "\n".join(line for _, line in sorted(summary.graph)),
-            "documentation": "\n".join(
-                f"[{name}] {doc}" for name, doc in summary.documentation.items()
-            ),
             "variables": "\n".join(
                 self._element(s.variable_tag, name, value, desc, -1)
                 for name, (value, desc) in summary.variables.items()
             ),
-            "inputs": nodes(summary.inputs, True),
-            "others": nodes(summary.others, False),
-            "outputs": nodes(summary.output, False),
             "feedback": str(summary.user_feedback),
+            **graph_sections(summary, node, self.max_section_chars),
         }
         return ProblemInstanceV2(
             titles=s.titles,

@@ -34,6 +34,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
+from opto.trace._wrappable import check_wrappable
 from opto.trace.broadcast import recursive_conversion
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
 from opto.trace.modules import Module
@@ -320,13 +321,7 @@ class FunModule(Module):
         output_name: str | None = None,
         _ldict: dict[str, Any] | None = None,
     ) -> None:
-        if not callable(fun) or isinstance(fun, Node):
-            raise TypeError(
-                f"bundle can only wrap a callable (a function, method, lambda or callable "
-                f"object), got {type(fun).__name__}."
-            )
-        if isinstance(fun, (staticmethod, classmethod)):
-            raise TypeError("Apply @bundle() below @staticmethod/@classmethod, not above.")
+        check_wrappable(fun)
         _check_description(description)
         if output_name is not None and (not isinstance(output_name, str) or ":" in output_name):
             raise ValueError(f"output_name must be a str without ':', got {output_name!r}.")

@@ -8,6 +8,8 @@ optimizer may change; :class:`ExceptionNode` records a failed operation.
 Design notes (for speed and memory; see ``CONTRACT.md``):
 
 * Nodes use ``__slots__``; children lists, feedback dicts and info dicts are created lazily.
+* Parents are held strongly, children weakly (:mod:`opto.trace._children`): outputs nobody
+  holds are freed even while their inputs live on.
 * Dependency sets are shared copy-on-write between a node and its parents and are only
   materialized (as ``{"parameter": set, "expandable": set}``) when somebody asks for them.
 * Equality is value based and untraced, hashing is by identity.
@@ -22,7 +24,9 @@ import threading
 import warnings
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from weakref import ref as _weak
 
+from opto.trace import _children as _links
 from opto.trace._state import _SCOPES, _TRACING, NAME_SCOPES, USED_NODES
 
 if TYPE_CHECKING:
@@ -265,13 +269,7 @@ _LINK_LOCK = threading.Lock()
 
 def _add_child_link(parent: AbstractNode[Any], child: AbstractNode[Any]) -> None:
     with _LINK_LOCK:
-        ch = parent._ch
-        if ch is None:
-            parent._ch = child
-        elif type(ch) is list:
-            ch.append(child)
-        else:
-            parent._ch = [ch, child]
+        _links.add(parent, _weak(child))
 
 
 def _remove_by_identity(items: list[Any], obj: Any) -> None:
@@ -318,8 +316,8 @@ class AbstractNode(Generic[T]):
             data = value
             base = _check_name(name) if name is not None else type(value).__name__
         self._data = data
-        self._parents: list[Node] | tuple[()] = ()  # a list once a parent is added
-        self._ch: Any = None  # None, the only child, or a list of children
+        self._parents: list[Node] | tuple[Node, ...] = ()  # a list once one is added/listed
+        self._ch: Any = None  # weak child links, see opto.trace._children
         self._level = 0
         self._name = GRAPH._next_name(base, self)  # type: ignore[arg-type]
         stack = USED_NODES.get()
@@ -354,26 +352,17 @@ class AbstractNode(Generic[T]):
         """The parent nodes (the live list)."""
         parents = self._parents
         if type(parents) is not list:
-            parents = self._parents = []
+            parents = self._parents = list(parents)
         return parents
 
     @property
     def _children(self) -> list[Node]:
-        ch = self._ch
-        if type(ch) is not list:
-            with _LINK_LOCK:
-                ch = self._ch
-                if type(ch) is not list:
-                    ch = self._ch = [] if ch is None else [ch]
-        return ch
-
-    @_children.setter
-    def _children(self, value: list[Node]) -> None:
-        self._ch = value
+        return _links.live(self._ch)
 
     @property
     def children(self) -> list[Node]:
-        return self._children
+        """The children still alive, oldest first (a new list: children are held weakly)."""
+        return _links.live(self._ch)
 
     @property
     def level(self) -> int:
@@ -386,8 +375,7 @@ class AbstractNode(Generic[T]):
 
     @property
     def is_leaf(self) -> bool:
-        ch = self._ch
-        return ch is None or (type(ch) is list and not ch)
+        return not _links.live(self._ch)
 
     def _add_parent(self, parent: Node) -> None:
         if parent is self:
@@ -553,19 +541,16 @@ class Node(AbstractNode[T]):
 
     def _detach(self) -> None:
         """Cut this node out of the graph (by identity) so backwarded parts can be freed."""
-        ch = self._ch
-        for child in () if ch is None else ch if type(ch) is list else (ch,):
+        for child in _links.live(self._ch):
             if isinstance(child, MessageNode) and child._in_vals is None:
                 child._in_vals = tuple(child._parents)
             if type(child._parents) is list:
                 _remove_by_identity(child._parents, self)
+            else:
+                child._parents = tuple(p for p in child._parents if p is not self)
         with _LINK_LOCK:
             for parent in self._parents:
-                pc = parent._ch
-                if pc is self:
-                    parent._ch = None
-                elif type(pc) is list:
-                    _remove_by_identity(pc, self)
+                _links.remove(parent, self)
         self._ch = None
         self.zero_feedback()
 
@@ -951,12 +936,8 @@ def _link(child: MessageNode[Any], vals: tuple[Node, ...]) -> None:
     """Add the distinct (by identity) ``vals`` as parents of ``child``; set level and deps."""
     n = len(vals)
     parents: Any
-    if n == 2 and vals[0] is not vals[1]:
-        parents = [vals[0], vals[1]]
-    elif n == 1:
-        parents = [vals[0]]
-    elif n == 0:
-        parents = ()
+    if (n == 2 and vals[0] is not vals[1]) or n < 2:
+        parents = vals  # distinct already: the inputs tuple itself is the parents tuple
     elif n < 16:
         parents = []
         for v in vals:
@@ -965,7 +946,7 @@ def _link(child: MessageNode[Any], vals: tuple[Node, ...]) -> None:
                     break
             else:
                 parents.append(v)
-        parents = list(parents)
+        parents = tuple(parents)
     else:
         parents = []
         seen: set[int] = set()
@@ -973,17 +954,15 @@ def _link(child: MessageNode[Any], vals: tuple[Node, ...]) -> None:
             if id(v) not in seen:
                 seen.add(id(v))
                 parents.append(v)
-        parents = list(parents)
+        parents = tuple(parents)
     level = 0
+    ref = _weak(child)
     with _LINK_LOCK:
         for p in parents:
-            ch = p._ch
-            if ch is None:
-                p._ch = child
-            elif type(ch) is list:
-                ch.append(child)
+            if p._ch is None:
+                p._ch = ref
             else:
-                p._ch = [ch, child]
+                _links.add(p, ref)
             if p._level >= level:
                 level = p._level + 1
     child._parents = parents
