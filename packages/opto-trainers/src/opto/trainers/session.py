@@ -19,12 +19,12 @@ from opto.utils.storage import RunStatus
 from opto.utils.usage import Budget, BudgetExceeded, UsageLedger, track_usage
 
 from .checkpoint import RunStore, default_storage_url
+from .evaluation import ErrorBudget, TooManyErrorsError
 from .guide import Guide
 from .loader import as_dataset
 from .options import TrainOptions, TrainResult
 from .ranking import is_score
 from .resume_check import agent_signature, check_resume
-from .runner import ErrorBudget, TooManyErrorsError
 from .stopping import StopConditions, StopReason
 from .utils import get_paramset, safe_mean, to_jsonable
 

@@ -31,13 +31,12 @@ from opto.trace.modules import Module
 from opto.trace.nodes import Node
 
 from ..checkpoint import CHECKPOINT_VERSION
-from ..evaluation import Rollout, evaluate, run_rollouts
+from ..evaluation import ErrorBudget, Rollout, evaluate, run_rollouts
 from ..executors import Executor, make_executor
 from ..guide import Guide, check_guide
 from ..loader import DataLoader
 from ..loggers import BaseLogger, ConsoleLogger
 from ..options import TrainOptions, TrainResult, UnknownTrainArgumentError
-from ..runner import ErrorBudget
 from ..session import TrainSession
 from ..utils import (  # noqa: F401  (copy_optimizer: re-exported)
     ParamSet,

@@ -18,11 +18,10 @@ from opto.trace.errors import ExecutionError
 from opto.trace.modules import Module
 from opto.trace.nodes import Node
 
-from ..evaluation import batch_backward
+from ..evaluation import Rollout, batch_backward, call_agent, guarded, is_failure, judge
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..ranking import is_score, score_key
-from ..runner import Rollout, call_agent, guarded, is_failure, judge
 from ..utils import ParamSet, get_paramset, safe_mean
 from .base import Trainer, TrainOptions, TrainResult
 
@@ -43,7 +42,7 @@ def standard_optimization_step(
 
     An async agent is awaited. An `ExecutionError` gives `(exception_node, min_score, full
     error feedback)`; a guide breaking its contract raises `GuideError`; other exceptions
-    propagate (trainers record and count them, see `opto.trainers.runner`).
+    propagate (trainers record and count them, see `opto.trainers.evaluation`).
     """
     try:
         target = call_agent(agent, x)
@@ -178,7 +177,7 @@ class Minibatch(Trainer):
     ) -> list[Any]:
         """`forward` on every example at once, each on its own copy of agent and guide.
 
-        An example whose forward raised (see `opto.trainers.runner`) gives a failed
+        An example whose forward raised (see `opto.trainers.evaluation`) gives a failed
         `Rollout` record instead of an output.
         """
         min_score = self._failure_score(options)

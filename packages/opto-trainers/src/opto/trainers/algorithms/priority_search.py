@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from ..evaluation import Rollout
 from ..guide import Guide
 from ..loader import DataLoader, as_dataset
 from ..options import (
@@ -23,7 +24,6 @@ from ..options import (
     positive_int,
 )
 from ..ranking import score_key
-from ..runner import Rollout
 from ..search import Candidate, ExplorationJob, HeapMemory, SearchTrainer
 from ..search import (  # the search machinery, where the reference has it
     ExplorationResult as ExplorationResult,

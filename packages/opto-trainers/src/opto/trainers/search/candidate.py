@@ -17,7 +17,7 @@ from typing import Any
 
 from opto.trace.modules import Module
 
-from ..runner import Rollout
+from ..evaluation import Rollout
 from ..utils import ParamSet, safe_mean
 
 __all__ = ["Candidate", "paramset_key", "strict_mean"]

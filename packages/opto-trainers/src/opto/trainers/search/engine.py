@@ -27,10 +27,9 @@ import attrs
 from opto.trace.modules import Module
 from opto.utils.usage import BudgetExceeded
 
-from ..evaluation import batch_backward
+from ..evaluation import ErrorBudget, Rollout, TooManyErrorsError, batch_backward, run_example
 from ..executors import Executor, SerialExecutor, ThreadExecutor
 from ..guide import Guide
-from ..runner import ErrorBudget, Rollout, TooManyErrorsError, run_example
 from ..utils import ParamSet, bind, paramset_from_update, safe_mean
 
 __all__ = [
