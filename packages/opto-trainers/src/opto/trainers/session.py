@@ -201,6 +201,7 @@ class TrainSession:
                 self.store.name, self.store.run.config, config, state, options.resume_overrides
             )
             if state is not None:
+                state = self.store.check_parameters(state, trainer.agent, options.trust_code)
                 trainer.load_state_dict(state)
                 self.stop.load_state_dict(state["stop"])
                 trainer.errors.errors = int(state.get("errors", 0))
