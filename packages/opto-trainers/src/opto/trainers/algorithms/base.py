@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 
 @attrs.define(kw_only=True, eq=False)
 class Proposal:
-    """One optimizer proposal: the full parameter set and the optimizer copy that made it."""
+    """One optimizer proposal: the full parameter set and the optimizer (or fork) that made it."""
 
     paramset: ParamSet
     optimizer: Any

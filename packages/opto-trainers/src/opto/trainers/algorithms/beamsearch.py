@@ -1,7 +1,7 @@
 """`BeamSearch` and `BeamSearchHistory`: keep the best `beam_width` candidates per depth.
 
 At every depth each beam is expanded on its own training minibatch into `num_proposals`
-proposals (each made on its own optimizer copy, continuing the beam's optimizer chain);
+proposals (each made on its own optimizer fork, continuing the beam's optimizer chain);
 the beams themselves stay candidates (elitism). Every candidate is scored on a fresh
 validation subsample of `validation_dataset_size` examples, all candidate x example
 rollouts at once, and the top `beam_width` become the next beams (ties: beams before

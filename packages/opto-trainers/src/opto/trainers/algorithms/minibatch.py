@@ -279,7 +279,7 @@ class MinibatchAlgorithm(Minibatch):
 class BasicSearchAlgorithm(MinibatchAlgorithm):
     """Best of `num_proposals` proposals per step, chosen on validation data.
 
-    The proposals are made at once (each on its own optimizer copy), then every candidate
+    The proposals are made at once (each on its own optimizer fork), then every candidate
     (the proposals and the current parameters) is validated on every validation example
     at once, on bound copies: the shared agent only ever receives the winner. The current
     parameters' score is cached while they stay unchanged. Ties go to the earliest

@@ -112,7 +112,7 @@ class PrioritySearch(SearchTrainer):
     Each iteration: take the best candidate (by mean score) and pop the highest-priority
     ones until `num_candidates` explore; run each on `num_batches` minibatches of
     `batch_size` training examples; from each (candidate, minibatch) make `num_proposals`
-    proposals, each on its own optimizer copy (the chain's memory is carried on when
+    proposals, each on its own optimizer fork (the chain's memory is carried on when
     `decouple_optimizers`); validate the proposals (and, with a validation set, the
     explorers again) with every candidate x example rollout at once; push everything
     back with its priority; the shared agent gets the best candidate by mean score.
@@ -120,7 +120,7 @@ class PrioritySearch(SearchTrainer):
     `optimizer` may be a list: candidates are spread over the optimizers and keep theirs.
     Differences from the reference (its bugs fixed): positional `train` arguments work;
     memory trimming keeps the true top k with deterministic ties; every proposal gets its
-    own optimizer copy; `score_function="ucb"` needs a finite `score_range` (an error,
+    own optimizer fork; `score_function="ucb"` needs a finite `score_range` (an error,
     not infinite priorities); `"time"` favours the newest candidates; no iteration's
     rollouts are wasted; with `memory_update_frequency` the memories are merged once per
     k iterations (not as a side effect of reading a property) and candidates are drawn
@@ -130,16 +130,8 @@ class PrioritySearch(SearchTrainer):
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
         """Search over `train_dataset` with feedback from `guide`.
 
-        Keywords (besides `TrainOptions`): `validate_dataset` (default: validate on the
-        very batch that produced the proposals), `validate_guide`, `num_batches` (1),
-        `score_range` ((-inf, inf); its low end scores failed rollouts when `min_score` is
-        unset), `num_epochs` (1, or unbounded when only `max_steps`/`num_steps` is given),
-        `num_candidates` (10), `num_proposals` (1), `validate_exploration_candidates`
-        (True), `use_best_candidate_to_explore` (True), `long_term_memory_size`,
-        `short_term_memory_size`, `memory_update_frequency` (0: long-term memory only;
-        None: short-term only; k: merge the short-term memory into the long-term one every
-        k iterations), `score_function` ("mean", "ucb" or "time"),
-        `ucb_exploration_constant` (1.0), `decouple_optimizers` (True).
+        Keywords: the fields of `PrioritySearchOptions` (`TrainOptions` plus the search's
+        own, e.g. `num_candidates`, `num_proposals`, `score_function`).
         """
         options = PrioritySearchOptions.from_kwargs(kwargs, algorithm=type(self).__name__)
         self._configure(guide, train_dataset, options)

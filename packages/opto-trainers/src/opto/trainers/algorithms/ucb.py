@@ -102,12 +102,7 @@ class UCBSearch(SearchTrainer):
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
         """Run `num_search_iterations` bandit iterations over `train_dataset`.
 
-        Keywords (besides `TrainOptions`): `validation_dataset` (alias `validate_dataset`;
-        default: the training set), `validate_guide`, `num_search_iterations` (100),
-        `train_batch_size` (default: `batch_size` if given, else 2),
-        `evaluation_batch_size` (20), `min_score_for_agent_update` (score of failed
-        validation rollouts; default `min_score`), `score_range` ((0, 1): scales the
-        bonus), `num_epochs` (None: only the iteration count bounds the search).
+        Keywords: the fields of `UCBSearchOptions` (`TrainOptions` plus the bandit's own).
         """
         batch_given = "batch_size" in kwargs
         options = UCBSearchOptions.from_kwargs(kwargs, algorithm=type(self).__name__)

@@ -109,7 +109,7 @@ class ExplorationJob:
 
 @attrs.define(kw_only=True, eq=False)
 class SearchProposal:
-    """A proposed parameter set and the state of the optimizer copy that made it."""
+    """A proposed parameter set and the chain state of the optimizer fork that made it."""
 
     paramset: ParamSet
     optimizer_index: int

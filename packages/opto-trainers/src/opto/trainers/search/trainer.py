@@ -21,7 +21,7 @@ __all__ = ["SearchTrainer"]
 
 
 class SearchTrainer(Trainer):
-    """Base of the candidate-search trainers: a `SearchEngine` and Ray-safe evaluation.
+    """Base of the candidate-search trainers: one or more optimizers and a `SearchEngine`.
 
     Every LLM call of a search step goes through `self.engine`, so its rollouts,
     proposals and validations are in flight at once on the trainer's executor (threads,
@@ -31,6 +31,8 @@ class SearchTrainer(Trainer):
     num_epochs: int | None  # set by each subclass's `_configure`
 
     def _accept_optimizer(self, optimizer: Any) -> Any:
+        """Accept one optimizer or a list (candidates are spread over them); all must be
+        built on the agent's parameters. The first is the trainer's `optimizer`."""
         optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
         if not optimizers or any(o is None for o in optimizers):
             raise ValueError(
