@@ -74,18 +74,23 @@ def bind_optimizer(optimizer: Any, agent: Module, worker: Module, state: Any = N
 
 
 def chain_state(optimizer: Any) -> dict[str, Any] | None:
-    """The JSON state of an optimizer chain: `state_dict()` of a fork of `optimizer`.
+    """The JSON state of an optimizer chain started from `optimizer` (`state_dict()` of a
+    fork of it, see `_chain_state_of_fork`). None for an optimizer without `state_dict`."""
+    if not callable(getattr(optimizer, "state_dict", None)):
+        return None
+    fork = getattr(optimizer, "fork", None)
+    return _chain_state_of_fork(fork() if callable(fork) else optimizer)
+
+
+def _chain_state_of_fork(fork: Any) -> dict[str, Any]:
+    """The state of a fork as a chain's state.
 
     A fork starts without step records, so a chain's state carries the optimizer's memory
     and counters and at most the step that made its candidate, never a growing log. It
     does not name the parameters: a chain moves between agents whose nodes are named
-    alike but numbered apart (a resumed run builds its agent anew). None for an optimizer
-    without `state_dict`.
+    alike but numbered apart (a resumed run builds its agent anew).
     """
-    if not callable(getattr(optimizer, "state_dict", None)):
-        return None
-    fork = getattr(optimizer, "fork", None)
-    state = dict((fork() if callable(fork) else optimizer).state_dict())
+    state = dict(fork.state_dict())
     state.pop("parameters", None)
     return state
 
@@ -195,7 +200,7 @@ def _explore(
                 SearchProposal(
                     paramset=paramset_from_update(workers[j], update, job.paramset),
                     optimizer_index=job.optimizer_index,
-                    optimizer_state=chain_state(stepped),
+                    optimizer_state=_chain_state_of_fork(stepped),
                 )
             )
     for optimizer in backwarded:
