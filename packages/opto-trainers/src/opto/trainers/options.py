@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import attrs
+from opto.utils.errors import OptoError
 from opto.utils.usage import Budget
 
 from .guide import Guide
@@ -33,7 +34,7 @@ __all__ = [
 _Options = TypeVar("_Options", bound="TrainOptions")
 
 
-class UnknownTrainArgumentError(TypeError):
+class UnknownTrainArgumentError(OptoError, TypeError):
     """`train` received a keyword it does not know (it is never passed on silently)."""
 
 
