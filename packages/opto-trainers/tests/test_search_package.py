@@ -161,3 +161,23 @@ def test_ucb_buffer_statistics_use_the_candidates_scores():
     trainer.train(S.TargetGuide(), S.DATA, num_search_iterations=1, evaluation_batch_size=4)
     parent = trainer.buffer[0]
     assert isinstance(parent, Candidate) and parent.num_scored == 4 + 2
+
+
+def test_minibatch_algorithms_declare_their_keywords_as_options():
+    from opto.trainers.algorithms.minibatch import (
+        BasicSearchAlgorithm,
+        BasicSearchOptions,
+        MinibatchAlgorithm,
+        MinibatchOptions,
+    )
+
+    assert MinibatchAlgorithm.options_class is MinibatchOptions
+    assert BasicSearchAlgorithm.options_class is BasicSearchOptions
+    assert issubclass(BasicSearchOptions, MinibatchOptions)
+    assert BasicSearchOptions().num_proposals == 4
+    with pytest.raises(ValueError, match="num_proposals must be a positive int"):
+        BasicSearchOptions(num_proposals=0)
+    with pytest.raises(UnknownTrainArgumentError, match="did you mean 'ensure_improvement'"):
+        MinibatchOptions.from_kwargs({"ensure_improvment": True}, algorithm="MinibatchAlgorithm")
+    with pytest.raises(UnknownTrainArgumentError, match="num_proposals"):
+        MinibatchOptions.from_kwargs({"num_proposals": 2}, algorithm="MinibatchAlgorithm")

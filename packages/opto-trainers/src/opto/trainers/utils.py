@@ -9,6 +9,7 @@ is never touched.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "is_module_copy",
     "is_node_copy",
     "paramset_from_update",
+    "paramset_key",
     "remap_update_dict",
     "safe_mean",
     "set_module_parameters",
@@ -78,6 +80,11 @@ def paramset_from_update(
         if path is not None:
             result[path] = copy.deepcopy(value)
     return result
+
+
+def paramset_key(paramset: Mapping[str, Any]) -> str:
+    """A stable identity for a parameter set (JSON of its sorted items)."""
+    return json.dumps(paramset, sort_keys=True, default=repr)
 
 
 def update_from_paramset(agent: Module, paramset: Mapping[str, Any]) -> dict[ParameterNode, Any]:

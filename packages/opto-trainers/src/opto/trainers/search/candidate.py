@@ -10,7 +10,6 @@ bounds) are computed from those records, so a checkpoint stores only values and 
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,16 +17,11 @@ from typing import Any
 from opto.trace.modules import Module
 
 from ..evaluation import Rollout
-from ..utils import ParamSet, safe_mean
+from ..utils import ParamSet, paramset_key, safe_mean
 
 __all__ = ["Candidate", "paramset_key", "strict_mean"]
 
 _NEG_INF = float("-inf")
-
-
-def paramset_key(paramset: Mapping[str, Any]) -> str:
-    """A stable identity for a parameter set (JSON of its sorted items)."""
-    return json.dumps(paramset, sort_keys=True, default=repr)
 
 
 def strict_mean(scores: Sequence[Any]) -> float:
