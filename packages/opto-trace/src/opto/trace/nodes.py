@@ -19,7 +19,6 @@ Design notes (for speed and memory; see ``CONTRACT.md``):
 from __future__ import annotations
 
 import copy
-import re
 import threading
 import warnings
 from collections import defaultdict
@@ -27,7 +26,20 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from weakref import ref as _weak
 
 from opto.trace import _children as _links
-from opto.trace._state import _SCOPES, _TRACING, NAME_SCOPES, USED_NODES
+from opto.trace._deps import OWN
+from opto.trace._deps import materialize as _materialize
+from opto.trace._deps import shared_deps as _shared_deps
+from opto.trace._graph import (
+    _DEFAULT_DESCRIPTIONS,
+    _TAG,
+    GRAPH,
+    Graph,
+    NodeNameError,
+    _check_name,
+    _normalize_description,
+    get_op_name,
+)
+from opto.trace._state import _TRACING, NAME_SCOPES, USED_NODES
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -52,216 +64,6 @@ T = TypeVar("T")
 
 #: Operator names skipped by the simple visualization (pure pass-through operators).
 IDENTITY_OPERATORS = ("identity", "clone")
-
-_TAG = re.compile(r"^\[([^\[\]]+)\]")
-
-
-class NodeNameError(ValueError):
-    """A node name cannot be used (for example it contains ``':'``)."""
-
-
-class Graph:
-    """Process-wide registry of node *names* (it does not hold the nodes).
-
-    Each registration of a base name ``b`` yields ``"b:k"`` with ``k`` counting from 0 since
-    the last :meth:`clear`. Counting is lock protected, so names are unique across threads.
-    With ``LEGACY_GRAPH_BEHAVIOR = True`` (then call :meth:`clear`) nodes are also kept per
-    name for :meth:`get`/:attr:`roots` -- that keeps every node alive; use only for debugging.
-    """
-
-    LEGACY_GRAPH_BEHAVIOR = False
-    ALLOW_NESTED_GRAPHS = False
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-        self._nodes: defaultdict[str, list[Node]] | None = None
-        self.clear()
-
-    @property
-    def TRACE(self) -> bool:
-        """Whether tracing is on in the current context (see :class:`stop_tracing`)."""
-        return _TRACING.get()
-
-    @TRACE.setter
-    def TRACE(self, flag: bool) -> None:
-        _TRACING.set(bool(flag))
-
-    def clear(self) -> None:
-        """Restart every name counter at 0 (existing nodes keep their names)."""
-        with self._lock:
-            self._counts = {}
-            self._nodes = defaultdict(list) if self.LEGACY_GRAPH_BEHAVIOR else None
-
-    def _next_name(self, base: str, registered: Node | None = None) -> str:
-        scopes = _SCOPES.get()
-        if scopes:
-            base = f"{scopes[-1]}/{base}"
-        counts = self._counts
-        with self._lock:
-            k = counts.get(base, 0)
-            counts[base] = k + 1
-            if self._nodes is not None and registered is not None:
-                self._nodes[base].append(registered)
-        return f"{base}:{k}"
-
-    def register(self, node: Node) -> None:
-        """Give ``node`` its unique name ``"<base>:<k>"`` from its current ``"<base>:..."``."""
-        name = node._name
-        if not isinstance(name, str) or name.count(":") != 1:
-            raise NodeNameError(
-                f"Cannot register node name {name!r}: it must contain exactly one ':' "
-                "separating the base name from the counter."
-            )
-        node._name = self._next_name(name.split(":", 1)[0], node)
-
-    def count(self, name: str) -> int:
-        """How many nodes were registered under base ``name`` since the last clear."""
-        if name not in self._counts:
-            raise KeyError(f"No node was registered under the name {name!r}.")
-        return self._counts[name]
-
-    def get(self, name: str) -> Node:
-        """Look a node up by full name (legacy mode only)."""
-        if self._nodes is None:
-            raise ValueError("Graph.get is not supported when LEGACY_GRAPH_BEHAVIOR is False.")
-        base, idx = name.split(":")
-        return self._nodes[base][int(idx)]
-
-    @property
-    def roots(self) -> list[Node]:
-        """Every registered root node (legacy mode only)."""
-        if self._nodes is None:
-            raise ValueError("Graph.roots is not supported when LEGACY_GRAPH_BEHAVIOR is False.")
-        return [n for nodes in self._nodes.values() for n in nodes if n.is_root]
-
-    def __len__(self) -> int:
-        return sum(self._counts.values())
-
-    def __str__(self) -> str:
-        return str(self._counts)
-
-
-GRAPH = Graph()
-
-
-def get_op_name(description: str) -> str:
-    """Return the operator name in the leading ``[tag]`` of ``description``."""
-    match = _TAG.match(description) if isinstance(description, str) else None
-    if match is None:
-        raise ValueError(
-            f"The description {description!r} does not start with an operator name in "
-            "brackets, e.g. '[add] Adds x and y.'."
-        )
-    return match.group(1)
-
-
-def _check_name(name: str) -> str:
-    if not isinstance(name, str):
-        raise NodeNameError(f"Node name must be a str, got {type(name).__name__}.")
-    if ":" in name:
-        raise NodeNameError(
-            f"Node name {name!r} contains ':', which separates a name from its counter; "
-            "use another character such as '_'."
-        )
-    return name
-
-
-_DEFAULT_DESCRIPTIONS: dict[str, str] = {}
-
-
-def _normalize_description(tag: str, description: str | None) -> str:
-    if not description:
-        default = _DEFAULT_DESCRIPTIONS.get(tag)
-        if default is None:
-            default = _DEFAULT_DESCRIPTIONS[tag] = f"[{tag}]"
-        return default
-    if not isinstance(description, str):
-        raise TypeError(
-            f"Description must be a str or None, got {type(description).__name__}; "
-            "pass a text describing the node."
-        )
-    if _TAG.match(description):
-        return description
-    return f"[{tag}] {description.strip()}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Dependency bookkeeping. ``Node._deps`` is one of:
-#   None                  -> no parameter/expandable dependency
-#   dict                  -> materialized {"parameter": set, "expandable": set} (maybe shared)
-#   _SELF                 -> a ParameterNode whose set {self} was not built yet
-#   a Node                -> "same dependencies as that node" (copy-on-write sharing)
-#   _UNION                -> union over the parents, computed on demand
-_SELF = object()
-_UNION = object()
-
-
-def _materialize(n: Node) -> dict[str, set[Node]] | None:
-    d = n._deps
-    if d is None or type(d) is dict:
-        return d
-    if d is _SELF:
-        d = {"parameter": {n}, "expandable": set()}
-        n._deps = d
-        return d
-    if d is _UNION:
-        return _union(n)
-    chain = [n]
-    cur = d
-    while isinstance(cur._deps, Node):
-        chain.append(cur)
-        cur = cur._deps
-    result = _materialize(cur)
-    for c in chain:
-        c._deps = result
-    return result
-
-
-def _union(n: Node) -> dict[str, set[Node]]:
-    params: set[Node] = set()
-    expandable: set[Node] = set()
-    seen = {id(n)}
-    stack = list(n._parents)
-    while stack:
-        p = stack.pop()
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        d = p._deps
-        if d is None:
-            continue
-        if type(d) is dict:
-            params |= d["parameter"]
-            expandable |= d["expandable"]
-        elif d is _SELF:
-            params.add(p)
-        elif d is _UNION:
-            stack.extend(p._parents)
-        else:
-            stack.append(d)
-    result = {"parameter": params, "expandable": expandable}
-    n._deps = result
-    return result
-
-
-def _shared_deps(parents: list[Node]) -> Any:
-    """Dependency state of a new child of ``parents`` (O(len(parents)), no set copies)."""
-    key: Any = None
-    for p in parents:
-        d = p._deps
-        if d is None:
-            continue
-        if d is _SELF:
-            d = _materialize(p)
-        elif d is _UNION:
-            d = p
-        if key is None:
-            key = d
-        elif key is not d:
-            return _UNION
-    return key
-
 
 #: Guards the None -> single child -> list transitions of ``_ch`` (threads share parents).
 _LINK_LOCK = threading.Lock()
@@ -600,7 +402,7 @@ class Node(AbstractNode[T]):
         inf = self._inf
         new._inf = _copy_info(inf) if type(inf) is dict else inf
         new._description = self._description
-        new._deps = _SELF if isinstance(self, ParameterNode) else None
+        new._deps = OWN if isinstance(self, ParameterNode) else None
         self._copy_extra(new, memo)
         new._name = GRAPH._next_name(self.py_name + "_copy", new)
         return new
@@ -628,7 +430,7 @@ class Node(AbstractNode[T]):
         self._parents = ()
         self._ch = None
         self._fb = None
-        self._deps = _SELF if isinstance(self, ParameterNode) else None
+        self._deps = OWN if isinstance(self, ParameterNode) else None
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -926,7 +728,7 @@ class ParameterNode(Node[T]):
     ) -> None:
         super().__init__(value, name=name, trainable=trainable, description=description, info=info)
         self.projections = _check_projections(projections)
-        self._deps = _SELF
+        self._deps = OWN
 
     def _copy_extra(self, new: Node[T], memo: dict[int, Any]) -> None:
         new.projections = copy.deepcopy(self.projections, memo)  # type: ignore[attr-defined]
