@@ -303,6 +303,11 @@ class FunModule(OperatorInfo, Module):
     def __repr__(self) -> str:
         return f"<FunModule {self._op_name} of {self._fun!r}>"
 
+    @property
+    def __trace_parameter__(self) -> ParameterNode[str] | None:
+        """The trainable ``__code`` parameter (how containers find it), or None."""
+        return self.parameter
+
     def __trace_input__(self) -> Node[Any]:
         """The node standing for this function when it is passed to a traced operator."""
         return self.parameter if self.parameter is not None else Node(self)

@@ -29,7 +29,7 @@ from opto.trace.containers import (
     NodeContainer,
     ParameterContainer,
     Seq,
-    _fun_module_type,
+    is_traced_function,
 )
 from opto.trace.nodes import Node
 from opto.trace.utils import atomic_write
@@ -300,7 +300,6 @@ class _Exporter:
         self.module_name = self.home.__module__
         module = sys.modules.get(self.module_name)
         self.globals: dict[str, Any] = vars(module) if module is not None else {}
-        self.fun_module = _fun_module_type()
         # The text around the class; nested models exported into the same file share it.
         self.imports: set[str] = parent.imports if parent else set()
         self.constants: list[str] = parent.constants if parent else []
@@ -378,13 +377,13 @@ class _Exporter:
         return name
 
     def _member_source(self, name: str, raw: Any) -> str:
-        if isinstance(raw, self.fun_module):
+        if is_traced_function(raw):
             # The instance's own copy holds its trained code, unless a subclass overrides it.
             bound = getattr(self.obj, name) if _lookup(type(self.obj), name) is raw else raw
             return _aliased(name, self._bundle_code(raw, bound, f"method {name!r}"))
         if isinstance(raw, (staticmethod, classmethod)):
             inner = raw.__func__
-            if isinstance(inner, self.fun_module):
+            if is_traced_function(inner):
                 code = self._bundle_code(inner, inner, f"method {name!r}")
                 return f"@{type(raw).__name__}\n{code}"
             return _source(inner, f"method {name!r}")
@@ -439,7 +438,7 @@ class _Exporter:
                 text = _literal(_plain(value))
                 if text is not None:
                     nodes[attr] = text
-            elif isinstance(value, self.fun_module):
+            elif is_traced_function(value):
                 code = self._bundle_code(value, value, f"attribute {attr!r}")
                 function_name = _defined_name(code)
                 if function_name is None:
@@ -512,7 +511,7 @@ class _Exporter:
             else:
                 self.imports.add(f"import {module_name} as {name}")
             return
-        if isinstance(value, self.fun_module):
+        if is_traced_function(value):
             code = self._bundle_code(value, value, f"function {name!r}")
             self._add_definition(name, code)
             return
