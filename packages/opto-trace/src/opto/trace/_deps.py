@@ -15,10 +15,9 @@ on ``type(state)`` and a reader sees what a value means:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from opto.trace.nodes import Node
+Node = Any  # any node: this module sits below the node classes
 
 __all__ = ["OWN", "UNION", "Deps", "OwnParameter", "ParentsUnion", "materialize", "shared_deps"]
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import re
 import threading
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import Any
 
 from opto.trace._state import _SCOPES, _TRACING
 
-if TYPE_CHECKING:
-    from opto.trace.nodes import Node
+Node = Any  # any node: this module sits below the node classes
 
 __all__ = ["GRAPH", "Graph", "NodeNameError", "get_op_name"]
 

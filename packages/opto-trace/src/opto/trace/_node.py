@@ -42,8 +42,6 @@ from opto.trace._state import _TRACING, USED_NODES
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from opto.trace._message import MessageNode
-
 __all__ = ["OPERATORS", "AbstractNode", "Node", "ParameterNode", "node"]
 
 T = TypeVar("T")
@@ -410,7 +408,7 @@ class Node(AbstractNode[T]):
         for key, value in state.items():
             setattr(self, key, value)
 
-    def clone(self) -> MessageNode[T]:
+    def clone(self) -> Node[T]:
         """A traced deep copy of the data (``clone`` node with this node as parent)."""
         return OPERATORS["clone"](self)
 
@@ -439,22 +437,22 @@ class Node(AbstractNode[T]):
         return iterate(self)
 
     # -- traced operators: each calls the primitive of the same name (see _install_operators)
-    def __add__(self, other: Any) -> MessageNode[Any]:
+    def __add__(self, other: Any) -> Node[Any]:
         other = other if isinstance(other, Node) else Node(other)
         if type(self._data) is str:
             return OPERATORS["concat"](self, other)
         return OPERATORS["add"](self, other)
 
-    def __radd__(self, other: Any) -> MessageNode[Any]:
+    def __radd__(self, other: Any) -> Node[Any]:
         return _wrap(other).__add__(self)
 
-    def __round__(self, n: Any = None) -> MessageNode[Any]:
+    def __round__(self, n: Any = None) -> Node[Any]:
         return OPERATORS["round"](self, _wrap(n))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> MessageNode[Any]:
+    def __call__(self, *args: Any, **kwargs: Any) -> Node[Any]:
         return OPERATORS["call"](self, *args, **kwargs)
 
-    def call(self, fun: str, *args: Any, **kwargs: Any) -> MessageNode[Any]:
+    def call(self, fun: str, *args: Any, **kwargs: Any) -> Node[Any]:
         """Traced call of the data's method ``fun``."""
         args = tuple(_wrap(a) for a in args)
         kwargs = {k: _wrap(v) for k, v in kwargs.items()}
@@ -464,27 +462,27 @@ class Node(AbstractNode[T]):
         if type(self._data) is not kind:
             raise AttributeError(f"{type(self._data)} object has no attribute '{attr}'.")
 
-    def format(self, *args: Any, **kwargs: Any) -> MessageNode[str]:
+    def format(self, *args: Any, **kwargs: Any) -> Node[str]:
         """Traced ``str.format``."""
         self._require(str, "format")
         return OPERATORS["format"](self, *args, **kwargs)
 
-    def split(self, sep: Any = None, maxsplit: Any = -1) -> MessageNode[list[str]]:
+    def split(self, sep: Any = None, maxsplit: Any = -1) -> Node[list[str]]:
         """Traced ``str.split``."""
         self._require(str, "split")
         return OPERATORS["split"](self, _wrap(sep), maxsplit=_wrap(maxsplit))
 
-    def strip(self, chars: Any = None) -> MessageNode[str]:
+    def strip(self, chars: Any = None) -> Node[str]:
         """Traced ``str.strip``."""
         self._require(str, "strip")
         return OPERATORS["strip"](self, _wrap(chars))
 
-    def replace(self, old: Any, new: Any, count: Any = -1) -> MessageNode[str]:
+    def replace(self, old: Any, new: Any, count: Any = -1) -> Node[str]:
         """Traced ``str.replace``."""
         self._require(str, "replace")
         return OPERATORS["replace"](self, _wrap(old), _wrap(new), _wrap(count))
 
-    def join(self, seq: Iterable[Any]) -> MessageNode[str]:
+    def join(self, seq: Iterable[Any]) -> Node[str]:
         """Traced ``str.join``."""
         self._require(str, "join")
         if not hasattr(seq, "__iter__"):
@@ -498,11 +496,11 @@ class Node(AbstractNode[T]):
 
         return DictIterable(self)
 
-    def get(self, key: Any, default: Any = None) -> MessageNode[Any]:
+    def get(self, key: Any, default: Any = None) -> Node[Any]:
         """Traced ``dict.get``."""
         return OPERATORS["get"](self, _wrap(key), _wrap(default))
 
-    def pop(self, index: Any = -1) -> MessageNode[Any]:
+    def pop(self, index: Any = -1) -> Node[Any]:
         """Traced, non-mutating ``pop``: the popped item (the data is left unchanged)."""
         return OPERATORS["pop"](self, _wrap(index))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from opto.trace.nodes import ExceptionNode
+    from opto.trace._message import ExceptionNode
 
 __all__ = ["ExecutionError", "TraceMissingInputsError"]
 
