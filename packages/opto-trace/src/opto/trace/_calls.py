@@ -245,6 +245,23 @@ def record(call: CallRecord) -> MessageNode[Any]:
     frame = call.frame
     tracing = _TRACING.get()
     created = frame.created
+    output = call.output
+    if (  # the common case first: nothing read or created, no error, plain operator
+        not frame
+        and created is None
+        and call.error is None
+        and op.parameter is None
+        and not op.traceable_code
+        and op._process_inputs
+        and not isinstance(output, Exception)
+    ):
+        if isinstance(output, Node):
+            output = output._data
+        name = op.output_name or op._op_name
+        if not tracing:
+            return _new_message(output, name, op.description, (), (), op)
+        keys = call.keys if type(call.keys) is tuple else tuple(call.keys)
+        return _new_message(output, name, op.description, keys, tuple(call.nodes), op)
     if frame and tracing:
         call.external = _external(call, op.allow_external_dependencies)
     if created:  # nodes made during this call are internal to the enclosing call too
@@ -265,7 +282,7 @@ def record(call: CallRecord) -> MessageNode[Any]:
             vals = (*vals, op.parameter)
     else:
         keys, vals = (), ()
-    output, error = call.output, call.error
+    error = call.error
     call.frame = NO_FRAME
     call.nodes = call.keys = ()
     call.output = None
