@@ -40,3 +40,30 @@ def test_each_distribution_has_changelog_readme_and_typed_marker(name):
     assert (pkg / "CHANGELOG.md").is_file()
     assert (pkg / "README.md").is_file()
     assert (pkg / "src" / "opto" / name / "py.typed").is_file()
+
+
+_THREAD_STARTERS = {"ThreadPoolExecutor", "ProcessPoolExecutor", "Thread", "run_in_executor"}
+
+
+def test_threads_are_only_started_through_the_context_helpers():
+    """Work in a plain thread escapes the caller's usage scopes and budgets: every thread
+    and pool must come from `opto.utils.concurrency` (or `asyncio.to_thread`, which copies
+    the context)."""
+    import ast
+
+    helper = ROOT / "packages" / "opto-utils" / "src" / "opto" / "utils" / "concurrency.py"
+    offenders = []
+    for path in sorted(ROOT.glob("packages/*/src/**/*.py")):
+        if path == helper:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name in _THREAD_STARTERS:
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}(...)")
+    assert not offenders, (
+        "start threads with opto.utils.concurrency (ContextThreadPoolExecutor, start_thread) "
+        f"so they keep the caller's context: {offenders}"
+    )

@@ -151,3 +151,62 @@ def test_every_optimizer_over_real_http(cls):
         assert feedback_step(optimizer, x, 12) == {x: 12}
         assert optimizer.last_step.usage.prompt_tokens > 0
         assert all(r["model"] == "fake-model" for r in server.requests)
+
+
+@pytest.fixture
+def no_llm_configured(monkeypatch):
+    """No LLM reachable through `LLM()`: no environment, no provider key, no local model."""
+    from opto.utils.llm import factory
+
+    for name in ("OPTO_LLM_MODEL", "TRACE_LITELLM_MODEL", "TRACE_DEFAULT_LLM_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(factory, "env_model", lambda: None)
+    monkeypatch.setattr(factory, "provider_default_model", lambda: None)
+    monkeypatch.setattr(factory, "local_model_available", lambda: False)
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+def test_without_an_llm_construction_works_and_the_first_call_fails(cls, no_llm_configured):
+    from opto.utils.llm.errors import LLMConfigurationError
+
+    x = trace.node(0, trainable=True)
+    optimizer = cls([x])  # no LLM needed to build, copy or save an optimizer
+    twin = copy.deepcopy(optimizer)
+    assert json.loads(json.dumps(twin.state_dict())) == twin.state_dict()
+    with pytest.raises(LLMConfigurationError, match="No LLM is configured"):
+        feedback_step(optimizer, x, 5)
+    assert x.data == 0
+    optimizer.llm = ScriptedLLM(universal)  # configured later: the optimizer works
+    assert feedback_step(optimizer, x, 5) == {x: 5}
+
+
+def test_the_default_llm_is_built_once_on_first_use(monkeypatch):
+    from opto.utils.llm import factory
+
+    built = []
+
+    def fake_resolve(**kwargs):
+        built.append(kwargs)
+        return ScriptedLLM(universal)
+
+    monkeypatch.setattr(factory, "resolve", fake_resolve)
+    x = trace.node(0, trainable=True)
+    optimizer = OptoPrime([x])
+    assert built == []
+    assert feedback_step(optimizer, x, 3) == {x: 3}
+    assert feedback_step(optimizer, x, 4) == {x: 4}
+    assert len(built) == 1
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+def test_deepcopy_together_with_its_llm_keeps_them_paired(cls):
+    x = trace.node(0, trainable=True)
+    llm = ScriptedLLM(universal)
+    optimizer = cls([x], llm=llm)
+    for pair in ((optimizer, llm), (llm, optimizer)):
+        copied = copy.deepcopy(pair)
+        twin, twin_llm = copied if copied[0].__class__ is cls else copied[::-1]
+        assert twin.llm is twin_llm
+        assert feedback_step(twin, x, 7) == {x: 7}
+    copied = copy.deepcopy({"opt": optimizer, "llm": llm})
+    assert copied["opt"].llm is copied["llm"]

@@ -19,6 +19,7 @@ from opto.optimizers.optoprimemulti import (
 from opto.optimizers.parsing import SuggestionParseError
 from opto.utils.llm import LLMFactory
 from opto.utils.testing import ScriptedLLM
+from opto.utils.usage import BudgetExceeded, track_usage
 
 JUDGE = "compare candidate responses"
 
@@ -89,6 +90,16 @@ def test_candidates_are_requested_concurrently():
     optimizer = OptoPrimeMulti([x], llm=ScriptedLLM(reply), selection_technique="last_of_n")
     assert run(optimizer, x + 1) == {x: 7}
     assert len(optimizer.candidates) == 3
+
+
+def test_concurrent_candidates_are_held_to_the_callers_budget():
+    x = trace.node(3, trainable=True)
+    llm = ScriptedLLM(by_temperature(x.py_name))
+    optimizer = OptoPrimeMulti([x], llm=llm, num_responses=6, max_workers=6)
+    with track_usage(max_calls=2) as scope, pytest.raises(BudgetExceeded, match="max_calls=2"):
+        run(optimizer, x + 1)
+    assert llm.calls == 2 and scope.requests == 2  # at most 2 requests left the process
+    assert x.data == 3
 
 
 def test_n_samples_asks_once_for_n_choices():

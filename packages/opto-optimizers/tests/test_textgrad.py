@@ -13,6 +13,7 @@ from opto.optimizers import TextGrad
 from opto.optimizers.textgrad import _improved_value
 from opto.trace.propagators import GraphPropagator
 from opto.utils.testing import DummyLLM, ScriptedLLM
+from opto.utils.usage import BudgetExceeded, track_usage
 
 
 def by_role(gradient="increase it", reduce="combined: increase", update="5"):
@@ -64,6 +65,19 @@ def test_calls_follow_trainable_paths_and_carry_text_gradients():
     record = optimizer.last_step
     assert record.llm_calls == 5 and record.applied == {a.py_name: 5}
     assert optimizer.gradients == {a.py_name: "combined: increase"}
+
+
+def test_concurrent_gradient_calls_are_held_to_the_callers_budget():
+    params = [trace.node(i, trainable=True) for i in range(6)]
+    out = params[0]
+    for p in params[1:]:
+        out = out + p
+    llm = ScriptedLLM(by_role())
+    optimizer = TextGrad(params, llm=llm, max_workers=6)
+    with track_usage(max_calls=2) as scope, pytest.raises(BudgetExceeded, match="max_calls=2"):
+        run(optimizer, out)
+    assert llm.calls == 2 and scope.requests == 2  # at most 2 requests left the process
+    assert [p.data for p in params] == list(range(6))
 
 
 def test_feedback_on_a_parameter_itself_reaches_the_update_prompt():  # B9

@@ -877,3 +877,20 @@ def test_trainable_code_cannot_switch_between_sync_and_async():
         asyncio.run(coro(node(1)))  # used to fail awaiting a MessageNode
     coro.parameter._set("async def coro(x):\n    return x + 5\n")
     assert asyncio.run(coro(node(1))).data == 6
+
+
+def test_method_bundles_live_in_documented_instance_attributes():
+    """trace-opt code reads the per-instance bundle and self node by these names."""
+
+    class Greeter:
+        @bundle(trainable=True)
+        def greet(self, name):
+            return "hi " + name
+
+    g = Greeter()
+    bound = g.greet
+    assert bound is g.greet
+    assert vars(g)["__TRACE_RESERVED_bundle_greet"] is bound
+    self_node = vars(g)["__TRACE_RESERVED_self_node"]
+    assert self_node.data is g
+    assert g.greet("x").data == "hi x"

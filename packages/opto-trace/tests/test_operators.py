@@ -253,3 +253,38 @@ def test_call_llm_errors_propagate_raw():
 def test_operators_on_raw_values_return_nodes():
     out = ops.add(node(1), 2)
     assert isinstance(out, Node) and out.data == 3
+
+
+def test_call_llm_without_an_llm_uses_the_default_llm(monkeypatch):
+    """trace-opt's form `call_llm(system_prompt, *user_prompts)` asks `LLM()`."""
+    llm = FakeLLM()
+    monkeypatch.setattr(ops, "_default_llm", lambda: llm)
+    prompt = node("hi", trainable=True)
+    out = ops.call_llm("sys", prompt, "again", max_tokens=5)
+    assert out.data == "echo again"
+    assert llm.calls[0] == (
+        [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": "hi"},
+            {"role": "user", "content": "again"},
+        ],
+        {"max_tokens": 5},
+    )
+    assert prompt in out.parameter_dependencies
+    assert out.inputs["system_prompt"].data == "sys"  # inputs named after what they are
+    assert out.inputs["user_prompts_0"] is prompt
+    ops.call_llm(None, "only user")
+    assert llm.calls[1][0] == [{"role": "user", "content": "only user"}]
+
+
+def test_call_llm_default_form_needs_a_configured_llm(monkeypatch):
+    from opto.utils.llm import factory
+    from opto.utils.llm.errors import LLMConfigurationError
+
+    for name in ("OPTO_LLM_MODEL", "TRACE_LITELLM_MODEL", "TRACE_DEFAULT_LLM_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(factory, "env_model", lambda: None)
+    monkeypatch.setattr(factory, "provider_default_model", lambda: None)
+    monkeypatch.setattr(factory, "local_model_available", lambda: False)
+    with pytest.raises(LLMConfigurationError, match="No LLM is configured"):
+        ops.call_llm("sys", "user")

@@ -254,3 +254,9 @@ def straight_and_resumed(
         TargetGuide(), DATA, **{length: total}, storage=storage, run_name="r", resume=True, **kwargs
     )
     return (straight, straight_agent, straight_opt, expected), (second, agent, second_opt, resumed)
+
+
+def ask_once(item: Any) -> str:
+    """One LLM request per item (budget tests of the executors)."""
+    reply = ECHO_LLM(messages=[{"role": "user", "content": f"{item}|"}], cache=False)
+    return reply.content or ""

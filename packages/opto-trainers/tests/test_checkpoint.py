@@ -97,6 +97,17 @@ def test_llm_budget_stops_cleanly_after_the_last_complete_step():
     assert result.final_parameters == {"prompt": "v2"}
 
 
+def test_resumed_call_budget_counts_the_requests_already_sent():
+    from opto.trainers.algorithms.base import _remaining
+    from opto.utils.usage import Budget
+
+    budget = Budget(max_calls=10, max_usd=1.0)
+    used = {"calls": 3, "cached_calls": 1, "requests": 5, "cost_usd": 0.25}
+    assert _remaining(budget, used) == Budget(max_calls=5, max_usd=0.75)  # retries count
+    older = {"calls": 3, "cached_calls": 1}  # a checkpoint from before requests were kept
+    assert _remaining(budget, older).max_calls == 8
+
+
 @needs_storage
 def test_ctrl_c_checkpoints_and_returns(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"

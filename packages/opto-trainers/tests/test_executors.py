@@ -20,6 +20,21 @@ from opto.trainers.executors import (
 VAR = contextvars.ContextVar("VAR", default="unset")
 
 
+@pytest.mark.parametrize("executor", [ThreadExecutor(4), AsyncioExecutor(4)])
+def test_tasks_are_held_to_the_callers_budget(executor):
+    from opto.utils.testing import ScriptedLLM
+    from opto.utils.usage import BudgetExceeded, track_usage
+
+    llm = ScriptedLLM(default="ok")
+
+    def ask(_):
+        llm(messages=[{"role": "user", "content": "hi"}], cache=False)
+
+    with track_usage(max_calls=2) as scope, pytest.raises(BudgetExceeded):
+        executor.map(ask, range(8))
+    assert llm.calls == 2 and scope.requests == 2
+
+
 class Gauge:
     """Records the largest number of calls in flight at once."""
 

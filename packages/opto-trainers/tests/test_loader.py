@@ -89,3 +89,29 @@ def test_dataset_forms_and_errors():
         as_dataset([(1, 2, 3)])
     with pytest.raises(ValueError, match="batch_size"):
         DataLoader(DATA, 0)
+
+
+def test_next_gives_batches_then_stop_iteration_once_then_the_next_epoch():
+    loader = DataLoader({"inputs": [1, 2, 3, 4, 5], "infos": [1, 2, 3, 4, 5]}, 2, shuffle=False)
+    assert next(loader) == ([1, 2], [1, 2])
+    assert next(loader)[0] == [3, 4]
+    assert next(loader)[0] == [5, 1]
+    with pytest.raises(StopIteration):
+        next(loader)
+    assert next(loader)[0] == [1, 2]
+    # a for loop still gives a whole pass, and next() continues after it
+    loader2 = DataLoader({"inputs": [1, 2, 3], "infos": [1, 2, 3]}, 1, shuffle=False)
+    assert next(loader2)[0] == [1]
+    assert [xs for xs, _ in loader2] == [[2], [3]]
+    assert next(loader2)[0] == [1]
+
+
+def test_next_with_drop_last_stops_at_the_short_tail_and_start_new_epoch_resets():
+    data = {"inputs": [1, 2, 3], "infos": [1, 2, 3]}
+    loader = DataLoader(data, 2, shuffle=False, wrap=False, drop_last=True)
+    assert next(loader)[0] == [1, 2]
+    with pytest.raises(StopIteration):
+        next(loader)
+    assert next(loader)[0] == [1, 2]
+    loader._start_new_epoch()
+    assert next(loader)[0] == [1, 2]

@@ -16,6 +16,7 @@ from opto.trainers.algorithms.beamsearch import BeamSearch, BeamSearchHistory
 from opto.trainers.algorithms.priority_search import PrioritySearch
 from opto.trainers.algorithms.ucb import UCBSearch
 from opto.trainers.executors import make_executor
+from opto.utils.usage import BudgetExceeded, track_usage
 
 try:
     import ray
@@ -75,6 +76,17 @@ def test_make_executor_builds_a_ray_executor(ray_runtime):
     assert isinstance(executor, RayExecutor) and executor.max_workers == 3
     assert executor.in_process is False
     executor.close()
+
+
+@needs_ray
+def test_workers_enforce_what_is_left_of_the_drivers_budget(ray_runtime):
+    from opto.trainers.ray_executor import RayExecutor
+
+    with RayExecutor(max_workers=1) as executor, track_usage(max_calls=3) as scope:
+        assert executor.map(S.ask_once, [1, 2]) == ["1", "2"]
+        with pytest.raises(BudgetExceeded, match="max_calls"):
+            executor.map(S.ask_once, [3, 4, 5])
+    assert scope.requests == 3  # remote requests count in the driver's scope
 
 
 CASES = [

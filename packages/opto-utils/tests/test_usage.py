@@ -173,6 +173,6 @@ def test_summary_is_jsonable():
     led.record(UsageRecord(model="m", prompt_tokens=2, completion_tokens=3, cost_usd=0.5))
     led.record(UsageRecord(model="m", cached=True))
     assert led.summary() == {
-        "calls": 2, "errors": 0, "cached_calls": 1, "prompt_tokens": 2,
+        "calls": 2, "requests": 0, "errors": 0, "cached_calls": 1, "prompt_tokens": 2,
         "completion_tokens": 3, "total_tokens": 5, "cost_usd": 0.5, "unknown_cost_calls": 0,
     }  # fmt: skip

@@ -21,6 +21,7 @@ import copy
 import json
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -36,6 +37,9 @@ from opto.utils.llm.types import Usage
 __all__ = ["AbstractOptimizer", "Optimizer", "StepRecord"]
 
 logger = logging.getLogger(__name__)
+
+#: Serializes the first-use construction of default LLM clients.
+_LLM_LOCK = threading.Lock()
 
 STATE_FORMAT = 1
 """Version of the ``state_dict`` layout; bumped when it changes incompatibly."""
@@ -217,7 +221,7 @@ class Optimizer(AbstractOptimizer):
     #: Attributes a deep copy shares with the original instead of copying: the parameters
     #: (a copy optimizes the same nodes) and the LLM client (it holds connections and
     #: caches, and is safe to share between threads).
-    _shared_on_copy: ClassVar[tuple[str, ...]] = ("parameters", "llm")
+    _shared_on_copy: ClassVar[tuple[str, ...]] = ("parameters", "_llm")
 
     def __init__(
         self,
@@ -248,6 +252,30 @@ class Optimizer(AbstractOptimizer):
         self.step_count = 0
         self._steps: deque[StepRecord] = deque(maxlen=max_history)
         self._active: StepRecord | None = None
+
+    # --- the LLM ----------------------------------------------------------------------
+
+    @property
+    def llm(self) -> Any:
+        """The LLM client: the one given, else ``opto.utils.llm.LLM()`` built on first use.
+
+        Building it lazily lets optimizers be created, copied, saved and exported where no
+        LLM is configured; the configuration error surfaces at the first LLM call.
+        """
+        llm = self.__dict__.get("_llm")
+        if llm is None:
+            with _LLM_LOCK:
+                llm = self.__dict__.get("_llm")
+                if llm is None:
+                    from opto.utils.llm import LLM
+
+                    llm = LLM()
+                    self.__dict__["_llm"] = llm
+        return llm
+
+    @llm.setter
+    def llm(self, llm: Any) -> None:
+        self.__dict__["_llm"] = llm  # None: build the default again on next use
 
     # --- feedback ---------------------------------------------------------------------
 
@@ -458,7 +486,9 @@ class Optimizer(AbstractOptimizer):
             if key == "parameters":
                 new.__dict__[key] = list(value)
             elif key in self._shared_on_copy:
-                new.__dict__[key] = value
+                # Shared, and the same object wherever else it appears in this deepcopy call
+                # (e.g. deepcopy((optimizer, llm)) gives a pair whose optimizer uses its llm).
+                new.__dict__[key] = memo.setdefault(id(value), value)
             elif key == "_active":
                 new.__dict__[key] = None
             else:

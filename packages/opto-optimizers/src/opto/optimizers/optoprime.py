@@ -124,7 +124,8 @@ class OptoPrime(Optimizer):
     Args:
         parameters: the ParameterNodes to optimize.
         llm: any callable of the opto.utils LLM protocol (``llm(messages=..., **options)``
-            returning an OpenAI-shaped response); ``opto.utils.llm.LLM()`` when None.
+            returning an OpenAI-shaped response); ``opto.utils.llm.LLM()``, built at the first
+            LLM call, when None.
         propagator: the feedback propagator (a GraphPropagator by default).
         objective: the ``#Instruction`` text; :attr:`default_objective` when None.
         ignore_extraction_error: when False an unparsable reply raises
@@ -261,11 +262,7 @@ class OptoPrime(Optimizer):
         self.summary_log: list[dict[str, Any]] | None = [] if log else None
         self.llm_calls = 0
         self.parse_failures = 0
-        if llm is None:  # built last, so that a bad argument above costs no client
-            from opto.utils.llm import LLM
-
-            llm = LLM()
-        self.llm = llm
+        self.llm = llm  # None: LLM() on first use
 
     # --- what the LLM sees ------------------------------------------------------------
 

@@ -16,7 +16,6 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import attrs
@@ -24,7 +23,9 @@ from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.parsing import SuggestionParseError, iter_json_objects, load_json_like
 from opto.optimizers.utils import drop_oldest, jsonable
 from opto.trace.nodes import ParameterNode
+from opto.utils.concurrency import ContextThreadPoolExecutor
 from opto.utils.llm.types import ChatResponse, response_from_openai
+from opto.utils.usage import BudgetExceeded
 
 __all__ = ["GENERATION_TECHNIQUES", "SELECTION_TECHNIQUES", "Candidate", "OptoPrimeMulti"]
 
@@ -261,7 +262,7 @@ class OptoPrimeMulti(OptoPrime):
                 results.append(error)
         else:
             workers = min(len(jobs), self.max_workers or len(jobs))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            with ContextThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [pool.submit(self._request, job) for job in jobs]
                 results = []
                 for future in futures:
@@ -271,6 +272,9 @@ class OptoPrimeMulti(OptoPrime):
                         results.append(error)
         for result in results:
             self._count_call(result if isinstance(result, ChatResponse) else None)
+        refused = next((r for r in results if isinstance(r, BudgetExceeded)), None)
+        if refused is not None:  # a budget ran out: stop the step, not just this candidate
+            raise refused
         return results
 
     def _candidates(self, jobs: Sequence[_Job], results: Sequence[Any]) -> list[Candidate]:

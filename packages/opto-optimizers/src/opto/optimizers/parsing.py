@@ -394,7 +394,8 @@ def parse_suggestion_reply(
 
     The object holding ``suggestion_key`` wins over other objects in the reply; an object
     without it is taken as the suggestion itself (minus the reasoning and answer keys), as
-    the reference does. A suggestion given as a JSON string is decoded.
+    the reference does; so are the other keys of an object whose suggestion is not an
+    object. A suggestion given as a JSON string is decoded.
 
     Raises:
         SuggestionParseError: no JSON object, or the suggestion is not an object.
@@ -452,6 +453,10 @@ def parse_suggestion_reply(
                 suggestion = {}
         if suggestion is None:
             suggestion = {}
+        others = {k: v for k, v in chosen.items() if k not in {reasoning_key, answer_key}}
+        others.pop(suggestion_key)
+        if not isinstance(suggestion, dict) and others:
+            suggestion = others  # values given beside a non-object suggestion, as accepted
         if not isinstance(suggestion, dict):
             raise SuggestionParseError(
                 f'"{suggestion_key}" must be an object mapping variable names to values, got '

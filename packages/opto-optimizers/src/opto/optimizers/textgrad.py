@@ -14,7 +14,6 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
@@ -24,6 +23,7 @@ from opto.optimizers.parsing import is_terminate
 from opto.optimizers.utils import drop_oldest, jsonable, truncate_expression
 from opto.trace.nodes import Node, ParameterNode
 from opto.trace.propagators import AbstractPropagator, TraceGraph
+from opto.utils.concurrency import ContextThreadPoolExecutor
 from opto.utils.llm.types import ChatResponse, response_from_openai
 
 __all__ = ["TextGrad"]
@@ -85,7 +85,7 @@ class TextGrad(Optimizer):
 
     Args:
         parameters: the ParameterNodes to optimize.
-        llm: any callable of the opto.utils LLM protocol; ``opto.utils.llm.LLM()`` when None.
+        llm: any callable of the opto.utils LLM protocol; ``opto.utils.llm.LLM()``, built at the first call, when None.
         propagator: the feedback propagator (must give TraceGraphs; GraphPropagator default).
         objective: the goal stated in every prompt; :attr:`default_objective` when None.
         max_tokens: ``max_tokens`` of every LLM call.
@@ -122,15 +122,11 @@ class TextGrad(Optimizer):
         )
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}.")
-        if llm is None:
-            from opto.utils.llm import LLM
-
-            llm = LLM()
-        if not callable(llm):
+        if llm is not None and not callable(llm):
             raise TypeError(
                 f"llm must be callable as llm(messages=..., **options), got {type(llm).__name__}."
             )
-        self.llm = llm
+        self.llm = llm  # None: LLM() on first use
         self.objective = objective if objective is not None else self.default_objective
         self.max_tokens = max_tokens
         self.max_workers = max_workers
@@ -162,7 +158,7 @@ class TextGrad(Optimizer):
             responses = [self._ask(system, user) for _, _, system, user in requests]
         else:
             workers = min(self.max_workers, len(requests))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            with ContextThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [pool.submit(self._ask, system, user) for _, _, system, user in requests]
                 responses = [future.result() for future in futures]
         texts = []

@@ -1,5 +1,6 @@
 """Small helpers shared by the optimizers: value truncation, JSON-able copies, atomic writes,
-history trimming."""
+history trimming, coloured console output. The XML-reply helpers of OptoPrimeV2
+(`extract_xml_like_data` and friends) are importable from here too."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,55 @@ __all__ = [
     "dumps",
     "estimate_tokens",
     "jsonable",
+    "print_color",
     "truncate_expression",
 ]
+
+_COLORS = {
+    "red": "\033[91m",
+    "green": "\033[92m",
+    "yellow": "\033[93m",
+    "blue": "\033[94m",
+    "magenta": "\033[95m",
+    "cyan": "\033[96m",
+}
+_XML_HELPERS = frozenset(
+    {
+        "extract_first_top_level_block",
+        "extract_reasoning_and_remainder",
+        "extract_top_level_blocks",
+        "extract_xml_like_data",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The XML helpers live with OptoPrimeV2, which imports this module: load them on demand.
+    if name in _XML_HELPERS:
+        from opto.optimizers import optoprime_v2
+
+        return getattr(optoprime_v2, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def print_color(message: Any, color: str | None = None, logger: Any = None) -> None:
+    """Print `message` to stdout in an ANSI colour, for scripts and notebooks.
+
+    Colours: red, green, yellow, blue, magenta, cyan; any other (or None) prints plain.
+    With `logger`, the message also goes to it: `logger.info(message)` for a
+    `logging.Logger`, else `logger.log(message)` (e.g. a trainer logger taking one text).
+    """
+    code = _COLORS.get(color or "")
+    text = str(message)
+    sys.stdout.write(f"{code}{text}\033[0m\n" if code else f"{text}\n")
+    if logger is not None:
+        import logging
+
+        if isinstance(logger, logging.Logger):
+            logger.info(text)
+        else:
+            logger.log(text)
+
 
 TRUNCATION_MARKER = "...(skipped due to length limit)"
 """Appended to a value shortened for the prompt (the reference's wording)."""

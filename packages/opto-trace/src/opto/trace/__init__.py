@@ -11,6 +11,7 @@ import importlib
 import logging
 from typing import Any
 
+import opto.utils  # noqa: F401  (warns when trace-opt is installed beside opto)
 from opto.trace._state import stop_tracing
 
 # Eager on purpose: importing the submodule ``opto.trace.bundle`` binds the package attribute

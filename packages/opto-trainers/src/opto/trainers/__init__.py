@@ -3,8 +3,8 @@
 One trainer API (`Trainer`, alias `AlgorithmBase`; every `train` returns a `TrainResult`),
 the algorithms (`MinibatchAlgorithm`, `BasicSearchAlgorithm`, `BeamSearch`, `UCBSearch`,
 `PrioritySearch`), data (`DataLoader`), guides (`Guide`/`AutoGuide`, `ExactMatchGuide`,
-`FunctionGuide`, `LLMJudge`), `evaluate`, executors (serial, threads, asyncio, Ray),
-loggers and stop conditions. Checkpoints and step records go to opto.utils run storage.
+`FunctionGuide`, `LLMJudge`), `evaluate`/`evaluate_vector`, `Sampler`, `batch_run`/
+`async_run`, executors (serial, threads, asyncio, Ray), loggers and stop conditions. Checkpoints and step records go to opto.utils run storage.
 Names are imported on first access, so `import opto.trainers` stays cheap.
 """
 
@@ -69,6 +69,10 @@ _EXPORTS = {
         ],
         "opto.trainers.loggers",
     ),
+    **dict.fromkeys(["BatchLengthError", "async_run", "batch_run"], "opto.trainers.batching"),
+    **dict.fromkeys(["aggregate_vector_scores", "evaluate_vector"], "opto.trainers.evaluators"),
+    **dict.fromkeys(["BatchRollout", "RolloutConfig", "Sampler"], "opto.trainers.sampler"),
+    **dict.fromkeys(["deepcopy_module", "is_module_copy", "is_node_copy"], "opto.trainers.utils"),
     "RayExecutor": "opto.trainers.ray_executor",
     "ResumeMismatchError": "opto.trainers.resume_check",
     "run_example": "opto.trainers.runner",

@@ -3,14 +3,14 @@
 Every algorithm expresses its work as a list of independent calls and hands it to an
 executor's `map`, which returns the results in input order. `SerialExecutor` runs them one
 after another, `ThreadExecutor` (the default) keeps up to `max_workers` in flight at once
-(LLM calls release the GIL), `AsyncioExecutor` runs coroutine functions on an event loop (and async agents called
-from its plain tasks are awaited on that loop, see `executor_loop`).
+(LLM calls release the GIL), `AsyncioExecutor` runs coroutine functions on an event loop
+(async agents called from its plain tasks are awaited on that loop, see `executor_loop`).
 A Ray executor (`opto.trainers.ray_executor`) implements the same interface.
 
-Each task runs in a copy of the caller's `contextvars` context, so usage scopes and budgets
-(`opto.utils.usage.track_usage`) and tracing state reach the workers. A `map` issued from
-inside one of the executor's own tasks runs inline, so nested work never deadlocks a
-bounded pool.
+Each task runs in a copy of the caller's `contextvars` context (threads come from
+`opto.utils.concurrency`), so usage scopes and budgets (`opto.utils.usage.track_usage`)
+and tracing state reach the workers. A `map` issued from inside one of the executor's own
+tasks runs inline, so nested work never deadlocks a bounded pool.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import inspect
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+
+from opto.utils.concurrency import ContextThreadPoolExecutor, start_thread
 
 __all__ = [
     "AsyncioExecutor",
@@ -92,22 +94,22 @@ class ThreadExecutor(Executor):
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
             raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
         self.max_workers = max_workers
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: ContextThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._inside = threading.local()
 
-    def _get_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _get_pool(self) -> ContextThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
+                self._pool = ContextThreadPoolExecutor(
                     self.max_workers, thread_name_prefix="opto-trainer"
                 )
             return self._pool
 
-    def _run(self, context: contextvars.Context, fn: Callable[[T], R], item: T) -> R:
+    def _run(self, fn: Callable[[T], R], item: T) -> R:
         self._inside.active = True
         try:
-            return context.run(fn, item)
+            return fn(item)
         finally:
             self._inside.active = False
 
@@ -116,7 +118,7 @@ class ThreadExecutor(Executor):
         if len(items) <= 1 or getattr(self._inside, "active", False):
             return [fn(item) for item in items]
         pool = self._get_pool()
-        futures = [pool.submit(self._run, contextvars.copy_context(), fn, item) for item in items]
+        futures = [pool.submit(self._run, fn, item) for item in items]
         try:
             concurrent.futures.wait(futures)
         except BaseException:  # Ctrl-C: drop what has not started, wait for what has
@@ -161,17 +163,19 @@ class AsyncioExecutor(Executor):
         is_async = inspect.iscoroutinefunction(fn)
         pool = None
         if not is_async:
-            pool = concurrent.futures.ThreadPoolExecutor(
+            pool = ContextThreadPoolExecutor(
                 self.max_workers, thread_name_prefix="opto-asyncio-task"
             )
+
+        def on_loop(item: T) -> Any:
+            _LOOP.set(loop)  # in the submitted call's own copy of the context
+            return fn(item)
 
         async def one(item: T) -> Any:
             async with semaphore:
                 if is_async:
                     return await fn(item)
-                context = contextvars.copy_context()
-                context.run(_LOOP.set, loop)
-                return await loop.run_in_executor(pool, context.run, fn, item)
+                return await asyncio.wrap_future(pool.submit(on_loop, item))
 
         tasks = [asyncio.ensure_future(one(item)) for item in items]
         try:
@@ -183,7 +187,7 @@ class AsyncioExecutor(Executor):
             raise
         finally:
             if pool is not None:  # started calls may still await coroutines on this loop
-                await loop.run_in_executor(None, pool.shutdown)
+                await asyncio.to_thread(pool.shutdown)
 
     def map(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
         import asyncio
@@ -191,19 +195,16 @@ class AsyncioExecutor(Executor):
         items = list(items)
         if not items:
             return []
-        context = contextvars.copy_context()
         result: list[Any] = []
         failure: list[BaseException] = []
 
         def runner() -> None:
             try:
-                result.extend(context.run(asyncio.run, self.amap(fn, items)))
+                result.extend(asyncio.run(self.amap(fn, items)))
             except BaseException as exc:  # re-raised in the caller's thread
                 failure.append(exc)
 
-        thread = threading.Thread(target=runner, name="opto-asyncio-executor")
-        thread.start()
-        thread.join()
+        start_thread(runner, name="opto-asyncio-executor", daemon=False).join()
         if failure:
             raise failure[0]
         return result

@@ -11,6 +11,8 @@ Two ways to read it, as in the reference:
   epoch's order, which the next pass then starts from the beginning (so with
   `shuffle=False`, N=5 and batch 2 a pass is [1,2] [3,4] [5,1]); with `drop_last=True` it
   is dropped; with neither it is yielded short.
+* `next(loader)`: the same batches one at a time; after an epoch's last batch the next
+  call raises `StopIteration` once, and the call after it starts the next epoch.
 * `sample()`: an endless stream of full batches that rolls over epochs ([1,2] [3,4] [5,1]
   [2,3] [4,5] [1,2] ...).
 """
@@ -122,6 +124,7 @@ class DataLoader:
         self._order = self._draw_order()
         self._next_order: list[int] | None = None
         self._cursor = 0
+        self._stop_pending = False
 
     # -- dataset -----------------------------------------------------------------------------
 
@@ -136,6 +139,7 @@ class DataLoader:
         self._order = self._draw_order()
         self._next_order = None
         self._cursor = 0
+        self._stop_pending = False
 
     def __len__(self) -> int:
         """Batches in one pass (iteration mode)."""
@@ -173,26 +177,52 @@ class DataLoader:
 
     # -- reading -----------------------------------------------------------------------------
 
+    def _step(self) -> tuple[tuple[list[Any], list[Any]] | None, bool]:
+        """The next batch of the epoch (None: a dropped short tail) and whether it ended it."""
+        indices = self._order[self._cursor : self._cursor + self.batch_size]
+        if len(indices) < self.batch_size:
+            if self.drop_last:
+                self._finish_epoch()
+                return None, True
+            if self.wrap:
+                indices = indices + self._fill(self.batch_size - len(indices))
+            self._finish_epoch()
+            return self._batch(indices), True
+        self._cursor += len(indices)
+        if self._cursor >= len(self._order):
+            self._finish_epoch()
+            return self._batch(indices), True
+        return self._batch(indices), False
+
     def __iter__(self) -> Iterator[tuple[list[Any], list[Any]]]:
         """The remaining batches of the current epoch; the epoch is counted at its end."""
-        size = len(self._order)
-        while self._cursor < size:
-            indices = self._order[self._cursor : self._cursor + self.batch_size]
-            if len(indices) < self.batch_size:
-                if self.drop_last:
-                    self._finish_epoch()
-                    return
-                if self.wrap:
-                    indices = indices + self._fill(self.batch_size - len(indices))
-                self._finish_epoch()
-                yield self._batch(indices)
+        self._stop_pending = False
+        while True:
+            batch, ended = self._step()
+            if batch is not None:
+                yield batch
+            if ended:
                 return
-            self._cursor += len(indices)
-            if self._cursor >= size:
-                self._finish_epoch()
-                yield self._batch(indices)
-                return
-            yield self._batch(indices)
+
+    def __next__(self) -> tuple[list[Any], list[Any]]:
+        """The next batch, as in iteration; `StopIteration` once after each epoch's last.
+
+        The call after `StopIteration` starts the next epoch, so `next(loader)` cycles
+        through epochs the way repeated `for` loops do.
+        """
+        if self._stop_pending:
+            self._stop_pending = False
+            raise StopIteration
+        batch, ended = self._step()
+        if batch is None:
+            raise StopIteration
+        self._stop_pending = ended
+        return batch
+
+    def _start_new_epoch(self) -> None:
+        """Abandon the rest of the current epoch and start the next one from its beginning."""
+        self._stop_pending = False
+        self._finish_epoch()
 
     def _fill(self, count: int) -> list[int]:
         """`count` indices from the next epoch's order, cycling if the dataset is tiny."""
@@ -201,6 +231,7 @@ class DataLoader:
 
     def sample(self) -> tuple[list[Any], list[Any]]:
         """The next full batch of the endless stream, rolling over epochs."""
+        self._stop_pending = False
         indices: list[int] = []
         while len(indices) < self.batch_size:
             take = self._order[self._cursor : self._cursor + self.batch_size - len(indices)]
@@ -238,6 +269,7 @@ class DataLoader:
         self._cursor = int(state["cursor"])
         self._order = list(state["order"])
         self._next_order = None if state["next_order"] is None else list(state["next_order"])
+        self._stop_pending = False
 
     def __repr__(self) -> str:
         return (

@@ -11,8 +11,22 @@ together, because they need the same trace graph) and one per validation rollout
 return plain records (inputs, output data, score, feedback) and optimizer states.
 
 The LLM usage of every task is recorded in the worker and added to the driver's active
-usage ledgers when the task's result arrives, so run totals include remote calls; LLM
-budgets are checked by the driver between tasks, not inside the workers.
+usage ledgers when the task's result arrives, so run totals include remote calls.
+
+Budgets (`track_usage(max_calls=..., max_tokens=..., max_usd=...)`) on Ray:
+
+- what is enforced: each task takes along what was left of the driver's active budgets
+  when it was dispatched (`opto.utils.usage.remaining_budget()`) and its worker enforces
+  that remainder per request, retries included, exactly as in-process calls are (a request
+  that would pass it raises `BudgetExceeded`, which fails the `map`); once the driver's
+  budget is used up, every later task gets a zero budget and makes no LLM request. Remote
+  requests count against the driver's budgets when their task returns.
+- what is not: workers do not see each other's usage while they run, so the tasks in flight
+  at one time may together pass a budget by up to (tasks in flight - 1) times the remainder
+  they were given; scopes opened with `all_threads=True` in the driver and usage scopes
+  opened inside the task itself only apply in the worker; and the usage of a task that
+  raises, or dies with its worker (killed actor, lost node), is not reported. For a hard global limit use
+  a thread or asyncio executor, or `max_workers=1`.
 """
 
 from __future__ import annotations
@@ -21,7 +35,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from opto.utils.usage import record as record_usage
+from opto.utils.usage import Budget, record_remote, remaining_budget
 
 from .executors import Executor
 
@@ -55,8 +69,11 @@ class _Worker:
         self._key: str | None = None
         self._fn: Callable[[Any], Any] | None = None
 
-    def run(self, key: str, boxed: list[Any], item: Any) -> tuple[Any, list[Any]]:
-        """`fn(item)` and the LLM usage records of the call (sent back to the driver)."""
+    def run(
+        self, key: str, boxed: list[Any], item: Any, budget: Budget | None = None
+    ) -> tuple[Any, list[Any]]:
+        """`fn(item)` within `budget` (what the driver had left) and the LLM usage records
+        of the call (sent back to the driver)."""
         from opto.utils.usage import track_usage
 
         if key != self._key:
@@ -65,7 +82,7 @@ class _Worker:
             self._fn = ray.get(boxed[0])  # unpickled once per map (LLM clients made here)
             self._key = key
         assert self._fn is not None
-        with track_usage() as scope:
+        with track_usage(budget) as scope:
             result = self._fn(item)
         return result, scope.records
 
@@ -153,7 +170,8 @@ class RayExecutor(Executor):
             while pending or (failure is None and next_index < len(items)):
                 while idle and failure is None and next_index < len(items):
                     actor = idle.pop()
-                    ref = actor.run.remote(key, [fn_ref], items[next_index])
+                    budget = remaining_budget()
+                    ref = actor.run.remote(key, [fn_ref], items[next_index], budget)
                     pending[ref] = (next_index, actor)
                     next_index += 1
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -167,7 +185,7 @@ class RayExecutor(Executor):
                             failure = _unwrap(exc)
                     else:
                         for entry in records:  # the driver's ledgers see remote LLM calls
-                            record_usage(entry)
+                            record_remote(entry)
         except BaseException:  # Ctrl-C: stop the calls in flight
             for ref in pending:
                 try:

@@ -22,7 +22,6 @@ executor, and the awaited result is the traced output node a backward needs.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import logging
 import numbers
@@ -35,6 +34,7 @@ import attrs
 from opto.trace.errors import ExecutionError
 from opto.trace.modules import Module
 from opto.trace.nodes import Node
+from opto.utils.concurrency import start_thread
 from opto.utils.usage import BudgetExceeded
 
 from .executors import executor_loop
@@ -136,19 +136,16 @@ def resolve(value: Any) -> Any:
         if loop is not None:
             return asyncio.run_coroutine_threadsafe(_await(value), loop).result()
         return asyncio.run(_await(value))
-    context = contextvars.copy_context()
     result: list[Any] = []
     failure: list[BaseException] = []
 
-    def run() -> None:
+    def run() -> None:  # in a copy of the caller's context (start_thread)
         try:
-            result.append(context.run(asyncio.run, _await(value)))
+            result.append(asyncio.run(_await(value)))
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
 
-    thread = threading.Thread(target=run, name="opto-await-agent")
-    thread.start()
-    thread.join()
+    start_thread(run, name="opto-await-agent").join()
     if failure:
         raise failure[0]
     return result[0]

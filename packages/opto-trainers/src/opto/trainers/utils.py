@@ -23,9 +23,16 @@ __all__ = [
     "batchify",
     "bind",
     "copy_optimizer",
+    "create_module_from_update_dict",
+    "deepcopy_module",
+    "get_original_name",
     "get_paramset",
+    "is_module_copy",
+    "is_node_copy",
     "paramset_from_update",
+    "remap_update_dict",
     "safe_mean",
+    "set_module_parameters",
     "to_jsonable",
     "update_from_paramset",
 ]
@@ -76,6 +83,70 @@ def paramset_from_update(
 def update_from_paramset(agent: Module, paramset: Mapping[str, Any]) -> dict[ParameterNode, Any]:
     """The update dict `{ParameterNode: value}` that gives `agent` the values of `paramset`."""
     return {node: paramset[path] for path, node in agent.named_parameters() if path in paramset}
+
+
+def get_original_name(node: ParameterNode) -> str:
+    """The `py_name` of the node that `node` was (deep-)copied from: `x0_copy0` -> `x0`."""
+    return node.py_name.split("_copy", 1)[0]
+
+
+def is_node_copy(a: ParameterNode, b: ParameterNode) -> bool:
+    """Whether `a` and `b` are copies of one original parameter (or the same one)."""
+    return get_original_name(a) == get_original_name(b)
+
+
+def is_module_copy(a: Module, b: Module) -> bool:
+    """Whether the parameters of `a` and `b` are copies of each other, one to one."""
+    names_a = sorted(get_original_name(p) for p in a.parameters())
+    names_b = sorted(get_original_name(p) for p in b.parameters())
+    return names_a == names_b
+
+
+def deepcopy_module(agent: Module) -> Module:
+    """A deep copy of `agent` with its own parameter nodes (named `<original>_copy:k`).
+
+    Its graphs are separate from the agent's, so both can run backward independently;
+    `is_node_copy` relates each copied parameter to its original.
+    """
+    return copy.deepcopy(agent)
+
+
+def remap_update_dict(
+    base: Module, update: Mapping[ParameterNode, Any]
+) -> dict[ParameterNode, Any]:
+    """`update` re-keyed onto `base`'s own parameter nodes, matched by original name.
+
+    Entries for parameters `base` does not have are dropped (an empty result means the
+    update does not concern `base`).
+    """
+    by_name = {get_original_name(p): p for p in base.parameters()}
+    result: dict[ParameterNode, Any] = {}
+    for node, value in update.items():
+        target = by_name.get(get_original_name(node))
+        if target is not None:
+            result[target] = value
+    return result
+
+
+def set_module_parameters(agent: Module, update: Mapping[ParameterNode, Any]) -> None:
+    """Give `agent`'s trainable parameters the values of `update` (keyed by any copy).
+
+    Each value passes through the parameter's projections first, as an optimizer step
+    would; non-trainable parameters are left alone.
+    """
+    for node, value in remap_update_dict(agent, update).items():
+        if not node.trainable:
+            continue
+        for projection in node.projections:
+            value = projection(value)
+        node._set(copy.deepcopy(value))
+
+
+def create_module_from_update_dict(agent: Module, update: Mapping[ParameterNode, Any]) -> Module:
+    """A deep copy of `agent` (own parameter nodes) holding the values of `update`."""
+    module = deepcopy_module(agent)
+    set_module_parameters(module, update)
+    return module
 
 
 def safe_mean(values: Iterable[Any], missing_value: Any = None) -> Any:

@@ -21,6 +21,11 @@ __version__ = "0.1.1"
 # Python's last-resort handler when the application configured no logging.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+# trace-opt installed beside opto corrupts both; say so, with the fix (one directory listing).
+from opto.utils.coinstall import warn_if_trace_opt_installed  # noqa: E402
+
+warn_if_trace_opt_installed()
+
 _EXPORTS = {
     "Budget": "opto.utils.usage",
     "BudgetExceeded": "opto.utils.usage",

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import attrs
+from opto.utils.concurrency import start_thread
 from opto.utils.llm.base import AbstractModel
 from opto.utils.llm.retry import RetryPolicy
 from opto.utils.llm.types import ChatResponse, Usage
@@ -86,7 +87,8 @@ class ScriptedLLM(AbstractModel):
             found in the request's text (all message contents) gives the reply; a callable
             reply is called with the `re.Match`.
         default: the reply once the script is used up (otherwise `ScriptExhausted`).
-        cost_per_call: USD recorded per call (None: unknown cost).
+        cost_per_call: USD recorded per call (None: unknown cost); also the estimate each
+            request reserves against `max_usd`.
         **kwargs: `AbstractModel` options (model, cache, retry, …). Retries are instant.
 
     Token counts are estimated (≈4 characters per token) so budgets work in tests.
@@ -150,6 +152,11 @@ class ScriptedLLM(AbstractModel):
         )
         raise ScriptExhausted(msg)
 
+    def _estimate_cost(
+        self, messages: list[dict[str, Any]], options: dict[str, Any], prompt_tokens: int
+    ) -> float:
+        return self.cost_per_call or 0.0
+
     def _complete(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> ChatResponse:
         request = RecordedRequest(messages=messages, options=dict(options))
         with self._lock:
@@ -204,6 +211,7 @@ class ServerReply:
     body: bytes = b""
     headers: Mapping[str, str] = attrs.field(factory=dict)
     delay: float = 0.0
+    byte_interval: float = 0.0
 
     @classmethod
     def ok(
@@ -251,6 +259,12 @@ class ServerReply:
     def slow(cls, seconds: float, content: str = "late") -> ServerReply:
         """A success that only starts after `seconds` (to trigger client timeouts)."""
         return cls.ok(content, delay=seconds)
+
+    @classmethod
+    def trickle(cls, byte_interval: float, content: str = "trickled") -> ServerReply:
+        """A success whose body is sent one byte every `byte_interval` seconds (each read
+        succeeds, so only an overall deadline stops a client from waiting for all of it)."""
+        return attrs.evolve(cls.ok(content), byte_interval=byte_interval)
 
     @classmethod
     def malformed(cls) -> ServerReply:
@@ -327,7 +341,16 @@ class OpenAIServer:
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    if not reply.byte_interval:
+                        self.wfile.write(reply.body)
+                        return
+                    self.wfile.flush()
+                    for index in range(len(reply.body)):
+                        if server._stopping.wait(reply.byte_interval):
+                            self.close_connection = True
+                            return
+                        self.wfile.write(reply.body[index : index + 1])
+                        self.wfile.flush()
                 except OSError:  # the client gave up (timeout) and closed the socket
                     self.close_connection = True
 
@@ -354,10 +377,9 @@ class OpenAIServer:
         httpd.block_on_close = False
         self._httpd = httpd
         self._stopping.clear()
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        self._thread = start_thread(
+            httpd.serve_forever, poll_interval=0.05, name="opto-openai-server"
         )
-        self._thread.start()
         return self
 
     def stop(self) -> None:

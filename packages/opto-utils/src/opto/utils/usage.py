@@ -3,11 +3,18 @@
 The process-wide `ledger()` sees every call. `with track_usage() as u:` opens a scope that
 also sees the calls made in its context (the current thread or asyncio task and the tasks it
 starts; pass `all_threads=True` to see calls from every thread). A scope may carry a budget:
-a call that would pass it raises `BudgetExceeded` *before* it is made. Cache hits are
-recorded but cost nothing and count against no budget.
+a request that would pass it raises `BudgetExceeded` *before* it leaves the process. Cache
+hits are recorded but cost nothing and count against no budget.
 
-Thread pools do not inherit context variables: submit work with
-`contextvars.copy_context().run` (or use `all_threads=True`) so calls reach the scope.
+Budgets are enforced per request, retries included: each request first reserves one call,
+its estimated tokens and its estimated cost in every active scope (atomically, under each
+ledger's lock), then settles to the actual usage when it ends, or releases the estimate
+when it fails. So `max_calls=N` lets at most N requests leave, however many threads make
+them, and concurrent requests pass `max_usd` by at most the estimates reserved by the
+requests in flight when the budget ran out.
+
+Plain threads do not inherit context variables: start threads and pools with
+`opto.utils.concurrency` (or use `all_threads=True`) so their calls reach the scope.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ __all__ = [
     "UsageRecord",
     "ledger",
     "record",
+    "record_remote",
+    "remaining_budget",
     "reserve",
     "track_usage",
 ]
@@ -39,7 +48,8 @@ class BudgetExceeded(Exception):
     """A call was refused because it would pass a usage budget.
 
     Not an `LLMError`: retry logic and "ignore LLM failures" handlers must not swallow it.
-    Attributes: `limit` ("calls", "tokens" or "usd"), `budget`, `used`.
+    Attributes: `limit` ("calls", "tokens" or "usd"), `budget`, `used` (including what
+    requests in flight have reserved).
     """
 
     def __init__(self, message: str, *, limit: str, budget: float, used: float) -> None:
@@ -47,6 +57,14 @@ class BudgetExceeded(Exception):
         self.limit = limit
         self.budget = budget
         self.used = used
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the keyword attributes (the error crosses process boundaries)."""
+        return (_budget_exceeded, (str(self), self.limit, self.budget, self.used))
+
+
+def _budget_exceeded(message: str, limit: str, budget: float, used: float) -> BudgetExceeded:
+    return BudgetExceeded(message, limit=limit, budget=budget, used=used)
 
 
 @attrs.frozen(kw_only=True)
@@ -73,8 +91,11 @@ class UsageRecord:
 class Budget:
     """Limits for a usage scope; None means unlimited.
 
-    `max_tokens` counts prompt + completion tokens; `max_usd` counts calls of known cost
-    (calls to models without a price add nothing, and are counted in `unknown_cost_calls`).
+    `max_calls` counts requests sent to providers (every retry is one; cache hits are
+    not). `max_tokens` counts prompt + completion tokens; `max_usd` counts calls of known
+    cost (calls to models without a price add nothing, and are counted in
+    `unknown_cost_calls`). A request is admitted while the budget's spent plus reserved
+    amount is below `max_usd`, and reserves its estimated cost until it settles.
     """
 
     max_calls: int | None = attrs.field(
@@ -96,16 +117,19 @@ class Budget:
 class UsageLedger:
     """Thread- and task-safe totals of LLM calls, with an optional budget.
 
-    `records` keeps the last `max_records` calls (all of them when None); totals are exact
-    regardless.
+    `calls` counts recorded calls (cached and failed ones included); `requests` counts the
+    requests that left the process (each retry is one). `records` keeps the last
+    `max_records` calls (all of them when None); totals are exact regardless.
     """
 
     def __init__(self, budget: Budget | None = None, *, max_records: int | None = None) -> None:
         self.budget = budget or Budget()
         self._lock = threading.Lock()
         self._records: deque[UsageRecord] = deque(maxlen=max_records)
-        self._pending_calls = 0
+        self._pending_requests = 0
         self._pending_tokens = 0
+        self._pending_usd = 0.0
+        self.requests = 0
         self.calls = 0
         self.errors = 0
         self.cached_calls = 0
@@ -136,6 +160,7 @@ class UsageLedger:
         with self._lock:
             return {
                 "calls": self.calls,
+                "requests": self.requests,
                 "errors": self.errors,
                 "cached_calls": self.cached_calls,
                 "prompt_tokens": self.prompt_tokens,
@@ -146,14 +171,14 @@ class UsageLedger:
             }
 
     def _check(self, estimated_tokens: int) -> None:
-        """Raise `BudgetExceeded` if one more call would pass the budget (lock held)."""
+        """Raise `BudgetExceeded` if one more request would pass the budget (lock held)."""
         budget = self.budget
         if budget.max_calls is not None:
-            used = self.calls - self.cached_calls + self._pending_calls
+            used = self.requests + self._pending_requests
             if used + 1 > budget.max_calls:
                 msg = (
-                    f"LLM call budget exhausted: {used} of max_calls={budget.max_calls} used; "
-                    "raise max_calls or make fewer calls"
+                    f"LLM call budget exhausted: {used} of max_calls={budget.max_calls} "
+                    "requests used (retries count); raise max_calls or make fewer calls"
                 )
                 raise BudgetExceeded(msg, limit="calls", budget=budget.max_calls, used=used)
         if budget.max_tokens is not None:
@@ -164,12 +189,29 @@ class UsageLedger:
                     f"this call > max_tokens={budget.max_tokens}; raise max_tokens"
                 )
                 raise BudgetExceeded(msg, limit="tokens", budget=budget.max_tokens, used=used)
-        if budget.max_usd is not None and self.cost_usd >= budget.max_usd:
-            msg = (
-                f"LLM cost budget exhausted: ${self.cost_usd:.6f} spent of "
-                f"max_usd={budget.max_usd}; raise max_usd"
-            )
-            raise BudgetExceeded(msg, limit="usd", budget=budget.max_usd, used=self.cost_usd)
+        if budget.max_usd is not None:
+            used_usd = self.cost_usd + self._pending_usd
+            if used_usd >= budget.max_usd:
+                msg = (
+                    f"LLM cost budget exhausted: ${self.cost_usd:.6f} spent + "
+                    f"${self._pending_usd:.6f} reserved by requests in flight of "
+                    f"max_usd={budget.max_usd}; raise max_usd"
+                )
+                raise BudgetExceeded(msg, limit="usd", budget=budget.max_usd, used=used_usd)
+
+    def remaining(self) -> Budget:
+        """What is left of this ledger's budget (spent and reserved usage deducted)."""
+        budget = self.budget
+        with self._lock:
+            calls = tokens = usd = None
+            if budget.max_calls is not None:
+                calls = max(0, budget.max_calls - self.requests - self._pending_requests)
+            if budget.max_tokens is not None:
+                used = self.prompt_tokens + self.completion_tokens + self._pending_tokens
+                tokens = max(0, budget.max_tokens - used)
+            if budget.max_usd is not None:
+                usd = max(0.0, budget.max_usd - self.cost_usd - self._pending_usd)
+        return Budget(max_calls=calls, max_tokens=tokens, max_usd=usd)
 
     def _add(self, record: UsageRecord) -> None:
         """Add `record` to the totals (lock held)."""
@@ -225,44 +267,57 @@ def _active() -> tuple[UsageLedger, ...]:
 
 
 class Reservation:
-    """A call admitted by every active budget; `commit` records it, `release` drops it.
+    """One request admitted by every active budget, holding its estimated usage.
 
-    The pending call counts against the budgets until then, so concurrent callers cannot
-    jointly pass a limit.
+    Exactly one of `commit` (the request answered: settle to its actual usage and record
+    the call), `fail` (the request left but brought back no usable answer: count it,
+    release the estimate) or `release` (the request never left: forget it) ends it; later
+    calls are no-ops. Until then the estimate counts against the budgets, so concurrent
+    callers cannot jointly pass a limit by more than what requests in flight reserved.
     """
 
-    __slots__ = ("_done", "_ledgers", "_tokens")
+    __slots__ = ("_done", "_ledgers", "_tokens", "_usd")
 
-    def __init__(self, ledgers: tuple[UsageLedger, ...], tokens: int) -> None:
+    def __init__(self, ledgers: tuple[UsageLedger, ...], tokens: int, usd: float) -> None:
         self._ledgers = ledgers
         self._tokens = tokens
+        self._usd = usd
         self._done = False
 
     def commit(self, record: UsageRecord) -> None:
-        """Record the finished call in every active ledger."""
-        self._finish(record)
+        """Settle the answered request to `record`'s usage and record it in every ledger."""
+        self._finish(sent=True, record=record)
+
+    def fail(self) -> None:
+        """The request was sent but failed: it counts as a request, its estimate is freed."""
+        self._finish(sent=True, record=None)
 
     def release(self) -> None:
-        """Forget the reservation without recording a call."""
-        self._finish(None)
+        """The request was never sent: forget the reservation."""
+        self._finish(sent=False, record=None)
 
-    def _finish(self, record: UsageRecord | None) -> None:
+    def _finish(self, *, sent: bool, record: UsageRecord | None) -> None:
         if self._done:
             return
         self._done = True
         for led in self._ledgers:
             with led._lock:
-                led._pending_calls -= 1
+                led._pending_requests -= 1
                 led._pending_tokens -= self._tokens
+                led._pending_usd -= self._usd
+                if sent:
+                    led.requests += 1
                 if record is not None:
                     led._add(record)
 
 
-def reserve(estimated_tokens: int = 0) -> Reservation:
-    """Admit one (non-cached) call against every active budget, or raise `BudgetExceeded`.
+def reserve(estimated_tokens: int = 0, estimated_usd: float = 0.0) -> Reservation:
+    """Admit one request against every active budget, or raise `BudgetExceeded`.
 
-    `estimated_tokens` is the caller's guess of the tokens the call will use (prompt size
-    plus requested `max_tokens`); it only matters for token budgets.
+    Call it right before the request leaves (once per retry). `estimated_tokens` is the
+    caller's guess of the tokens the request will use (prompt size plus requested
+    `max_tokens`); `estimated_usd` its cost at the model's price (0 when unknown). Both
+    count against the budgets until the reservation ends.
     """
     ledgers = _active()
     taken: list[UsageLedger] = []
@@ -271,19 +326,50 @@ def reserve(estimated_tokens: int = 0) -> Reservation:
             with led._lock:
                 if not led.budget.unlimited:
                     led._check(estimated_tokens)
-                led._pending_calls += 1
+                led._pending_requests += 1
                 led._pending_tokens += estimated_tokens
+                led._pending_usd += estimated_usd
             taken.append(led)
     except BudgetExceeded:
-        Reservation(tuple(taken), estimated_tokens).release()
+        Reservation(tuple(taken), estimated_tokens, estimated_usd).release()
         raise
-    return Reservation(ledgers, estimated_tokens)
+    return Reservation(ledgers, estimated_tokens, estimated_usd)
+
+
+def remaining_budget() -> Budget:
+    """The tightest remaining limits over every active scope (for work sent elsewhere,
+    e.g. to a Ray worker that enforces them on its own)."""
+    calls: int | None = None
+    tokens: int | None = None
+    usd: float | None = None
+    for led in _active():
+        if led.budget.unlimited:
+            continue
+        left = led.remaining()
+        if left.max_calls is not None:
+            calls = left.max_calls if calls is None else min(calls, left.max_calls)
+        if left.max_tokens is not None:
+            tokens = left.max_tokens if tokens is None else min(tokens, left.max_tokens)
+        if left.max_usd is not None:
+            usd = left.max_usd if usd is None else min(usd, left.max_usd)
+    return Budget(max_calls=calls, max_tokens=tokens, max_usd=usd)
 
 
 def record(entry: UsageRecord) -> None:
-    """Record a call that needed no reservation (a cache hit) in every active ledger."""
+    """Record a call that needed no reservation (a cache hit, or the final outcome of a
+    call whose requests were already counted) in every active ledger."""
     for led in _active():
         led.record(entry)
+
+
+def record_remote(entry: UsageRecord) -> None:
+    """Record a call made in another process (e.g. a Ray worker) in every active ledger,
+    counting its `attempts` as requests unless it was a cache hit."""
+    sent = 0 if entry.cached else entry.attempts
+    for led in _active():
+        with led._lock:
+            led.requests += sent
+            led._add(entry)
 
 
 @contextmanager

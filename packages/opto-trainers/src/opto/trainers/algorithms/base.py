@@ -71,6 +71,7 @@ logger = logging.getLogger(__name__)
 
 _USAGE_KEYS = (
     "calls",
+    "requests",
     "errors",
     "cached_calls",
     "prompt_tokens",
@@ -238,8 +239,9 @@ def _remaining(budget: Budget, used: Mapping[str, Any]) -> Budget:
     def left(limit: Any, spent: Any) -> Any:
         return None if limit is None else max(0, limit - spent)
 
+    sent = max(used.get("requests", 0), used.get("calls", 0) - used.get("cached_calls", 0))
     return Budget(
-        max_calls=left(budget.max_calls, used.get("calls", 0) - used.get("cached_calls", 0)),
+        max_calls=left(budget.max_calls, sent),
         max_tokens=left(budget.max_tokens, used.get("total_tokens", 0)),
         max_usd=left(budget.max_usd, used.get("cost_usd", 0.0)),
     )

@@ -1,11 +1,18 @@
 """`AbstractModel`: the base of every opto LLM backend and its call pipeline.
 
-Every call runs cache → budget check → retry → usage ledger:
+Every call runs validation → cache → retry (budget → request) → usage ledger:
 
-1. a cache hit (when a cache is configured) is returned at once, recorded as free;
-2. otherwise the call is admitted against the active budgets (`BudgetExceeded` if not);
-3. the backend is called, transient failures retried per the `RetryPolicy`;
-4. the outcome (tokens, cost, latency, error) is recorded and a success is cached.
+1. the messages are checked (`InvalidMessageError` before anything is sent);
+2. a cache hit (when a cache is configured) is returned at once, recorded as free;
+3. every request, retries included, first reserves one call plus its estimated tokens and
+   cost against the active budgets (`BudgetExceeded` if it would pass one); transient
+   failures are retried per the `RetryPolicy`, within its overall `deadline`;
+4. each request settles its reservation; the outcome (tokens, cost, latency, error) is
+   recorded and a success is cached.
+
+Backends with `hard_timeout = True` run each request under a hard deadline of `timeout`
+seconds (and what is left of the retry deadline), so a reply trickling in byte by byte
+cannot hold a call past it.
 
 Subclasses implement `_complete` (and `_acomplete` when they have a native async path).
 The reference's form `AbstractModel(factory, reset_freq)` also works: `factory()` builds the
@@ -22,15 +29,21 @@ from typing import Any
 import attrs
 from opto.utils import usage as _usage
 from opto.utils.cache import ResponseCache, request_key, resolve_cache
-from opto.utils.llm.errors import MalformedResponseError
+from opto.utils.concurrency import DeadlineExceeded, call_with_deadline
+from opto.utils.llm.errors import LLMTimeoutError, MalformedResponseError
 from opto.utils.llm.retry import RetryPolicy, acall_with_retry, call_with_retry
 from opto.utils.llm.structured import json_schema_of, normalize_response_format, schema_in_prompt
 from opto.utils.llm.types import ChatResponse, response_from_openai
+from opto.utils.llm.validation import check_messages
 
-__all__ = ["DEFAULT_TIMEOUT", "AbstractModel"]
+__all__ = ["DEFAULT_COMPLETION_ESTIMATE", "DEFAULT_TIMEOUT", "AbstractModel"]
 
 DEFAULT_TIMEOUT = 120.0
 """Seconds a provider may take to answer one request before it counts as a timeout."""
+
+DEFAULT_COMPLETION_ESTIMATE = 4096
+"""Completion tokens assumed per choice when estimating the cost a request reserves
+against `max_usd` and the call sets no `max_tokens` (a conservative guess)."""
 
 Messages = Sequence[Mapping[str, Any]]
 
@@ -63,10 +76,15 @@ class AbstractModel:
         cache: `True`/a path/a `ResponseCache` to cache replies, `False` to never cache,
             None to follow `OPTO_LLM_CACHE`.
         retry: the `RetryPolicy` for transient failures.
-        timeout: seconds per request (backends that talk over a network honour it).
+        timeout: seconds per request (backends that talk over a network honour it; with
+            `hard_timeout` it is a deadline for the whole reply, not for each read).
         rollout_id: default rollout id for cache keys (a per-call `rollout_id=` wins).
         **options: default call options (temperature, max_tokens…); per-call options win.
     """
+
+    #: Whether each request runs under a hard deadline of `timeout` seconds (in a helper
+    #: thread, or `asyncio.wait_for`), for transports whose timeouts only bound each read.
+    hard_timeout: bool = False
 
     #: Whether `response_format={"type": "json_schema", ...}` is enforced by the backend.
     #: When False the schema is put into the prompt instead (and `_json_mode_format()` is
@@ -129,6 +147,24 @@ class AbstractModel:
 
     # --- what subclasses implement --------------------------------------------------------
 
+    def _estimate_cost(
+        self, messages: list[dict[str, Any]], options: dict[str, Any], prompt_tokens: int
+    ) -> float:
+        """Estimated USD cost of one request, reserved against `max_usd` until it settles.
+
+        0.0 when the model's price is unknown (such calls count nothing against `max_usd`).
+        Backends that know prices override it; see `completion_estimate`.
+        """
+        return 0.0
+
+    @staticmethod
+    def completion_estimate(options: Mapping[str, Any]) -> int:
+        """Completion tokens a request may use: `max_tokens` (or `max_completion_tokens`),
+        else `DEFAULT_COMPLETION_ESTIMATE`, times the number of choices `n`."""
+        limit = options.get("max_tokens") or options.get("max_completion_tokens")
+        per_choice = int(limit) if limit else DEFAULT_COMPLETION_ESTIMATE
+        return per_choice * max(1, int(options.get("n") or 1))
+
     def _json_mode_format(self) -> Any:
         """What to send as `response_format` when a JSON schema went into the prompt
         instead (e.g. `{"type": "json_object"}`); None sends nothing."""
@@ -169,6 +205,7 @@ class AbstractModel:
         if self.options:
             options = {**self.options, **options}
         msgs: list[dict[str, Any]] = messages if isinstance(messages, list) else list(messages)
+        check_messages(msgs, model=self.model_name)
         response_format = options.get("response_format")
         if response_format is not None:
             response_format = normalize_response_format(response_format)
@@ -228,64 +265,128 @@ class AbstractModel:
             self.cache.put(key, response.to_dict(), model=response.model)  # type: ignore[union-attr]
         return response
 
-    def _failed(self, exc: BaseException, reservation: _usage.Reservation, latency: float) -> None:
-        reservation.commit(
+    def _failed(self, exc: BaseException, latency: float, attempts: int) -> None:
+        if attempts == 0:  # refused before any request left (budget, deadline)
+            return
+        _usage.record(
             _usage.UsageRecord(
                 model=self.model_name,
                 latency_s=latency,
                 error=type(exc).__name__,
-                attempts=getattr(exc, "attempts", 1),
+                attempts=attempts,
             )
         )
+
+    def _attempt_limit(self, started: float) -> float | None:
+        """Seconds the next request may take: `timeout`, capped by the retry deadline."""
+        left = self.retry.remaining(started)
+        if left is not None and left <= 0:
+            msg = (
+                f"the call to {self.model_name!r} ran out of its {self.retry.deadline:g}s "
+                "retry deadline; raise RetryPolicy(deadline=...)"
+            )
+            raise LLMTimeoutError(msg, model=self.model_name)
+        if self.timeout is None:
+            return left
+        return self.timeout if left is None else min(self.timeout, left)
+
+    def _timed_out(self, limit: float) -> LLMTimeoutError:
+        msg = (
+            f"{self.model_name!r} did not answer within {limit:.3g}s (timeout={self.timeout}, "
+            f"retry deadline={self.retry.deadline}); raise timeout= if replies are long"
+        )
+        return LLMTimeoutError(msg, model=self.model_name)
+
+    def _reserve(self, msgs: list[dict[str, Any]], options: dict[str, Any]) -> _usage.Reservation:
+        tokens = _estimate_tokens(msgs, options)
+        prompt_tokens = tokens - int(options.get("max_tokens") or 0)
+        return _usage.reserve(tokens, self._estimate_cost(msgs, options, prompt_tokens))
 
     def __call__(self, messages: Messages | None = None, **options: Any) -> ChatResponse:
         """Ask the model; returns an OpenAI-shaped `ChatResponse`.
 
         Options are passed to the provider (temperature, max_tokens, n, response_format…)
         except `rollout_id` (cache key only) and `cache=False` (skip the cache this call).
-        Raises an `LLMError` subclass on failure, `BudgetExceeded` before a call that would
-        pass a budget.
+        Raises an `LLMError` subclass on failure (`InvalidMessageError` before any request
+        for messages that cannot be sent), `BudgetExceeded` before a request that would pass
+        a budget.
         """
         msgs, options, key = self._prepare(messages, options)
         hit = self._cached(key)
         if hit is not None:
             return hit
-        reservation = _usage.reserve(_estimate_tokens(msgs, options))
         attempts = 0
+        reservation: _usage.Reservation | None = None
+        started = time.monotonic()
+
+        def send(limit: float | None) -> ChatResponse:
+            if not self.hard_timeout or limit is None:
+                return self._complete(msgs, options)
+            try:
+                return call_with_deadline(
+                    lambda: self._complete(msgs, options), limit, name="opto-llm"
+                )
+            except DeadlineExceeded as exc:
+                raise self._timed_out(limit) from exc
 
         def attempt() -> ChatResponse:
-            nonlocal attempts
+            nonlocal attempts, reservation
+            limit = self._attempt_limit(started)
+            reservation = self._reserve(msgs, options)
             attempts += 1
-            return _non_empty(self._complete(msgs, options))
+            try:
+                return _non_empty(send(limit))
+            except BaseException:
+                reservation.fail()
+                raise
 
         start = time.perf_counter()
         try:
             response = call_with_retry(attempt, self.retry, model=self.model_name)
         except BaseException as exc:
-            self._failed(exc, reservation, time.perf_counter() - start)
+            self._failed(exc, time.perf_counter() - start, attempts)
             raise
+        assert reservation is not None
         return self._done(response, reservation, key, time.perf_counter() - start, attempts)
 
     async def acall(self, messages: Messages | None = None, **options: Any) -> ChatResponse:
         """Async twin of `__call__` (same pipeline, same options)."""
+        import asyncio
+
         msgs, options, key = self._prepare(messages, options)
         hit = self._cached(key)
         if hit is not None:
             return hit
-        reservation = _usage.reserve(_estimate_tokens(msgs, options))
         attempts = 0
+        reservation: _usage.Reservation | None = None
+        started = time.monotonic()
+
+        async def send(limit: float | None) -> ChatResponse:
+            if not self.hard_timeout or limit is None:
+                return await self._acomplete(msgs, options)
+            try:
+                return await asyncio.wait_for(self._acomplete(msgs, options), limit)
+            except TimeoutError as exc:
+                raise self._timed_out(limit) from exc
 
         async def attempt() -> ChatResponse:
-            nonlocal attempts
+            nonlocal attempts, reservation
+            limit = self._attempt_limit(started)
+            reservation = self._reserve(msgs, options)
             attempts += 1
-            return _non_empty(await self._acomplete(msgs, options))
+            try:
+                return _non_empty(await send(limit))
+            except BaseException:
+                reservation.fail()
+                raise
 
         start = time.perf_counter()
         try:
             response = await acall_with_retry(attempt, self.retry, model=self.model_name)
         except BaseException as exc:
-            self._failed(exc, reservation, time.perf_counter() - start)
+            self._failed(exc, time.perf_counter() - start, attempts)
             raise
+        assert reservation is not None
         return self._done(response, reservation, key, time.perf_counter() - start, attempts)
 
     def create(self, messages: Messages | None = None, **options: Any) -> ChatResponse:

@@ -28,7 +28,12 @@ class CustomLLM(AbstractModel):
         supports_json_schema: whether the server enforces `json_schema` response formats;
             False puts the schema into the prompt instead.
         **kwargs: `AbstractModel` keywords and default call options.
+
+    `timeout` is a hard deadline per request (the OpenAI client's own timeout only bounds
+    each read of the reply).
     """
+
+    hard_timeout = True
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ContextWindowExceededError",
+    "InvalidMessageError",
     "LLMConfigurationError",
     "LLMConnectionError",
     "LLMError",
@@ -92,6 +93,12 @@ class BadRequestError(LLMError):
 
 class ContextWindowExceededError(BadRequestError):
     """The prompt plus requested completion exceed the model's context window."""
+
+
+class InvalidMessageError(BadRequestError):
+    """A message cannot be sent as it is (e.g. a string holding a lone UTF-16 surrogate,
+    which no provider accepts). Raised before any request; never retried. Clean the text,
+    e.g. `text.encode("utf-8", "replace").decode("utf-8")`."""
 
 
 class LLMConfigurationError(LLMError):

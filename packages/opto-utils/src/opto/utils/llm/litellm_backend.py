@@ -74,7 +74,14 @@ class LiteLLM(AbstractModel):
         supports_json_schema: override litellm's view of whether the model enforces
             `response_format={"type": "json_schema", ...}` (e.g. True for a vLLM server).
         **kwargs: `AbstractModel` keywords and default call options.
+
+    `timeout` is a hard deadline per request (the HTTP client's own timeout only bounds
+    each read of the reply). Each request reserves its cost at the model's litellm price
+    (prompt estimate plus `completion_estimate(options)` completion tokens) against
+    `max_usd`; models litellm has no price for reserve nothing.
     """
+
+    hard_timeout = True
 
     def __init__(
         self,
@@ -130,6 +137,19 @@ class LiteLLM(AbstractModel):
     async def acall(self, messages: Any = None, **options: Any) -> ChatResponse:
         get_litellm()  # imported first, so the seconds it takes are not the call's latency
         return await super().acall(messages, **options)
+
+    def _estimate_cost(
+        self, messages: list[dict[str, Any]], options: dict[str, Any], prompt_tokens: int
+    ) -> float:
+        try:
+            prompt_cost, completion_cost = get_litellm().cost_per_token(
+                model=self.model_name,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=self.completion_estimate(options),
+            )
+        except Exception:  # litellm raises for models it has no price for
+            return 0.0
+        return float(prompt_cost) + float(completion_cost)
 
     def _kwargs(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
