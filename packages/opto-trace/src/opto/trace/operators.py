@@ -14,7 +14,7 @@ from opto.trace._node import OPERATORS, Node
 from opto.trace.bundle import FunModule, bundle
 from opto.trace.primitives import FUNCTIONS, Primitive
 
-__all__ = [fun.__name__ for fun in FUNCTIONS] + ["call_llm", "identity"]
+__all__ = [fun.__name__ for fun in FUNCTIONS] + ["call_default_llm", "call_llm", "identity"]
 
 
 # One FunModule per primitive, named like it (``add``, ``list_append``...).
