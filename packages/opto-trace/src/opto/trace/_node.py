@@ -23,7 +23,7 @@ import copy
 import threading
 import warnings
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from weakref import ref as _weak
 
 from opto.trace import _children as _links
@@ -42,9 +42,17 @@ from opto.trace._state import _TRACING, USED_NODES
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = ["OPERATORS", "AbstractNode", "Node", "ParameterNode", "node"]
+__all__ = ["OPERATORS", "AbstractNode", "InfoSource", "Node", "ParameterNode", "node"]
 
 T = TypeVar("T")
+
+
+class InfoSource(Protocol):
+    """Builds a node's ``info`` dict on first access: the operator that made the node (when
+    nothing about the call is specific) or the call's ``CallRecord``. Outputs keep this
+    instead of a dict, so tracing allocates no info dict per operation."""
+
+    def build_info(self, n: Node[Any]) -> dict[str, Any]: ...
 
 #: Guards the None -> single child -> list transitions of ``_ch`` (threads share parents).
 _LINK_LOCK = threading.Lock()
@@ -180,7 +188,13 @@ class AbstractNode(Generic[T]):
 
 
 class Node(AbstractNode[T]):
-    """A traced value; operations on it create :class:`MessageNode` children."""
+    """A traced value; operations on it create :class:`MessageNode` children.
+
+    Fields that hold more than one kind of value, each kind its own type:
+    ``_parents`` a tuple (as created) or a list (once edited); ``_ch`` see
+    :mod:`opto.trace._children`; ``_deps`` see :mod:`opto.trace._deps`; ``_inf`` None, the
+    ``info`` dict, or an :class:`InfoSource` that builds it on first access.
+    """
 
     __slots__ = ("_backwarded", "_deps", "_description", "_fb", "_inf", "trainable")
     _is_parameter = False  # ParameterNode: dependencies start as OWN
@@ -207,7 +221,7 @@ class Node(AbstractNode[T]):
         self.trainable = trainable
         self._fb: defaultdict[Node, list[Any]] | None = None
         self._backwarded = False
-        self._inf: Any = info
+        self._inf: dict[str, Any] | InfoSource | None = info
         if description is None:
             tag = type(self).__name__
             self._description = _DEFAULT_DESCRIPTIONS.get(tag) or _normalize_description(tag, None)
