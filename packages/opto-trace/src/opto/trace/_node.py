@@ -54,6 +54,7 @@ class InfoSource(Protocol):
 
     def build_info(self, n: Node[Any]) -> dict[str, Any]: ...
 
+
 #: Guards the None -> single child -> list transitions of ``_ch`` (threads share parents).
 _LINK_LOCK = threading.Lock()
 
