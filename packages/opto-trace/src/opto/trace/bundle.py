@@ -5,6 +5,11 @@ and returns a :class:`~opto.trace.nodes.MessageNode` whose parents are those inp
 ``trainable=True`` the function's source becomes a ``__code`` ParameterNode that optimizers
 rewrite; the new code runs on the next call.
 
+A call goes through one pipeline: *bind* the arguments to input nodes (:meth:`FunModule._bind`),
+*run* the function (sync, or awaited for ``async def``) inside a frame recording the nodes it
+reads and creates, then *record* the output (:func:`opto.trace._calls.record`). One
+:class:`~opto.trace._calls.CallRecord` carries the call through the three steps.
+
 Dependency rule (fixes the reference's blind spot B23): while a bundled function runs, the
 nodes it reads through ``.data`` are recorded. Reading a pre-existing node that is not an
 input is an *external dependency* (an error unless allowed). Nodes read by *nested traced
@@ -39,7 +44,7 @@ from opto.trace._calls import (
     record,
 )
 from opto.trace._signature import bind, plan_of
-from opto.trace._sources import DECORATOR, signature_hint
+from opto.trace._sources import signature_hint
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
 from opto.trace._wrappable import check_wrappable
 from opto.trace.broadcast import recursive_conversion
@@ -77,8 +82,6 @@ _RESERVED_BUNDLE = "__TRACE_RESERVED_bundle_"
 _BIND_LOCK = threading.RLock()
 #: Raw functions currently executing with ``overwrite_python_recursion`` (per context).
 _RUNNING: ContextVar[tuple[Any, ...]] = ContextVar("opto_trace_running_bundles", default=())
-_DECORATOR = DECORATOR  # re-exported for callers of the former location
-_signature_hint = signature_hint
 
 
 def disable_external_dependencies_check(allow_external_dependencies: bool) -> None:
