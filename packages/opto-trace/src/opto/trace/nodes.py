@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from opto.trace import primitives as _primitives  # noqa: F401  (installs Node's operators)
 from opto.trace._graph import GRAPH, Graph, NodeNameError, get_op_name
-from opto.trace._message import ExceptionNode, MessageNode, _new_message
+from opto.trace._message import ExceptionNode, MessageNode
 from opto.trace._node import AbstractNode, Node, ParameterNode, node
 from opto.trace._state import NAME_SCOPES, USED_NODES
 from opto.trace._viz_style import NodeVizStyleGuide, NodeVizStyleGuideColorful
@@ -33,7 +33,6 @@ __all__ = [
     "NodeVizStyleGuide",
     "NodeVizStyleGuideColorful",
     "ParameterNode",
-    "_new_message",
     "get_op_name",
     "node",
 ]
