@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Any
 
 from opto.trace._state import _SCOPES, _TRACING
+from opto.utils.errors import OptoError
 
 Node = Any  # any node: this module sits below the node classes
 
@@ -20,7 +21,7 @@ __all__ = ["GRAPH", "Graph", "NodeNameError", "get_op_name"]
 _TAG = re.compile(r"^\[([^\[\]]+)\]")
 
 
-class NodeNameError(ValueError):
+class NodeNameError(OptoError, ValueError):
     """A node name cannot be used (for example it contains ``':'``)."""
 
 

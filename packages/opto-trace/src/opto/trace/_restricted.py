@@ -8,21 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from opto.utils.imports import require
+
 __all__ = ["restricted_compile_errors"]
 
-_INSTALL_HINT = (
-    "restricted execution of trainable code needs RestrictedPython: pip install "
-    "'opto-trace[sandbox]' (or do not ask for a CodePolicy restriction / forbidden_modules "
-    "/ forbidden_calls)"
+_PURPOSE = (
+    "restricted execution of trainable code (a CodePolicy restriction, forbidden_modules or "
+    "forbidden_calls)"
 )
 
 
 def _restricted_python() -> Any:
-    try:
-        import RestrictedPython
-    except ImportError as error:
-        raise ImportError(_INSTALL_HINT) from error
-    return RestrictedPython
+    return require("RestrictedPython", "sandbox", package="trace", purpose=_PURPOSE)
 
 
 def restricted_compile_errors(source: str) -> list[str]:

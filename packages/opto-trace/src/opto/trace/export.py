@@ -21,13 +21,14 @@ from typing import Any
 
 from opto.trace.containers import Map, Seq, is_traced_function
 from opto.trace.nodes import Node
+from opto.utils.errors import OptoError
 
 __all__ = ["ExportError", "export_source"]
 
 logger = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(OptoError, RuntimeError):
     """A model cannot be exported as source (source unavailable, non-literal value)."""
 
 

@@ -22,7 +22,8 @@ from opto.trace.containers import (
 )
 from opto.trace.export import ExportError, _projections, export_source
 from opto.trace.loading import check_loaded_state
-from opto.trace.utils import atomic_write
+from opto.utils.errors import OptoError
+from opto.utils.files import atomic_write
 
 __all__ = ["ExportError", "Model", "Module", "ModuleStateError", "model"]
 
@@ -35,7 +36,7 @@ SaveFormat = Literal["json", "pickle"]
 _T = TypeVar("_T", bound=type)
 
 
-class ModuleStateError(ValueError):
+class ModuleStateError(OptoError, ValueError):
     """A module's state cannot be written or read (unserializable value, bad file)."""
 
 

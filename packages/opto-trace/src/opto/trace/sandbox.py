@@ -27,11 +27,12 @@ from typing import Any
 
 from opto.trace._restricted import _reason, _restricted_python, restricted_compile_errors
 from opto.trace.code_policy import CodePolicy, CodePolicyError
+from opto.utils.errors import OptoError
 
 __all__ = ["RestrictedAccessError", "define_function", "restricted_compile_errors"]
 
 
-class RestrictedAccessError(PermissionError):
+class RestrictedAccessError(OptoError, PermissionError):
     """Restricted code tried something its CodePolicy does not allow."""
 
 
