@@ -164,23 +164,16 @@ class CallRecord:
 
     After :func:`record` only the facts stay (``fun``, ``args``, ``kwargs``, ``external``,
     ``error_comment``, ``traceback``); ``build_info`` expands them into the output's
-    ``info`` dict on first access.
+    ``info`` dict on first access. Fields a call rarely sets default on the class, so the
+    common call assigns only what bind produced.
     """
 
-    __slots__ = (
-        "args",
-        "error",
-        "error_comment",
-        "external",
-        "frame",
-        "fun",
-        "keys",
-        "kwargs",
-        "nodes",
-        "op",
-        "output",
-        "traceback",
-    )
+    frame: UsedNodes = NO_FRAME
+    output: Any = None
+    error: BaseException | None = None
+    external: list[Node[Any]] | None = None
+    error_comment: str | None = None
+    traceback: str | None = None
 
     def __init__(
         self,
@@ -197,12 +190,6 @@ class CallRecord:
         self.nodes = nodes
         self.args = args
         self.kwargs = kwargs
-        self.frame: UsedNodes = NO_FRAME
-        self.output: Any = None
-        self.error: BaseException | None = None
-        self.external: list[Node[Any]] | None = None
-        self.error_comment: str | None = None
-        self.traceback: str | None = None
 
     def build_info(self, n: Node[Any]) -> dict[str, Any]:
         """The ``info`` dict of the output ``n``."""

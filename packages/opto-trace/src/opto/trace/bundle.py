@@ -401,7 +401,11 @@ class FunModule(OperatorInfo, Module):
         call = self._bind(fun, args, kwargs)
         if self._is_async:
             return self._run_async(call)
-        tokens = self._enter_call(call)
+        frame = call.frame = UsedNodes()  # the run step, inline: it is the hot path
+        token = USED_NODES.set([*USED_NODES.get(), frame])
+        rtoken = (
+            _RUNNING.set((*_RUNNING.get(), self._fun)) if self.overwrite_python_recursion else None
+        )
         try:
             call.output = fun(*call.args, **call.kwargs)
         except Exception as e:
@@ -409,7 +413,9 @@ class FunModule(OperatorInfo, Module):
                 raise
             call.output = call.error = e
         finally:
-            self._exit_call(tokens)
+            USED_NODES.reset(token)
+            if rtoken is not None:
+                _RUNNING.reset(rtoken)
         return record(call)
 
     __call__ = forward
@@ -490,7 +496,9 @@ class FunModule(OperatorInfo, Module):
             passed.append(n.detach() if traceable else value)
         if not self._process_inputs:
             return CallRecord(self, fun, keys, nodes, list(args), dict(kwargs))
-        ckw = dict(zip(keys[n_call_pos:], passed[n_call_pos:])) if len(keys) > n_call_pos else {}
+        if len(keys) == n_call_pos:  # positional only: the common case
+            return CallRecord(self, fun, keys, nodes, passed, {})
+        ckw = dict(zip(keys[n_call_pos:], passed[n_call_pos:]))
         return CallRecord(self, fun, keys, nodes, passed[:n_call_pos], ckw)
 
     # -- methods -----------------------------------------------------------------------------
