@@ -162,18 +162,27 @@ class OperatorInfo:
 class CallRecord:
     """One call: what bind produced, what run produced, and the facts kept for ``info``.
 
-    After :func:`record` only the facts stay (``fun``, ``args``, ``kwargs``, ``external``,
+    Bind creates it, run sets ``frame``, ``output`` and ``error``, record reads it. After
+    :func:`record` only the facts stay (``fun``, ``args``, ``kwargs``, ``external``,
     ``error_comment``, ``traceback``); ``build_info`` expands them into the output's
-    ``info`` dict on first access. Fields a call rarely sets default on the class, so the
-    common call assigns only what bind produced.
+    ``info`` dict on first access. The fields only a failing or unusual call needs are set
+    by :func:`record` when it keeps the record, so the common call stays cheap.
     """
 
-    frame: UsedNodes = NO_FRAME
-    output: Any = None
-    error: BaseException | None = None
-    external: list[Node[Any]] | None = None
-    error_comment: str | None = None
-    traceback: str | None = None
+    __slots__ = (
+        "args",
+        "error",
+        "error_comment",
+        "external",
+        "frame",
+        "fun",
+        "keys",
+        "kwargs",
+        "nodes",
+        "op",
+        "output",
+        "traceback",
+    )
 
     def __init__(
         self,
@@ -190,6 +199,9 @@ class CallRecord:
         self.nodes = nodes
         self.args = args
         self.kwargs = kwargs
+        self.frame: UsedNodes = NO_FRAME
+        self.error: BaseException | None = None
+        self.output: Any = None
 
     def build_info(self, n: Node[Any]) -> dict[str, Any]:
         """The ``info`` dict of the output ``n``."""
@@ -249,6 +261,7 @@ def record(call: CallRecord) -> MessageNode[Any]:
             return _new_message(output, name, op.description, (), (), op)
         keys = call.keys if type(call.keys) is tuple else tuple(call.keys)
         return _new_message(output, name, op.description, keys, tuple(call.nodes), op)
+    call.external = call.error_comment = call.traceback = None  # the record may be kept
     if frame and tracing:
         call.external = _external(call, op.allow_external_dependencies)
     if created:  # nodes made during this call are internal to the enclosing call too

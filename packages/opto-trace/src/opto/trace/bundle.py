@@ -406,8 +406,9 @@ class FunModule(OperatorInfo, Module):
         rtoken = (
             _RUNNING.set((*_RUNNING.get(), self._fun)) if self.overwrite_python_recursion else None
         )
+        kw = call.kwargs
         try:
-            call.output = fun(*call.args, **call.kwargs)
+            call.output = fun(*call.args, **kw) if kw else fun(*call.args)
         except Exception as e:
             if not self.catch_execution_error:
                 raise
@@ -478,13 +479,13 @@ class FunModule(OperatorInfo, Module):
         nodes: list[Node[Any]] = []
         passed: list[Any] = []
         traceable = self.traceable_code
-        named = len(plan.pos) if plan is not None else 0
         for i, value in enumerate(values):
             if isinstance(value, Node):
                 nodes.append(value)
                 passed.append(value.detach() if traceable else value._data)
                 continue
             key = keys[i]
+            named = len(plan.pos) if plan is not None else 0
             if hasattr(type(value), "__trace_input__"):  # a bundled function passed along
                 nodes.append(input_node(value, None))
                 passed.append(value)

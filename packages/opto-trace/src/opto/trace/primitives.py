@@ -91,7 +91,10 @@ class Primitive(OperatorInfo):
                     break
             else:  # nodes in, positionally: the hot path of tracing
                 try:
-                    output = self._fun(*[value._data for value in args])
+                    if len(args) == 2:  # binary operators: no intermediate list
+                        output = self._fun(args[0]._data, args[1]._data)
+                    else:
+                        output = self._fun(*[value._data for value in args])
                 except Exception as e:
                     return self._failed(args, e, e)
                 if isinstance(output, Node):
