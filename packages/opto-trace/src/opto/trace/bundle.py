@@ -227,6 +227,10 @@ class FunModule(OperatorInfo, Module):
         self._compiled: tuple[Any, ...] | None = None
         self._source_cache: tuple[str, int | None, str | None, bool] | None = None
         self._plan = plan_of(fun)
+        #: Whether a positional call of nodes binds without wrapping (see ``_bind``).
+        self._positional = (
+            self._plan is not None and self._plan.simple and not traceable_code and _process_inputs
+        )
         self._is_async = inspect.iscoroutinefunction(fun)
         self._primitive: Primitive | None = None
         self.parameter: ParameterNode[str] | None = None
@@ -465,6 +469,12 @@ class FunModule(OperatorInfo, Module):
     ) -> CallRecord:
         """The bind step: input keys, input nodes, and the arguments the function gets."""
         plan = self._plan
+        if self._positional and not kwargs and len(args) == len(plan.pos):  # type: ignore[union-attr]
+            for value in args:
+                if not isinstance(value, Node):
+                    break
+            else:  # nodes in, positionally: nothing to wrap or name
+                return CallRecord(self, fun, plan.pos, args, [v._data for v in args], {})  # type: ignore[union-attr]
         keys: list[str] | tuple[str, ...]
         values: list[Any] | tuple[Any, ...]
         n_args = len(args)
