@@ -31,9 +31,32 @@ if TYPE_CHECKING:
 
     from opto.trace._node import ParameterNode
 
+    class Operator(Protocol):
+        """What :func:`record` needs from the operator that ran (a primitive or a FunModule)."""
+
+        description: str
+        output_name: str | None
+        traceable_code: bool
+        allow_external_dependencies: bool
+        _op_name: str
+        _qualname: str
+        _process_inputs: bool
+
+        @property
+        def parameter(self) -> ParameterNode[Any] | None: ...
+
+        @property
+        def trainable(self) -> bool: ...
+
+        def _static_info(self) -> dict[str, Any]: ...
+
+        def _source(self) -> tuple[str, int | None, str | None, bool]: ...
+
+        def build_info(self, n: Node[Any]) -> dict[str, Any]: ...
+
+
 __all__ = [
     "CallRecord",
-    "Operator",
     "OperatorInfo",
     "error_comment",
     "exception_data",
@@ -48,30 +71,6 @@ ALLOW_EXTERNAL_DEPENDENCIES: bool | None = None
 _TRACE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: The frame of calls that neither read nor create nodes (primitive operators).
 NO_FRAME = UsedNodes()
-
-
-class Operator(Protocol):
-    """What :func:`record` needs from the operator that ran (a primitive or a FunModule)."""
-
-    description: str
-    output_name: str | None
-    traceable_code: bool
-    allow_external_dependencies: bool
-    _op_name: str
-    _qualname: str
-    _process_inputs: bool
-
-    @property
-    def parameter(self) -> ParameterNode[Any] | None: ...
-
-    @property
-    def trainable(self) -> bool: ...
-
-    def _static_info(self) -> dict[str, Any]: ...
-
-    def _source(self) -> tuple[str, int | None, str | None, bool]: ...
-
-    def build_info(self, n: Node[Any]) -> dict[str, Any]: ...
 
 
 def input_node(value: Any, name: str | None) -> Node[Any]:

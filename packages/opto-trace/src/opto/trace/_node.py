@@ -42,17 +42,17 @@ from opto.trace._state import _TRACING, USED_NODES
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = ["OPERATORS", "AbstractNode", "InfoSource", "Node", "ParameterNode", "node"]
+    class InfoSource(Protocol):
+        """Builds a node's ``info`` dict on first access: the operator that made the node (when
+        nothing about the call is specific) or the call's ``CallRecord``. Outputs keep this
+        instead of a dict, so tracing allocates no info dict per operation."""
+
+        def build_info(self, n: Node[Any]) -> dict[str, Any]: ...
+
+
+__all__ = ["OPERATORS", "AbstractNode", "Node", "ParameterNode", "node"]
 
 T = TypeVar("T")
-
-
-class InfoSource(Protocol):
-    """Builds a node's ``info`` dict on first access: the operator that made the node (when
-    nothing about the call is specific) or the call's ``CallRecord``. Outputs keep this
-    instead of a dict, so tracing allocates no info dict per operation."""
-
-    def build_info(self, n: Node[Any]) -> dict[str, Any]: ...
 
 
 #: Guards the None -> single child -> list transitions of ``_ch`` (threads share parents).
