@@ -552,9 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     where = "" if storage_url == default_storage_url() else f"--storage {storage_url}"
     extra = [where] if where else []
     console.print(f"  continue it: {rerun_command(args, llm_kind, more, *extra)}", markup=False)
-    console.print(
-        f"  inspect it:  opto-runs {where} show {result.run_name}".replace("  ", " "), markup=False
-    )
+    runs_cli = " ".join(["opto-runs", *extra, "show", str(result.run_name)])
+    console.print(f"  inspect it:  {runs_cli}", markup=False)
     console.print(
         f"           or  {rerun_command(args, llm_kind, '--inspect', *extra)}", markup=False
     )

@@ -45,14 +45,16 @@ def test_the_compact_prompt_is_a_fraction_of_optoprimes_and_shows_what_a_small_m
     full = sum(len(m["content"]) for m in full_llm.requests[0].messages)
     assert len(system) + len(user) < full / 2
     assert system == CompactOptoPrime.compact_system_prompt
-    assert user.startswith("Feedback:\nThank the customer.\n\nVariables:\n")
+    assert user.startswith("Variables:\n")
+    assert user.endswith(
+        "\n\nFeedback:\nThank the customer.\n\n" + CompactOptoPrime.default_objective
+    )
     # Non-code variables first, each with type, description and current value.
     name = optimizer.parameters[0].py_name
     assert f"{name} (str): The closing line.\nCurrent value: Go away.\n" in user
     assert user.index(f"{name} (str)") < user.index("(a Python function). Current value:")
     assert 'return "billing" if "invoice" in question else "tech"' in user
     assert "Outputs of the run:\n- Our billing team. Go away." in user
-    assert user.endswith(CompactOptoPrime.default_objective)
     for header in ("#Code", "#Documentation", "#Inputs", "#Others", "#Instruction"):
         assert header not in system + user
     # The reply schema is OptoPrime's: it names exactly the trainable variables.

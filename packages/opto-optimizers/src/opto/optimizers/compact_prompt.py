@@ -130,7 +130,7 @@ class CompactOptoPrime(OptoPrime):
             for entry in memory:
                 values = jsonable(entry["variables"])
                 lines.append(f"- {values} -> {jsonable(entry['feedback'])}")
-        # The feedback last, next to the request: small models follow the nearest text.
+        # The feedback last, right before the request.
         lines += ["", "Feedback:", str(summary.user_feedback).strip()]
         lines += ["", self.objective]
         return "\n".join(lines)
