@@ -423,9 +423,12 @@ def inspect_runs(url: str) -> int:
 
 def rerun_command(args: argparse.Namespace, kind: str, *extra: str) -> str:
     """The command that runs this script again with the options of this run, plus `extra`."""
-    command = ["uv run --locked --all-packages --extra"]
-    command.append("litellm" if kind == "configured" and args.llm is not None else "local")
-    command.append("examples/quickstart.py")
+    hosted = kind == "configured" and args.llm is not None
+    command = [
+        "uv run --locked --all-packages --extra litellm examples/quickstart.py"
+        if hosted
+        else "uv run --locked --all-packages --extra local examples/quickstart.py"
+    ]
     if args.llm is not None:
         command += ["--llm", args.llm]
     if args.proposals != DEFAULT_PROPOSALS:
