@@ -252,6 +252,7 @@ class Optimizer(AbstractOptimizer):
         self.step_count = 0
         self._steps: deque[StepRecord] = deque(maxlen=max_history)
         self._active: StepRecord | None = None
+        self.llm_calls = 0
 
     # --- the LLM ----------------------------------------------------------------------
 
@@ -276,6 +277,12 @@ class Optimizer(AbstractOptimizer):
     @llm.setter
     def llm(self, llm: Any) -> None:
         self.__dict__["_llm"] = llm  # None: build the default again on next use
+
+    def _count_call(self, usage: Usage | None) -> None:
+        """Count one LLM request (in :attr:`llm_calls` and the current step's record)."""
+        self.llm_calls += 1
+        if self._active is not None:
+            self._active.add_usage(usage)
 
     # --- feedback ---------------------------------------------------------------------
 
@@ -431,13 +438,14 @@ class Optimizer(AbstractOptimizer):
     # --- state ------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The optimizer's JSON-able state: counters and step records (not the parameters'
+        """The optimizer's JSON-able state: counters (steps, LLM calls) and step records (not the parameters'
         values, which belong to the model, and not the LLM client)."""
         return {
             "type": type(self).__name__,
             "format": STATE_FORMAT,
             "parameters": [p.py_name for p in self.parameters],
             "step_count": self.step_count,
+            "llm_calls": self.llm_calls,
             "steps": [record.to_dict() for record in self._steps],
         }
 
@@ -466,6 +474,7 @@ class Optimizer(AbstractOptimizer):
                 "The saved state was for parameters %s; this optimizer has %s.", saved, names
             )
         self.step_count = int(state.get("step_count", 0))
+        self.llm_calls = int(state.get("llm_calls", 0))
         self._steps.clear()
         self._steps.extend(StepRecord.from_dict(item) for item in state.get("steps", ()))
 

@@ -19,8 +19,10 @@ from typing import Any
 import attrs
 from opto.optimizers import prompt_budget
 from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
+from opto.optimizers.llm_calls import chat_messages, check_llm, send
 from opto.optimizers.optimizer import Optimizer
-from opto.optimizers.parsing import ParsedReply, SuggestionParseError, parse_suggestion_reply
+from opto.optimizers.parsing import ParsedReply, SuggestionParseError
+from opto.optimizers.reply_formats import JSONReplyFormat, ReplyFormat, ReplyGuide
 from opto.optimizers.utils import drop_oldest, estimate_tokens, jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import (
@@ -29,7 +31,6 @@ from opto.trace.propagators import (
     TraceGraph,
     node_to_function_feedback,
 )
-from opto.utils.llm.types import response_from_openai
 
 __all__ = [
     "DEFAULT_JSON_KEYS",
@@ -101,25 +102,8 @@ def _value_line(name: str, value: Any, limit: int) -> str:
     return f"({type(value).__name__}) {name}={truncate_expression(value, limit)}"
 
 
-def _json_type(value: Any, name: str) -> dict[str, Any]:
-    """The JSON schema of one suggested value, from the parameter's current value."""
-    if "__code" in name or isinstance(value, str):
-        return {"type": "string"}
-    if isinstance(value, bool):
-        return {"type": "boolean"}
-    if isinstance(value, int):
-        return {"type": "integer"}
-    if isinstance(value, float):
-        return {"type": "number"}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return {"type": "array"}
-    if isinstance(value, dict):
-        return {"type": "object"}
-    return {}
-
-
 class OptoPrime(Optimizer):
-    """The OptoPrime optimizer (the reference's V1, JSON replies).
+    """The OptoPrime optimizer: a trace-shaped problem, JSON replies.
 
     Args:
         parameters: the ParameterNodes to optimize.
@@ -161,6 +145,9 @@ class OptoPrime(Optimizer):
             that schema-enforcing backends (e.g. the embedded model) finish the JSON within
             ``max_tokens``; None for no limit.
         max_history: how many step records :attr:`steps` (and :attr:`log`) keep.
+        reply_format: how the LLM replies (prompt section, schema, parser); a
+            :class:`~opto.optimizers.reply_formats.JSONReplyFormat` over ``json_keys`` when
+            None, e.g. ``XMLReplyFormat(OptimizerPromptSymbolSet())`` for XML-style replies.
     """
 
     #: Section headers and reply keys before per-instance overrides (read-only mappings;
@@ -221,6 +208,7 @@ class OptoPrime(Optimizer):
         converters: Mapping[type, Converter] | None = None,
         reasoning_max_chars: int | None = 1000,
         max_history: int = 100,
+        reply_format: ReplyFormat | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -230,9 +218,11 @@ class OptoPrime(Optimizer):
             raise ValueError(f"memory_size must be >= 0, got {memory_size}.")
         if max_prompt_tokens is not None and max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens must be positive, got {max_prompt_tokens}.")
-        if llm is not None and not callable(llm):
+        check_llm(llm)
+        if reply_format is not None and not isinstance(reply_format, ReplyFormat):
             raise TypeError(
-                f"llm must be callable as llm(messages=..., **options), got {type(llm).__name__}."
+                f"reply_format must be a ReplyFormat (opto.optimizers.reply_formats), got "
+                f"{type(reply_format).__name__}."
             )
         self.ignore_extraction_error = ignore_extraction_error
         self.include_example = include_example
@@ -241,6 +231,7 @@ class OptoPrime(Optimizer):
         self.json_keys = _merged(self.default_json_keys, json_keys, "json_keys")
         if not self.json_keys["reasoning"] or not self.json_keys["suggestion"]:
             raise ValueError("json_keys 'reasoning' and 'suggestion' must be non-empty names.")
+        self.reply_format = reply_format or JSONReplyFormat(self.json_keys)
         self.objective = (
             objective
             if objective is not None
@@ -260,7 +251,6 @@ class OptoPrime(Optimizer):
         self.memory: deque[dict[str, Any]] = deque(maxlen=memory_size)
         self.log: list[dict[str, Any]] | None = [] if log else None
         self.summary_log: list[dict[str, Any]] | None = [] if log else None
-        self.llm_calls = 0
         self.parse_failures = 0
         self.llm = llm  # None: LLM() on first use
 
@@ -328,36 +318,23 @@ class OptoPrime(Optimizer):
                 result.add(name)
         return result
 
-    def output_format_prompt(self) -> str:
-        """The part of the system prompt that asks for the JSON reply."""
+    def reply_guide(self) -> ReplyGuide:
+        """The wording of the reply-format section for this optimizer's task."""
         s = self.prompt_symbols
-        reasoning, answer, suggestion = (
-            self.json_keys["reasoning"],
-            self.json_keys["answer"],
-            self.json_keys["suggestion"],
+        return ReplyGuide(
+            reasoning_rule=(
+                f"say what {s['instruction']} asks; explain what {s['feedback']} means for "
+                f"the variables, using {s['code']}, {s['documentation']}, {s['inputs']} and "
+                f"{s['others']}; then state the change and the result you expect."
+            ),
+            question=s["instruction"],
+            variables=s["variables"],
+            constraints=s["constraints"],
         )
-        answer_line = f'  "{answer}": <your answer>,\n' if answer else ""
-        answer_rule = (
-            f'Fill "{answer}" only when {s["instruction"]} asks a question.\n' if answer else ""
-        )
-        return (
-            "Reply with one JSON object:\n"
-            "{\n"
-            f'  "{reasoning}": <your reasoning>,\n'
-            f"{answer_line}"
-            f'  "{suggestion}": {{<variable name>: <new value>, ...}}\n'
-            "}\n"
-            f'In "{reasoning}": say what {s["instruction"]} asks; explain what '
-            f"{s['feedback']} means for the variables, using {s['code']}, "
-            f"{s['documentation']}, {s['inputs']} and {s['others']}; then state the change "
-            "and the result you expect.\n"
-            f"{answer_rule}"
-            f'In "{suggestion}" give new values for variables of {s["variables"]} only '
-            f"(nothing else can change), each of its current type and respecting "
-            f"{s['constraints']}. A (code) value must be a complete, valid Python function "
-            "definition with the same name and parameters.\n"
-            "If nothing needs to change, reply with just TERMINATE."
-        )
+
+    def output_format_prompt(self) -> str:
+        """The part of the system prompt that asks for the reply (the reply format's)."""
+        return self.reply_format.prompt_section(self.reply_guide())
 
     def system_prompt(self) -> str:
         """Representation prompt followed by the output-format prompt."""
@@ -367,9 +344,9 @@ class OptoPrime(Optimizer):
             + self.output_format_prompt()
         )
 
-    def example_prompt(self) -> str:
-        """A worked example (problem and a consistent, valid JSON reply)."""
-        example = ProblemInstance(
+    def example_problem(self) -> ProblemInstance:
+        """The problem of the worked example (its reply suggests ``a = 14``)."""
+        return ProblemInstance(
             instruction=self.default_objective.format(**self.prompt_symbols),
             code="y = add(x=a, y=b)\nz = subtract(x=y, y=c)",
             documentation="[add] Returns x + y.\n[subtract] Returns x - y.",
@@ -380,20 +357,24 @@ class OptoPrime(Optimizer):
             outputs="(int) z=1",
             feedback="z should be 10.",
         )
-        reply: dict[str, Any] = {
-            self.json_keys["reasoning"]: (
-                "z = a + b - c = a - 4, and the feedback asks for z = 10, so a must be 14 "
-                "(which satisfies a > 0)."
-            ),
-        }
-        if self.json_keys["answer"]:
-            reply[self.json_keys["answer"]] = ""
-        reply[self.json_keys["suggestion"]] = {"a": 14}
+
+    def example_prompt(self) -> str:
+        """A worked example: a small problem and a consistent reply in the reply format."""
+        reply = self.reply_format.example_reply(
+            "z = a + b - c = a - 4, and the feedback asks for z = 10, so a must be 14 "
+            "(which satisfies a > 0).",
+            {"a": 14},
+        )
         return (
             "Here is an example of a problem instance and a response:\n\n"
-            f"{_FENCE_LINE}\n{example.render(self.prompt_symbols)}\n{_FENCE_LINE}\n\n"
-            f"{json.dumps(reply, indent=2)}\n\n"
+            f"{_FENCE_LINE}\n{self.example_problem().render(self.section_titles)}\n"
+            f"{_FENCE_LINE}\n\n{reply}\n\n"
         )
+
+    @property
+    def section_titles(self) -> Mapping[str, str]:
+        """The header of each problem section as rendered (the prompt symbols)."""
+        return self.prompt_symbols
 
     def _memory_text(self, entries: Sequence[Mapping[str, Any]], limit: int) -> str:
         if not entries:
@@ -425,7 +406,7 @@ class OptoPrime(Optimizer):
         parts = [self.example_prompt()] if self.include_example else []
         parts.append(
             "Now you see problem instance:\n\n"
-            f"{_FENCE_LINE}\n{instance.render(self.prompt_symbols)}\n{_FENCE_LINE}\n\n"
+            f"{_FENCE_LINE}\n{instance.render(self.section_titles)}\n{_FENCE_LINE}\n\n"
         )
         parts.append(self._memory_text(memory, limit))
         if self.highlight_variables:
@@ -475,33 +456,14 @@ class OptoPrime(Optimizer):
         return system, user
 
     def response_format(self, summary: FunctionFeedback) -> dict[str, Any] | None:
-        """The ``json_schema`` response format naming exactly the trainable variables,
-        non-code ones first (None when ``use_json_object_format`` is False)."""
+        """The reply format's structured-output option for the trainable variables of
+        ``summary`` (None when ``use_json_object_format`` is False or it has none)."""
         if not self.use_json_object_format:
             return None
-        # Non-code values first: a reply cut off at max_tokens then loses the (long) code,
-        # not the short values written after it.
-        names = sorted(summary.variables, key=lambda name: "__code" in name)
-        variables = {name: _json_type(summary.variables[name][0], name) for name in names}
-        text: dict[str, Any] = {"type": "string"}
-        if self.reasoning_max_chars is not None:
-            text["maxLength"] = max(1, min(self.reasoning_max_chars, self.max_tokens))
-        properties: dict[str, Any] = {self.json_keys["reasoning"]: text}
-        if self.json_keys["answer"]:
-            properties[self.json_keys["answer"]] = dict(text)
-        properties[self.json_keys["suggestion"]] = {
-            "type": "object",
-            "properties": variables,
-            "required": list(variables),
-            "additionalProperties": False,
-        }
-        schema = {
-            "type": "object",
-            "properties": properties,
-            "required": [self.json_keys["reasoning"], self.json_keys["suggestion"]],
-            "additionalProperties": False,
-        }
-        return {"type": "json_schema", "json_schema": {"name": "suggestion", "schema": schema}}
+        variables = {name: (v[0], "__code" in name) for name, v in summary.variables.items()}
+        return self.reply_format.response_format(
+            variables, self.max_tokens, self.reasoning_max_chars
+        )
 
     # --- talking to the LLM -----------------------------------------------------------
 
@@ -519,48 +481,19 @@ class OptoPrime(Optimizer):
         added to the current step record. If the backend rejects the request as a bad
         request while a response format was sent, it is retried once without it.
         """
-        from opto.utils.llm.errors import BadRequestError, ContextWindowExceededError
-
-        messages = [
-            {"role": "system", "content": system_prompt},
-            {"role": "user", "content": user_prompt},
-        ]
         if verbose and verbose != "output":
             logger.info("Prompt:\n%s\n\n%s", system_prompt, user_prompt)
         options["max_tokens"] = max_tokens if max_tokens is not None else self.max_tokens
-        try:
-            raw = self.llm(messages=messages, **options)
-        except ContextWindowExceededError:
-            raise
-        except BadRequestError as error:
-            if options.get("response_format") is None:
-                raise
-            logger.warning(
-                "The LLM rejected the request (%s); retrying without response_format.", error
-            )
-            self._count_call(None)
-            del options["response_format"]
-            raw = self.llm(messages=messages, **options)
-        response = response_from_openai(raw)
-        self._count_call(response)
+        messages = chat_messages(system_prompt, user_prompt)
+        response = send(self.llm, messages, options, self._count_call)
         text = response.content or ""
         if verbose:
             logger.info("LLM response:\n%s", text)
         return text
 
-    def _count_call(self, response: Any) -> None:
-        self.llm_calls += 1
-        if self._active is not None:
-            self._active.add_usage(None if response is None else response.usage)
-
     def parse_reply(self, reply: str) -> ParsedReply:
-        """Parse a reply with this optimizer's JSON keys (SuggestionParseError if unusable)."""
-        return parse_suggestion_reply(
-            reply,
-            reasoning_key=self.json_keys["reasoning"],
-            answer_key=self.json_keys["answer"],
-            suggestion_key=self.json_keys["suggestion"],
-        )
+        """Parse a reply in the reply format (SuggestionParseError if unusable)."""
+        return self.reply_format.parse(reply)
 
     def extract_llm_suggestion(
         self,
@@ -570,32 +503,25 @@ class OptoPrime(Optimizer):
         return_only_suggestion: bool = True,
         ignore_extraction_error: bool | None = None,
     ) -> dict[str, Any]:
-        """The suggestion dict of a reply (reference API).
+        """The suggestion dict of a reply.
 
         With ``return_only_suggestion=False`` returns ``{"reasoning": ..., "variables": ...}``.
-        An unusable reply gives ``{}`` (logged) or, when extraction errors are not ignored
-        (the argument wins over the attribute), raises SuggestionParseError.
+        The tags replace the format's reasoning/suggestion names. An unusable reply gives
+        ``{}`` (logged) or, when extraction errors are not ignored (the argument wins over
+        the attribute), raises SuggestionParseError.
         """
         ignore = (
             self.ignore_extraction_error
             if ignore_extraction_error is None
             else bool(ignore_extraction_error)
         )
-        try:
-            parsed = parse_suggestion_reply(
-                response,
-                reasoning_key=reasoning_tag or self.json_keys["reasoning"],
-                answer_key=self.json_keys["answer"],
-                suggestion_key=suggestion_tag or self.json_keys["suggestion"],
-            )
-        except SuggestionParseError as error:
-            logger.warning("Cannot extract a suggestion from the LLM reply: %s", error)
-            if not ignore:
-                raise
-            parsed = ParsedReply(raw=str(response))
-        if return_only_suggestion:
-            return dict(parsed.suggestion)
-        return {"reasoning": parsed.reasoning, "variables": dict(parsed.suggestion)}
+        return self.reply_format.extract(
+            response,
+            ignore_errors=ignore,
+            suggestion_tag=suggestion_tag,
+            reasoning_tag=reasoning_tag,
+            return_only_suggestion=return_only_suggestion,
+        )
 
     def construct_update_dict(self, suggestion: Mapping[str, Any]) -> dict[ParameterNode, Any]:
         """Convert a suggestion ``{name: value}`` into ``{ParameterNode: typed value}``.
@@ -731,7 +657,6 @@ class OptoPrime(Optimizer):
             memory=[jsonable(entry) for entry in self.memory],
             log=None if self.log is None else jsonable(self.log),
             summary_log=None if self.summary_log is None else jsonable(self.summary_log),
-            llm_calls=self.llm_calls,
             parse_failures=self.parse_failures,
         )
         return state
@@ -745,7 +670,6 @@ class OptoPrime(Optimizer):
             self.log[:] = state["log"]
         if self.summary_log is not None and state.get("summary_log") is not None:
             self.summary_log[:] = state["summary_log"]
-        self.llm_calls = int(state.get("llm_calls", 0))
         self.parse_failures = int(state.get("parse_failures", 0))
 
 

@@ -1,6 +1,7 @@
 """Small helpers shared by the optimizers: value truncation, JSON-able copies, atomic writes,
-history trimming, coloured console output. The XML-reply helpers of OptoPrimeV2
-(`extract_xml_like_data` and friends) are importable from here too."""
+history trimming, coloured console output. The XML-reply helpers of
+`opto.optimizers.xml_parsing` (`extract_xml_like_data` and friends) are importable from here
+too."""
 
 from __future__ import annotations
 
@@ -43,11 +44,11 @@ _XML_HELPERS = frozenset(
 
 
 def __getattr__(name: str) -> Any:
-    # The XML helpers live with OptoPrimeV2, which imports this module: load them on demand.
+    # The XML helpers live in xml_parsing: load them on demand.
     if name in _XML_HELPERS:
-        from opto.optimizers import optoprime_v2
+        from opto.optimizers import xml_parsing
 
-        return getattr(optoprime_v2, name)
+        return getattr(xml_parsing, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
