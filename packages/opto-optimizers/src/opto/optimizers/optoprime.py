@@ -16,12 +16,20 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-import attrs
 from opto.optimizers import prompt_budget
 from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
 from opto.optimizers.llm_calls import chat_messages, check_llm, send
 from opto.optimizers.optimizer import Optimizer
 from opto.optimizers.parsing import ParsedReply, SuggestionParseError
+from opto.optimizers.problem import (
+    DEFAULT_PROMPT_SYMBOLS,
+    FENCE_LINE,
+    ProblemInstance,
+    merged_overrides,
+    trace_representation,
+    type_name,
+    value_line,
+)
 from opto.optimizers.reply_formats import JSONReplyFormat, ReplyFormat, ReplyGuide
 from opto.optimizers.utils import drop_oldest, estimate_tokens, jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
@@ -44,62 +52,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Section headers of the prompt; ``prompt_symbols`` overrides them per optimizer.
-DEFAULT_PROMPT_SYMBOLS: Mapping[str, str] = MappingProxyType(
-    {
-        "instruction": "#Instruction",
-        "code": "#Code",
-        "documentation": "#Documentation",
-        "variables": "#Variables",
-        "constraints": "#Constraints",
-        "inputs": "#Inputs",
-        "others": "#Others",
-        "outputs": "#Outputs",
-        "feedback": "#Feedback",
-    }
-)
-
 #: Keys of the JSON reply; ``json_keys`` overrides them (``answer=None`` drops the answer).
 DEFAULT_JSON_KEYS: Mapping[str, str | None] = MappingProxyType(
     {"reasoning": "reasoning", "answer": "answer", "suggestion": "suggestion"}
 )
-
-_SECTIONS = tuple(DEFAULT_PROMPT_SYMBOLS)
-_MIN_VALUE_CHARS = 40
-_FENCE_LINE = "=" * 32
-
-
-@attrs.define(kw_only=True)
-class ProblemInstance:
-    """The problem shown to the LLM, one text per section (``str()`` renders it)."""
-
-    instruction: str = ""
-    code: str = ""
-    documentation: str = ""
-    variables: str = ""
-    constraints: str = ""
-    inputs: str = ""
-    others: str = ""
-    outputs: str = ""
-    feedback: str = ""
-
-    def render(self, symbols: Mapping[str, str] = DEFAULT_PROMPT_SYMBOLS) -> str:
-        """The sections in prompt order, each header followed by its content."""
-        return "\n\n".join(f"{symbols[name]}\n{getattr(self, name)}" for name in _SECTIONS)
-
-    def __str__(self) -> str:
-        return self.render()
-
-
-def _type_name(name: str, value: Any) -> str:
-    return "code" if "__code" in name else type(value).__name__
-
-
-def _value_line(name: str, value: Any, limit: int) -> str:
-    """``(type) name=value``; code as ``(code) name:source``."""
-    if "__code" in name:
-        return f"(code) {name}:{truncate_expression(value, limit).rstrip()}"
-    return f"({type(value).__name__}) {name}={truncate_expression(value, limit)}"
 
 
 class OptoPrime(Optimizer):
@@ -161,22 +117,12 @@ class OptoPrime(Optimizer):
         "according to {feedback}."
     )
 
-    representation_prompt = (
-        "You improve a program by changing some of its values. You see a trace of one run: "
-        "the operations it performed, their values, and feedback on the result.\n\n"
-        "The problem has these parts:\n"
-        "- {instruction}: what to do, or the question to answer.\n"
-        "- {code}: the operations of the run, one call per line.\n"
-        "- {documentation}: what each function in {code} does (may be incomplete; use "
-        "{others} to infer).\n"
-        "- {variables}: the values you may change.\n"
-        "- {constraints}: descriptions and constraints of the variables.\n"
-        "- {inputs}: values you cannot change.\n"
-        "- {others}: intermediate values of the run.\n"
-        "- {outputs}: the results of the run.\n"
-        "- {feedback}: feedback on the outputs.\n\n"
-        "Values are listed one per line as (<data_type>) <name>=<value>; a (code) value "
-        "is the source of a Python function."
+    representation_prompt = trace_representation(
+        variables="the values you may change.",
+        extra="- {constraints}: descriptions and constraints of the variables.\n",
+        inputs="values you cannot change.",
+        values="Values are listed one per line as (<data_type>) <name>=<value>; a (code) "
+        "value is the source of a Python function.",
     )
 
     final_prompt = "Your response:"
@@ -227,8 +173,10 @@ class OptoPrime(Optimizer):
         self.ignore_extraction_error = ignore_extraction_error
         self.include_example = include_example
         self.max_tokens = max_tokens
-        self.prompt_symbols = _merged(self.default_prompt_symbols, prompt_symbols, "prompt_symbols")
-        self.json_keys = _merged(self.default_json_keys, json_keys, "json_keys")
+        self.prompt_symbols = merged_overrides(
+            self.default_prompt_symbols, prompt_symbols, "prompt_symbols"
+        )
+        self.json_keys = merged_overrides(self.default_json_keys, json_keys, "json_keys")
         if not self.json_keys["reasoning"] or not self.json_keys["suggestion"]:
             raise ValueError("json_keys 'reasoning' and 'suggestion' must be non-empty names.")
         self.reply_format = reply_format or JSONReplyFormat(self.json_keys)
@@ -291,13 +239,13 @@ class OptoPrime(Optimizer):
         masked = self._masked(mask)
 
         def node(_: str, name: str, value: Any, __: Any) -> str:
-            return _value_line(name, value, limit)
+            return value_line(name, value, limit)
 
         sections = {
             "instruction": self.objective,
-            "variables": "\n".join(_value_line(k, v[0], -1) for k, v in summary.variables.items()),
+            "variables": "\n".join(value_line(k, v[0], -1) for k, v in summary.variables.items()),
             "constraints": "\n".join(
-                f"({_type_name(name, value)}) {name}: {desc}"
+                f"({type_name(name, value)}) {name}: {desc}"
                 for name, (value, desc) in summary.variables.items()
                 if desc is not None
             ),
@@ -367,8 +315,8 @@ class OptoPrime(Optimizer):
         )
         return (
             "Here is an example of a problem instance and a response:\n\n"
-            f"{_FENCE_LINE}\n{self.example_problem().render(self.section_titles)}\n"
-            f"{_FENCE_LINE}\n\n{reply}\n\n"
+            f"{FENCE_LINE}\n{self.example_problem().render(self.section_titles)}\n"
+            f"{FENCE_LINE}\n\n{reply}\n\n"
         )
 
     @property
@@ -406,7 +354,7 @@ class OptoPrime(Optimizer):
         parts = [self.example_prompt()] if self.include_example else []
         parts.append(
             "Now you see problem instance:\n\n"
-            f"{_FENCE_LINE}\n{instance.render(self.section_titles)}\n{_FENCE_LINE}\n\n"
+            f"{FENCE_LINE}\n{instance.render(self.section_titles)}\n{FENCE_LINE}\n\n"
         )
         parts.append(self._memory_text(memory, limit))
         if self.highlight_variables:
@@ -428,24 +376,14 @@ class OptoPrime(Optimizer):
         dropped until the prompt fits.
         """
         system = self.system_prompt()
-        limit = self.max_value_chars
-        memory = list(self.memory)
-        user = self._user_prompt(summary, mask, limit, memory)
-        budget = self.max_prompt_tokens
-        while budget is not None and self.token_counter(system) + self.token_counter(user) > budget:
-            if limit < 0 or limit > _MIN_VALUE_CHARS:
-                limit = 4000 if limit < 0 else max(_MIN_VALUE_CHARS, limit // 2)
-            elif memory:
-                memory.pop(0)
-            else:
-                logger.warning(
-                    "The prompt (%d tokens) exceeds max_prompt_tokens=%d even with short "
-                    "values and no memory; sending it anyway.",
-                    self.token_counter(system) + self.token_counter(user),
-                    budget,
-                )
-                break
-            user = self._user_prompt(summary, mask, limit, memory)
+        user = prompt_budget.fit_to_tokens(
+            lambda limit, memory: self._user_prompt(summary, mask, limit, memory),
+            system,
+            self.max_value_chars,
+            list(self.memory),
+            self.max_prompt_tokens,
+            self.token_counter,
+        )
         if self.memory_size:
             self.memory.append(
                 {
@@ -675,16 +613,3 @@ class OptoPrime(Optimizer):
 
 OptoPrimeV1 = OptoPrime
 """The name trace-opt's experimental branch gives the JSON OptoPrime."""
-
-
-def _merged(
-    defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None, what: str
-) -> dict[str, Any]:
-    """``defaults`` updated by ``overrides`` (a per-instance copy; unknown keys rejected)."""
-    result = dict(defaults)
-    if overrides:
-        unknown = sorted(set(overrides) - set(defaults))
-        if unknown:
-            raise ValueError(f"unknown {what} keys {unknown}; valid keys are {sorted(defaults)}.")
-        result.update(overrides)
-    return result

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 from opto.optimizers.optoprime import OptoPrime
+from opto.optimizers.problem import trace_representation, type_name
 from opto.optimizers.prompt_budget import graph_sections
 from opto.optimizers.reply_formats import JSONReplyFormat, ReplyGuide, XMLReplyFormat
 from opto.optimizers.utils import truncate_expression
@@ -161,10 +162,6 @@ class ProblemInstanceV2:
         return self.render()
 
 
-def _type_name(name: str, value: Any) -> str:
-    return "code" if "__code" in name else type(value).__name__
-
-
 class OptoPrimeV2(OptoPrime):
     """OptoPrime configured with an XML-style problem and an XML (or JSON) reply format.
 
@@ -186,20 +183,10 @@ class OptoPrimeV2(OptoPrime):
         "according to {feedback}."
     )
 
-    representation_prompt = (
-        "You improve a program by changing some of its values. You see a trace of one run: "
-        "the operations it performed, their values, and feedback on the result.\n\n"
-        "The problem has these parts:\n"
-        "- {instruction}: what to do, or the question to answer.\n"
-        "- {code}: the operations of the run, one call per line.\n"
-        "- {documentation}: what each function in {code} does (may be incomplete; use "
-        "{others} to infer).\n"
-        "- {variables}: the values you may change (trainable), each with its constraint.\n"
-        "- {inputs}: values you CANNOT change (fixed).\n"
-        "- {others}: intermediate values of the run.\n"
-        "- {outputs}: the results of the run.\n"
-        "- {feedback}: feedback on the outputs.\n\n"
-        "A variable is shown as\n"
+    representation_prompt = trace_representation(
+        variables="the values you may change (trainable), each with its constraint.",
+        inputs="values you CANNOT change (fixed).",
+        values="A variable is shown as\n"
         '<{variable_tag} name="variable_name" type="data_type">\n'
         "<{value_tag}>\nvalue\n</{value_tag}>\n"
         "<{constraint_tag}>\nconstraint_expression\n</{constraint_tag}>\n"
@@ -208,7 +195,7 @@ class OptoPrimeV2(OptoPrime):
         '<{node_tag} name="node_name" type="data_type">\n'
         "<{value_tag}>\nvalue\n</{value_tag}>\n"
         "</{node_tag}>\n"
-        'A value of type "code" is the source of a Python function.'
+        'A value of type "code" is the source of a Python function.',
     )
 
     memory_prompt = "Below are the variables and the feedback of earlier rounds, oldest first."
@@ -275,7 +262,7 @@ class OptoPrimeV2(OptoPrime):
         shown = value if limit < 0 else self.truncate_expression(value, limit)
         text = str(shown).rstrip("\n") if "__code" in name else str(shown)
         parts = [
-            f'<{tag} name="{name}" type="{_type_name(name, value)}">',
+            f'<{tag} name="{name}" type="{type_name(name, value)}">',
             f"<{s.value_tag}>\n{text}\n</{s.value_tag}>",
         ]
         if constraint is not None:

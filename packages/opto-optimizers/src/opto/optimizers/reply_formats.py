@@ -67,13 +67,14 @@ class ReplyGuide:
         factory=lambda: {"variable_name": "new value", "another_variable_name": "new value"}
     )
 
-    def change_rule(self, lead: str) -> str:
-        """``lead`` followed by the rules every suggested value follows."""
+    def change_rule(self, scope: str) -> str:
+        """``scope`` (where the changes go, for which variables) followed by the rules
+        every suggested value follows."""
         respecting = f" and respecting {self.constraints}" if self.constraints else ""
         return (
-            f"{lead} only for variables of {self.variables} (nothing else can change), each "
-            f"value of its current type{respecting}. {self.code_value} must be a complete, "
-            "valid Python function definition with the same name and parameters."
+            f"{scope} (nothing else can change), each of its current type{respecting}. "
+            f"{self.code_value} must be a complete, valid Python function definition with "
+            "the same name and parameters."
         )
 
 
@@ -200,7 +201,11 @@ class JSONReplyFormat(ReplyFormat):
             lines.append(f'In "{reasoning}": {guide.reasoning_rule}')
         if answer:
             lines.append(f'Fill "{answer}" only when {guide.question} asks a question.')
-        lines.append(guide.change_rule(f'In "{suggestion}" give new values'))
+        lines.append(
+            guide.change_rule(
+                f'In "{suggestion}" give new values for variables of {guide.variables} only'
+            )
+        )
         lines.append(f"If {guide.terminate_when}, reply with just TERMINATE.")
         return "\n".join(lines)
 
@@ -295,8 +300,11 @@ class XMLReplyFormat(ReplyFormat):
         lines = ["Your output should be in the following XML/HTML format:", f"```\n{skeleton}\n```"]
         if guide.reasoning_rule:
             lines.append(f"In <{t.reasoning_tag}>: {guide.reasoning_rule}")
-        lead = f"Give one <{t.improved_variable_tag}> block per variable you change,"
-        lines.append(guide.change_rule(lead))
+        scope = (
+            f"Give one <{t.improved_variable_tag}> block per variable you change, only for "
+            f"variables of {guide.variables}"
+        )
+        lines.append(guide.change_rule(scope))
         lines.append(f"If {guide.terminate_when}, just output TERMINATE.")
         return "\n".join(lines)
 
