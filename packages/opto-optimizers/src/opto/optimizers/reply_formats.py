@@ -130,18 +130,29 @@ class ReplyFormat(abc.ABC):
     def example_reply(self, reasoning: str, suggestion: Mapping[str, Any]) -> str:
         """A reply in this format with ``reasoning`` and ``suggestion``."""
 
-    @abc.abstractmethod
     def parse(
         self,
         reply: str,
         suggestion_tag: str | None = None,
         reasoning_tag: str | None = None,
     ) -> ParsedReply:
-        """Parse a reply; the tags, when given, replace the format's own names.
+        """Parse a reply; the tags, when given, replace the format's own names. A reply
+        that is just ``TERMINATE`` parses as ``terminate=True``.
 
         Raises:
-            SuggestionParseError: the reply holds no usable suggestion.
+            SuggestionParseError: the reply is not text or holds no usable suggestion.
         """
+        if not isinstance(reply, str):
+            raise SuggestionParseError(
+                f"the reply must be text, got {type(reply).__name__}", raw=repr(reply)
+            )
+        if is_terminate(reply):
+            return ParsedReply(raw=reply, terminate=True)
+        return self._parse(reply, suggestion_tag, reasoning_tag)
+
+    @abc.abstractmethod
+    def _parse(self, reply: str, suggestion: str | None, reasoning: str | None) -> ParsedReply:
+        """Parse a reply that is text and not ``TERMINATE`` (see :meth:`parse`)."""
 
     def extract(
         self,
@@ -248,18 +259,13 @@ class JSONReplyFormat(ReplyFormat):
         reply[self.keys["suggestion"]] = dict(suggestion)  # type: ignore[index]
         return json.dumps(reply, indent=2)
 
-    def parse(
-        self,
-        reply: str,
-        suggestion_tag: str | None = None,
-        reasoning_tag: str | None = None,
-    ) -> ParsedReply:
+    def _parse(self, reply: str, suggestion: str | None, reasoning: str | None) -> ParsedReply:
         """Parse with :func:`~opto.optimizers.parsing.parse_suggestion_reply`."""
         return parse_suggestion_reply(
             reply,
-            reasoning_key=reasoning_tag or self.keys["reasoning"],  # type: ignore[arg-type]
+            reasoning_key=reasoning or self.keys["reasoning"],  # type: ignore[arg-type]
             answer_key=self.keys["answer"],
-            suggestion_key=suggestion_tag or self.keys["suggestion"],  # type: ignore[arg-type]
+            suggestion_key=suggestion or self.keys["suggestion"],  # type: ignore[arg-type]
         )
 
 
@@ -312,30 +318,19 @@ class XMLReplyFormat(ReplyFormat):
         """The example in the tags' format (values as text)."""
         return self.tags.example_output(reasoning, {k: str(v) for k, v in suggestion.items()})
 
-    def parse(
-        self,
-        reply: str,
-        suggestion_tag: str | None = None,
-        reasoning_tag: str | None = None,
-    ) -> ParsedReply:
-        """Parse the blocks (``suggestion_tag`` replaces the variable tag, ``reasoning_tag``
-        the reasoning tag); a last block that never closes is reported as ``cut_off``.
+    def _parse(self, reply: str, suggestion: str | None, reasoning: str | None) -> ParsedReply:
+        """Parse the blocks (``suggestion`` replaces the variable tag, ``reasoning`` the
+        reasoning tag); a last block that never closes is reported as ``cut_off``.
 
         Raises:
-            SuggestionParseError: the reply is not text or holds no complete variable block.
+            SuggestionParseError: the reply holds no complete variable block.
         """
         t = self.tags
-        if not isinstance(reply, str):
-            raise SuggestionParseError(
-                f"the reply must be text, got {type(reply).__name__}", raw=repr(reply)
-            )
-        if is_terminate(reply):
-            return ParsedReply(raw=reply, terminate=True)
-        variable_tag = suggestion_tag or t.improved_variable_tag
-        if suggestion_tag or reasoning_tag:
+        variable_tag = suggestion or t.improved_variable_tag
+        if suggestion or reasoning:
             data = extract_xml_like_data(
                 reply,
-                reasoning_tag=reasoning_tag or t.reasoning_tag,
+                reasoning_tag=reasoning or t.reasoning_tag,
                 improved_variable_tag=variable_tag,
                 name_tag=t.name_tag,
                 value_tag=t.value_tag,

@@ -23,7 +23,7 @@ from opto.optimizers.parsing import is_terminate
 from opto.optimizers.utils import drop_oldest, jsonable, truncate_expression
 from opto.optimizers.xml_parsing import extract_first_top_level_block
 from opto.trace.nodes import Node, ParameterNode
-from opto.trace.propagators import AbstractPropagator, TraceGraph
+from opto.trace.propagators import TraceGraph
 
 __all__ = ["TextGrad"]
 
@@ -104,11 +104,10 @@ class TextGrad(Optimizer):
         parameters: Iterable[ParameterNode],
         llm: Any = None,
         *args: Any,
-        propagator: AbstractPropagator | None = None,
+        max_workers: int = 4,
         objective: str | None = None,
         max_tokens: int = 4096,
         log: bool = True,
-        max_workers: int = 4,
         max_value_chars: int = 2000,
         forbidden_modules: Collection[str] = (),
         forbidden_calls: Collection[str] = (),
@@ -116,9 +115,7 @@ class TextGrad(Optimizer):
         max_history: int = 100,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            parameters, *args, propagator=propagator, max_history=max_history, **kwargs
-        )
+        super().__init__(parameters, *args, max_history=max_history, **kwargs)
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}.")
         check_llm(llm)
