@@ -216,6 +216,10 @@ class Optimizer(AbstractOptimizer):
         parameters: the ParameterNodes to optimize.
         propagator: the feedback propagator; :meth:`default_propagator` when None.
         max_history: how many step records :attr:`steps` keeps (oldest dropped first).
+
+    Attributes:
+        llm_calls: LLM requests made so far (subclasses count them with ``_count_call``,
+            which :mod:`opto.optimizers.llm_calls` calls for every request).
     """
 
     #: Attributes a deep copy shares with the original instead of copying: the parameters
