@@ -17,7 +17,8 @@ from types import MappingProxyType
 from typing import Any
 
 from opto.optimizers import prompt_budget
-from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
+from opto.optimizers.code_proposals import restrict_parameters
+from opto.optimizers.conversion import ConversionError, Converter, convert_suggestion
 from opto.optimizers.llm_calls import chat_messages, check_llm, send
 from opto.optimizers.optimizer import Optimizer
 from opto.optimizers.parsing import ParsedReply, SuggestionParseError
@@ -90,10 +91,9 @@ class OptoPrime(Optimizer):
             the prompt fits (counted by ``token_counter``, ≈4 characters per token by
             default); a prompt that still does not fit is sent with a warning.
         token_counter: counts the tokens of a text, for ``max_prompt_tokens``.
-        forbidden_modules: code suggestions importing or using these modules are rejected
-            (e.g. ``{"os", "subprocess"}``); empty by default.
-        forbidden_calls: code suggestions calling these names are rejected (e.g.
-            ``{"eval", "exec", "open"}``); empty by default.
+        forbidden_modules / forbidden_calls: asking for either runs trainable code restricted
+            (RestrictedPython, ``opto-trace[sandbox]``) and rejects proposals importing or
+            using them, e.g. ``{"os"}`` / ``{"open"}``; see docs/security.md.
         converters: ``{type: fn(old, new)}`` conversions for parameter types, tried before
             the built-in ones.
         reasoning_max_chars: the schema's ``maxLength`` for the reasoning and answer texts
@@ -191,8 +191,9 @@ class OptoPrime(Optimizer):
         self.max_section_chars = prompt_budget.check_max_section_chars(max_section_chars)
         self.max_prompt_tokens = max_prompt_tokens
         self.token_counter = token_counter or estimate_tokens
-        self.forbidden_modules = frozenset(forbidden_modules)
-        self.forbidden_calls = frozenset(forbidden_calls)
+        self.forbidden_modules, self.forbidden_calls = restrict_parameters(
+            self.parameters, forbidden_modules, forbidden_calls
+        )
         self.converters = dict(converters or {})
         self.reasoning_max_chars = reasoning_max_chars
         self.memory_size = memory_size
@@ -483,15 +484,13 @@ class OptoPrime(Optimizer):
                 self._reject(key, "the parameter is not trainable")
                 continue
             try:
-                if "__code" in p.py_name:
-                    value = convert_code(
-                        p._data,
-                        raw,
-                        forbidden_modules=self.forbidden_modules,
-                        forbidden_calls=self.forbidden_calls,
-                    )
-                else:
-                    value = convert_value(p._data, raw, converters=self.converters)
+                value = convert_suggestion(
+                    p,
+                    raw,
+                    forbidden_modules=self.forbidden_modules,
+                    forbidden_calls=self.forbidden_calls,
+                    converters=self.converters,
+                )
             except ConversionError as error:
                 logger.warning("Rejected the suggestion for %s: %s", p.py_name, error)
                 self._reject(p.py_name, str(error))
