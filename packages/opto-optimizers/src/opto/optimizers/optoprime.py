@@ -2,9 +2,16 @@
 
 Each step sums the feedback the trainable parameters received into one TraceGraph, shows
 it to the LLM as a small program (``#Code``, ``#Variables``, ``#Feedback``…), asks for a
-JSON reply ``{reasoning, answer, suggestion: {variable: value}}`` whose schema names exactly
-the trainable variables, parses the reply tolerantly and converts each suggested value to
-its parameter's type. What happened is kept in the step record (``optimizer.last_step``).
+reply in its reply format (by default JSON ``{reasoning, answer, suggestion: {variable:
+value}}`` whose schema names exactly the trainable variables), parses the reply tolerantly
+and converts each suggested value to its parameter's type. What happened is kept in the
+step record (``optimizer.last_step``).
+
+The pieces live in their own modules: the problem's sections in
+:mod:`~opto.optimizers.problem`, size limits in :mod:`~opto.optimizers.prompt_budget`, the
+reply format (prompt section, schema, parser) in :mod:`~opto.optimizers.reply_formats`,
+requests in :mod:`~opto.optimizers.llm_calls`, typed conversion in
+:mod:`~opto.optimizers.conversion`.
 """
 
 from __future__ import annotations

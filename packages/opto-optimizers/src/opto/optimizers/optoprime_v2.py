@@ -5,8 +5,9 @@ The variables are shown as ``<variable name=… type=…><value>…</value><cons
 one ``<variable><name>…</name><value>…</value></variable>`` block per change, which small
 models follow more reliably than JSON. Tags and section titles come from an
 :class:`OptimizerPromptSymbolSet`; parsing tolerates text around the tags, nested tags,
-``name="…"`` attributes and an unclosed reasoning. Conversion, code checks, memory and step
-records are OptoPrime's.
+``name="…"`` attributes and an unclosed reasoning (:mod:`~opto.optimizers.xml_parsing`).
+The symbol set configures an :class:`~opto.optimizers.reply_formats.XMLReplyFormat` (or a
+JSON one); conversion, code checks, memory, LLM calls and step records are OptoPrime's.
 """
 
 from __future__ import annotations
