@@ -20,6 +20,8 @@ from opto.optimizers.parsing import load_json_like
 from opto.trace import code_policy
 from opto.trace.code_policy import CodePolicy, CodePolicyError
 from opto.trace.nodes import ParameterNode
+from opto.trace.utils import is_code_name
+from opto.utils.errors import OptoError
 
 __all__ = [
     "ConversionError",
@@ -38,7 +40,7 @@ _TRUE = frozenset({"true", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "no", "n", "off", "0"})
 
 
-class ConversionError(ValueError):
+class ConversionError(OptoError, ValueError):
     """A suggested value could not become a valid value of its parameter.
 
     The message is the reason (recorded in the step record's ``rejected``).
@@ -337,7 +339,7 @@ def convert_suggestion(
     Raises:
         ConversionError: the suggestion cannot become a value of the parameter.
     """
-    if "__code" in parameter.py_name:
+    if is_code_name(parameter.py_name):
         return convert_code(
             parameter, new, forbidden_modules=forbidden_modules, forbidden_calls=forbidden_calls
         )

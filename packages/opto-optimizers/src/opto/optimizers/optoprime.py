@@ -47,6 +47,7 @@ from opto.trace.propagators import (
     TraceGraph,
     node_to_function_feedback,
 )
+from opto.trace.utils import is_code_name
 
 __all__ = [
     "DEFAULT_JSON_KEYS",
@@ -406,7 +407,7 @@ class OptoPrime(Optimizer):
         ``summary`` (None when ``use_json_object_format`` is False or it has none)."""
         if not self.use_json_object_format:
             return None
-        variables = {name: (v[0], "__code" in name) for name, v in summary.variables.items()}
+        variables = {name: (v[0], is_code_name(name)) for name, v in summary.variables.items()}
         return self.reply_format.response_format(
             variables, self.max_tokens, self.reasoning_max_chars
         )

@@ -29,6 +29,7 @@ from opto.optimizers.xml_parsing import (
 )
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import FunctionFeedback
+from opto.trace.utils import is_code_name
 
 __all__ = [
     "OptimizerPromptSymbolSet",
@@ -261,7 +262,7 @@ class OptoPrimeV2(OptoPrime):
     def _element(self, tag: str, name: str, value: Any, constraint: str | None, limit: int) -> str:
         s = self.symbols
         shown = value if limit < 0 else self.truncate_expression(value, limit)
-        text = str(shown).rstrip("\n") if "__code" in name else str(shown)
+        text = str(shown).rstrip("\n") if is_code_name(name) else str(shown)
         parts = [
             f'<{tag} name="{name}" type="{type_name(name, value)}">',
             f"<{s.value_tag}>\n{text}\n</{s.value_tag}>",

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 from opto.optimizers.utils import truncate_expression
+from opto.trace.utils import is_code_name
 
 __all__ = [
     "DEFAULT_PROMPT_SYMBOLS",
@@ -90,12 +91,12 @@ def trace_representation(variables: str, inputs: str, extra: str = "", values: s
 
 def type_name(name: str, value: Any) -> str:
     """The type shown for a value: ``code`` for a code parameter, else its class name."""
-    return "code" if "__code" in name else type(value).__name__
+    return "code" if is_code_name(name) else type(value).__name__
 
 
 def value_line(name: str, value: Any, limit: int) -> str:
     """``(type) name=value`` cut at ``limit`` characters; code as ``(code) name:source``."""
-    if "__code" in name:
+    if is_code_name(name):
         return f"(code) {name}:{truncate_expression(value, limit).rstrip()}"
     return f"({type(value).__name__}) {name}={truncate_expression(value, limit)}"
 

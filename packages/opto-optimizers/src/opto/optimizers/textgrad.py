@@ -25,6 +25,7 @@ from opto.optimizers.utils import drop_oldest, jsonable, truncate_expression
 from opto.optimizers.xml_parsing import extract_first_top_level_block
 from opto.trace.nodes import Node, ParameterNode
 from opto.trace.propagators import TraceGraph
+from opto.trace.utils import is_code_name
 
 __all__ = ["TextGrad"]
 
@@ -59,7 +60,7 @@ _UPDATE_SYSTEM = (
 
 
 def _type_name(node: Node) -> str:
-    return "code" if "__code" in node.py_name else type(node._data).__name__
+    return "code" if is_code_name(node.py_name) else type(node._data).__name__
 
 
 def _function_name(node: Node) -> str:

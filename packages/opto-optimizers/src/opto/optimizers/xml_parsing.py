@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from opto.trace.utils import is_code_name
+
 __all__ = [
     "extract_first_top_level_block",
     "extract_reasoning_and_remainder",
@@ -116,7 +118,7 @@ def extract_xml_like_data(
         if name is None or value is None or not name.strip():
             continue
         name, value = name.strip(), value.strip()
-        if "__code" in name and not value:
+        if is_code_name(name) and not value:
             continue
         variables[name] = value
     return {"reasoning": reasoning, "variables": variables}
