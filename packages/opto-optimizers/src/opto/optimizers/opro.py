@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import attrs
+from opto.optimizers import prompt_budget
 from opto.optimizers.buffers import FIFOBuffer
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.optoprime_v2 import OptimizerPromptSymbolSet, OptoPrimeV2
@@ -169,7 +170,9 @@ class _OPROHistory:
         **kwargs: Any,
     ) -> tuple[str, str]:
         """Record the current solution with its score (given to ``step`` or read from the
-        feedback) in the history, then build the ``(system, user)`` meta-prompt."""
+        feedback) in the history, then build the ``(system, user)`` meta-prompt, its values
+        shortened to fit ``max_prompt_tokens`` when set. ``mask`` has no effect: the
+        meta-prompt has no problem sections."""
         score = self._step_score
         if score is None:
             score = self.score_extractor(summary.user_feedback)
@@ -183,7 +186,16 @@ class _OPROHistory:
                 "score": None if score is None else float(score),
             }
         )
-        return self.system_prompt(), self.meta_prompt(summary, self.max_value_chars)
+        system = self.system_prompt()
+        user = prompt_budget.fit_to_tokens(
+            lambda limit, _: self.meta_prompt(summary, limit),
+            system,
+            self.max_value_chars,
+            [],
+            self.max_prompt_tokens,
+            self.token_counter,
+        )
+        return system, user
 
     def reply_guide(self) -> ReplyGuide:
         """The wording of the reply section: a better-scoring solution, no answer."""
