@@ -130,3 +130,14 @@ def test_llm_calls_is_part_of_every_optimizers_state():
     fresh = TextGrad([p], llm=ScriptedLLM([]))
     fresh.load_state_dict(state)
     assert fresh.llm_calls == 1
+
+
+def test_a_copied_optimizers_format_follows_the_copys_keys():
+    import copy
+
+    x = trace.node(3, trainable=True)
+    original = OptoPrime([x], llm=ScriptedLLM([]))
+    clone = copy.deepcopy(original)
+    clone.json_keys["suggestion"] = "changes"
+    assert '"changes"' in clone.output_format_prompt()
+    assert '"changes"' not in original.output_format_prompt()
