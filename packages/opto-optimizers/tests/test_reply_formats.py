@@ -141,3 +141,22 @@ def test_a_copied_optimizers_format_follows_the_copys_keys():
     clone.json_keys["suggestion"] = "changes"
     assert '"changes"' in clone.output_format_prompt()
     assert '"changes"' not in original.output_format_prompt()
+
+
+def test_optoprime_v2_is_optoprime_configured_with_xml_pieces():
+    from opto.optimizers.optoprime_v2 import XMLProblemView
+    from opto.optimizers.problem import LineProblemView
+
+    x = trace.node(3, trainable=True, description="an int")
+    y = trace.node("y" * 50)
+    plain = OptoPrime([x], llm=ScriptedLLM([]))
+    v2 = OptoPrimeV2([x], llm=ScriptedLLM([]))
+    assert isinstance(plain.problem_view, LineProblemView)
+    assert isinstance(v2.problem_view, XMLProblemView)
+    assert isinstance(v2.reply_format, XMLReplyFormat)
+    v2.truncate_expression = lambda value, limit: "CUT"  # reaches the view
+    v2.backward(x + y.data.count("y") + len(y.data), "fb")
+    instance = v2.problem_instance(v2.summarize(), mask=["# Documentation"])
+    assert "CUT" in instance.others or "CUT" in instance.inputs or "CUT" in instance.outputs
+    assert instance.documentation == ""  # masked by its title
+    assert "<constraint>\nan int\n</constraint>" in instance.variables  # never cut

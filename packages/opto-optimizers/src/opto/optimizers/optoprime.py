@@ -16,7 +16,6 @@ requests in :mod:`~opto.optimizers.llm_calls`, typed conversion in
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -32,14 +31,14 @@ from opto.optimizers.parsing import ParsedReply, SuggestionParseError
 from opto.optimizers.problem import (
     DEFAULT_PROMPT_SYMBOLS,
     FENCE_LINE,
+    LineProblemView,
     ProblemInstance,
+    ProblemView,
     merged_overrides,
     trace_representation,
-    type_name,
-    value_line,
 )
 from opto.optimizers.reply_formats import JSONReplyFormat, ReplyFormat, ReplyGuide
-from opto.optimizers.utils import drop_oldest, estimate_tokens, jsonable, truncate_expression
+from opto.optimizers.utils import drop_oldest, estimate_tokens, jsonable
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import (
     AbstractPropagator,
@@ -188,6 +187,10 @@ class OptoPrime(Optimizer):
         if not self.json_keys["reasoning"] or not self.json_keys["suggestion"]:
             raise ValueError("json_keys 'reasoning' and 'suggestion' must be non-empty names.")
         self.reply_format = reply_format or JSONReplyFormat(self.json_keys)
+        #: How the problem is shown (sections, values, example, memory).
+        self.problem_view: ProblemView = LineProblemView(
+            self.prompt_symbols, self.default_prompt_symbols
+        )
         self.objective = (
             objective
             if objective is not None
@@ -242,42 +245,19 @@ class OptoPrime(Optimizer):
         mask: Collection[str] | None = None,
         max_value_chars: int | None = None,
     ) -> ProblemInstance:
-        """The problem for ``summary``; sections named in ``mask`` (e.g. ``"#Code"``) are
-        left empty. Values other than the variables are cut at ``max_value_chars``."""
+        """The problem for ``summary`` in the :attr:`problem_view`; sections named in
+        ``mask`` (e.g. ``"#Code"``) are left empty. Values other than the variables are cut
+        at ``max_value_chars``."""
         limit = self.max_value_chars if max_value_chars is None else max_value_chars
-        masked = self._masked(mask)
-
-        def node(_: str, name: str, value: Any, __: Any) -> str:
-            return value_line(name, value, limit)
-
-        sections = {
-            "instruction": self.objective,
-            "variables": "\n".join(value_line(k, v[0], -1) for k, v in summary.variables.items()),
-            "constraints": "\n".join(
-                f"({type_name(name, value)}) {name}: {desc}"
-                for name, (value, desc) in summary.variables.items()
-                if desc is not None
-            ),
-            "feedback": str(summary.user_feedback),
-            **prompt_budget.graph_sections(summary, node, self.max_section_chars),
-        }
-        return ProblemInstance(
-            **{name: "" if name in masked else text for name, text in sections.items()}
+        view = self.problem_view
+        return view.instance(
+            summary, self.objective, limit, self.max_section_chars, view.masked(mask)
         )
-
-    def _masked(self, mask: Collection[str] | None) -> set[str]:
-        if not mask:
-            return set()
-        result = set()
-        for name, symbol in self.prompt_symbols.items():
-            default = self.default_prompt_symbols.get(name)
-            if symbol in mask or default in mask or name in mask:
-                result.add(name)
-        return result
 
     def reply_guide(self) -> ReplyGuide:
         """The wording of the reply-format section for this optimizer's task."""
-        s = self.prompt_symbols
+        view = self.problem_view
+        s = view.names
         return ReplyGuide(
             reasoning_rule=(
                 f"say what {s['instruction']} asks; explain what {s['feedback']} means for "
@@ -286,7 +266,8 @@ class OptoPrime(Optimizer):
             ),
             question=s["instruction"],
             variables=s["variables"],
-            constraints=s["constraints"],
+            constraints=view.constraints_ref.format(**s),
+            code_value=view.code_value,
         )
 
     def output_format_prompt(self) -> str:
@@ -295,25 +276,12 @@ class OptoPrime(Optimizer):
 
     def system_prompt(self) -> str:
         """Representation prompt followed by the output-format prompt."""
-        return (
-            self.representation_prompt.format(**self.prompt_symbols)
-            + "\n\n"
-            + self.output_format_prompt()
-        )
+        representation = self.problem_view.representation(self.representation_prompt)
+        return representation + "\n\n" + self.output_format_prompt()
 
     def example_problem(self) -> ProblemInstance:
         """The problem of the worked example (its reply suggests ``a = 14``)."""
-        return ProblemInstance(
-            instruction=self.default_objective.format(**self.prompt_symbols),
-            code="y = add(x=a, y=b)\nz = subtract(x=y, y=c)",
-            documentation="[add] Returns x + y.\n[subtract] Returns x - y.",
-            variables="(int) a=5",
-            constraints="(int) a: a > 0",
-            inputs="(int) b=1\n(int) c=5",
-            others="(int) y=6",
-            outputs="(int) z=1",
-            feedback="z should be 10.",
-        )
+        return self.problem_view.example(self.default_objective.format(**self.problem_view.names))
 
     def example_prompt(self) -> str:
         """A worked example: a small problem and a consistent reply in the reply format."""
@@ -330,27 +298,13 @@ class OptoPrime(Optimizer):
 
     @property
     def section_titles(self) -> Mapping[str, str]:
-        """The header of each problem section as rendered (the prompt symbols)."""
-        return self.prompt_symbols
+        """The header of each problem section as rendered."""
+        return self.problem_view.titles
 
     def _memory_text(self, entries: Sequence[Mapping[str, Any]], limit: int) -> str:
         if not entries:
             return ""
-        blocks = [
-            json.dumps(
-                {
-                    "variables": {
-                        k: truncate_expression(v, limit) if isinstance(v, str) else jsonable(v)
-                        for k, v in entry["variables"].items()
-                    },
-                    "feedback": jsonable(entry["feedback"]),
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-            for entry in entries
-        ]
-        return self.memory_prompt + "\n" + "\n".join(blocks) + "\n\n"
+        return self.memory_prompt + "\n" + self.problem_view.memory(entries, limit) + "\n\n"
 
     def _user_prompt(
         self,

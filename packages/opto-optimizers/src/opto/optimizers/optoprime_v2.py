@@ -17,9 +17,9 @@ from typing import Any
 
 import attrs
 from opto.optimizers.optoprime import OptoPrime
-from opto.optimizers.problem import trace_representation, type_name
+from opto.optimizers.problem import ProblemView, trace_representation, type_name
 from opto.optimizers.prompt_budget import graph_sections
-from opto.optimizers.reply_formats import JSONReplyFormat, ReplyGuide, XMLReplyFormat
+from opto.optimizers.reply_formats import JSONReplyFormat, XMLReplyFormat
 from opto.optimizers.utils import truncate_expression
 from opto.optimizers.xml_parsing import (
     extract_first_top_level_block,
@@ -37,6 +37,7 @@ __all__ = [
     "OptimizerPromptSymbolSetJSON",
     "OptoPrimeV2",
     "ProblemInstanceV2",
+    "XMLProblemView",
     "extract_first_top_level_block",
     "extract_reasoning_and_remainder",
     "extract_top_level_blocks",
@@ -164,6 +165,119 @@ class ProblemInstanceV2:
         return self.render()
 
 
+class XMLProblemView(ProblemView):
+    """OptoPrimeV2's view: ``<variable name=… type=…>`` elements (constraints inside
+    them) under the symbol set's titles, memory as ``<round k>`` blocks.
+
+    Args:
+        symbols: the tags and titles.
+        truncate: ``fn(value, limit) -> str`` that shortens long values.
+    """
+
+    code_value = "A value of type code"
+
+    def __init__(
+        self,
+        symbols: OptimizerPromptSymbolSet,
+        truncate: Callable[[Any, int], str] = truncate_expression,
+    ) -> None:
+        super().__init__(symbols.titles, {**symbols.names, "constraints": "#Constraints"})
+        self.symbols = symbols
+        self.truncate = truncate
+        self.constraints_ref = f"its <{symbols.constraint_tag}>"
+
+    def representation(self, template: str) -> str:
+        """The description with section names and this set's tags filled in."""
+        s = self.symbols
+        return template.format(
+            **self.names,
+            node_tag=s.node_tag,
+            variable_tag=s.variable_tag,
+            value_tag=s.value_tag,
+            constraint_tag=s.constraint_tag,
+        )
+
+    def element(self, tag: str, name: str, value: Any, constraint: Any, limit: int) -> str:
+        """One ``<tag name=… type=…>`` element with its value (cut at ``limit``) and, when
+        given, its constraint."""
+        s = self.symbols
+        shown = value if limit < 0 else self.truncate(value, limit)
+        text = str(shown).rstrip("\n") if is_code_name(name) else str(shown)
+        parts = [
+            f'<{tag} name="{name}" type="{type_name(name, value)}">',
+            f"<{s.value_tag}>\n{text}\n</{s.value_tag}>",
+        ]
+        if constraint is not None:
+            parts.append(f"<{s.constraint_tag}>\n{constraint}\n</{s.constraint_tag}>")
+        parts.append(f"</{tag}>")
+        return "\n".join(parts)
+
+    def instance(
+        self,
+        summary: FunctionFeedback,
+        objective: str,
+        limit: int,
+        max_section_chars: int | None,
+        masked: Collection[str],
+    ) -> ProblemInstanceV2:
+        """Variables as elements with their constraints (code whole), inputs with their
+        descriptions, other nodes as plain elements."""
+        s = self.symbols
+
+        def node(section: str, name: str, value: Any, desc: Any) -> str:
+            constraint = desc if section == "inputs" else None
+            return self.element(s.node_tag, name, value, constraint, limit)
+
+        sections = {
+            "instruction": objective,
+            "variables": "\n".join(
+                self.element(s.variable_tag, name, value, desc, -1)
+                for name, (value, desc) in summary.variables.items()
+            ),
+            "feedback": str(summary.user_feedback),
+            **graph_sections(summary, node, max_section_chars),
+        }
+        return ProblemInstanceV2(
+            titles=s.titles,
+            **{key: "" if key in masked else text for key, text in sections.items()},
+        )
+
+    def example(self, objective: str) -> ProblemInstanceV2:
+        """``a + b - c`` should be 10, in this set's elements."""
+        s = self.symbols
+        element = self.element
+        return ProblemInstanceV2(
+            titles=s.titles,
+            instruction=objective,
+            code="y = add(x=a, y=b)\nz = subtract(x=y, y=c)",
+            documentation="[add] Returns x + y.\n[subtract] Returns x - y.",
+            variables=element(s.variable_tag, "a", 5, "a > 0", -1),
+            inputs=element(s.node_tag, "b", 1, None, -1)
+            + "\n"
+            + element(s.node_tag, "c", 5, None, -1),
+            others=element(s.node_tag, "y", 6, None, -1),
+            outputs=element(s.node_tag, "z", 1, None, -1),
+            feedback="z should be 10.",
+        )
+
+    def memory(self, entries: Sequence[Mapping[str, Any]], limit: int) -> str:
+        """Past rounds as ``<round k>`` blocks; values keep their indentation."""
+        s = self.symbols
+        rounds = []
+        for number, entry in enumerate(entries, start=1):
+            blocks = "".join(
+                f"<{s.improved_variable_tag}>\n<{s.name_tag}>{name}</{s.name_tag}>\n"
+                f"<{s.value_tag}>\n{self.truncate(value, limit) if limit >= 0 else value}"
+                f"\n</{s.value_tag}>\n</{s.improved_variable_tag}>\n"
+                for name, value in entry["variables"].items()
+            )
+            rounds.append(
+                f"<round {number}>\n{blocks}<feedback>\n{entry['feedback']}\n</feedback>\n"
+                f"</round {number}>"
+            )
+        return "\n".join(rounds)
+
+
 class OptoPrimeV2(OptoPrime):
     """OptoPrime configured with an XML-style problem and an XML (or JSON) reply format.
 
@@ -227,7 +341,6 @@ class OptoPrimeV2(OptoPrime):
                 "initial_var_char_limit, and the prompt always asks about the variables."
             )
         self.symbols = symbols
-        self.truncate_expression = truncate_expression
         kwargs.setdefault("json_keys", {"answer": None})
         super().__init__(
             parameters,
@@ -239,6 +352,7 @@ class OptoPrimeV2(OptoPrime):
             max_value_chars=initial_var_char_limit,
             **kwargs,
         )
+        self.problem_view = XMLProblemView(symbols, truncate_expression)
         custom = symbols.custom_output_format_instruction
         self.reply_format = (
             JSONReplyFormat(self.json_keys, custom)
@@ -251,117 +365,11 @@ class OptoPrimeV2(OptoPrime):
         """Longest value shown for non-variables (``max_value_chars``)."""
         return self.max_value_chars
 
-    # --- the prompt -------------------------------------------------------------------
-
-    def _masked(self, mask: Collection[str] | None) -> set[str]:
-        masked = super()._masked(mask)
-        if mask:
-            masked.update(key for key, title in self.symbols.titles.items() if title in mask)
-        return masked
-
-    def _element(self, tag: str, name: str, value: Any, constraint: str | None, limit: int) -> str:
-        s = self.symbols
-        shown = value if limit < 0 else self.truncate_expression(value, limit)
-        text = str(shown).rstrip("\n") if is_code_name(name) else str(shown)
-        parts = [
-            f'<{tag} name="{name}" type="{type_name(name, value)}">',
-            f"<{s.value_tag}>\n{text}\n</{s.value_tag}>",
-        ]
-        if constraint is not None:
-            parts.append(f"<{s.constraint_tag}>\n{constraint}\n</{s.constraint_tag}>")
-        parts.append(f"</{tag}>")
-        return "\n".join(parts)
-
-    def problem_instance(
-        self,
-        summary: FunctionFeedback,
-        mask: Collection[str] | None = None,
-        max_value_chars: int | None = None,
-    ) -> ProblemInstanceV2:  # type: ignore[override]
-        """The XML-style problem for ``summary``; sections named in ``mask`` (by title,
-        prose name or key) are left empty. Code values are shown whole, with their
-        signature description as the constraint."""
-        limit = self.max_value_chars if max_value_chars is None else max_value_chars
-        s = self.symbols
-        masked = self._masked(mask)
-
-        def node(section: str, name: str, value: Any, desc: Any) -> str:
-            constraint = desc if section == "inputs" else None
-            return self._element(s.node_tag, name, value, constraint, limit)
-
-        sections = {
-            "instruction": self.objective,
-            "variables": "\n".join(
-                self._element(s.variable_tag, name, value, desc, -1)
-                for name, (value, desc) in summary.variables.items()
-            ),
-            "feedback": str(summary.user_feedback),
-            **graph_sections(summary, node, self.max_section_chars),
-        }
-        return ProblemInstanceV2(
-            titles=s.titles,
-            **{key: "" if key in masked else text for key, text in sections.items()},
-        )
-
-    def reply_guide(self) -> ReplyGuide:
-        """OptoPrime's wording, with constraints inside each variable and code values
-        named by their type."""
-        return attrs.evolve(
-            super().reply_guide(),
-            constraints=f"its <{self.symbols.constraint_tag}>",
-            code_value="A value of type code",
-        )
-
-    def system_prompt(self) -> str:
-        """Representation prompt (with this set's tags) followed by the output format."""
-        s = self.symbols
-        representation = self.representation_prompt.format(
-            **s.names,
-            node_tag=s.node_tag,
-            variable_tag=s.variable_tag,
-            value_tag=s.value_tag,
-            constraint_tag=s.constraint_tag,
-        )
-        return representation + "\n\n" + self.output_format_prompt()
-
-    def example_problem(self) -> ProblemInstanceV2:  # type: ignore[override]
-        """The worked example's problem, in this symbol set's elements."""
-        s = self.symbols
-        element = self._element
-        return ProblemInstanceV2(
-            titles=s.titles,
-            instruction=self.default_objective.format(**s.names),
-            code="y = add(x=a, y=b)\nz = subtract(x=y, y=c)",
-            documentation="[add] Returns x + y.\n[subtract] Returns x - y.",
-            variables=element(s.variable_tag, "a", 5, "a > 0", -1),
-            inputs=element(s.node_tag, "b", 1, None, -1)
-            + "\n"
-            + element(s.node_tag, "c", 5, None, -1),
-            others=element(s.node_tag, "y", 6, None, -1),
-            outputs=element(s.node_tag, "z", 1, None, -1),
-            feedback="z should be 10.",
-        )
-
     @property
-    def section_titles(self) -> Mapping[str, str]:
-        """The symbol set's section titles."""
-        return self.symbols.titles
+    def truncate_expression(self) -> Callable[[Any, int], str]:
+        """``fn(value, limit) -> str`` that shortens long values in the problem."""
+        return self.problem_view.truncate  # type: ignore[attr-defined,no-any-return]
 
-    def _memory_text(self, entries: Sequence[Mapping[str, Any]], limit: int) -> str:
-        """Past rounds as ``<round k>`` blocks; values keep their indentation."""
-        if not entries:
-            return ""
-        s = self.symbols
-        rounds = []
-        for number, entry in enumerate(entries, start=1):
-            blocks = "".join(
-                f"<{s.improved_variable_tag}>\n<{s.name_tag}>{name}</{s.name_tag}>\n"
-                f"<{s.value_tag}>\n{self.truncate_expression(value, limit) if limit >= 0 else value}"
-                f"\n</{s.value_tag}>\n</{s.improved_variable_tag}>\n"
-                for name, value in entry["variables"].items()
-            )
-            rounds.append(
-                f"<round {number}>\n{blocks}<feedback>\n{entry['feedback']}\n</feedback>\n"
-                f"</round {number}>"
-            )
-        return self.memory_prompt + "\n" + "\n".join(rounds) + "\n\n"
+    @truncate_expression.setter
+    def truncate_expression(self, fn: Callable[[Any, int], str]) -> None:
+        self.problem_view.truncate = fn  # type: ignore[attr-defined]

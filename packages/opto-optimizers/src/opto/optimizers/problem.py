@@ -8,18 +8,24 @@ per line as ``(int) x0=3``, code as ``(code) __code0:<source>``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import abc
+import json
+from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import attrs
-from opto.optimizers.utils import truncate_expression
+from opto.optimizers.prompt_budget import graph_sections
+from opto.optimizers.utils import jsonable, truncate_expression
+from opto.trace.propagators import FunctionFeedback
 from opto.trace.utils import is_code_name
 
 __all__ = [
     "DEFAULT_PROMPT_SYMBOLS",
     "FENCE_LINE",
+    "LineProblemView",
     "ProblemInstance",
+    "ProblemView",
     "merged_overrides",
     "trace_representation",
     "type_name",
@@ -112,3 +118,140 @@ def merged_overrides(
             raise ValueError(f"unknown {what} keys {unknown}; valid keys are {sorted(defaults)}.")
         result.update(overrides)
     return result
+
+
+class ProblemView(abc.ABC):
+    """How an optimizer shows a problem: section headers, the problem instance, the worked
+    example, remembered steps and the system prompt's description of them.
+
+    Args:
+        titles: section key to the header rendered above it.
+        names: section key to the name prose uses for it (``#Variables``).
+        defaults: the default headers, also accepted in a ``mask``.
+    """
+
+    #: What suggested values must respect, and how prose names a code value.
+    constraints_ref: str = "{constraints}"
+    code_value: str = "A (code) value"
+
+    def __init__(
+        self,
+        titles: Mapping[str, str],
+        names: Mapping[str, str],
+        defaults: Mapping[str, str] = DEFAULT_PROMPT_SYMBOLS,
+    ) -> None:
+        self.titles = titles
+        self.names = names
+        self.defaults = dict(defaults)  # a copy: read-only mappings cannot be deep-copied
+
+    def masked(self, mask: Collection[str] | None) -> set[str]:
+        """The section keys ``mask`` names, by key, header, prose name or default header."""
+        if not mask:
+            return set()
+        keys = {*self.titles, *self.names}
+        return {
+            key
+            for key in keys
+            if key in mask
+            or self.titles.get(key) in mask
+            or self.names.get(key) in mask
+            or self.defaults.get(key) in mask
+        }
+
+    def representation(self, template: str) -> str:
+        """``template`` (the system prompt's description) with the section names filled in."""
+        return template.format(**self.names)
+
+    @abc.abstractmethod
+    def instance(
+        self,
+        summary: FunctionFeedback,
+        objective: str,
+        limit: int,
+        max_section_chars: int | None,
+        masked: Collection[str],
+    ) -> Any:
+        """The problem instance of ``summary`` (values cut at ``limit``; ``masked`` sections
+        left empty); ``.render(titles)`` lays it out."""
+
+    @abc.abstractmethod
+    def example(self, objective: str) -> Any:
+        """The problem of the worked example (its reply suggests ``a = 14``)."""
+
+    @abc.abstractmethod
+    def memory(self, entries: Sequence[Mapping[str, Any]], limit: int) -> str:
+        """Remembered ``{variables, feedback}`` entries, oldest first."""
+
+
+class LineProblemView(ProblemView):
+    """OptoPrime's view: ``#Header`` sections of ``(type) name=value`` lines, variables'
+    descriptions under ``#Constraints``, memory as JSON blocks.
+
+    Args:
+        symbols: the headers (``prompt_symbols``; read at each use).
+        defaults: the default headers, also accepted in a ``mask``.
+    """
+
+    def __init__(
+        self, symbols: Mapping[str, str], defaults: Mapping[str, str] = DEFAULT_PROMPT_SYMBOLS
+    ) -> None:
+        super().__init__(symbols, symbols, defaults)
+
+    def instance(
+        self,
+        summary: FunctionFeedback,
+        objective: str,
+        limit: int,
+        max_section_chars: int | None,
+        masked: Collection[str],
+    ) -> ProblemInstance:
+        """``(type) name=value`` lines per section."""
+
+        def node(_: str, name: str, value: Any, __: Any) -> str:
+            return value_line(name, value, limit)
+
+        sections = {
+            "instruction": objective,
+            "variables": "\n".join(value_line(k, v[0], -1) for k, v in summary.variables.items()),
+            "constraints": "\n".join(
+                f"({type_name(name, value)}) {name}: {desc}"
+                for name, (value, desc) in summary.variables.items()
+                if desc is not None
+            ),
+            "feedback": str(summary.user_feedback),
+            **graph_sections(summary, node, max_section_chars),
+        }
+        return ProblemInstance(
+            **{name: "" if name in masked else text for name, text in sections.items()}
+        )
+
+    def example(self, objective: str) -> ProblemInstance:
+        """``a + b - c`` should be 10: ``a`` must become 14."""
+        return ProblemInstance(
+            instruction=objective,
+            code="y = add(x=a, y=b)\nz = subtract(x=y, y=c)",
+            documentation="[add] Returns x + y.\n[subtract] Returns x - y.",
+            variables="(int) a=5",
+            constraints="(int) a: a > 0",
+            inputs="(int) b=1\n(int) c=5",
+            others="(int) y=6",
+            outputs="(int) z=1",
+            feedback="z should be 10.",
+        )
+
+    def memory(self, entries: Sequence[Mapping[str, Any]], limit: int) -> str:
+        """One indented JSON object per entry (text values cut at ``limit``)."""
+        return "\n".join(
+            json.dumps(
+                {
+                    "variables": {
+                        k: truncate_expression(v, limit) if isinstance(v, str) else jsonable(v)
+                        for k, v in entry["variables"].items()
+                    },
+                    "feedback": jsonable(entry["feedback"]),
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+            for entry in entries
+        )
