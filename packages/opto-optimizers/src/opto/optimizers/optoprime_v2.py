@@ -12,13 +12,12 @@ JSON one); conversion, code checks, memory, LLM calls and step records are OptoP
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.problem import ProblemView, trace_representation, type_name
-from opto.optimizers.prompt_budget import graph_sections
 from opto.optimizers.reply_formats import JSONReplyFormat, XMLReplyFormat
 from opto.optimizers.utils import truncate_expression
 from opto.optimizers.xml_parsing import (
@@ -212,35 +211,24 @@ class XMLProblemView(ProblemView):
         parts.append(f"</{tag}>")
         return "\n".join(parts)
 
-    def instance(
-        self,
-        summary: FunctionFeedback,
-        objective: str,
-        limit: int,
-        max_section_chars: int | None,
-        masked: Collection[str],
-    ) -> ProblemInstanceV2:
-        """Variables as elements with their constraints (code whole), inputs with their
-        descriptions, other nodes as plain elements."""
-        s = self.symbols
+    def node_entry(self, section: str, name: str, value: Any, desc: Any, limit: int) -> str:
+        """A node element; inputs carry their description as the constraint."""
+        constraint = desc if section == "inputs" else None
+        return self.element(self.symbols.node_tag, name, value, constraint, limit)
 
-        def node(section: str, name: str, value: Any, desc: Any) -> str:
-            constraint = desc if section == "inputs" else None
-            return self.element(s.node_tag, name, value, constraint, limit)
-
-        sections = {
-            "instruction": objective,
+    def variable_sections(self, summary: FunctionFeedback) -> dict[str, str]:
+        """Variables as elements with their constraints (code whole)."""
+        tag = self.symbols.variable_tag
+        return {
             "variables": "\n".join(
-                self.element(s.variable_tag, name, value, desc, -1)
+                self.element(tag, name, value, desc, -1)
                 for name, (value, desc) in summary.variables.items()
-            ),
-            "feedback": str(summary.user_feedback),
-            **graph_sections(summary, node, max_section_chars),
+            )
         }
-        return ProblemInstanceV2(
-            titles=s.titles,
-            **{key: "" if key in masked else text for key, text in sections.items()},
-        )
+
+    def build(self, sections: Mapping[str, str]) -> ProblemInstanceV2:
+        """A :class:`ProblemInstanceV2` with this set's titles."""
+        return ProblemInstanceV2(titles=self.symbols.titles, **sections)
 
     def example(self, objective: str) -> ProblemInstanceV2:
         """``a + b - c`` should be 10, in this set's elements."""

@@ -162,7 +162,6 @@ class ProblemView(abc.ABC):
         """``template`` (the system prompt's description) with the section names filled in."""
         return template.format(**self.names)
 
-    @abc.abstractmethod
     def instance(
         self,
         summary: FunctionFeedback,
@@ -171,8 +170,32 @@ class ProblemView(abc.ABC):
         max_section_chars: int | None,
         masked: Collection[str],
     ) -> Any:
-        """The problem instance of ``summary`` (values cut at ``limit``; ``masked`` sections
-        left empty); ``.render(titles)`` lays it out."""
+        """The problem instance of ``summary`` (values cut at ``limit``, graph sections
+        within ``max_section_chars``, ``masked`` sections left empty); ``.render(titles)``
+        lays it out."""
+
+        def node(section: str, name: str, value: Any, desc: Any) -> str:
+            return self.node_entry(section, name, value, desc, limit)
+
+        sections = {
+            "instruction": objective,
+            **self.variable_sections(summary),
+            "feedback": str(summary.user_feedback),
+            **graph_sections(summary, node, max_section_chars),
+        }
+        return self.build({key: "" if key in masked else text for key, text in sections.items()})
+
+    @abc.abstractmethod
+    def node_entry(self, section: str, name: str, value: Any, desc: Any, limit: int) -> str:
+        """One input, intermediate or output node of ``section`` (value cut at ``limit``)."""
+
+    @abc.abstractmethod
+    def variable_sections(self, summary: FunctionFeedback) -> dict[str, str]:
+        """The sections showing the trainable variables (never cut)."""
+
+    @abc.abstractmethod
+    def build(self, sections: Mapping[str, str]) -> Any:
+        """The problem instance holding ``sections``."""
 
     @abc.abstractmethod
     def example(self, objective: str) -> Any:
@@ -197,33 +220,24 @@ class LineProblemView(ProblemView):
     ) -> None:
         super().__init__(symbols, symbols, defaults)
 
-    def instance(
-        self,
-        summary: FunctionFeedback,
-        objective: str,
-        limit: int,
-        max_section_chars: int | None,
-        masked: Collection[str],
-    ) -> ProblemInstance:
-        """``(type) name=value`` lines per section."""
+    def node_entry(self, section: str, name: str, value: Any, desc: Any, limit: int) -> str:
+        """``(type) name=value``."""
+        return value_line(name, value, limit)
 
-        def node(_: str, name: str, value: Any, __: Any) -> str:
-            return value_line(name, value, limit)
-
-        sections = {
-            "instruction": objective,
+    def variable_sections(self, summary: FunctionFeedback) -> dict[str, str]:
+        """``#Variables`` as value lines, ``#Constraints`` from their descriptions."""
+        return {
             "variables": "\n".join(value_line(k, v[0], -1) for k, v in summary.variables.items()),
             "constraints": "\n".join(
                 f"({type_name(name, value)}) {name}: {desc}"
                 for name, (value, desc) in summary.variables.items()
                 if desc is not None
             ),
-            "feedback": str(summary.user_feedback),
-            **graph_sections(summary, node, max_section_chars),
         }
-        return ProblemInstance(
-            **{name: "" if name in masked else text for name, text in sections.items()}
-        )
+
+    def build(self, sections: Mapping[str, str]) -> ProblemInstance:
+        """A :class:`ProblemInstance`."""
+        return ProblemInstance(**sections)
 
     def example(self, objective: str) -> ProblemInstance:
         """``a + b - c`` should be 10: ``a`` must become 14."""
