@@ -107,8 +107,6 @@ def _uv_hints() -> dict[str, list[str]]:
                     options.append(option)
                     if option in _VALUED and words:
                         options.append(words.pop(0))
-                if any(mark in option for option in options for mark in "<{"):
-                    continue  # a template (`--extra <extra>`, f"--extra {extra}"), not a command
                 command = " ".join(["uv", match.group(1), *options])
                 found.setdefault(command, []).append(f"{path.relative_to(ROOT)}:{number}")
     return found
