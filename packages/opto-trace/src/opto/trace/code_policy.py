@@ -392,7 +392,7 @@ def check_code(
     if expected is not None:
         _structure(tree, expected[0], expected[1], kind)
     if policy is not None and policy.restricted:
-        from opto.trace.sandbox import restricted_compile_errors
+        from opto.trace._restricted import restricted_compile_errors
 
         problems = policy_violations(tree, policy) + restricted_compile_errors(source)
         if problems:
