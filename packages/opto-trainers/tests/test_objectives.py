@@ -154,7 +154,7 @@ def test_to_score_dict_rejects_empty_dict():
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_to_score_dict_rejects_non_finite_metric(value):
-    with pytest.raises(ValueError, match="'a'.*must be finite"):
+    with pytest.raises(ValueError, match=r"'a'.*must be finite"):
         to_score_dict({"a": value})
 
 
@@ -175,7 +175,7 @@ def test_score_dict_to_scalar_reads_the_score_key():
 
 
 def test_score_dict_to_scalar_missing_score_key_raises():
-    with pytest.raises(ValueError, match="no metric 'score'.*'acc'"):
+    with pytest.raises(ValueError, match=r"no metric 'score'.*'acc'"):
         score_dict_to_scalar({"acc": 0.7}, ObjectiveConfig())
 
 

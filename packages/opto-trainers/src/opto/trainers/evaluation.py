@@ -24,7 +24,15 @@ from opto.trace.modules import Module
 
 from .executors import Executor, make_executor
 from .guide import Guide
-from .runner import ErrorBudget, Rollout, TooManyErrorsError, guarded, is_failure, rollout
+from .runner import (
+    ErrorBudget,
+    Rollout,
+    TooManyErrorsError,
+    guarded,
+    is_failure,
+    rollout,
+    score_dict_of,
+)
 
 __all__ = ["Rollout", "TooManyErrorsError", "evaluate", "rollout", "run_rollouts"]
 
@@ -35,6 +43,7 @@ def _run_one(
     min_score: Any,
     catch_errors: bool,
     scores_only: bool,
+    score_dicts: bool,
     copy_agent: bool,
     keep_target: bool,
     budget: ErrorBudget | None,
@@ -48,13 +57,30 @@ def _run_one(
     """
     agent, x, info, guide = task
     if budget is not None and budget.tripped:
-        return Rollout(x=x, info=info, score=min_score, error="skipped", error_kind="skipped")
+        return Rollout(
+            x=x,
+            info=info,
+            score=min_score,
+            error="skipped",
+            error_kind="skipped",
+            score_dict=score_dict_of(min_score) if score_dicts else None,
+        )
 
     def call() -> Rollout:
         worker = agent.copy() if copy_agent else agent
-        return rollout(worker, x, guide.copy(), info, min_score, scores_only=scores_only)
+        return rollout(
+            worker,
+            x,
+            guide.copy(),
+            info,
+            min_score,
+            scores_only=scores_only,
+            score_dicts=score_dicts,
+        )
 
     record = guarded(call, x, info, min_score) if catch_errors else call()
+    if score_dicts and record.score_dict is None:
+        record.score_dict = score_dict_of(min_score)
     if budget is not None and is_failure(record):
         budget.add(record.exception, record)
     if not keep_target:
@@ -73,6 +99,7 @@ def run_rollouts(
     catch_errors: bool = False,
     max_errors: int | None = None,
     scores_only: bool = False,
+    score_dicts: bool = False,
     copy_agents: bool = True,
     keep_targets: bool = True,
     errors: ErrorBudget | None = None,
@@ -83,7 +110,9 @@ def run_rollouts(
     `copy_agents=False` when the agents are already private copies) and its own
     `guide.copy()`. `keep_targets=False` drops the output nodes (scores only, and required
     on executors that run tasks in other processes, whose graphs cannot come back). See
-    the module docstring for `catch_errors`, `max_errors` and `min_score`; `errors` is an
+    the module docstring for `catch_errors`, `max_errors` and `min_score`. With
+    `score_dicts` each record's `score_dict` holds the guide's metrics (a failed example's
+    is derived from `min_score`: None, its dict, or `{"score": min_score}`). `errors` is an
     `ErrorBudget` to count failures in instead (e.g. a training run's, shared by steps).
     """
     if not len(agents) == len(xs) == len(infos):
@@ -107,6 +136,7 @@ def run_rollouts(
         min_score,
         catch_errors,
         scores_only,
+        score_dicts,
         copy_agents,
         keep_targets,
         budget if in_process else None,
@@ -132,6 +162,7 @@ def evaluate(
     max_errors: int | None = None,
     executor: Executor | None = None,
     on_rollouts: Callable[[list[Rollout]], None] | None = None,
+    score_dicts: bool = False,
 ) -> list[Any]:
     """Score `agent` on every (input, info) pair; every call in flight at once.
 
@@ -140,6 +171,11 @@ def evaluate(
     exceptions score `min_score`; more than `max_errors` non-execution failures raise
     `TooManyErrorsError`). `on_rollouts` receives the full records (for storage/logging).
     `description` is accepted for compatibility (progress is shown by trainers' loggers).
+
+    With `score_dicts=True` each score is the guide's dict of metrics instead (see
+    `Guide.get_score_dict`; one guide call per example when the guide overrides it); a
+    failed example's is None when `min_score` is None, `min_score` when it is a dict, else
+    `{"score": min_score}`. Average them with `objectives.aggregate_score_dicts`.
     """
     if len(inputs) != len(infos):
         raise ValueError(
@@ -162,6 +198,7 @@ def evaluate(
             catch_errors=True,
             max_errors=max_errors,
             scores_only=True,
+            score_dicts=score_dicts,
             keep_targets=False,
         )
     finally:
@@ -174,7 +211,7 @@ def evaluate(
         )
     if on_rollouts is not None:
         on_rollouts(results)
-    scores = [r.score for r in results]
+    scores = [r.score_dict if score_dicts else r.score for r in results]
     if num_samples == 1:
         return scores
     return [scores[i : i + num_samples] for i in range(0, len(scores), num_samples)]

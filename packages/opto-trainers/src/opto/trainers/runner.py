@@ -51,6 +51,7 @@ __all__ = [
     "resolve",
     "rollout",
     "run_example",
+    "score_dict_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ class Rollout:
 
     `target` is the output node (or the `ExceptionNode`) for backward; it is None when the
     rollout failed outside the traced code. `exception` is what a failed rollout raised.
-    Neither is part of `to_dict()`. `error_kind` is None,
+    Neither is part of `to_dict()`. `score_dict` holds the guide's metrics by name when
+    they were asked for (`score_dicts=True`; `to_dict()` then includes it). `error_kind` is None,
     "execution" (an `ExecutionError` of the agent), "exception" (any other failure) or
     "skipped" (not run because the error budget was already exhausted).
     """
@@ -96,12 +98,13 @@ class Rollout:
     feedback: Any = None
     error: str | None = None
     error_kind: str | None = None
+    score_dict: dict[str, float] | None = None
     target: Node[Any] | None = attrs.field(default=None, repr=False)
     exception: BaseException | None = attrs.field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly record (inputs, output data, score, feedback, error)."""
-        return {
+        """A JSON-friendly record (inputs, output data, score(s), feedback, error)."""
+        record = {
             "x": self.x,
             "info": self.info,
             "output": self.output,
@@ -110,6 +113,9 @@ class Rollout:
             "error": self.error,
             "error_kind": self.error_kind,
         }
+        if self.score_dict is not None:
+            record["score_dict"] = dict(self.score_dict)
+        return record
 
 
 # -- async agents ---------------------------------------------------------------------------
@@ -174,9 +180,55 @@ def _check_score(guide: Guide, score: Any, what: str) -> Any:
     )
 
 
+def _overrides(guide: Guide, method: str) -> bool:
+    impl = getattr(type(guide), method, None)
+    return impl is not None and impl is not getattr(Guide, method)
+
+
 def _metric_overridden(guide: Guide) -> bool:
-    metric = getattr(type(guide), "metric", None)
-    return metric is not None and metric is not Guide.metric
+    return _overrides(guide, "metric")
+
+
+def score_dict_of(min_score: Any) -> dict[str, float] | None:
+    """The score dict of a failed example scored `min_score`: None stays None, a dict is
+    copied, a number `s` becomes `{"score": s}`."""
+    if min_score is None:
+        return None
+    if isinstance(min_score, Mapping):
+        return {str(k): float(v) for k, v in min_score.items()}
+    return {"score": float(min_score)}
+
+
+def _scores(
+    guide: Guide, x: Any, output: Any, info: Any, *, scores_only: bool, score_dicts: bool
+) -> tuple[Any, Any, dict[str, float] | None]:
+    """`(score, feedback, score_dict)`, asking the guide as little as possible.
+
+    Without `score_dicts` the score dict is None. With it: a score that is itself a dict
+    is the score dict; a guide with its own `get_score_dict` is asked for it (when only
+    scores are wanted, that is the only call, and the scalar score is None); otherwise
+    the score dict is `{"score": score}`.
+    """
+    if score_dicts and scores_only and _overrides(guide, "get_score_dict"):
+        return None, None, _checked_dict(guide, resolve(guide.get_score_dict(x, output, info)))
+    score, feedback = judge(guide, x, output, info, scores_only=scores_only)
+    if not score_dicts:
+        return score, feedback, None
+    if isinstance(score, Mapping):
+        return score, feedback, {str(k): float(v) for k, v in score.items()}
+    if _overrides(guide, "get_score_dict"):
+        metrics = _checked_dict(guide, resolve(guide.get_score_dict(x, output, info)))
+        return score, feedback, metrics
+    return score, feedback, {"score": float(score)}
+
+
+def _checked_dict(guide: Guide, metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise GuideError(
+            f"guide {type(guide).__name__}.get_score_dict returned {metrics!r:.80}; it must "
+            "return a dict of metric name -> number"
+        )
+    return {str(k): float(v) for k, v in _check_score(guide, metrics, "get_score_dict").items()}
 
 
 def judge(
@@ -210,11 +262,13 @@ def rollout(
     min_score: Any = None,
     *,
     scores_only: bool = False,
+    score_dicts: bool = False,
 ) -> Rollout:
     """Run `agent(x)` (awaited if async) and score it with `guide`.
 
     An `ExecutionError` becomes an "execution" record with the error's feedback; other
-    exceptions propagate (`run_example` turns them into records).
+    exceptions propagate (`run_example` turns them into records). With `score_dicts`, the
+    record's `score_dict` holds the guide's metrics (see `Guide.get_score_dict`).
     """
     try:
         target = call_agent(agent, x)
@@ -228,16 +282,20 @@ def rollout(
             feedback=node.create_feedback("full"),
             error=str(node._data),
             error_kind="execution",
+            score_dict=score_dict_of(min_score) if score_dicts else None,
             target=node,
         )
     output = target.data if isinstance(target, Node) else target
-    score, feedback = judge(guide, x, output, info, scores_only=scores_only)
+    score, feedback, metrics = _scores(
+        guide, x, output, info, scores_only=scores_only, score_dicts=score_dicts
+    )
     return Rollout(
         x=x,
         info=info,
         output=output,
         score=score,
         feedback=feedback,
+        score_dict=metrics,
         target=target if isinstance(target, Node) else None,
     )
 
