@@ -41,9 +41,11 @@ from ..executors import Executor, make_executor
 from ..guide import Guide, check_guide
 from ..loader import DataLoader, as_dataset
 from ..loggers import BaseLogger, ConsoleLogger
+from ..objectives import ObjectiveConfig
 from ..ranking import is_score
 from ..resume_check import agent_signature, check_overrides, check_resume
 from ..runner import ErrorBudget, TooManyErrorsError
+from ..scoring import as_objective_config, log_metrics, mean_score, scalar, split_scores
 from ..stopping import StopConditions, StopReason
 from ..utils import (
     ParamSet,
@@ -110,7 +112,9 @@ class TrainOptions:
     (alias `test_frequency`; evaluate every k steps and before training, 0/None: never),
     `log_frequency` (default: `eval_frequency`), `min_score` (score of failed rollouts),
     `max_errors` (examples whose agent or guide raised that are tolerated: over the run's
-    training and validation rollouts, and per test evaluation; None: unlimited).
+    training and validation rollouts, and per test evaluation; None: unlimited),
+    `objective_config` (an `ObjectiveConfig`: compare candidates by the guide's score dicts;
+    see `opto.trainers.scoring`).
 
     Saving: `save_frequency` (checkpoint and save the agent every k steps),
     `save_path` (agent file; its directory holds the default storage), `storage` (a
@@ -136,6 +140,9 @@ class TrainOptions:
     log_frequency: int | None = attrs.field(default=None, validator=_optional_non_negative)
     min_score: Any = None
     max_errors: int | None = None
+    objective_config: ObjectiveConfig | None = attrs.field(
+        default=None, converter=as_objective_config
+    )
     save_frequency: int | None = attrs.field(default=None, validator=_optional_positive)
     save_path: str = "checkpoints/agent.json"
     storage: Any = None
@@ -376,12 +383,14 @@ class Trainer:
         *,
         min_score: Any = None,
         max_errors: int | None = None,
-    ) -> list[float | None]:
+        objective_config: ObjectiveConfig | None = None,
+    ) -> list[Any]:
         """Mean score of each candidate on the examples; every candidate x example at once.
 
         Candidates run on bound copies: the shared agent is never modified, even if a
         validation fails. A candidate whose rollouts all lack a score gets None. Failures
-        count in the run's `errors`, or, with `max_errors`, against that limit alone.
+        count in the run's `errors`, or, with `max_errors`, against that limit alone. With
+        `objective_config` each mean is a per-metric dict of the guide's score dicts.
         """
         bound = [bind(self.agent, candidate) for candidate in candidates]
         results = run_rollouts(
@@ -394,12 +403,14 @@ class Trainer:
             catch_errors=True,
             max_errors=max_errors,
             scores_only=True,
+            score_dicts=objective_config is not None,
             keep_targets=False,
             errors=self.errors if max_errors is None else None,
         )
         n = len(xs)
+        scores = [r.score if objective_config is None else r.score_dict for r in results]
         return [
-            safe_mean([r.score for r in results[i * n : (i + 1) * n]]) for i in range(len(bound))
+            mean_score(scores[i * n : (i + 1) * n], objective_config) for i in range(len(bound))
         ]
 
     def propose(
@@ -469,8 +480,11 @@ class Trainer:
         description: str | None = None,
         *,
         max_errors: int | None = None,
-    ) -> float | None:
-        """Mean score of `agent` on the examples (all calls at once); None if none scored."""
+        objective_config: ObjectiveConfig | None = None,
+    ) -> Any:
+        """Mean score of `agent` on the examples (all calls at once); None if none scored.
+
+        With `objective_config`, the per-metric mean of the guide's score dicts."""
         with contextlib.ExitStack() as stack:
             executor = self.executor
             if num_threads is not None:
@@ -484,8 +498,9 @@ class Trainer:
                 num_samples=num_samples,
                 max_errors=max_errors,
                 executor=executor,
+                score_dicts=objective_config is not None,
             )
-        return safe_mean(scores)
+        return mean_score(scores, objective_config)
 
     def save_agent(self, save_path: str | Path, iteration: int | None = None) -> str:
         """Save the agent (JSON) to `save_path`, suffixed `_iter{N}` when `iteration` is given."""
@@ -568,7 +583,10 @@ class Trainer:
         if options.test_guide is not None:
             check_guide(options.test_guide, "test_guide")
         with self._use_executor(options.num_threads):
-            run = TrainSession(self, guide, options, config=dict(config or {}))
+            config = dict(config or {})
+            if options.objective_config is not None:
+                config["objective_config"] = options.objective_config.to_dict()
+            run = TrainSession(self, guide, options, config=config)
             with run._running(total_steps):
                 yield run
 
@@ -620,6 +638,7 @@ class TrainSession:
         self._ledger: UsageLedger | None = None
         self._step_usage_mark: dict[str, Any] = dict.fromkeys(_USAGE_KEYS, 0)
         self._last_state: dict[str, Any] | None = None
+        self._test_metrics: dict[str, float] | None = None
         self.result: TrainResult | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -784,7 +803,12 @@ class TrainSession:
             min_score=options.min_score,
             num_samples=options.num_test_samples,
             max_errors=options.max_errors,
+            objective_config=options.objective_config,
         )
+        self._test_metrics = score if isinstance(score, Mapping) else None
+        score = scalar(score, options.objective_config)
+        if self._test_metrics is not None:
+            log_metrics(trainer.logger, {"Average test score": self._test_metrics}, trainer.n_iters)
         trainer.test_scores.append({"step": trainer.n_iters, "score": score})
         trainer.logger.log("Average test score", score, trainer.n_iters, color="green")
         trainer.logger.log_table(trainer.n_iters, {"Average test score": score})
@@ -834,7 +858,9 @@ class TrainSession:
         all_scores: dict[str, Any] = {"train": train_score}
         if test_score is not None:
             all_scores["test"] = test_score
-        all_scores.update(scores or {})
+            if self._test_metrics is not None:
+                all_scores.update(split_scores({"test": self._test_metrics}))
+        all_scores.update(split_scores(scores or {}, options.objective_config))
         usage = self._step_usage()
         failures = trainer.errors.drain()  # the examples whose agent or guide raised
         info = {**(info or {}), **({"failures": failures} if failures else {})}
@@ -842,6 +868,7 @@ class TrainSession:
         trainer.history.append(entry)
         if step % self.log_frequency == 0:
             self._log_step(train_score)
+            log_metrics(trainer.logger, scores or {}, step)
         if self.store is not None:
             self.store.record_step(
                 step,

@@ -20,8 +20,9 @@ from opto.trace.nodes import Node
 
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
-from ..ranking import is_score, score_key
+from ..ranking import is_score
 from ..runner import Rollout, call_agent, guarded, is_failure, judge
+from ..scoring import best_of, scalar
 from ..utils import ParamSet, batchify, get_paramset, safe_mean
 from .base import Trainer, TrainOptions, TrainResult
 
@@ -268,7 +269,12 @@ class MinibatchAlgorithm(Minibatch):
         feedbacks = [o[2] for o in outputs]
         target = batchify(*targets)
         feedback = batchify(*feedbacks).data
-        average = None if any(s is None for s in scores) else safe_mean(scores)
+        config = options.objective_config
+        average = (
+            None
+            if any(s is None for s in scores)
+            else safe_mean([scalar(s, config) for s in scores])
+        )
         optimizer = self._require_optimizer()
         optimizer.zero_feedback()
         optimizer.backward(target, feedback)
@@ -332,7 +338,8 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
         return {"num_proposals": self.num_proposals}
 
     def _prepare(self, options: TrainOptions) -> None:
-        self._last_validation: float | None = None
+        self._last_validation: Any = None
+        self._objective = options.objective_config
 
     def _algorithm_state(self) -> Any:
         return {"current_score": getattr(self, "_current_score", None)}
@@ -345,7 +352,7 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
         return {"validation": self._last_validation}
 
     def _step_observation(self) -> float | None:
-        return self._last_validation
+        return scalar(self._last_validation, self._objective)
 
     def optimizer_step(self, options: TrainOptions) -> None:
         proposals = self.propose(num_proposals=self.num_proposals, **options.step_kwargs)
@@ -371,6 +378,7 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
             self.validate_guide,
             min_score=options.min_score,
             max_errors=options.max_errors,
+            objective_config=options.objective_config,
         )
         current_score = scores[-1] if need_current else cached[1]  # type: ignore[index]
         # The current parameters come first: on a tie they stay (no change without evidence).
@@ -378,16 +386,18 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
             (current, current_score, None),
             *zip(candidates, scores[: len(candidates)], owners),
         ]
-        best_index = max(
-            range(len(ranked)),
-            key=lambda i: (score_key(ranked[i][1]), -i),
-        )
+        best_index = best_of([r[1] for r in ranked], options.objective_config) or 0
         winner, winner_score, owner = ranked[best_index]
         if owner is not None:
             self.adopt(winner, owner)
         self._current_score = (_key(winner), winner_score)
         self._last_validation = winner_score
-        self.logger.log("Validation score", winner_score, self.n_iters + 1, color="green")
+        self.logger.log(
+            "Validation score",
+            scalar(winner_score, options.objective_config),
+            self.n_iters + 1,
+            color="green",
+        )
 
 
 def _key(paramset: ParamSet) -> str:

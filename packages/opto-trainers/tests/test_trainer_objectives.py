@@ -1,0 +1,163 @@
+"""objective_config in trainers: selection by score dicts, every metric recorded and logged."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+
+import opto_trainers_test_support as S
+import pytest
+from opto.trainers import BasicSearchAlgorithm, Guide, MinibatchAlgorithm
+from opto.trainers.algorithms.base import TrainOptions
+from opto.trainers.cli import main as opto_runs
+from opto.trainers.objectives import ObjectiveConfig
+from opto.trainers.resume_check import ResumeMismatchError
+from opto.utils.storage import Storage
+from opto.utils.testing import ScriptedLLM
+
+DATA = {"inputs": list(range(4)), "infos": ["v3"] * 4}
+
+
+def _n(response: str) -> int:
+    return int(re.fullmatch(r"v(\d+)", response).group(1))
+
+
+class TradeOff(Guide):
+    """Accuracy peaks at v3; cost grows with N: a trade-off between the two metrics."""
+
+    def get_feedback(self, query, response, reference=None, **kwargs):
+        return float(-abs(_n(response) - 3)), "aim for v3"
+
+    def get_score_dict(self, query, response, reference=None, **kwargs):
+        n = _n(response)
+        return {"acc": float(-abs(n - 3)), "cost": float(n)}
+
+
+def counting_llm() -> ScriptedLLM:
+    """Proposes v1, v2, v3, v4, ... (one new value per request, in any thread)."""
+    counter = itertools.count(1)
+    lock = threading.Lock()
+
+    def reply(messages, **kwargs):
+        with lock:
+            return f"v{next(counter)}"
+
+    return ScriptedLLM(reply)
+
+
+def basic_search(config, **kwargs):
+    agent = S.EchoAgent()
+    trainer = BasicSearchAlgorithm(
+        agent, S.StepOptimizer(agent.parameters(), counting_llm()), num_threads=4
+    )
+    logger = S.RecordingLogger()
+    trainer.logger = logger
+    result = trainer.train(
+        TradeOff(),
+        DATA,
+        batch_size=2,
+        num_proposals=4,
+        max_steps=1,
+        objective_config=config,
+        **kwargs,
+    )
+    return result, logger
+
+
+def test_train_options_take_an_objective_config_or_its_dict():
+    cfg = ObjectiveConfig(mode="pareto")
+    assert TrainOptions(objective_config=cfg).objective_config is cfg
+    assert TrainOptions(objective_config={"mode": "weighted"}).objective_config == ObjectiveConfig(
+        mode="weighted"
+    )
+    with pytest.raises(TypeError, match="objective_config must be"):
+        TrainOptions(objective_config="pareto")
+
+
+@pytest.mark.parametrize(
+    ("config", "winner"),
+    [
+        (ObjectiveConfig(score_key="acc"), "v3"),
+        (ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"}), "v0"),
+        (ObjectiveConfig(mode="weighted", weights={"acc": 2, "cost": 1}, minimize={"cost"}), "v3"),
+        # front v0..v3 (v4 is dominated by v2); the weighted sums tie, the earliest (the
+        # current parameters) stays
+        (ObjectiveConfig(mode="pareto", minimize={"cost"}), "v0"),
+        (ObjectiveConfig(mode="pareto", minimize={"cost"}, tie_break="lexicographic"), "v3"),
+    ],
+)
+def test_basic_search_selects_by_the_objective(config, winner):
+    result, _ = basic_search(config)
+    assert result.final_parameters == {"prompt": winner}
+
+
+def test_basic_search_records_and_logs_every_metric():
+    config = ObjectiveConfig(score_key="acc", minimize={"cost"})
+    result, logger = basic_search(config)
+    (step,) = result.history
+    assert step["scores"]["validation"] == 0.0  # "acc" of the winner, v3
+    assert step["scores"]["validation/acc"] == 0.0
+    assert step["scores"]["validation/cost"] == 3.0
+    assert logger.values("validation/cost") == [3.0]
+    assert logger.values("Validation score") == [0.0]
+
+
+def test_test_evaluation_keeps_every_metric():
+    config = ObjectiveConfig(score_key="acc")
+    result, logger = basic_search(config, test_dataset=DATA)
+    assert [t["score"] for t in result.test_scores] == [-3.0, 0.0]  # before, after step 1
+    step = result.history[0]["scores"]
+    assert step["test"] == 0.0 and step["test/acc"] == 0.0 and step["test/cost"] == 3.0
+    assert logger.values("Average test score/cost") == [0.0, 3.0]
+
+
+def test_a_dict_scoring_guide_needs_an_objective_config():
+    class DictOnly(Guide):
+        def get_feedback(self, query, response, reference=None, **kwargs):
+            return {"acc": float(response == reference)}, "fb"
+
+    agent = S.EchoAgent()
+    trainer = MinibatchAlgorithm(agent, S.StepOptimizer(agent.parameters(), counting_llm()))
+    with pytest.raises(ValueError, match="objective_config=ObjectiveConfig"):
+        trainer.train(DictOnly(), DATA, batch_size=2, max_steps=1)
+    agent = S.EchoAgent()
+    trainer = MinibatchAlgorithm(agent, S.StepOptimizer(agent.parameters(), counting_llm()))
+    result = trainer.train(
+        DictOnly(),
+        DATA,
+        batch_size=2,
+        max_steps=1,
+        objective_config=ObjectiveConfig(score_key="acc"),
+    )
+    assert result.train_scores == [0.0]
+
+
+def test_storage_and_opto_runs_keep_every_metric(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    config = ObjectiveConfig(mode="pareto", minimize={"cost"}, tie_break="lexicographic")
+    basic_search(config, storage=url, run_name="mo")
+    with Storage(url) as storage:
+        run = storage.get_run("mo")
+        (step,) = storage.list_steps(run.id)
+        assert step.scores["validation/acc"] == 0.0 and step.scores["validation/cost"] == 3.0
+        assert run.config["objective_config"]["mode"] == "pareto"
+    assert opto_runs(["--storage", url, "show", "mo"]) == 0
+    shown = capsys.readouterr().out
+    assert "validation/acc=0" in shown and "validation/cost=3" in shown
+    assert opto_runs(["--storage", url, "best", "mo", "--key", "validation/cost", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["score"] == 3.0
+    assert opto_runs(["--storage", url, "export", "mo", "-o", "-"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["steps"][0]["scores"]["validation/cost"] == 3.0
+
+
+def test_resume_keeps_the_objective_and_refuses_a_changed_one(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    config = ObjectiveConfig(score_key="acc")
+    basic_search(config, storage=url, run_name="r")
+    with pytest.raises(ResumeMismatchError, match="objective_config"):
+        basic_search(ObjectiveConfig(score_key="cost"), storage=url, run_name="r", resume=True)
+    result, _ = basic_search(config, storage=url, run_name="r", resume=True, num_epochs=2)
+    assert result.n_iters == 1  # the first run's step was restored, not redone
