@@ -9,7 +9,13 @@ import threading
 
 import opto_trainers_test_support as S
 import pytest
-from opto.trainers import BasicSearchAlgorithm, Guide, MinibatchAlgorithm
+from opto.trainers import (
+    BasicSearchAlgorithm,
+    BeamSearch,
+    BeamSearchHistory,
+    Guide,
+    MinibatchAlgorithm,
+)
 from opto.trainers.algorithms.base import TrainOptions
 from opto.trainers.cli import main as opto_runs
 from opto.trainers.objectives import ObjectiveConfig
@@ -35,13 +41,16 @@ class TradeOff(Guide):
         return {"acc": float(-abs(n - 3)), "cost": float(n)}
 
 
-def counting_llm() -> ScriptedLLM:
-    """Proposes v1, v2, v3, v4, ... (one new value per request, in any thread)."""
+def counting_llm(prompts: list[str] | None = None) -> ScriptedLLM:
+    """Proposes v1, v2, v3, v4, ... (one new value per request, in any thread); the
+    prompts go to `prompts`."""
     counter = itertools.count(1)
     lock = threading.Lock()
 
     def reply(messages, **kwargs):
         with lock:
+            if prompts is not None:
+                prompts.append(messages[-1]["content"])
             return f"v{next(counter)}"
 
     return ScriptedLLM(reply)
@@ -161,3 +170,69 @@ def test_resume_keeps_the_objective_and_refuses_a_changed_one(tmp_path):
         basic_search(ObjectiveConfig(score_key="cost"), storage=url, run_name="r", resume=True)
     result, _ = basic_search(config, storage=url, run_name="r", resume=True, num_epochs=2)
     assert result.n_iters == 1  # the first run's step was restored, not redone
+
+
+def beam_search(config, cls=BeamSearch, prompts=None, **kwargs):
+    agent = S.EchoAgent()
+    optimizer = S.StepOptimizer(agent.parameters(), counting_llm(prompts), show_feedback=True)
+    trainer = cls(agent, optimizer, num_threads=4, seed=0)
+    trainer.logger = S.RecordingLogger()
+    options = {
+        "batch_size": 2,
+        "beam_width": 2,
+        "num_proposals": 3,
+        "max_depth": 1,
+        "validation_dataset_size": 4,
+        "objective_config": config,
+        **kwargs,
+    }
+    return trainer, trainer.train(TradeOff(), DATA, **options)
+
+
+@pytest.mark.parametrize(
+    ("config", "beams"),
+    [
+        (None, ["v3", "v2"]),  # TradeOff's scalar score is the accuracy
+        (ObjectiveConfig(score_key="acc"), ["v3", "v2"]),
+        (
+            ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"}),
+            ["v0", "v1"],
+        ),
+        (
+            ObjectiveConfig(
+                mode="pareto",
+                minimize={"cost"},
+                tie_break="lexicographic",
+                pareto_metrics=("cost", "acc"),
+            ),
+            ["v0", "v1"],
+        ),
+    ],
+)
+def test_beam_search_keeps_the_top_k_by_the_objective(config, beams):
+    trainer, result = beam_search(config)
+    assert [b.paramset["prompt"] for b in trainer.beams] == beams
+    assert result.final_parameters == {"prompt": beams[0]}
+
+
+def test_beam_search_records_every_metric_of_the_best_beam():
+    config = ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"})
+    trainer, result = beam_search(config, log_frequency=1)
+    scores = result.history[0]["scores"]
+    assert scores["validation"] == -3.0  # the weighted sum of v0: -3 - 2 * 0
+    assert (scores["validation/acc"], scores["validation/cost"]) == (-3.0, 0.0)
+    assert trainer.logger.values("validation/cost") == [0.0]
+    assert trainer.logger.values("Best validation score") == [-3.0]
+    assert trainer.logger.values("Final validation score/acc") == [-3.0]
+    assert trainer.beams[0].to_dict()["score"] == {"acc": -3.0, "cost": 0.0}
+
+
+def test_beam_search_history_shows_every_metric_in_its_context():
+    prompts: list[str] = []
+    config = ObjectiveConfig(score_key="acc")
+    trainer, _ = beam_search(config, cls=BeamSearchHistory, prompts=prompts, max_depth=2)
+    assert all(isinstance(score, dict) for _, score in trainer.parameter_history)
+    assert any("Score: acc=0.0000, cost=3.0000" in p for p in prompts)
+    state = trainer._algorithm_state()
+    trainer._load_algorithm_state(state)
+    assert trainer.parameter_history[0][1] == {"acc": 0.0, "cost": 3.0}

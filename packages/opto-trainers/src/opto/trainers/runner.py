@@ -322,10 +322,13 @@ def run_example(
     min_score: Any = None,
     *,
     scores_only: bool = False,
+    score_dicts: bool = False,
 ) -> Rollout:
     """One example under the failure policy: forward (sync or async), guide, record."""
     return guarded(
-        lambda: rollout(agent, x, guide, info, min_score, scores_only=scores_only),
+        lambda: rollout(
+            agent, x, guide, info, min_score, scores_only=scores_only, score_dicts=score_dicts
+        ),
         x,
         info,
         min_score,

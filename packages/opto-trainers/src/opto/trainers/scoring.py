@@ -30,6 +30,7 @@ __all__ = [
     "mean_score",
     "scalar",
     "split_scores",
+    "strict_score",
     "top_k_of",
 ]
 
@@ -53,6 +54,14 @@ def mean_score(scores: Sequence[Any], config: ObjectiveConfig | None) -> Any:
         return safe_mean(scores)
     dicts = [s if isinstance(s, Mapping) else None if s is None else {"score": s} for s in scores]
     return aggregate_score_dicts(dicts) or None
+
+
+def strict_score(scores: Sequence[Any], config: ObjectiveConfig) -> dict[str, float] | None:
+    """The per-metric mean of one candidate's score dicts for ranking; None (never wins)
+    when any rollout has no score, so a failure counts against the candidate."""
+    if not scores or any(s is None for s in scores):
+        return None
+    return mean_score(scores, config)
 
 
 def scalar(score: Any, config: ObjectiveConfig | None) -> float | None:

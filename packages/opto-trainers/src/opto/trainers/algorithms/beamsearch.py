@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from ..guide import Guide
 from ..loader import as_dataset
-from ..ranking import is_score, score_key
+from ..ranking import is_score
+from ..scoring import log_metrics, scalar, strict_score, top_k_of
 from ..utils import ParamSet, get_paramset
 from .base import TrainOptions, TrainResult
 from .priority_search import (
@@ -56,15 +57,16 @@ _BEAM_KEYWORDS = (
 
 @attrs.define(kw_only=True, eq=False)
 class Beam:
-    """A kept candidate: its values, its optimizer chain's state and its last score."""
+    """A kept candidate: its values, its optimizer chain's state and its last score (a
+    per-metric dict under an `objective_config`)."""
 
     paramset: ParamSet
     optimizer_state: dict[str, Any] | None = None
-    score: float | None = None
+    score: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (a non-finite score is stored as None)."""
-        score = self.score if self.score is not None and math.isfinite(self.score) else None
+        score = self.score if isinstance(self.score, Mapping) else _finite(self.score)
         return {
             "paramset": copy.deepcopy(self.paramset),
             "optimizer_state": copy.deepcopy(self.optimizer_state),
@@ -221,15 +223,17 @@ class BeamSearch(SearchTrainer):
         scores = self.engine.score(
             [c.paramset for c in candidates], val_xs, val_infos, self.validate_guide
         )
+        config = self.options.objective_config
         for candidate, row in zip(candidates, scores):
-            candidate.score = strict_mean(row)
+            candidate.score = strict_mean(row) if config is None else strict_score(row, config)
         self.beams = self.select(candidates, self.beam_width)
         self._after_selection(self.beams)
         best = self.beams[0]
         self._adopt_candidate(best.paramset, best.optimizer_state)
-        kept = [b.score for b in self.beams if is_score(b.score)]
+        values = [scalar(b.score, config) for b in self.beams]
+        kept = [v for v in values if is_score(v)]
         stats = {
-            "Best validation score": best.score,
+            "Best validation score": values[0],
             "Average validation score": sum(kept) / len(kept) if kept else None,
             "Min validation score": min(kept) if kept else None,
             "Max validation score": max(kept) if kept else None,
@@ -240,7 +244,7 @@ class BeamSearch(SearchTrainer):
         self.depth_scores.append(
             {
                 "depth": step,
-                "best": _finite(best.score),
+                "best": _finite(values[0]),
                 "average": _finite(stats["Average validation score"]),
             }
         )
@@ -249,17 +253,16 @@ class BeamSearch(SearchTrainer):
         return {
             "train_score": train_score,
             "feedback": [r.to_dict() for r in records],
-            "scores": {"validation": _finite(best.score)},
+            "scores": {"validation": best.score if config else _finite(best.score)},
             "info": {"num_candidates": len(candidates), "num_beams": len(self.beams)},
-            "observe": _finite(best.score),
+            "observe": _finite(values[0]),
         }
 
     def select(self, candidates: list[Beam], k: int) -> list[Beam]:
-        """The `k` best candidates by score, best first (ties: earlier first)."""
-        order = sorted(
-            range(len(candidates)), key=lambda i: (score_key(candidates[i].score), -i), reverse=True
-        )
-        return [candidates[i] for i in order[:k]]
+        """The `k` best candidates, best first (ties: earlier first), by score or, with an
+        `objective_config`, by `objectives.select_top_k` on their score dicts."""
+        order = top_k_of([c.score for c in candidates], self.options.objective_config, k)
+        return [candidates[i] for i in order]
 
     def _after_selection(self, beams: list[Beam]) -> None:
         """Hook run after each selection (the history variant records the beams)."""
@@ -274,12 +277,15 @@ class BeamSearch(SearchTrainer):
         scores = self.engine.score(
             [b.paramset for b in self.beams], data["inputs"], data["infos"], self.validate_guide
         )
+        config = self.options.objective_config
         for beam, row in zip(self.beams, scores):
-            beam.score = strict_mean(row)
+            beam.score = strict_mean(row) if config is None else strict_score(row, config)
         self.beams = self.select(self.beams, len(self.beams))
         best = self.beams[0]
         self._adopt_candidate(best.paramset, best.optimizer_state)
-        self.final_validation_score = _finite(best.score)
+        self.final_validation_score = _finite(scalar(best.score, config))
+        if isinstance(best.score, Mapping):
+            log_metrics(self.logger, {"Final validation score": best.score}, self.n_iters)
         self.logger.log(
             "Final validation score", self.final_validation_score, self.n_iters, color="blue"
         )
@@ -307,6 +313,12 @@ class BeamSearch(SearchTrainer):
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def _format_score(score: Any) -> str:
+    if isinstance(score, Mapping):
+        return ", ".join(f"{k}={v:.4f}" for k, v in score.items())
+    return f"{score:.4f}"
 
 
 def _mean(values: Sequence[Any]) -> float | None:
@@ -345,11 +357,11 @@ class BeamSearchHistory(BeamSearch):
 
     def _reset(self) -> None:
         super()._reset()
-        self.parameter_history: list[tuple[ParamSet, float]] = []
+        self.parameter_history: list[tuple[ParamSet, Any]] = []
 
     def _after_selection(self, beams: list[Beam]) -> None:
         for beam in beams:
-            if beam.score is not None and math.isfinite(beam.score):
+            if isinstance(beam.score, Mapping) or _finite(beam.score) is not None:
                 self.parameter_history.append((copy.deepcopy(beam.paramset), beam.score))
         del self.parameter_history[: -self.max_history_size]
 
@@ -359,7 +371,7 @@ class BeamSearchHistory(BeamSearch):
         lines = ["", "", "--- History Context ---", "Previous attempts and their scores:"]
         for i, (paramset, score) in enumerate(self.parameter_history, start=1):
             values = ", ".join(f"{k}: {_format_value(v)}" for k, v in paramset.items())
-            lines.append(f"Attempt {i} (Score: {score:.4f}): {{{values}}}")
+            lines.append(f"Attempt {i} (Score: {_format_score(score)}): {{{values}}}")
         return "\n".join(lines)
 
     def _algorithm_state(self) -> Any:
@@ -373,7 +385,8 @@ class BeamSearchHistory(BeamSearch):
         super()._load_algorithm_state(state)
         if state is not None:
             self.parameter_history = [
-                (copy.deepcopy(dict(p)), float(s)) for p, s in state["parameter_history"]
+                (copy.deepcopy(dict(p)), dict(s) if isinstance(s, Mapping) else float(s))
+                for p, s in state["parameter_history"]
             ]
 
 

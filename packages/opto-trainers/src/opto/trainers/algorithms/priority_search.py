@@ -36,8 +36,10 @@ from opto.utils.usage import BudgetExceeded
 from ..executors import Executor, SerialExecutor, ThreadExecutor
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
+from ..objectives import ObjectiveConfig
 from ..ranking import rank_value, score_key
-from ..runner import ErrorBudget, Rollout, TooManyErrorsError, run_example
+from ..runner import ErrorBudget, Rollout, TooManyErrorsError, run_example, score_dict_of
+from ..scoring import mean_score
 from ..utils import ParamSet, batchify, bind, get_paramset, paramset_from_update, safe_mean
 from .base import Trainer, TrainOptions, TrainResult, copy_optimizer
 
@@ -282,8 +284,14 @@ class _ScoreTask:
     """
 
     def __init__(
-        self, agent: Module, paramsets: Sequence[ParamSet], guide: Guide, min_score: Any
+        self,
+        agent: Module,
+        paramsets: Sequence[ParamSet],
+        guide: Guide,
+        min_score: Any,
+        score_dicts: bool = False,
     ) -> None:
+        self.score_dicts = score_dicts
         self.agent = agent
         self.paramsets = list(paramsets)
         self.guide = guide
@@ -312,7 +320,12 @@ class _ScoreTask:
     def __call__(self, item: tuple[int, Any, Any]) -> Rollout:
         index, x, info = item
         worker, guide = self._worker(index), self.guide.copy()
-        return _plain(run_example(worker, x, guide, info, self.min_score, scores_only=True))
+        record = run_example(
+            worker, x, guide, info, self.min_score, scores_only=True, score_dicts=self.score_dicts
+        )
+        if self.score_dicts and record.score_dict is None:
+            record.score_dict = score_dict_of(self.min_score)
+        return _plain(record)
 
 
 class SearchEngine:
@@ -328,6 +341,7 @@ class SearchEngine:
         step_kwargs: extra keyword arguments for `optimizer.step`.
         errors: counts the failed examples of every exploration and scoring (default:
             unlimited); it raises `TooManyErrorsError` once its limit is passed.
+        score_dicts: score candidates with the guide's score dicts (`Guide.get_score_dict`).
     """
 
     def __init__(
@@ -339,8 +353,10 @@ class SearchEngine:
         min_score: Any = None,
         step_kwargs: Mapping[str, Any] | None = None,
         errors: ErrorBudget | None = None,
+        score_dicts: bool = False,
     ) -> None:
         self.agent = agent
+        self.score_dicts = score_dicts
         self.optimizers = list(optimizers)
         self.executor = executor
         self.min_score = min_score
@@ -391,7 +407,7 @@ class SearchEngine:
         """Every candidate on every example (`repeats` times each), all at once."""
         if not paramsets:
             return []
-        task = _ScoreTask(self.agent, paramsets, guide, self.min_score)
+        task = _ScoreTask(self.agent, paramsets, guide, self.min_score, self.score_dicts)
         items = [
             (c, x, info)
             for c in range(len(paramsets))
@@ -410,10 +426,9 @@ class SearchEngine:
         infos: Sequence[Any],
         guide: Guide,
     ) -> list[list[Any]]:
-        """The scores of every candidate on every example (one list per candidate)."""
-        return [
-            [r.score for r in records] for records in self.rollouts(paramsets, xs, infos, guide)
-        ]
+        """The scores (score dicts with `score_dicts`) of every candidate on every example."""
+        runs = self.rollouts(paramsets, xs, infos, guide)
+        return [[r.score_dict if self.score_dicts else r.score for r in rs] for rs in runs]
 
 
 # -- the trainer base of the search algorithms ----------------------------------------------
@@ -480,6 +495,7 @@ class SearchTrainer(Trainer):
             min_score=options.min_score,
             step_kwargs=options.step_kwargs,
             errors=self.errors,
+            score_dicts=options.objective_config is not None,
         )
 
     def _initial_state(self) -> dict[str, Any] | None:
@@ -504,7 +520,8 @@ class SearchTrainer(Trainer):
         description: str | None = None,
         *,
         max_errors: int | None = None,
-    ) -> float | None:
+        objective_config: ObjectiveConfig | None = None,
+    ) -> Any:
         """Mean score of `agent`'s current values on the examples, every rollout at once.
 
         Runs on bound copies through the engine's tasks on the trainer's executor, so it
@@ -517,11 +534,12 @@ class SearchTrainer(Trainer):
             self.executor,
             min_score=min_score,
             errors=ErrorBudget(max_errors),
+            score_dicts=objective_config is not None,
         )
-        (records,) = engine.rollouts(
-            [get_paramset(agent)], list(xs), list(infos), guide, repeats=num_samples
+        (row,) = engine.score(
+            [get_paramset(agent)], list(xs) * num_samples, list(infos) * num_samples, guide
         )
-        return safe_mean([r.score for r in records])
+        return mean_score(row, objective_config)
 
     def _epochs_done(self) -> bool:
         """Whether the loader has gone through `num_epochs` (set by the subclass's
