@@ -15,8 +15,10 @@ from opto.trainers import (
     BeamSearchHistory,
     Guide,
     MinibatchAlgorithm,
+    UCBSearch,
 )
 from opto.trainers.algorithms.base import TrainOptions
+from opto.trainers.algorithms.ucb import BufferEntry
 from opto.trainers.cli import main as opto_runs
 from opto.trainers.objectives import ObjectiveConfig
 from opto.trainers.resume_check import ResumeMismatchError
@@ -236,3 +238,58 @@ def test_beam_search_history_shows_every_metric_in_its_context():
     state = trainer._algorithm_state()
     trainer._load_algorithm_state(state)
     assert trainer.parameter_history[0][1] == {"acc": 0.0, "cost": 3.0}
+
+
+def ucb_search(config, **kwargs):
+    agent = S.EchoAgent()
+    optimizer = S.StepOptimizer(agent.parameters(), counting_llm())
+    trainer = UCBSearch(agent, optimizer, num_threads=4, seed=0)
+    trainer.logger = S.RecordingLogger()
+    result = trainer.train(
+        TradeOff(),
+        DATA,
+        num_search_iterations=4,
+        train_batch_size=2,
+        evaluation_batch_size=4,
+        objective_config=config,
+        **kwargs,
+    )
+    return trainer, result
+
+
+@pytest.mark.parametrize(
+    ("config", "winner"),
+    [
+        (None, "v3"),
+        (ObjectiveConfig(score_key="acc"), "v3"),
+        (ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"}), "v0"),
+        (
+            ObjectiveConfig(
+                mode="pareto",
+                minimize={"cost"},
+                tie_break="lexicographic",
+                pareto_metrics=("cost", "acc"),
+            ),
+            "v0",
+        ),
+    ],
+)
+def test_ucb_search_adopts_the_best_by_the_objective(config, winner):
+    trainer, result = ucb_search(config)
+    assert sorted(e.params["prompt"] for e in trainer.buffer) == ["v0", "v1", "v2", "v3", "v4"]
+    assert result.final_parameters == {"prompt": winner}
+
+
+def test_ucb_search_keeps_every_metric_of_training_and_validation():
+    config = ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"})
+    trainer, result = ucb_search(config)
+    v0 = next(e for e in trainer.buffer if e.params["prompt"] == "v0")
+    # validated once on 4 examples, plus 2 training rollouts per pull of it
+    assert v0.metric_counts["acc"] == v0.eval_count > 4
+    assert v0.mean_scores == {"acc": -3.0, "cost": 0.0}
+    assert v0.mean == -3.0  # the bandit's reward: the weighted sum
+    assert BufferEntry.from_dict(v0.to_dict()).mean_scores == v0.mean_scores
+    scores = result.history[-1]["scores"]
+    assert scores["best_mean"] == -3.0
+    assert (scores["best_mean/acc"], scores["best_mean/cost"]) == (-3.0, 0.0)
+    assert scores["new_candidate/cost"] == 4.0  # v4, proposed at the last step

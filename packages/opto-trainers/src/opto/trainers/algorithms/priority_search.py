@@ -200,13 +200,19 @@ def _explore(
     executor: Executor,
     min_score: Any,
     step_kwargs: Mapping[str, Any],
+    score_dicts: bool = False,
 ) -> list[ExplorationResult]:
     """Explore `jobs` in two waves on `executor`: every rollout, then every step."""
     workers = [bind_worker(agent, job.paramset) for job in jobs]
     items = [(j, x, info) for j, job in enumerate(jobs) for x, info in zip(job.xs, job.infos)]
     flat = executor.map(
         lambda item: run_example(
-            workers[item[0]].copy(), item[1], guide.copy(), item[2], min_score
+            workers[item[0]].copy(),
+            item[1],
+            guide.copy(),
+            item[2],
+            min_score,
+            score_dicts=score_dicts,
         ),
         items,
     )
@@ -253,7 +259,9 @@ class _ExploreTask:
         min_score: Any,
         step_kwargs: Mapping[str, Any],
         threads: int = 1,
+        score_dicts: bool = False,
     ) -> None:
+        self.score_dicts = score_dicts
         self.agent = agent
         self.optimizers = list(optimizers)
         self.guide = guide
@@ -272,6 +280,7 @@ class _ExploreTask:
                 executor,
                 self.min_score,
                 self.step_kwargs,
+                self.score_dicts,
             )
         return result
 
@@ -381,6 +390,7 @@ class SearchEngine:
                 self.executor,
                 self.min_score,
                 self.step_kwargs,
+                self.score_dicts,
             )
         else:
             task = _ExploreTask(
@@ -390,6 +400,7 @@ class SearchEngine:
                 self.min_score,
                 self.step_kwargs,
                 threads=int(getattr(self.executor, "task_threads", 1)),
+                score_dicts=self.score_dicts,
             )
             results = self.executor.map(task, list(jobs))
         self.errors.count(r for result in results for r in result.rollouts)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -26,7 +26,9 @@ from opto.trace.modules import Module
 
 from ..guide import Guide
 from ..loader import as_dataset
+from ..objectives import ObjectiveConfig
 from ..ranking import score_key
+from ..scoring import best_of, scalar
 from ..utils import ParamSet, get_paramset
 from .base import TrainOptions, TrainResult
 from .priority_search import ExplorationJob, SearchTrainer, _positive_int
@@ -48,23 +50,42 @@ _UCB_KEYWORDS = (
 
 @attrs.define(kw_only=True, eq=False)
 class BufferEntry:
-    """One candidate in the buffer and its statistics."""
+    """One candidate in the buffer and its statistics.
+
+    `score_sum`/`eval_count` hold the bandit's scalar rewards; under an `objective_config`
+    `metric_sums`/`metric_counts` also sum every metric of the score dicts.
+    """
 
     params: ParamSet
     optimizer_state: dict[str, Any] | None = None
     score_sum: float = 0.0
     eval_count: int = 0
     iteration_created: int = 0
+    metric_sums: dict[str, float] = attrs.field(factory=dict)
+    metric_counts: dict[str, int] = attrs.field(factory=dict)
 
     @property
     def mean(self) -> float | None:
         """Mean score so far (None before any evaluation)."""
         return self.score_sum / self.eval_count if self.eval_count else None
 
-    def add(self, scores: Sequence[Any]) -> int:
-        """Count the scored values among `scores`; returns how many were counted."""
-        scored = [float(s) for s in scores if s is not None]
-        self.score_sum += math.fsum(scored)
+    @property
+    def mean_scores(self) -> dict[str, float] | None:
+        """Per-metric means of the score dicts so far (None before any)."""
+        if not self.metric_counts:
+            return None
+        return {k: self.metric_sums[k] / n for k, n in self.metric_counts.items()}
+
+    def add(self, scores: Sequence[Any], config: ObjectiveConfig | None = None) -> int:
+        """Count the scored values among `scores` (score dicts are reduced to a reward
+        by `config`, and their metrics summed); returns how many were counted."""
+        scored = [s for s in scores if s is not None]
+        for score in scored:
+            if isinstance(score, Mapping):
+                for key, value in score.items():
+                    self.metric_sums[key] = self.metric_sums.get(key, 0.0) + float(value)
+                    self.metric_counts[key] = self.metric_counts.get(key, 0) + 1
+        self.score_sum += math.fsum(scalar(s, config) for s in scored)  # type: ignore[misc]
         self.eval_count += len(scored)
         return len(scored)
 
@@ -208,7 +229,14 @@ class UCBSearch(SearchTrainer):
         return max(enumerate(buffer), key=lambda i: (score_key(self.compute_ucb(i[1])), -i[0]))[1]
 
     def best_entry(self) -> BufferEntry:
-        """The entry with the best mean score (ties: the oldest)."""
+        """The entry with the best mean score (ties: the oldest); under an
+        `objective_config`, the best per-metric means (`objectives.select_best`)."""
+        options = getattr(self, "options", None)  # set by train
+        config = None if options is None else options.objective_config
+        if config is not None:
+            index = best_of([e.mean_scores for e in self.buffer], config)
+            if index is not None:
+                return self.buffer[index]
         return max(
             enumerate(self.buffer),
             key=lambda item: (score_key(item[1].mean), -item[0]),
@@ -227,7 +255,7 @@ class UCBSearch(SearchTrainer):
         xs, infos = self._validation_batch()
         rows = self.engine.score([e.params for e in unscored], xs, infos, self.validate_guide)
         for entry, row in zip(unscored, rows):
-            self._total_samples += entry.add(row)
+            self._total_samples += entry.add(row, self.options.objective_config)
 
     def _iterate(self, guide: Guide) -> dict[str, Any]:
         assert self.loader is not None
@@ -246,7 +274,9 @@ class UCBSearch(SearchTrainer):
             ],
             guide,
         )
+        config = self.options.objective_config
         new_score: float | None = None
+        new_metrics: dict[str, float] | None = None
         if result.proposals:
             proposal = result.proposals[0]
             val_xs, val_infos = self._validation_batch()
@@ -256,9 +286,11 @@ class UCBSearch(SearchTrainer):
                 optimizer_state=proposal.optimizer_state,
                 iteration_created=self.n_iters + 1,
             )
-            self._total_samples += child.add(row)
+            self._total_samples += child.add(row, config)
             new_score = child.mean
-        self._total_samples += parent.add([r.score for r in result.rollouts])
+            new_metrics = child.mean_scores
+        rewards = [r.score if config is None else r.score_dict for r in result.rollouts]
+        self._total_samples += parent.add(rewards, config)
         if new_score is not None and math.isfinite(new_score):
             if len(self.buffer) >= self.max_buffer_size:
                 worst = min(
@@ -269,7 +301,7 @@ class UCBSearch(SearchTrainer):
             self.buffer.append(child)
         best = self.best_entry()
         self._adopt_candidate(best.params, best.optimizer_state)
-        train_score = _mean(result.rollouts)
+        train_score = _mean_of([scalar(r, config) for r in rewards])
         metrics = {
             "UCB/selected_ucb": selected_ucb if math.isfinite(selected_ucb) else None,
             "UCB/new_candidate_score": new_score,
@@ -284,7 +316,10 @@ class UCBSearch(SearchTrainer):
         return {
             "train_score": train_score,
             "feedback": [r.to_dict() for r in result.rollouts],
-            "scores": {"new_candidate": new_score, "best_mean": best.mean},
+            "scores": {
+                "new_candidate": new_score if config is None else new_metrics,
+                "best_mean": best.mean if config is None else best.mean_scores,
+            },
             "info": {"buffer_size": len(self.buffer), "total_samples": self._total_samples},
             "observe": best.mean,
         }
@@ -302,10 +337,6 @@ class UCBSearch(SearchTrainer):
             return
         self.buffer = [BufferEntry.from_dict(entry) for entry in state["buffer"]]
         self._total_samples = int(state["total_samples"])
-
-
-def _mean(records: Sequence[Any]) -> float | None:
-    return _mean_of([r.score for r in records])
 
 
 def _mean_of(values: Sequence[Any]) -> float | None:
