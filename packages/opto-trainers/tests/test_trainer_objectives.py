@@ -15,9 +15,12 @@ from opto.trainers import (
     BeamSearchHistory,
     Guide,
     MinibatchAlgorithm,
+    PrioritySearch,
     UCBSearch,
 )
 from opto.trainers.algorithms.base import TrainOptions
+from opto.trainers.algorithms.pareto_memory import ParetoHeapMemory, best_candidate
+from opto.trainers.algorithms.priority_search import ModuleCandidate
 from opto.trainers.algorithms.ucb import BufferEntry
 from opto.trainers.cli import main as opto_runs
 from opto.trainers.objectives import ObjectiveConfig
@@ -293,3 +296,109 @@ def test_ucb_search_keeps_every_metric_of_training_and_validation():
     assert scores["best_mean"] == -3.0
     assert (scores["best_mean/acc"], scores["best_mean/cost"]) == (-3.0, 0.0)
     assert scores["new_candidate/cost"] == 4.0  # v4, proposed at the last step
+
+
+def priority_search(config, **kwargs):
+    agent = S.EchoAgent()
+    optimizer = S.StepOptimizer(agent.parameters(), counting_llm())
+    trainer = PrioritySearch(agent, optimizer, num_threads=4, seed=0)
+    trainer.logger = S.RecordingLogger()
+    options = {
+        "batch_size": 2,
+        "num_candidates": 2,
+        "num_proposals": 2,
+        "max_steps": 2,
+        "objective_config": config,
+        **kwargs,
+    }
+    return trainer, trainer.train(TradeOff(), DATA, **options)
+
+
+@pytest.mark.parametrize(
+    ("config", "winner"),
+    [
+        (None, "v3"),
+        (ObjectiveConfig(score_key="acc"), "v3"),
+        (ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"}), "v0"),
+        (
+            ObjectiveConfig(
+                mode="pareto",
+                minimize={"cost"},
+                tie_break="lexicographic",
+                pareto_metrics=("cost", "acc"),
+            ),
+            "v0",
+        ),
+        (ObjectiveConfig(mode="pareto", minimize={"cost"}, tie_break="lexicographic"), "v3"),
+    ],
+)
+def test_priority_search_exploits_the_best_by_the_objective(config, winner):
+    trainer, result = priority_search(config)
+    values = sorted(c.update_dict["prompt"] for c in trainer.memory)
+    assert {"v0", "v3"} <= set(values)
+    assert result.final_parameters == {"prompt": winner}
+
+
+def test_priority_search_candidates_keep_score_dicts_and_weighted_priorities():
+    config = ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"})
+    trainer, result = priority_search(config)
+    assert isinstance(trainer.memory, ParetoHeapMemory)
+    for priority, candidate in trainer.memory.items():
+        n = int(candidate.update_dict["prompt"][1:])
+        assert candidate.mean_score_dict() == {"acc": -abs(n - 3), "cost": n}
+        assert all(r["score_dict"] == {"acc": -abs(n - 3), "cost": n} for r in candidate.rollouts)
+        assert priority == candidate.mean_score() == -abs(n - 3) - 2 * n
+        restored = ModuleCandidate.from_dict(candidate.to_dict())
+        assert restored.mean_score_dict() == candidate.mean_score_dict()
+    scores = result.history[-1]["scores"]
+    assert (scores["best_mean"], scores["best_mean/acc"], scores["best_mean/cost"]) == (
+        -3.0,
+        -3.0,
+        0.0,
+    )
+
+
+def _candidate(created, score_dict=None):
+    candidate = ModuleCandidate(update_dict={"p": created}, created=created)
+    if score_dict is not None:
+        candidate.add_rollouts([{"score": None, "score_dict": score_dict}])
+    return candidate
+
+
+def test_pareto_memory_pops_from_the_front_with_the_tie_break():
+    memory = ParetoHeapMemory(ObjectiveConfig(mode="pareto"))
+    a = _candidate(1, {"x": 0.6, "y": 0.6})  # front, largest sum
+    b = _candidate(2, {"x": 0.9, "y": 0.2})  # front
+    c = _candidate(3, {"x": 0.5, "y": 0.5})  # dominated by a
+    for priority, candidate in [(0.1, a), (0.9, b), (0.95, c)]:
+        memory.push(priority, candidate)
+    assert memory.pop() == (0.1, a)  # not the highest priority: the best front member
+    assert memory.pop() == (0.9, b)
+    assert memory.pop() == (0.95, c)
+
+
+def test_pareto_memory_looks_at_its_top_pareto_k_only():
+    memory = ParetoHeapMemory(ObjectiveConfig(mode="pareto"), pareto_k=1)
+    memory.push(0.1, _candidate(1, {"x": 1.0}))
+    memory.push(0.9, _candidate(2, {"x": 0.0}))
+    assert memory.pop()[0] == 0.9
+    with pytest.raises(ValueError, match="pareto_k must be a positive int"):
+        ParetoHeapMemory(ObjectiveConfig(mode="pareto"), pareto_k=0)
+
+
+def test_pareto_memory_falls_back_to_priority():
+    missing = ParetoHeapMemory(ObjectiveConfig(mode="pareto"))
+    missing.push(0.1, _candidate(1, {"x": 1.0}))
+    missing.push(0.9, _candidate(2))  # never validated: no score dict
+    assert missing.pop()[0] == 0.9
+    weighted = ParetoHeapMemory(ObjectiveConfig(mode="weighted"))
+    weighted.push(0.1, _candidate(1, {"x": 1.0}))
+    weighted.push(0.9, _candidate(2, {"x": 0.0}))
+    assert weighted.pop()[0] == 0.9
+
+
+def test_pareto_best_candidate_prefers_the_oldest_on_ties():
+    old, new = _candidate(1, {"x": 1.0}), _candidate(2, {"x": 1.0})
+    assert best_candidate([new, old], ObjectiveConfig(mode="pareto")) is old
+    assert best_candidate([_candidate(3), old], ObjectiveConfig(mode="weighted")) is old
+    assert best_candidate([], ObjectiveConfig()) is None

@@ -28,6 +28,7 @@ __all__ = [
     "best_of",
     "log_metrics",
     "mean_score",
+    "reward",
     "scalar",
     "split_scores",
     "strict_score",
@@ -54,6 +55,16 @@ def mean_score(scores: Sequence[Any], config: ObjectiveConfig | None) -> Any:
         return safe_mean(scores)
     dicts = [s if isinstance(s, Mapping) else None if s is None else {"score": s} for s in scores]
     return aggregate_score_dicts(dicts) or None
+
+
+def reward(record: Any, config: ObjectiveConfig | None) -> float | None:
+    """A rollout's scalar score (a `Rollout` or its `to_dict()`): its score, or under
+    `config` its score dict reduced by `scalar` (None when it has neither)."""
+    get = record.get if isinstance(record, Mapping) else lambda k: getattr(record, k, None)
+    if config is not None and get("score_dict") is not None:
+        return scalar(get("score_dict"), config)
+    score = get("score")
+    return None if score is None else scalar(score, config)
 
 
 def strict_score(scores: Sequence[Any], config: ObjectiveConfig) -> dict[str, float] | None:

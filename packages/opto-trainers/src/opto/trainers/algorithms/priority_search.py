@@ -21,6 +21,7 @@ score, feedback) and the optimizer chain's state, never graph nodes.
 from __future__ import annotations
 
 import copy
+import functools
 import heapq
 import json
 import logging
@@ -36,10 +37,10 @@ from opto.utils.usage import BudgetExceeded
 from ..executors import Executor, SerialExecutor, ThreadExecutor
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
-from ..objectives import ObjectiveConfig
+from ..objectives import ObjectiveConfig, aggregate_score_dicts
 from ..ranking import rank_value, score_key
 from ..runner import ErrorBudget, Rollout, TooManyErrorsError, run_example, score_dict_of
-from ..scoring import mean_score
+from ..scoring import mean_score, reward
 from ..utils import ParamSet, batchify, bind, get_paramset, paramset_from_update, safe_mean
 from .base import Trainer, TrainOptions, TrainResult, copy_optimizer
 
@@ -599,10 +600,14 @@ class ModuleCandidate:
         """A new module bound to this candidate's values (the base is not modified)."""
         return bind_worker(base_module, self.update_dict)
 
-    def add_rollouts(self, records: Sequence[Rollout | Mapping[str, Any]]) -> None:
-        """Count more rollouts toward the candidate's statistics."""
+    def add_rollouts(
+        self, records: Sequence[Rollout | Mapping[str, Any]], config: ObjectiveConfig | None = None
+    ) -> None:
+        """Count more rollouts toward the candidate's statistics (under `config`, each
+        score is the rollout's score dict reduced by it)."""
         for record in records:
-            self.rollouts.append(record.to_dict() if isinstance(record, Rollout) else dict(record))
+            row = record.to_dict() if isinstance(record, Rollout) else dict(record)
+            self.rollouts.append({**row, "score": reward(row, config)} if config else row)
 
     @property
     def scores(self) -> list[Any]:
@@ -617,6 +622,10 @@ class ModuleCandidate:
     def mean_score(self) -> float | None:
         """Mean of the scored rollouts, None when none is scored."""
         return safe_mean(self.scores)
+
+    def mean_score_dict(self) -> dict[str, float] | None:
+        """Per-metric mean of the rollouts' score dicts (None if none has one)."""
+        return aggregate_score_dicts([r.get("score_dict") for r in self.rollouts]) or None
 
     def compute_score_confidence(
         self, min_score: float, max_score: float, scaling_constant: float, total_trials: int
@@ -634,8 +643,8 @@ class ModuleCandidate:
         return max(min_score, mean - width), mean, min(max_score, mean + width)
 
     def compress(self) -> ModuleCandidate:
-        """Drop every rollout field but the score (to keep long-lived memory small)."""
-        self.rollouts = [{"score": r.get("score")} for r in self.rollouts]
+        """Drop every rollout field but the score(s) (to keep long-lived memory small)."""
+        self.rollouts = [_scores_only(r) for r in self.rollouts]
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -646,6 +655,7 @@ class ModuleCandidate:
             "optimizer_state": copy.deepcopy(self.optimizer_state),
             "created": self.created,
             "scores": self.scores,
+            "score_dicts": [r.get("score_dict") for r in self.rollouts],
         }
 
     @classmethod
@@ -656,8 +666,20 @@ class ModuleCandidate:
             optimizer_index=int(data["optimizer_index"]),
             optimizer_state=copy.deepcopy(data["optimizer_state"]),
             created=int(data["created"]),
-            rollouts=[{"score": s} for s in data["scores"]],
+            rollouts=[
+                _scores_only({"score": s, "score_dict": d})
+                for s, d in zip(
+                    data["scores"], data.get("score_dicts") or [None] * len(data["scores"])
+                )
+            ],
         )
+
+
+def _scores_only(record: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {"score": record.get("score")}
+    if record.get("score_dict") is not None:
+        kept["score_dict"] = dict(record["score_dict"])
+    return kept
 
 
 class HeapMemory:
@@ -875,10 +897,15 @@ class PrioritySearch(SearchTrainer):
                     "memory_update_frequency must be None or a non-negative int, not "
                     f"{memory_update_frequency!r}"
                 )
-        self.long_term_memory = HeapMemory(
+        memory: Callable[..., HeapMemory] = HeapMemory
+        if options.objective_config is not None:
+            from .pareto_memory import ParetoHeapMemory
+
+            memory = functools.partial(ParetoHeapMemory, options.objective_config)
+        self.long_term_memory = memory(
             long_term_memory_size, processing_fun=ModuleCandidate.compress
         )
-        self.short_term_memory = HeapMemory(short_term_memory_size)
+        self.short_term_memory = memory(short_term_memory_size)
         self.validate_guide = validate_guide or guide
         self._training_loader(
             train_dataset,
@@ -969,7 +996,13 @@ class PrioritySearch(SearchTrainer):
         return candidate.mean_score()
 
     def exploit(self) -> ModuleCandidate | None:
-        """The best candidate in memory by exploitation priority (not removed)."""
+        """The best candidate in memory by exploitation priority (not removed); under an
+        `objective_config`, by `objectives.select_best` on the mean score dicts."""
+        if self.options.objective_config is not None:
+            from .pareto_memory import best_candidate
+
+            pool = [c for memory in self._memories() for c in memory]
+            return best_candidate(pool, self.options.objective_config)
         best: ModuleCandidate | None = None
         for memory in self._memories():
             top = memory.best(self.compute_exploitation_priority)
@@ -1022,7 +1055,7 @@ class PrioritySearch(SearchTrainer):
         seen = {c.key for c in explorers}
         for job_index, result in enumerate(results):
             explorer = explorers[job_index // len(batches)]
-            explorer.add_rollouts(result.rollouts)
+            explorer.add_rollouts(result.rollouts, self.options.objective_config)
             train_records.extend(result.rollouts)
             for proposal in result.proposals:
                 candidate = self._new_candidate(
@@ -1043,7 +1076,8 @@ class PrioritySearch(SearchTrainer):
             best.update_dict, best.optimizer_state if best.optimizer_index == 0 else None
         )
         best_mean = best.mean_score()
-        train_score = safe_mean([r.score for r in train_records])
+        config = self.options.objective_config
+        train_score = safe_mean([reward(r, config) for r in train_records])
         info = {
             "num_proposals": len(proposals),
             "num_explorers": len(unique_explorers),
@@ -1057,7 +1091,7 @@ class PrioritySearch(SearchTrainer):
         return {
             "train_score": train_score,
             "feedback": [r.to_dict() for r in train_records],
-            "scores": {"best_mean": best_mean},
+            "scores": {"best_mean": best_mean if config is None else best.mean_score_dict()},
             "info": info,
             "observe": best_mean,
         }
@@ -1082,7 +1116,7 @@ class PrioritySearch(SearchTrainer):
             [c.update_dict for c in targets], xs, infos, self.validate_guide
         )
         for candidate, rows in zip(targets, records):
-            candidate.add_rollouts(rows)
+            candidate.add_rollouts(rows, self.options.objective_config)
 
     def _advance_shared_optimizers(self, proposals: list[ModuleCandidate]) -> None:
         """Without decoupling, each optimizer keeps the state of its latest proposal."""
