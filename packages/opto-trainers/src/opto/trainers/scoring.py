@@ -28,6 +28,7 @@ __all__ = [
     "best_of",
     "log_metrics",
     "mean_score",
+    "objective_of",
     "reward",
     "scalar",
     "split_scores",
@@ -46,6 +47,12 @@ def as_objective_config(value: Any) -> ObjectiveConfig | None:
         "objective_config must be an opto.trainers.objectives.ObjectiveConfig (or a dict of "
         f"its fields), not {type(value).__name__}"
     )
+
+
+def objective_of(trainer: Any) -> ObjectiveConfig | None:
+    """The `objective_config` of the trainer's current `train` call (None outside one)."""
+    options = getattr(trainer, "options", None)
+    return None if options is None else options.objective_config
 
 
 def mean_score(scores: Sequence[Any], config: ObjectiveConfig | None) -> Any:

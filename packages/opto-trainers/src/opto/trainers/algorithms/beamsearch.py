@@ -26,7 +26,7 @@ import attrs
 from ..guide import Guide
 from ..loader import as_dataset
 from ..ranking import is_score
-from ..scoring import log_metrics, scalar, strict_score, top_k_of
+from ..scoring import log_metrics, objective_of, scalar, strict_score, top_k_of
 from ..utils import ParamSet, get_paramset
 from .base import TrainOptions, TrainResult
 from .priority_search import (
@@ -261,7 +261,7 @@ class BeamSearch(SearchTrainer):
     def select(self, candidates: list[Beam], k: int) -> list[Beam]:
         """The `k` best candidates, best first (ties: earlier first), by score or, with an
         `objective_config`, by `objectives.select_top_k` on their score dicts."""
-        order = top_k_of([c.score for c in candidates], self.options.objective_config, k)
+        order = top_k_of([c.score for c in candidates], objective_of(self), k)
         return [candidates[i] for i in order]
 
     def _after_selection(self, beams: list[Beam]) -> None:

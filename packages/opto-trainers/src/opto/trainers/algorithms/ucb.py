@@ -28,7 +28,7 @@ from ..guide import Guide
 from ..loader import as_dataset
 from ..objectives import ObjectiveConfig
 from ..ranking import score_key
-from ..scoring import best_of, scalar
+from ..scoring import best_of, objective_of, scalar
 from ..utils import ParamSet, get_paramset
 from .base import TrainOptions, TrainResult
 from .priority_search import ExplorationJob, SearchTrainer, _positive_int
@@ -231,8 +231,7 @@ class UCBSearch(SearchTrainer):
     def best_entry(self) -> BufferEntry:
         """The entry with the best mean score (ties: the oldest); under an
         `objective_config`, the best per-metric means (`objectives.select_best`)."""
-        options = getattr(self, "options", None)  # set by train
-        config = None if options is None else options.objective_config
+        config = objective_of(self)
         if config is not None:
             index = best_of([e.mean_scores for e in self.buffer], config)
             if index is not None:
