@@ -28,7 +28,7 @@ ALL_PYTHONS = ["3.11", "3.13"]
 HEAVY = ["litellm", "graphviz", "numpy", "llama_cpp", "black", "rich", "sqlalchemy", "ray"]
 DECLARED_DEPENDENCIES = {"trainers": ("rich", "sqlalchemy")}
 # Every extra except `local` (the embedded model builds llama.cpp: it has its own session).
-ALL_EXTRAS = ["viz", "black", "numpy", "litellm", "storage", "postgres", "tokens"]
+ALL_EXTRAS = ["viz", "black", "numpy", "litellm", "storage", "postgres", "tokens", "sandbox"]
 
 
 def _expose_installed_pythons() -> None:
@@ -113,7 +113,9 @@ def _package_session(name: str):
 
     @nox.session(name=name, python=DEFAULT_PYTHON)
     def run(session: nox.Session) -> None:
-        _uv_sync(session, "--package", f"opto-{name}", "--group", "test")
+        # opto-trace's `sandbox` extra (RestrictedPython) is what the code-trust tests exercise.
+        extras = () if name == "utils" else ("--extra", "sandbox")
+        _uv_sync(session, "--package", f"opto-{name}", *extras, "--group", "test")
         _assert_absent(session, [f"opto.{higher}" for higher in PACKAGES[index + 1 :]])
         session.run("pytest", f"packages/opto-{name}/tests", *session.posargs)
 
@@ -218,6 +220,10 @@ def wheels(session: nox.Session) -> None:
         session.run(
             "uv", "pip", "install", "-q", "--python", python, "pytest", "hypothesis", external=True
         )
+        if name != "utils":  # the `sandbox` extra of opto-trace, for the restricted-code tests
+            session.run(
+                "uv", "pip", "install", "-q", "--python", python, "RestrictedPython", external=True
+            )
         session.run(python, "-m", "pytest", "-q", f"packages/opto-{name}/tests", external=True)
 
 

@@ -4,7 +4,9 @@
 bubble-sort pass. Each step runs the unit tests through the traced function, turns the
 failures (wrong outputs or exceptions) into feedback, and lets OptoPrime rewrite the code.
 The optimizer compiles every suggestion, keeps the function's name and signature, and
-rejects code that imports `os`, `subprocess` or `shutil`.
+asks for a restriction (`forbidden_modules`): the code is checked and runs under
+RestrictedPython (`opto-trace[sandbox]`, in the examples group), so `os`, `subprocess` and
+`shutil` are out of reach (see docs/security.md).
 
     uv run examples/code_optimization.py                 # the configured or embedded LLM
     uv run examples/code_optimization.py --llm gpt-4o-mini

@@ -381,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         test_dataset={"inputs": [t["question"] for t in test], "infos": [t["team"] for t in test]},
         storage=storage_url,
         resume=args.resume,
+        # The run storage is this script's own file: resuming may run the code it trained.
+        trust_code=args.resume,
         verbose=True,
     )
     elapsed = time.perf_counter() - started

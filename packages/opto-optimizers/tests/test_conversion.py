@@ -16,6 +16,7 @@ from opto.optimizers.conversion import (
     convert_value,
     function_signature,
 )
+from opto.trace.code_policy import CodePolicy
 
 # --- values: the reference's conversion table (optimizers.md §3.8), fixed -----------------
 
@@ -186,9 +187,12 @@ def test_valid_code_is_accepted_with_fences_and_indentation_removed():
     assert convert_code(OLD, new) == "def scale(x, k=3, *, bias=1):\n    return x * k - bias\n"
 
 
-def test_helpers_and_imports_around_the_function_are_allowed():
-    new = "import math\n\ndef helper(v):\n    return v\n\ndef scale(x, k=2, *, bias=0):\n    return helper(math.floor(x))\n"
+def test_imports_around_the_function_are_allowed_but_top_level_helpers_are_not():
+    new = "import math\n\ndef scale(x, k=2, *, bias=0):\n    return math.floor(x)\n"
     assert convert_code(OLD, new).startswith("import math")
+    helper = "def helper(v):\n    return v\n\n" + new.split("\n\n", 1)[1]
+    with pytest.raises(ConversionError, match="only imports and the definition of scale"):
+        convert_code(OLD, helper)
 
 
 @pytest.mark.parametrize(
@@ -224,12 +228,12 @@ def test_code_without_a_previous_function_is_only_compiled():
         ("import os\n    return os.getcwd()", "imports os"),
         ("import os.path as p\n    return p", "imports os.path"),
         ("from subprocess import run\n    return run", "imports from subprocess"),
-        ("return __import__('os').getcwd()", "imports os dynamically"),
-        ("import importlib\n    return importlib.import_module('subprocess')", "dynamically"),
+        ("return __import__('os').getcwd()", '"__import__" is an invalid variable name'),
+        ("import importlib\n    return importlib.import_module('subprocess')", "imports importlib"),
         ("return os.system('ls')", "uses the module name os"),
-        ("return eval('1')", r"calls eval\(\)"),
-        ("return open('f').read()", r"calls open\(\)"),
-        ("import shutil\n    return shutil.rmtree('x')", r"calls shutil.rmtree\(\)"),
+        ("return eval('1')", "uses eval"),
+        ("return open('f').read()", "uses open"),
+        ("import shutil\n    return shutil.rmtree('x')", "uses shutil.rmtree"),
     ],
 )
 def test_the_safety_check_rejects_forbidden_modules_and_calls(body, problem):
@@ -246,7 +250,13 @@ def test_the_safety_check_rejects_forbidden_modules_and_calls(body, problem):
 
 def test_the_safety_check_allows_similar_but_different_names():
     new = "import osmium\n\ndef scale(x, k=2, *, bias=0):\n    return osmium.evaluate(x)\n"
-    assert convert_code(OLD, new, forbidden_modules={"os"}, forbidden_calls={"eval"})
+    check_code(
+        new,
+        original=OLD,
+        policy=CodePolicy(allowed_imports={"osmium"}),
+        forbidden_modules={"os"},
+        forbidden_calls={"eval"},
+    )
 
 
 def test_check_code_alone():

@@ -127,10 +127,10 @@ def test_changed_code_is_shown_once_without_a_duplicated_header():  # B7
         return a * 2
 
     code = scale.parameter
-    new = "def scale(a, b=1):\n    return a * 3\n"
+    new = "def scale(a: int):\n    return a * 3\n"
     code._set(new)
     out = scale(trace.node(2))
-    llm = ScriptedLLM([xml_reply(**{code.py_name: "def scale(a, b=1):\n    return a * 4"})])
+    llm = ScriptedLLM([xml_reply(**{code.py_name: "def scale(a: int):\n    return a * 4"})])
     optimizer = OptoPrimeV2([code], llm=llm)
     stepped(optimizer, out)
     user = llm.requests[0].last
@@ -138,8 +138,8 @@ def test_changed_code_is_shown_once_without_a_duplicated_header():  # B7
         r'<variable name="__code\d+" type="code">\n<value>\n(.*?)\n</value>', user, re.S
     )
     assert shown.group(1) == new.rstrip("\n")
-    assert user.count("def scale(a, b=1)") == 1
-    assert code.data == "def scale(a, b=1):\n    return a * 4\n"
+    assert user.count("def scale(a: int)") == 1
+    assert code.data == "def scale(a: int):\n    return a * 4\n"
 
 
 def test_memory_rounds_keep_code_indentation():  # B7: memory dedented code

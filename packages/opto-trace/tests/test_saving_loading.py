@@ -7,6 +7,7 @@ import re
 
 import pytest
 from opto.trace.bundle import bundle
+from opto.trace.code_policy import UntrustedCodeError
 from opto.trace.containers import Map, Seq, StateDictError
 from opto.trace.modules import Module, ModuleStateError, model
 from opto.trace.nodes import node
@@ -68,7 +69,7 @@ def test_json_round_trip_into_a_fresh_instance(tmp_path):
 
     fresh = Agent()
     own_prompt, own_layer = fresh.prompt, fresh.layers[1]
-    fresh.load(path)
+    fresh.load(path, trust_code=True)  # changed_agent() edited the code of act
     assert fresh.prompt is own_prompt and own_prompt.data == "Be brief."
     assert fresh.layers[1] is own_layer and own_layer.data == 20
     assert fresh.table["greeting"].data == "hi"
@@ -112,7 +113,10 @@ def test_bundle_save_and_load_after_editing_code(tmp_path):
         return x * 2
 
     assert fun(2).data == 4
-    fun.load(tmp_path / "fun.json")
+    with pytest.raises(UntrustedCodeError, match="trust_code=True"):
+        fun.load(tmp_path / "fun.json")
+    assert fun(2).data == 4
+    fun.load(tmp_path / "fun.json", trust_code=True)
     assert fun(2).data == 6
 
 
@@ -233,5 +237,5 @@ def test_bundle_returning_a_tuple_unpacks_into_nodes(tmp_path):
     def split(x):  # a fresh bundle, restored from the file
         return x, x + 1
 
-    split.load(tmp_path / "split.json")
+    split.load(tmp_path / "split.json", trust_code=True)
     assert [n.data for n in split(node(3))] == [3, 30]

@@ -4,22 +4,22 @@ An LLM suggests values as JSON (often as strings). ``convert_value`` turns a sug
 a value of the parameter's current type or raises :class:`ConversionError` with the reason:
 an int stays an int (``"3.9"`` is rejected, not truncated), ``"no"`` is ``False`` for a bool,
 a float is finite, ``"abc"`` is never ``['a', 'b', 'c']`` and a dict keeps the type of its
-keys through JSON (whose object keys are always strings). Code (the ``__code`` of trainable bundles) must
-compile, keep the function's name and signature and, when asked, avoid forbidden modules
-and calls (a guard against unwanted suggestions, not a sandbox).
+keys through JSON (whose object keys are always strings). Code (the ``__code`` of trainable
+bundles) must pass :mod:`opto.trace.code_policy`'s checks, the same ones loaded code passes
+(see ``docs/security.md``).
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import math
-import re
-import textwrap
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from opto.optimizers.parsing import load_json_like
+from opto.trace import code_policy
+from opto.trace.code_policy import CodePolicy, CodePolicyError
+from opto.trace.nodes import ParameterNode
 
 __all__ = [
     "ConversionError",
@@ -35,7 +35,6 @@ Converter = Callable[[Any, Any], Any]
 
 _TRUE = frozenset({"true", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "no", "n", "off", "0"})
-_FENCED = re.compile(r"^\s*```[ \t]*[\w.+-]*[ \t]*\r?\n(.*?)\r?\n?[ \t]*```\s*$", re.DOTALL)
 
 
 class ConversionError(ValueError):
@@ -256,92 +255,9 @@ def convert_value(old: Any, new: Any, *, converters: Mapping[type, Converter] | 
 # --- code -------------------------------------------------------------------------------
 
 
-def _unfence(source: str) -> str:
-    match = _FENCED.match(source)
-    return match.group(1) if match else source
-
-
-def _first_function(tree: ast.Module) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    for statement in tree.body:
-        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            return statement
-    return None
-
-
-def _parameters(function: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
-    """The calling convention: parameter names and kinds (no defaults or annotations)."""
-    args = function.args
-    parts = [arg.arg for arg in args.posonlyargs]
-    if args.posonlyargs:
-        parts.append("/")
-    parts.extend(arg.arg for arg in args.args)
-    if args.vararg is not None:
-        parts.append("*" + args.vararg.arg)
-    elif args.kwonlyargs:
-        parts.append("*")
-    parts.extend(arg.arg for arg in args.kwonlyargs)
-    if args.kwarg is not None:
-        parts.append("**" + args.kwarg.arg)
-    return ", ".join(parts)
-
-
 def function_signature(source: str) -> tuple[str, str] | None:
     """``(name, parameters)`` of the first top-level function in ``source``, if any."""
-    try:
-        tree = ast.parse(textwrap.dedent(_unfence(source)))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-    function = _first_function(tree)
-    return None if function is None else (function.name, _parameters(function))
-
-
-def _dotted(node: ast.AST) -> str | None:
-    parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if not isinstance(node, ast.Name):
-        return None
-    parts.append(node.id)
-    return ".".join(reversed(parts))
-
-
-def _under(module: str, forbidden: Collection[str]) -> bool:
-    return any(module == item or module.startswith(item + ".") for item in forbidden)
-
-
-def _violations(
-    tree: ast.AST, forbidden_modules: Collection[str], forbidden_calls: Collection[str]
-) -> list[str]:
-    """Why the code breaks the safety rules (empty when it does not)."""
-    found: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.extend(
-                f"imports {alias.name}"
-                for alias in node.names
-                if _under(alias.name, forbidden_modules)
-            )
-        elif isinstance(node, ast.ImportFrom):
-            if node.level == 0 and node.module and _under(node.module, forbidden_modules):
-                found.append(f"imports from {node.module}")
-        elif isinstance(node, ast.Name) and node.id in forbidden_modules:
-            found.append(f"uses the module name {node.id}")
-        elif isinstance(node, ast.Call):
-            name = _dotted(node.func)
-            if name is None:
-                continue
-            if name in forbidden_calls or name.rsplit(".", 1)[-1] in forbidden_calls:
-                found.append(f"calls {name}()")
-            if name in {"__import__", "importlib.import_module", "import_module"} and node.args:
-                target = node.args[0]
-                if (
-                    isinstance(target, ast.Constant)
-                    and isinstance(target.value, str)
-                    and _under(target.value, forbidden_modules)
-                ):
-                    found.append(f"imports {target.value} dynamically")
-    return list(dict.fromkeys(found))
+    return code_policy.function_signature(source)
 
 
 def check_code(
@@ -350,43 +266,25 @@ def check_code(
     expected: tuple[str, str] | None = None,
     forbidden_modules: Collection[str] = (),
     forbidden_calls: Collection[str] = (),
+    original: str | None = None,
+    policy: CodePolicy | None = None,
 ) -> None:
-    """Check suggested code: it compiles, defines ``expected = (name, parameters)`` at top
-    level (see :func:`function_signature`), and breaks no safety rule.
+    """Check suggested code with :func:`opto.trace.code_policy.check_code`: it compiles,
+    keeps the function's name, parameters and def kind (from ``original``, or ``expected =
+    (name, parameters)``), has nothing else at top level but imports, and satisfies the
+    policy. Any forbidden module or call turns on the restricted policy (RestrictedPython,
+    ``opto-trace[sandbox]``); see ``docs/security.md``.
 
     Raises:
         ConversionError: with the first problem found.
     """
+    merged = CodePolicy.of(
+        policy, forbidden_modules=forbidden_modules, forbidden_calls=forbidden_calls
+    )
     try:
-        tree = ast.parse(source)
-        compile(tree, "<suggested code>", "exec")
-    except SyntaxError as error:
-        where = f" (line {error.lineno})" if error.lineno else ""
-        raise ConversionError(f"the code does not compile: {error.msg}{where}") from None
-    except (ValueError, RecursionError, MemoryError) as error:
-        raise ConversionError(f"the code does not compile: {error}") from None
-    if expected is not None:
-        name, parameters = expected
-        functions = {
-            node.name: node
-            for node in tree.body
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-        }
-        function = functions.get(name)
-        if function is None:
-            defined = ", ".join(functions) or "no function"
-            raise ConversionError(
-                f"the code must define the function {name}({parameters}); it defines {defined}"
-            )
-        found = _parameters(function)
-        if found != parameters:
-            raise ConversionError(
-                f"the signature must stay {name}({parameters}); the suggestion has {name}({found})"
-            )
-    if forbidden_modules or forbidden_calls:
-        problems = _violations(tree, set(forbidden_modules), set(forbidden_calls))
-        if problems:
-            raise ConversionError("the code is not allowed: it " + "; it ".join(problems))
+        code_policy.check_code(source, original=original, expected=expected, policy=merged)
+    except CodePolicyError as error:
+        raise ConversionError(str(error)) from None
 
 
 def convert_code(
@@ -396,24 +294,29 @@ def convert_code(
     forbidden_modules: Collection[str] = (),
     forbidden_calls: Collection[str] = (),
 ) -> str:
-    """A suggested function definition, checked against the current one (``old``).
+    """A suggested function definition, checked against the current one.
 
-    Code fences and a common indentation are removed; then :func:`check_code` applies with
-    the name and parameters of ``old``'s first function (when ``old`` has one).
+    ``old`` is the code parameter (a ParameterNode of a trainable bundle: its defining
+    source and :class:`~opto.trace.code_policy.CodePolicy` apply) or the current source.
+    Code fences and a common indentation are removed; then :func:`check_code` applies.
+    Any forbidden module or call turns on the restricted policy (see ``docs/security.md``).
 
     Raises:
         ConversionError: not a string, blank, or a failed check.
     """
+    spec = code_policy.code_spec(old) if isinstance(old, ParameterNode) else None
+    if isinstance(old, ParameterNode):
+        old = old._data
     if not isinstance(new, str):
         raise ConversionError(f"code must be given as a string, got {type(new).__name__}")
-    source = textwrap.dedent(_unfence(new)).strip("\n")
-    if not source.strip():
+    if not new.strip():
         raise ConversionError("the suggested code is empty")
-    expected = function_signature(old) if isinstance(old, str) else None
+    source = code_policy.normalize_code(new)
     check_code(
         source,
-        expected=expected,
+        original=spec.original if spec is not None else old if isinstance(old, str) else None,
+        policy=None if spec is None else spec.policy,
         forbidden_modules=forbidden_modules,
         forbidden_calls=forbidden_calls,
     )
-    return source + "\n"
+    return source

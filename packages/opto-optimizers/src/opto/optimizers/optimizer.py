@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+from opto.optimizers.code_proposals import rejection_feedback
 from opto.optimizers.utils import atomic_write_text, jsonable
 from opto.trace.nodes import Node, ParameterNode
 from opto.trace.propagators import AbstractPropagator, GraphPropagator, TraceGraph
@@ -309,7 +310,12 @@ class Optimizer(AbstractOptimizer):
         graphs = [aggregate(p.feedback) for p in self.trainable_parameters if p.feedback]
         if not graphs:
             return None
-        return TraceGraph.sum(graphs)
+        total = TraceGraph.sum(graphs)
+        last = self.last_step
+        note = rejection_feedback(last.rejected) if last is not None else ""
+        if note and (total.user_feedback is None or isinstance(total.user_feedback, str)):
+            total.user_feedback = f"{total.user_feedback or ''}\n\n{note}".strip()
+        return total
 
     def zero_feedback(self) -> None:
         """Clear the feedback of every parameter (call before each ``backward``)."""
@@ -446,7 +452,7 @@ class Optimizer(AbstractOptimizer):
 
         Raises:
             TypeError: ``state`` is not a mapping.
-            ValueError: ``state`` has an unknown format version.
+            ValueError: ``state`` has an unknown format version or is malformed.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a dict from state_dict(), got {type(state).__name__}.")
@@ -465,17 +471,33 @@ class Optimizer(AbstractOptimizer):
             logger.warning(
                 "The saved state was for parameters %s; this optimizer has %s.", saved, names
             )
-        self.step_count = int(state.get("step_count", 0))
+        try:
+            step_count = int(state.get("step_count", 0))
+            records = [StepRecord.from_dict(item) for item in state.get("steps", ())]
+        except (TypeError, ValueError, AttributeError) as error:
+            raise ValueError(
+                f"the optimizer state is malformed ({type(error).__name__}: {error}); load a "
+                "state written by state_dict()/save() of the same optimizer."
+            ) from None
+        self.step_count = step_count
         self._steps.clear()
-        self._steps.extend(StepRecord.from_dict(item) for item in state.get("steps", ()))
+        self._steps.extend(records)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`state_dict` as JSON to ``path`` atomically; returns the path."""
         return atomic_write_text(path, json.dumps(self.state_dict(), indent=2, ensure_ascii=False))
 
     def load(self, path: str | os.PathLike[str]) -> None:
-        """Read a JSON state written by :meth:`save` into this optimizer."""
-        self.load_state_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a JSON state written by :meth:`save` into this optimizer.
+
+        Raises:
+            ValueError: the file is not valid JSON (or nested too deeply) or not a state.
+        """
+        try:
+            state = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+            raise ValueError(f"{path} is not an optimizer state file: {error}") from None
+        self.load_state_dict(state)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Optimizer:
         """A copy with its own state that optimizes the same parameters with the same LLM."""

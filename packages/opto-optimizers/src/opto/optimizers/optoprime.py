@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 from opto.optimizers import prompt_budget
+from opto.optimizers.code_proposals import restrict_parameters
 from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
 from opto.optimizers.optimizer import Optimizer
 from opto.optimizers.parsing import ParsedReply, SuggestionParseError, parse_suggestion_reply
@@ -150,10 +151,9 @@ class OptoPrime(Optimizer):
             the prompt fits (counted by ``token_counter``, ≈4 characters per token by
             default); a prompt that still does not fit is sent with a warning.
         token_counter: counts the tokens of a text, for ``max_prompt_tokens``.
-        forbidden_modules: code suggestions importing or using these modules are rejected
-            (e.g. ``{"os", "subprocess"}``); empty by default.
-        forbidden_calls: code suggestions calling these names are rejected (e.g.
-            ``{"eval", "exec", "open"}``); empty by default.
+        forbidden_modules / forbidden_calls: asking for either runs trainable code restricted
+            (RestrictedPython, ``opto-trace[sandbox]``) and rejects proposals importing or
+            using them, e.g. ``{"os"}`` / ``{"open"}``; see docs/security.md.
         converters: ``{type: fn(old, new)}`` conversions for parameter types, tried before
             the built-in ones.
         reasoning_max_chars: the schema's ``maxLength`` for the reasoning and answer texts
@@ -252,8 +252,9 @@ class OptoPrime(Optimizer):
         self.max_section_chars = prompt_budget.check_max_section_chars(max_section_chars)
         self.max_prompt_tokens = max_prompt_tokens
         self.token_counter = token_counter or estimate_tokens
-        self.forbidden_modules = frozenset(forbidden_modules)
-        self.forbidden_calls = frozenset(forbidden_calls)
+        self.forbidden_modules, self.forbidden_calls = restrict_parameters(
+            self.parameters, forbidden_modules, forbidden_calls
+        )
         self.converters = dict(converters or {})
         self.reasoning_max_chars = reasoning_max_chars
         self.memory_size = memory_size
@@ -621,7 +622,7 @@ class OptoPrime(Optimizer):
             try:
                 if "__code" in p.py_name:
                     value = convert_code(
-                        p._data,
+                        p,
                         raw,
                         forbidden_modules=self.forbidden_modules,
                         forbidden_calls=self.forbidden_calls,

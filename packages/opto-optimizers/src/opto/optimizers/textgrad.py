@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from opto.optimizers.code_proposals import restrict_parameters
 from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
 from opto.optimizers.optimizer import Optimizer
 from opto.optimizers.optoprime_v2 import extract_first_top_level_block
@@ -93,7 +94,9 @@ class TextGrad(Optimizer):
         max_workers: how many LLM calls run at once.
         max_value_chars: longest value shown in a prompt (the variable being updated is
             always shown in full).
-        forbidden_modules / forbidden_calls: code suggestions using these are rejected.
+        forbidden_modules / forbidden_calls: asking for either runs trainable code restricted
+            (RestrictedPython, ``opto-trace[sandbox]``) and rejects proposals using them;
+            see docs/security.md.
         converters: ``{type: fn(old, new)}`` conversions tried before the built-in ones.
         max_history: how many step records :attr:`steps` (and :attr:`log`) keep.
     """
@@ -131,8 +134,9 @@ class TextGrad(Optimizer):
         self.max_tokens = max_tokens
         self.max_workers = max_workers
         self.max_value_chars = max_value_chars
-        self.forbidden_modules = frozenset(forbidden_modules)
-        self.forbidden_calls = frozenset(forbidden_calls)
+        self.forbidden_modules, self.forbidden_calls = restrict_parameters(
+            self.parameters, forbidden_modules, forbidden_calls
+        )
         self.converters = dict(converters or {})
         self.log: list[dict[str, Any]] | None = [] if log else None
         self.gradients: dict[str, str] = {}
@@ -282,7 +286,7 @@ class TextGrad(Optimizer):
     def _convert(self, parameter: ParameterNode, text: str) -> Any:
         if "__code" in parameter.py_name:
             return convert_code(
-                parameter._data,
+                parameter,
                 text,
                 forbidden_modules=self.forbidden_modules,
                 forbidden_calls=self.forbidden_calls,

@@ -36,6 +36,13 @@ from typing import Any
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
 from opto.trace._wrappable import check_wrappable
 from opto.trace.broadcast import recursive_conversion
+from opto.trace.code_policy import (
+    CodePolicy,
+    CodePolicyError,
+    code_spec,
+    inherit_code_spec,
+    register_code,
+)
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
 from opto.trace.modules import Module
 from opto.trace.nodes import (
@@ -47,6 +54,7 @@ from opto.trace.nodes import (
     get_op_name,
     node,
 )
+from opto.trace.sandbox import define_function
 
 __all__ = [
     "ALLOW_EXTERNAL_DEPENDENCIES",
@@ -122,10 +130,13 @@ def bundle(
     overwrite_python_recursion: bool = False,
     projections: list[Any] | None = None,
     output_name: str | None = None,
+    code_policy: CodePolicy | None = None,
 ) -> Callable[[Callable[..., Any]], FunModule]:
     """Decorator turning a function into a traced operator (a :class:`FunModule`).
 
-    Use it called: ``@bundle()`` or ``bundle(trainable=True)(fun)``.
+    Use it called: ``@bundle()`` or ``bundle(trainable=True)(fun)``. ``code_policy`` checks
+    and restricts trainable code (see :class:`~opto.trace.code_policy.CodePolicy` and
+    ``docs/security.md`` for what it does and does not protect against).
     """
     if callable(description) and not isinstance(description, str):
         raise TypeError(
@@ -152,6 +163,7 @@ def bundle(
             projections=projections,
             output_name=output_name,
             _ldict=ldict,
+            code_policy=code_policy,
         )
 
     return decorator
@@ -242,32 +254,6 @@ def _plan_from_code(fun: types.FunctionType) -> _Plan:
     return plan
 
 
-class _Globals(dict):  # type: ignore[type-arg]
-    """Globals of exec'd trainable code: own names first, then the live module globals."""
-
-    __slots__ = ("_base",)
-
-    def __init__(self, base: dict[str, Any], overlay: dict[str, Any] | None) -> None:
-        super().__init__(overlay or {})
-        self._base = base
-
-    def __missing__(self, key: str) -> Any:
-        return self._base[key]
-
-
-class _Locals(dict):  # type: ignore[type-arg]
-    """Top-level namespace while exec'ing trainable code (module-level statements see globals)."""
-
-    __slots__ = ("_globals",)
-
-    def __init__(self, glb: _Globals) -> None:
-        super().__init__()
-        self._globals = glb
-
-    def __missing__(self, key: str) -> Any:
-        return self._globals[key]
-
-
 class _CallRecord:
     """Per-call facts of one bundle output, expanded into ``node.info`` on first access."""
 
@@ -320,6 +306,7 @@ class FunModule(Module):
         projections: list[Any] | None = None,
         output_name: str | None = None,
         _ldict: dict[str, Any] | None = None,
+        code_policy: CodePolicy | None = None,
     ) -> None:
         check_wrappable(fun)
         _check_description(description)
@@ -380,6 +367,8 @@ class FunModule(Module):
                 description="The code should start with:\n" + _signature_hint(source),
                 projections=projections,
             )
+            register_code(self.parameter, source, code_policy)
+        self._code_policy = code_policy
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -492,7 +481,7 @@ class FunModule(Module):
         lines = code.splitlines(True)
         linecache.cache[filename] = (len(code), None, lines, filename)
         try:
-            compiled = compile(code, filename, "exec")
+            compile(code, filename, "exec")
         except SyntaxError as e:
             lineno = e.lineno or 1
             base = f"(SyntaxError) {e.msg}."
@@ -502,14 +491,21 @@ class FunModule(Module):
                 commented + "\n" + base,
                 "SyntaxError in trainable code definition.\n" + commented,
             ) from None
-        base_globals = getattr(self._fun, "__globals__", {})
-        glb = _Globals(base_globals, self._ldict)
-        loc = _Locals(glb)
+        spec = code_spec(param)
+        if spec is None:  # unpickled: the registry is per process
+            register_code(param, self._source()[0], self._code_policy)
+            spec = code_spec(param)
         try:
-            exec(compiled, glb, loc)
-            if self._fun_name not in loc:
-                raise KeyError(self._fun_name)
-            fn = dict.__getitem__(loc, self._fun_name)
+            fn = define_function(
+                code,
+                filename,
+                self._fun_name,
+                getattr(self._fun, "__globals__", {}),
+                self._ldict,
+                spec.policy,  # type: ignore[union-attr]
+            )
+        except CodePolicyError as e:
+            raise self._code_error(e, code + "\n" + str(e), str(e)) from None
         except Exception as e:
             tb = e.__traceback__
             lineno = None
@@ -530,7 +526,6 @@ class FunModule(Module):
             e = TypeError(f"The trainable code must define {self._fun_name} as {kind}")
             base = _base_message(e)
             raise self._code_error(e, code + "\n" + base, base)
-        glb.update(loc)
         self._compiled = (code, fn)
         return fn
 
@@ -940,6 +935,7 @@ class FunModule(Module):
         new._fast = new._light = False
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter)
+            inherit_code_spec(self.parameter, new.parameter)
             new._compiled = None
         return new
 
@@ -948,6 +944,7 @@ class FunModule(Module):
         memo[id(self)] = new
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter, memo)
+            inherit_code_spec(self.parameter, new.parameter)
         if self._self_node is not None:
             new._self_node = copy.deepcopy(self._self_node, memo)
         return new

@@ -31,6 +31,7 @@ from opto.trace.containers import (
     Seq,
     _fun_module_type,
 )
+from opto.trace.loading import check_loaded_state
 from opto.trace.nodes import Node
 from opto.trace.utils import atomic_write
 
@@ -90,18 +91,22 @@ class Module(ParameterContainer):
         logger.debug("Saved %d parameter values to %s", len(document["parameters"]), target)
         return target
 
-    def load(self, path: str | os.PathLike[str], *, format: SaveFormat = "json") -> None:
+    def load(
+        self, path: str | os.PathLike[str], *, format: SaveFormat = "json", trust_code: bool = False
+    ) -> None:
         """Read values written by `save()` into this module's own ParameterNodes.
 
         Pickle files are read only when `format="pickle"` is passed explicitly. Missing or
-        unknown parameter keys raise `StateDictError` and leave the module unchanged.
+        unknown keys raise `StateDictError`, values of another type `LoadedValueError`, and
+        trainable code that differs from its defining source `UntrustedCodeError` unless
+        `trust_code=True` (see docs/security.md); the module is then left unchanged.
         """
         source = Path(path)
         raw = source.read_bytes()
         if format == "json":
             try:
                 document = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 raise ModuleStateError(
                     f"{source} is not a JSON module state file ({exc}). If it was written "
                     "with save(..., format='pickle') and you trust it, load it with "
@@ -117,7 +122,8 @@ class Module(ParameterContainer):
             logger.warning(
                 "Loading state saved from %s into %s", saved_class, _class_path(type(self))
             )
-        self.load_state_dict(parameters)
+        own = dict(self.named_parameters())
+        self.load_state_dict(check_loaded_state(own, parameters, trust_code, str(source)))
 
 
 def _class_path(cls: type) -> str:

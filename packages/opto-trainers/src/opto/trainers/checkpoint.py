@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from opto.trace.loading import LoadedValueError, check_loaded_state
 from opto.utils.storage import (
     RunExistsError,
     RunNotFoundError,
@@ -123,8 +124,16 @@ class RunStore:
         """The storage URL (password hidden)."""
         return str(self.storage.url)
 
-    def latest_state(self, algorithm: str) -> dict[str, Any] | None:
-        """The latest checkpointed trainer state, checked to belong to `algorithm`."""
+    def latest_state(
+        self, algorithm: str, agent: Any = None, trust_code: bool = False
+    ) -> dict[str, Any] | None:
+        """The latest checkpointed trainer state, checked to belong to `algorithm`.
+
+        With `agent` (a Module), the checkpoint's parameter values are checked like any
+        loaded state (`opto.trace.loading.check_loaded_state`): trainable code that differs
+        from its defining source is refused unless `trust_code`, loaded code passes the
+        proposal checks, values keep their parameter's type. See docs/security.md.
+        """
         record = self.storage.load_checkpoint(self.run)
         if record is None:
             return None
@@ -140,6 +149,22 @@ class RunStore:
                 f"run {self.name!r} was checkpointed by {state.get('algorithm')}, not "
                 f"{algorithm}; resume it with the same algorithm or choose another run_name"
             )
+        if agent is not None:
+            state = self.check_parameters(state, agent, trust_code)
+        return state
+
+    def check_parameters(
+        self, state: dict[str, Any], agent: Any, trust_code: bool = False
+    ) -> dict[str, Any]:
+        """`state` with its parameter values checked against `agent` (see `latest_state`)."""
+        where = f"the checkpoint of run {self.name!r}"
+        try:
+            own = dict(agent.named_parameters())
+            state["parameters"] = check_loaded_state(
+                own, state.get("parameters"), trust_code, where
+            )
+        except LoadedValueError as error:
+            raise CheckpointError(str(error)) from None
         return state
 
     def save(self, state: dict[str, Any], iteration: int) -> None:

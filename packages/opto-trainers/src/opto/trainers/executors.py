@@ -3,15 +3,14 @@
 Every algorithm expresses its work as a list of independent calls and hands it to an
 executor's `map`, which returns the results in input order. `SerialExecutor` runs them one
 after another, `ThreadExecutor` (the default) keeps up to `max_workers` in flight at once
-(LLM calls release the GIL), `AsyncioExecutor` runs coroutine functions on an event loop (and async agents called
-from its plain tasks are awaited on that loop, see `executor_loop`).
+(LLM calls release the GIL), `AsyncioExecutor` runs coroutine functions on an event loop
+(async agents called from its plain tasks are awaited on that loop, see `executor_loop`).
 A Ray executor (`opto.trainers.ray_executor`) implements the same interface.
 
 Each task runs in a copy of the caller's `contextvars` context (threads come from
 `opto.utils.concurrency`), so usage scopes and budgets (`opto.utils.usage.track_usage`)
-and tracing state reach the workers. A `map` issued from
-inside one of the executor's own tasks runs inline, so nested work never deadlocks a
-bounded pool.
+and tracing state reach the workers. A `map` issued from inside one of the executor's own
+tasks runs inline, so nested work never deadlocks a bounded pool.
 """
 
 from __future__ import annotations

@@ -121,7 +121,9 @@ class TrainOptions:
     storage URL or `Storage`; default `sqlite:///<save_path dir>/runs.db` when saving or
     resuming), `run_name`, `resume` (continue the run's latest checkpoint; refused for
     another agent or changed hyperparameters, see `opto.trainers.resume_check`),
-    `resume_overrides` (True, or the names of hyperparameters allowed to change).
+    `resume_overrides` (True, or the names of hyperparameters allowed to change),
+    `trust_code` (let a resumed checkpoint run code that differs from its defining source;
+    docs/security.md).
 
     Stopping: `max_steps` (alias `num_steps`), `patience`, `min_delta`, `stop_file`,
     LLM budget `budget` or `max_llm_calls` / `max_tokens` / `max_cost` (USD).
@@ -149,6 +151,7 @@ class TrainOptions:
     run_name: str | None = None
     resume: bool = False
     resume_overrides: bool | Sequence[str] = attrs.field(default=False, validator=check_overrides)
+    trust_code: bool = False
     max_steps: int | None = attrs.field(default=None, validator=_optional_positive)
     patience: int | None = attrs.field(default=None, validator=_optional_positive)
     min_delta: float = 0.0
@@ -727,6 +730,7 @@ class TrainSession:
                 self.store.name, self.store.run.config, config, state, options.resume_overrides
             )
             if state is not None:
+                state = self.store.check_parameters(state, trainer.agent, options.trust_code)
                 trainer.load_state_dict(state)
                 self.stop.load_state_dict(state["stop"])
                 trainer.errors.errors = int(state.get("errors", 0))
