@@ -402,3 +402,27 @@ def test_pareto_best_candidate_prefers_the_oldest_on_ties():
     assert best_candidate([new, old], ObjectiveConfig(mode="pareto")) is old
     assert best_candidate([_candidate(3), old], ObjectiveConfig(mode="weighted")) is old
     assert best_candidate([], ObjectiveConfig()) is None
+
+
+def test_priority_search_with_an_objective_resumes_to_the_uninterrupted_result(tmp_path):
+    config = ObjectiveConfig(mode="pareto", minimize={"cost"}, weights={"acc": 1.0, "cost": 0.1})
+
+    def run(**kwargs):
+        agent = S.EchoAgent()
+        optimizer = S.StepOptimizer(agent.parameters(), ScriptedLLM(S.increment))
+        trainer = PrioritySearch(agent, optimizer, num_threads=4, seed=0)
+        options = {"batch_size": 2, "num_candidates": 2, "num_proposals": 1}
+        result = trainer.train(TradeOff(), DATA, objective_config=config, **options, **kwargs)
+        memory = sorted(
+            (c.update_dict["prompt"], c.mean_score_dict(), c.num_rollouts) for c in trainer.memory
+        )
+        return result, memory
+
+    straight, straight_memory = run(max_steps=4)
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    run(max_steps=2, storage=url, run_name="r")
+    resumed, resumed_memory = run(max_steps=4, storage=url, run_name="r", resume=True)
+    assert resumed.final_parameters == straight.final_parameters
+    assert [h["scores"] for h in resumed.history] == [h["scores"] for h in straight.history]
+    assert resumed_memory == straight_memory
+    assert "best_mean/cost" in resumed.history[-1]["scores"]

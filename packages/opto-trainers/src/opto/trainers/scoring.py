@@ -17,9 +17,11 @@ from typing import Any
 from .objectives import (
     ObjectiveConfig,
     aggregate_score_dicts,
+    apply_minimize,
     score_dict_to_scalar,
     select_best,
     select_top_k,
+    weighted_scalarize,
 )
 from .utils import safe_mean
 
@@ -96,13 +98,9 @@ def scalar(score: Any, config: ObjectiveConfig | None) -> float | None:
         )
     if config.mode == "scalar":
         return score_dict_to_scalar(score, config)
-    weighted = ObjectiveConfig(
-        scalarize_dict="weighted",
-        weights=config.weights,
-        minimize=config.minimize,
-        missing_value=config.missing_value,
-    )
-    return score_dict_to_scalar(score, weighted)
+    signed = apply_minimize(score, config.minimize)
+    weights = config.weights or dict.fromkeys(signed, 1.0)
+    return weighted_scalarize(signed, weights, config.missing_value)
 
 
 def best_of(scores: Sequence[Any], config: ObjectiveConfig | None) -> int | None:
