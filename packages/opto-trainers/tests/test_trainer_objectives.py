@@ -426,3 +426,29 @@ def test_priority_search_with_an_objective_resumes_to_the_uninterrupted_result(t
     assert [h["scores"] for h in resumed.history] == [h["scores"] for h in straight.history]
     assert resumed_memory == straight_memory
     assert "best_mean/cost" in resumed.history[-1]["scores"]
+
+
+def test_jsonl_logger_gets_every_metric_per_step(tmp_path):
+    from opto.trainers import JSONLLogger
+
+    agent = S.EchoAgent()
+    trainer = BasicSearchAlgorithm(
+        agent,
+        S.StepOptimizer(agent.parameters(), counting_llm()),
+        num_threads=4,
+        logger=JSONLLogger(tmp_path / "log.jsonl"),
+    )
+    trainer.train(
+        TradeOff(),
+        DATA,
+        batch_size=2,
+        num_proposals=2,
+        num_epochs=2,
+        test_dataset=DATA,
+        objective_config=ObjectiveConfig(score_key="acc", minimize={"cost"}),
+    )
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    logged = {(line["name"], line["step"]) for line in lines}
+    for step in range(1, 5):
+        assert {("validation/acc", step), ("validation/cost", step)} <= logged
+        assert ("Average test score/cost", step) in logged
