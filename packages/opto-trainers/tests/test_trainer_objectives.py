@@ -452,3 +452,29 @@ def test_jsonl_logger_gets_every_metric_per_step(tmp_path):
     for step in range(1, 5):
         assert {("validation/acc", step), ("validation/cost", step)} <= logged
         assert ("Average test score/cost", step) in logged
+
+
+def test_minibatch_ensure_improvement_compares_by_the_objective():
+    # v0 -> v1 gains accuracy (-3 -> -2) but costs 1 more: with the cost weighted twice
+    # the update is worse and rolled back; by accuracy alone it is kept. Both sides are
+    # scored by the objective: weighting accuracy 3x gives -9 -> -6 (kept), where the
+    # batch's feedback score (-3, the plain accuracy) against -6 would reject it.
+    def train(config):
+        agent = S.EchoAgent()
+        optimizer = S.StepOptimizer(agent.parameters(), ScriptedLLM(S.increment))
+        trainer = MinibatchAlgorithm(agent, optimizer)
+        return trainer.train(
+            TradeOff(),
+            DATA,
+            batch_size=2,
+            max_steps=1,
+            ensure_improvement=True,
+            objective_config=config,
+        )
+
+    kept = train(ObjectiveConfig(mode="weighted", weights={"acc": 1.0}))
+    assert kept.final_parameters == {"prompt": "v1"}
+    costly = ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"})
+    assert train(costly).final_parameters == {"prompt": "v0"}
+    tripled = ObjectiveConfig(mode="weighted", weights={"acc": 3.0})
+    assert train(tripled).final_parameters == {"prompt": "v1"}

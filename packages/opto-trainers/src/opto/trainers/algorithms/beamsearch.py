@@ -12,6 +12,8 @@ Fixes over the reference: candidates are values (validation never sets and resto
 shared agent, so a failure cannot leave it holding a candidate); duplicate candidates are
 validated once; the beams are always ranked; the subsamples and minibatches come from the
 trainer's seeded RNG and `DataLoader`, and `num_epochs`, when given, bounds the search.
+With an `objective_config`, candidates are scored by per-metric means of the guide's score
+dicts and kept by `objectives.select_top_k`.
 """
 
 from __future__ import annotations

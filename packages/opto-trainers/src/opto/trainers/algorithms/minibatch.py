@@ -229,7 +229,18 @@ class Minibatch(Trainer):
         if score is None:
             logger.warning("ensure_improvement: the batch has no score; keeping the update")
             return
-        (new_score,) = self.validate([current], xs, infos, guide, min_score=options.min_score)
+        # Under an objective both sides are re-scored with the guide's score dicts (the
+        # batch score comes from the guide's feedback call, not from the objective).
+        config = options.objective_config
+        candidates = [current] if config is None else [backup, current]
+        scores = self.validate(
+            candidates, xs, infos, guide, min_score=options.min_score, objective_config=config
+        )
+        if config is not None:
+            score = scalar(scores[0], config)
+        new_score = scalar(scores[-1], config)
+        if score is None:
+            return
         if not is_score(new_score) or new_score - score < self.improvement_threshold:
             logger.info(
                 "update rejected: batch score %s -> %s (threshold %s); rolled back",
@@ -293,7 +304,8 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
     (the proposals and the current parameters) is validated on every validation example
     at once, on bound copies: the shared agent only ever receives the winner. The current
     parameters' score is cached while they stay unchanged. Ties go to the earliest
-    proposal.
+    proposal. With an `objective_config`, candidates are compared by
+    `objectives.select_best` on the per-metric means of the guide's score dicts.
     """
 
     def train(

@@ -801,6 +801,10 @@ class PrioritySearch(SearchTrainer):
     rollouts are wasted; with `memory_update_frequency` the memories are merged once per
     k iterations (not as a side effect of reading a property) and candidates are drawn
     from the short-term memory first, then the long-term one.
+
+    With an `objective_config`, rollouts keep the guide's score dicts, every score is the
+    objective's scalar of its dict, the memories are `ParetoHeapMemory` (in "pareto" mode
+    they pop from the Pareto front) and `exploit` uses `objectives.select_best`.
     """
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:

@@ -11,7 +11,9 @@ Fixes over the reference: candidates are values (no set-and-restore of the share
 the bonus is scaled by `score_range` (default (0, 1), the reference's implicit range);
 a step that proposes nothing adds no duplicate of its parent; subsamples come from the
 trainer's seeded RNG and minibatches from its `DataLoader`; `num_epochs`, when given,
-bounds the search; ties are broken by age (oldest first).
+bounds the search; ties are broken by age (oldest first). With an `objective_config`, the
+bandit's reward is the objective's scalar of each score dict, and the agent holds the
+candidate `objectives.select_best` prefers by per-metric means.
 """
 
 from __future__ import annotations
