@@ -122,6 +122,7 @@ def test_test_evaluation_keeps_every_metric():
     config = ObjectiveConfig(score_key="acc")
     result, logger = basic_search(config, test_dataset=DATA)
     assert [t["score"] for t in result.test_scores] == [-3.0, 0.0]  # before, after step 1
+    assert result.test_scores[-1]["metrics"] == {"acc": 0.0, "cost": 3.0}
     step = result.history[0]["scores"]
     assert step["test"] == 0.0 and step["test/acc"] == 0.0 and step["test/cost"] == 3.0
     assert logger.values("Average test score/cost") == [0.0, 3.0]

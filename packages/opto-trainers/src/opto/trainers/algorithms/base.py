@@ -813,7 +813,10 @@ class TrainSession:
         score = scalar(score, options.objective_config)
         if self._test_metrics is not None:
             log_metrics(trainer.logger, {"Average test score": self._test_metrics}, trainer.n_iters)
-        trainer.test_scores.append({"step": trainer.n_iters, "score": score})
+        entry = {"step": trainer.n_iters, "score": score}
+        if self._test_metrics is not None:
+            entry["metrics"] = dict(self._test_metrics)
+        trainer.test_scores.append(entry)
         trainer.logger.log("Average test score", score, trainer.n_iters, color="green")
         trainer.logger.log_table(trainer.n_iters, {"Average test score": score})
         self._observe(score)
