@@ -39,6 +39,7 @@ from typing import Any
 from opto import trace
 from opto.optimizers import OptoPrime
 from opto.trace import operators as ops
+from opto.trace.utils import is_code_name
 from opto.trainers import BasicSearchAlgorithm, Guide, evaluate
 from opto.utils.llm.errors import LLMConfigurationError
 from opto.utils.storage import open_storage
@@ -173,7 +174,7 @@ def scripted_llm() -> Any:
     lock = threading.Lock()
 
     def kind(name: str) -> str:
-        return "code" if "__code" in name else "closing"
+        return "code" if is_code_name(name) else "closing"
 
     def reply(messages: Any, **options: Any) -> str:
         with lock:

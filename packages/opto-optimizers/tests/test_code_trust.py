@@ -14,16 +14,13 @@ from opto import trace
 from opto.optimizers import OptoPrime
 from opto.optimizers.conversion import ConversionError, convert_code
 from opto.trace import ExecutionError
-from opto.trace.nodes import GRAPH
 from opto.utils.testing import ScriptedLLM
 
 OLD = "def scale(x, k=2, *, bias=0):\n    return x * k + bias\n"
 DENY = {"forbidden_modules": {"os", "subprocess"}, "forbidden_calls": {"eval", "exec", "open"}}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_names():
-    GRAPH.clear()
+pytestmark = pytest.mark.usefixtures("fresh_graph")
 
 
 def _code(body: str) -> str:

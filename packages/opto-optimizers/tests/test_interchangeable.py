@@ -12,6 +12,7 @@ from opto import trace
 from opto.optimizers import OPRO, Optimizer, OptoPrime, OptoPrimeMulti, OptoPrimeV2, TextGrad
 from opto.optimizers.opro import OPROv2
 from opto.trace.propagators import GraphPropagator
+from opto.trace.testing import one_step
 from opto.utils.testing import ScriptedLLM
 
 OPTIMIZERS = [OptoPrime, OptoPrimeV2, OptoPrimeMulti, TextGrad, OPRO, OPROv2]
@@ -37,9 +38,7 @@ def universal(messages, **options):
 
 
 def feedback_step(optimizer, x, target, **kwargs):
-    optimizer.zero_feedback()
-    optimizer.backward(x + 1, f"set {x.py_name} to {target}")
-    return optimizer.step(**kwargs)
+    return one_step(optimizer, x + 1, f"set {x.py_name} to {target}", **kwargs)
 
 
 @pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)

@@ -10,17 +10,12 @@ from hypothesis import strategies as st
 from opto import trace
 from opto.optimizers import OPRO
 from opto.optimizers.opro import score_from_feedback
+from opto.trace.testing import one_step
 from opto.utils.testing import ScriptedLLM
 
 
 def suggestion(name, value):
     return json.dumps({"reasoning": "r", "suggestion": {name: value}})
-
-
-def run(optimizer, out, feedback, **kwargs):
-    optimizer.zero_feedback()
-    optimizer.backward(out, feedback)
-    return optimizer.step(**kwargs)
 
 
 def solutions(prompt):
@@ -35,7 +30,7 @@ def test_history_is_shown_sorted_by_score_with_the_current_last():
     llm = ScriptedLLM(replies)
     optimizer = OPRO([x], llm=llm)
     for score in (0.5, 0.9, 0.1, 0.7):
-        run(optimizer, x + 0, f"score: {score}")
+        one_step(optimizer, x + 0, f"score: {score}")
     prompt = llm.requests[-1].last
     assert solutions(prompt) == [(2, 0.1), (0, 0.5), (5, 0.9)]
     assert f'Current solution:\n{{\n  "{x.py_name}": 9\n}}\nscore: 0.7' in prompt
@@ -49,7 +44,7 @@ def test_minimize_sorts_the_other_way():
     llm = ScriptedLLM([suggestion(x.py_name, v) for v in (1, 2, 3)])
     optimizer = OPRO([x], llm=llm, maximize=False)
     for score in (3, 1, 2):
-        run(optimizer, x + 0, "loss", score=score)
+        one_step(optimizer, x + 0, "loss", score=score)
     assert [s for _, s in solutions(llm.requests[-1].last)] == [3.0, 1.0]
     assert "lower scores are better" in llm.requests[-1].last
 
@@ -58,8 +53,8 @@ def test_explicit_score_wins_and_unscored_feedback_still_guides():
     x = trace.node(0, trainable=True)
     llm = ScriptedLLM([suggestion(x.py_name, 1), suggestion(x.py_name, 2)])
     optimizer = OPRO([x], llm=llm)
-    run(optimizer, x + 0, "too small, score: 0.1", score=0.4)
-    run(optimizer, x + 0, "closer")
+    one_step(optimizer, x + 0, "too small, score: 0.1", score=0.4)
+    one_step(optimizer, x + 0, "closer")
     assert [e["score"] for e in optimizer.history] == [0.4, None]
     prompt = llm.requests[-1].last
     assert "score: 0.4\nfeedback: too small, score: 0.1" in prompt
@@ -71,7 +66,7 @@ def test_prompt_shows_the_best_max_num_solutions():
     llm = ScriptedLLM([suggestion(x.py_name, v) for v in range(1, 7)])
     optimizer = OPRO([x], llm=llm, max_num_solutions=2, history_size=4)
     for score in (0.6, 0.2, 0.9, 0.3, 0.8, 0.1):
-        run(optimizer, x + 0, str(score))
+        one_step(optimizer, x + 0, str(score))
     assert len(optimizer.history) == 4
     assert [s for _, s in solutions(llm.requests[-1].last)] == [0.8, 0.9]
 
@@ -79,7 +74,7 @@ def test_prompt_shows_the_best_max_num_solutions():
 def test_system_prompt_is_opros_own():  # B6: the V1 format shadowed OPRO's
     x = trace.node(0, trainable=True)
     llm = ScriptedLLM([suggestion(x.py_name, 1)])
-    run(OPRO([x], llm=llm), x + 0, "score 1")
+    one_step(OPRO([x], llm=llm), x + 0, "score 1")
     system = llm.requests[0].messages[0]["content"]
     assert "solutions tried earlier" in system and '"suggestion"' in system
     assert "#Code" not in system and "#Others" not in system and '"answer"' not in system
@@ -90,7 +85,7 @@ def test_system_prompt_is_opros_own():  # B6: the V1 format shadowed OPRO's
 def test_conversion_and_state_round_trip(tmp_path):
     x = trace.node(0, trainable=True)
     optimizer = OPRO([x], llm=ScriptedLLM([suggestion(x.py_name, "3.5")]))
-    assert run(optimizer, x + 0, "score: 2") == {}
+    assert one_step(optimizer, x + 0, "score: 2") == {}
     assert "not an integer" in optimizer.last_step.rejected[x.py_name]
     path = optimizer.save(tmp_path / "opro.json")
     fresh = OPRO([x], llm=ScriptedLLM([]))
@@ -143,7 +138,7 @@ def test_loop_climbs_to_the_best_score():
         score = -abs(x.data - 21)
         if score == 0:
             break
-        run(optimizer, x + 0, f"score: {score}")
+        one_step(optimizer, x + 0, f"score: {score}")
     assert x.data == 21
 
 
@@ -154,7 +149,7 @@ def test_oprov2_asks_for_xml_with_consistent_titles():  # B10
     reply = f"<reasoning>r</reasoning><variable><name>{x.py_name}</name><value>4</value></variable>"
     llm = ScriptedLLM([reply])
     optimizer = OPROv2([x], llm=llm)
-    assert run(optimizer, x + 0, "score: 1") == {x: 4}
+    assert one_step(optimizer, x + 0, "score: 1") == {x: 4}
     system, user = (m["content"] for m in llm.requests[0].messages)
     assert "XML/HTML" in system and "#Solution" in system
     assert user.startswith("#ProblemContext\n") and "\n#Solution\n(int)" in user
@@ -162,4 +157,4 @@ def test_oprov2_asks_for_xml_with_consistent_titles():  # B10
     assert "response_format" not in llm.requests[0].options
     assert optimizer.history.buffer[0]["score"] == 1.0
     bad = OPROv2([x], llm=ScriptedLLM(["no tags"]))
-    assert run(bad, x + 0, "score: 1") == {} and bad.parse_failures == 1
+    assert one_step(bad, x + 0, "score: 1") == {} and bad.parse_failures == 1

@@ -5,20 +5,18 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from typing import Any
 
 import pytest
 from opto import trace
 from opto.optimizers import AbstractOptimizer, Optimizer, StepRecord
-from opto.trace.nodes import GRAPH, ParameterNode
+from opto.trace.nodes import ParameterNode
 from opto.trace.projections import Projection
 from opto.trace.propagators import GraphPropagator, TraceGraph
 from opto.utils.llm.types import Usage
 
-
-@pytest.fixture(autouse=True)
-def _fresh_names():
-    GRAPH.clear()
+pytestmark = pytest.mark.usefixtures("fresh_graph")
 
 
 class Constant(Optimizer):
@@ -259,6 +257,13 @@ def test_step_record_round_trips_through_json():
     back = StepRecord.from_dict({**data, "unknown": 1})
     assert back.index == 4 and back.suggestion == {"x0": [1, 2]}
     assert back.usage == Usage(prompt_tokens=1)
+
+
+def test_step_record_with_non_finite_numbers_is_standard_json():
+    record = StepRecord(index=1, suggestion={"x0": math.nan}, applied={"x0": -math.inf})
+    text = json.dumps(record.to_dict(), allow_nan=False)  # strict JSON: no NaN tokens
+    back = StepRecord.from_dict(json.loads(text))
+    assert back.suggestion == {"x0": "NaN"} and back.applied == {"x0": "-Infinity"}
 
 
 # --- state ----------------------------------------------------------------------------------

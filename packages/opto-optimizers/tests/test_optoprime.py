@@ -14,8 +14,8 @@ import pytest
 from opto import trace
 from opto.optimizers import OptoPrime, OptoPrimeV1, SuggestionParseError
 from opto.optimizers.optoprime import DEFAULT_JSON_KEYS, ProblemInstance
-from opto.trace.nodes import GRAPH
 from opto.trace.propagators import FeedbackMismatchError
+from opto.trace.testing import one_step
 from opto.utils.llm.errors import BadRequestError
 from opto.utils.llm.types import ChatResponse, Usage
 from opto.utils.testing import ScriptedLLM
@@ -33,9 +33,7 @@ HEADERS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_names():
-    GRAPH.clear()
+pytestmark = pytest.mark.usefixtures("fresh_graph")
 
 
 def reply(reasoning: str = "because", **suggestion: Any) -> str:
@@ -221,14 +219,11 @@ def test_include_example_shows_a_valid_consistent_example():
 
 def test_memory_shows_earlier_steps_and_keeps_the_current_problem():
     # reference bug B17: with include_example the current problem vanished from step 2 on
-    x, _, out = program()
+    x, _, _out = program()
     llm = ScriptedLLM([reply(x0=5), reply(x0=9), reply(x0=10)])
     opt = OptoPrime([x], llm=llm, memory_size=1, include_example=True)
     for feedback in ["first", "second", "third"]:
-        opt.zero_feedback()
-        out = x * 2 + 1
-        opt.backward(out, feedback)
-        opt.step()
+        one_step(opt, lambda: x * 2 + 1, feedback)
     first, second, third = (user_prompt(llm, i) for i in range(3))
     assert "earlier steps" not in first
     assert section(second, "#Feedback") == "second"
@@ -246,9 +241,7 @@ def test_memory_holds_values_json_cannot_encode():
     llm = ScriptedLLM([reply(), reply()])
     opt = OptoPrime([x], llm=llm, memory_size=2)
     for _ in range(2):
-        opt.zero_feedback()
-        opt.backward(probe(x), "fb")
-        opt.step()
+        one_step(opt, lambda: probe(x), "fb")
     assert '"s0": [\n' in user_prompt(llm, 1)
 
 
@@ -281,9 +274,7 @@ def test_max_prompt_tokens_shortens_values_then_drops_memory(caplog):
         llm = ScriptedLLM(default=reply())
         opt = OptoPrime([x], llm=llm, memory_size=3, max_value_chars=-1, max_prompt_tokens=budget)
         for step in range(3):
-            opt.zero_feedback()
-            opt.backward(x + big, f"feedback {step} " + "f" * 1000)
-            opt.step()
+            one_step(opt, lambda: x + big, f"feedback {step} " + "f" * 1000)
         prompts[label] = user_prompt(llm, 2)
         for request in llm.requests:
             assert sum(len(m["content"]) for m in request.messages) / 4 <= budget

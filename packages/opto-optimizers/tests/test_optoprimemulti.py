@@ -17,6 +17,7 @@ from opto.optimizers.optoprimemulti import (
     _weighted_order,
 )
 from opto.optimizers.parsing import SuggestionParseError
+from opto.trace.testing import one_step
 from opto.utils.llm import LLMFactory
 from opto.utils.testing import ScriptedLLM
 from opto.utils.usage import BudgetExceeded, track_usage
@@ -40,9 +41,7 @@ def by_temperature(name, judge='{"best": 1}'):
 
 
 def run(optimizer, out, feedback="make it larger", **kwargs):
-    optimizer.zero_feedback()
-    optimizer.backward(out, feedback)
-    return optimizer.step(**kwargs)
+    return one_step(optimizer, out, feedback, **kwargs)
 
 
 def generated(llm):

@@ -12,6 +12,7 @@ from opto import trace
 from opto.optimizers import TextGrad
 from opto.optimizers.textgrad import _improved_value
 from opto.trace.propagators import GraphPropagator
+from opto.trace.testing import one_step
 from opto.utils.testing import DummyLLM, ScriptedLLM
 from opto.utils.usage import BudgetExceeded, track_usage
 
@@ -38,9 +39,7 @@ def kind(request):
 
 
 def run(optimizer, out, feedback="should be 40", **kwargs):
-    optimizer.zero_feedback()
-    optimizer.backward(out, feedback)
-    return optimizer.step(**kwargs)
+    return one_step(optimizer, out, feedback, **kwargs)
 
 
 def test_calls_follow_trainable_paths_and_carry_text_gradients():
@@ -84,9 +83,7 @@ def test_feedback_on_a_parameter_itself_reaches_the_update_prompt():  # B9
     p = trace.node("draft", trainable=True)
     llm = ScriptedLLM(by_role(update="final"))
     optimizer = TextGrad([p], llm=llm)
-    optimizer.zero_feedback()
-    optimizer.backward(p, "say final")
-    optimizer.step()
+    one_step(optimizer, p, "say final")
     assert llm.calls == 1
     assert "<FEEDBACK>say final</FEEDBACK>" in llm.requests[0].last
     assert p.data == "final"

@@ -25,8 +25,8 @@ def only_feedback(n: Node) -> TraceGraph:
     return feedback
 
 
+@pytest.mark.usefixtures("fresh_graph")
 def test_worked_example_graph_received_by_the_parameter():
-    GRAPH.clear()
     x = node(1, name="x", trainable=True, description="an int")
     y = node(2, name="y")
     out = (x * 2 + y) + 1

@@ -24,9 +24,11 @@ GLOBAL_OFFSET = 10
 EXEC_LOG: list[int] = []
 
 
+pytestmark = pytest.mark.usefixtures("fresh_graph")
+
+
 @pytest.fixture(autouse=True)
-def _fresh_names():
-    GRAPH.clear()
+def _default_dependency_check():
     yield
     disable_external_dependencies_check(None)  # type: ignore[arg-type]
 

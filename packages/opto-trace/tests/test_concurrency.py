@@ -14,8 +14,8 @@ from opto.trace.errors import ExecutionError
 from opto.trace.nodes import GRAPH, MessageNode, Node, node
 
 
+@pytest.mark.usefixtures("fresh_graph")
 def test_sixteen_threads_each_tracing_a_thousand_operations():
-    GRAPH.clear()
     results: dict[int, list[Node]] = {}
     barrier = threading.Barrier(16)
 
@@ -88,8 +88,8 @@ async def failing(x):
     raise ValueError(f"bad {x}")
 
 
+@pytest.mark.usefixtures("fresh_graph")
 def test_two_hundred_concurrent_asyncio_tasks():
-    GRAPH.clear()
 
     async def main():
         inputs = [node(k, name="inp") for k in range(200)]

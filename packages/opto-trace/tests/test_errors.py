@@ -5,13 +5,10 @@ from __future__ import annotations
 import pytest
 from opto.trace.bundle import bundle, trace_nodes
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
-from opto.trace.nodes import GRAPH, ExceptionNode, node
+from opto.trace.nodes import ExceptionNode, node
 from opto.trace.propagators import GraphPropagator
 
-
-@pytest.fixture(autouse=True)
-def _fresh_names():
-    GRAPH.clear()
+pytestmark = pytest.mark.usefixtures("fresh_graph")
 
 
 @bundle()
@@ -242,3 +239,18 @@ def test_backward_from_an_exception_node():
 def test_trace_missing_inputs_error_fields():
     e = TraceMissingInputsError("msg")
     assert e.message == "msg" and str(e) == "msg"
+
+
+def test_missing_restrictedpython_names_the_sandbox_extra(monkeypatch):
+    import sys
+
+    from opto.trace.sandbox import restricted_compile_errors
+    from opto.utils.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "RestrictedPython", None)  # import raises ImportError
+    with pytest.raises(MissingExtraError) as caught:
+        restricted_compile_errors("x = 1\n")
+    message = str(caught.value)
+    assert "pip install 'opto-trace[sandbox]'" in message
+    assert "uv sync --all-packages --extra sandbox" in message
+    assert isinstance(caught.value, ImportError)

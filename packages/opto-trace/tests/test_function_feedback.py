@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from opto.trace import bundle
-from opto.trace.nodes import GRAPH, node
+from opto.trace.nodes import node
 from opto.trace.propagators import (
     FunctionFeedback,
     GraphPropagator,
@@ -14,8 +14,8 @@ from opto.trace.propagators import (
 from opto.trace.utils import sum_feedback
 
 
+@pytest.mark.usefixtures("fresh_graph")
 def test_worked_example_as_function_calls():
-    GRAPH.clear()
     x = node(1, name="x", trainable=True, description="an int")
     y = node(2, name="y")
     out = (x * 2 + y) + 1
@@ -54,8 +54,8 @@ def post(y):
     return y - 1
 
 
+@pytest.mark.usefixtures("fresh_graph")
 def test_verified_optimizer_example_with_trainable_bundle():
-    GRAPH.clear()
     x = node(-1, name="x")
     p = node(2, name="p", trainable=True, description="a scale")
     y = post(my_fun(x) * p)

@@ -6,12 +6,9 @@ import pytest
 from opto.trace import operators as ops
 from opto.trace.errors import ExecutionError
 from opto.trace.iterators import DictIterable, SeqIterable, iterate
-from opto.trace.nodes import GRAPH, MessageNode, node
+from opto.trace.nodes import MessageNode, node
 
-
-@pytest.fixture(autouse=True)
-def _fresh_names():
-    GRAPH.clear()
+pytestmark = pytest.mark.usefixtures("fresh_graph")
 
 
 def test_iterating_a_list_yields_getitem_nodes_with_the_list_as_parent():

@@ -23,12 +23,7 @@ from opto.trace.nodes import (
     node,
 )
 
-
-@pytest.fixture(autouse=True)
-def _fresh_names():
-    GRAPH.clear()
-    yield
-    GRAPH.clear()
+pytestmark = pytest.mark.usefixtures("fresh_graph")
 
 
 # -- naming ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from opto.trace import operators as ops
 from opto.trace.bundle import FunModule
 from opto.trace.errors import ExecutionError
-from opto.trace.nodes import GRAPH, MessageNode, Node, node
+from opto.trace.nodes import MessageNode, Node, node
 
 BINARY = [
     (operator.add, "add"),
@@ -42,15 +42,15 @@ def test_binary_operators_both_ways_match_python(op, name):
     assert list(forward.inputs) == ["x", "y"]
 
 
+@pytest.mark.usefixtures("fresh_graph")
 def test_reflected_operands_are_named_by_type():
-    GRAPH.clear()
     a = node(5, name="a")
     out = 3 - a
     assert [p.name for p in out.parents] == ["int:0", "a:0"]
 
 
+@pytest.mark.usefixtures("fresh_graph")
 def test_direct_operator_calls_name_constants_after_parameters():
-    GRAPH.clear()
     out = ops.add(1, 2)
     assert out.data == 3
     assert [p.name for p in out.parents] == ["x:0", "y:0"]

@@ -49,6 +49,16 @@ def test_jsonl_logger_writes_one_line_per_record(tmp_path):
     assert [r["data"] for r in records if r["name"] == "Parameter: prompt"] == ["v1", "v2"]
 
 
+def test_jsonl_lines_follow_the_export_rule_and_repr_what_json_cannot_hold(tmp_path):
+    path = tmp_path / "log.jsonl"
+    logger = JSONLLogger(path)
+    logger.log("scores", {"nan": float("nan"), "inf": float("inf"), "obj": object, "n": 2}, 3)
+    logger.close()
+    line = path.read_text().strip()
+    record = json.loads(line, parse_constant=lambda token: pytest.fail(f"bare {token}"))
+    assert record["data"] == {"nan": None, "inf": None, "obj": repr(object), "n": 2}
+
+
 def test_nothing_is_printed_without_verbose(capsys):
     agent = Agent()
     MinibatchAlgorithm(agent, Toy(agent.parameters())).train(

@@ -72,6 +72,7 @@ def test_safe_mean_and_to_jsonable():
     assert safe_mean([1, None, [2, [3]]]) == 2.0
     assert safe_mean([None], missing_value=-1) == -1
     assert to_jsonable({1: (2, object), "x": math.inf})["1"][0] == 2
+    assert to_jsonable({"x": math.inf, "y": math.nan}) == {"x": "Infinity", "y": "NaN"}
     assert to_jsonable({"o": object}) == {"o": repr(object)}
 
 

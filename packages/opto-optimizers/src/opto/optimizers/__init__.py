@@ -8,9 +8,10 @@ is cheap, and an optimizer module that is missing or broken only affects its own
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from opto.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from opto.optimizers.conversion import ConversionError
@@ -70,23 +71,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        raise AttributeError(
-            f"opto.optimizers.{name} is not available: module {module_name!r} is missing "
-            "from this installation of opto-optimizers."
-        ) from error
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

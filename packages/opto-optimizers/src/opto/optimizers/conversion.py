@@ -20,6 +20,7 @@ from opto.optimizers.parsing import load_json_like
 from opto.trace import code_policy
 from opto.trace.code_policy import CodePolicy, CodePolicyError
 from opto.trace.nodes import ParameterNode
+from opto.utils.errors import OptoError
 
 __all__ = [
     "ConversionError",
@@ -37,7 +38,7 @@ _TRUE = frozenset({"true", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "no", "n", "off", "0"})
 
 
-class ConversionError(ValueError):
+class ConversionError(OptoError, ValueError):
     """A suggested value could not become a valid value of its parameter.
 
     The message is the reason (recorded in the step record's ``rejected``).

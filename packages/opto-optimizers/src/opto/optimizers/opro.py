@@ -24,6 +24,7 @@ from opto.optimizers.optoprime_v2 import OptimizerPromptSymbolSet, OptoPrimeV2
 from opto.optimizers.utils import jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import FunctionFeedback
+from opto.trace.utils import is_code_name
 
 __all__ = ["OPRO", "OPROPromptSymbolSet", "OPROv2", "score_from_feedback"]
 
@@ -143,7 +144,7 @@ class _OPROHistory:
     ) -> str:
         s = self.prompt_symbols
         variables = "\n".join(
-            f"({'code' if '__code' in name else type(value).__name__}) {name}"
+            f"({'code' if is_code_name(name) else type(value).__name__}) {name}"
             + (f": {desc}" if desc else "")
             for name, (value, desc) in summary.variables.items()
         )

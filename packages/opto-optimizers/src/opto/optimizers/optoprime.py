@@ -30,6 +30,7 @@ from opto.trace.propagators import (
     TraceGraph,
     node_to_function_feedback,
 )
+from opto.trace.utils import is_code_name
 from opto.utils.llm.types import response_from_openai
 
 __all__ = [
@@ -92,19 +93,19 @@ class ProblemInstance:
 
 
 def _type_name(name: str, value: Any) -> str:
-    return "code" if "__code" in name else type(value).__name__
+    return "code" if is_code_name(name) else type(value).__name__
 
 
 def _value_line(name: str, value: Any, limit: int) -> str:
     """``(type) name=value``; code as ``(code) name:source``."""
-    if "__code" in name:
+    if is_code_name(name):
         return f"(code) {name}:{truncate_expression(value, limit).rstrip()}"
     return f"({type(value).__name__}) {name}={truncate_expression(value, limit)}"
 
 
 def _json_type(value: Any, name: str) -> dict[str, Any]:
     """The JSON schema of one suggested value, from the parameter's current value."""
-    if "__code" in name or isinstance(value, str):
+    if is_code_name(name) or isinstance(value, str):
         return {"type": "string"}
     if isinstance(value, bool):
         return {"type": "boolean"}
@@ -482,7 +483,7 @@ class OptoPrime(Optimizer):
             return None
         # Non-code values first: a reply cut off at max_tokens then loses the (long) code,
         # not the short values written after it.
-        names = sorted(summary.variables, key=lambda name: "__code" in name)
+        names = sorted(summary.variables, key=is_code_name)
         variables = {name: _json_type(summary.variables[name][0], name) for name in names}
         text: dict[str, Any] = {"type": "string"}
         if self.reasoning_max_chars is not None:
@@ -620,7 +621,7 @@ class OptoPrime(Optimizer):
                 self._reject(key, "the parameter is not trainable")
                 continue
             try:
-                if "__code" in p.py_name:
+                if is_code_name(p.py_name):
                     value = convert_code(
                         p,
                         raw,

@@ -24,6 +24,7 @@ from opto.optimizers.prompt_budget import graph_sections
 from opto.optimizers.utils import truncate_expression
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import AbstractPropagator, FunctionFeedback
+from opto.trace.utils import is_code_name
 
 __all__ = [
     "OptimizerPromptSymbolSet",
@@ -142,7 +143,7 @@ def extract_xml_like_data(
         if name is None or value is None or not name.strip():
             continue
         name, value = name.strip(), value.strip()
-        if "__code" in name and not value:
+        if is_code_name(name) and not value:
             continue
         variables[name] = value
     return {"reasoning": reasoning, "variables": variables}
@@ -273,7 +274,7 @@ class ProblemInstanceV2:
 
 
 def _type_name(name: str, value: Any) -> str:
-    return "code" if "__code" in name else type(value).__name__
+    return "code" if is_code_name(name) else type(value).__name__
 
 
 class OptoPrimeV2(OptoPrime):
@@ -392,7 +393,7 @@ class OptoPrimeV2(OptoPrime):
     def _element(self, tag: str, name: str, value: Any, constraint: str | None, limit: int) -> str:
         s = self.symbols
         shown = value if limit < 0 else self.truncate_expression(value, limit)
-        text = str(shown).rstrip("\n") if "__code" in name else str(shown)
+        text = str(shown).rstrip("\n") if is_code_name(name) else str(shown)
         parts = [
             f'<{tag} name="{name}" type="{_type_name(name, value)}">',
             f"<{s.value_tag}>\n{text}\n</{s.value_tag}>",

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
+from opto.trace.utils import is_code_name
+from opto.utils.errors import OptoError
 
 __all__ = [
     "ParsedReply",
@@ -50,7 +52,7 @@ _MAX_SPANS = 32
 """How many brace-delimited spans of one reply are tried (bounds the work on odd input)."""
 
 
-class SuggestionParseError(ValueError):
+class SuggestionParseError(OptoError, ValueError):
     """An LLM reply did not contain a usable suggestion.
 
     Attributes:
@@ -377,7 +379,7 @@ def _clean_suggestion(suggestion: dict[Any, Any]) -> dict[str, Any]:
         name = str(key).strip()
         if not name:
             continue
-        if "__code" in name and (value is None or (isinstance(value, str) and not value.strip())):
+        if is_code_name(name) and (value is None or (isinstance(value, str) and not value.strip())):
             continue
         result[name] = value
     return result

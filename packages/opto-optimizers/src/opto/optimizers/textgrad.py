@@ -24,6 +24,7 @@ from opto.optimizers.parsing import is_terminate
 from opto.optimizers.utils import drop_oldest, jsonable, truncate_expression
 from opto.trace.nodes import Node, ParameterNode
 from opto.trace.propagators import AbstractPropagator, TraceGraph
+from opto.trace.utils import is_code_name
 from opto.utils.concurrency import ContextThreadPoolExecutor
 from opto.utils.llm.types import ChatResponse, response_from_openai
 
@@ -60,7 +61,7 @@ _UPDATE_SYSTEM = (
 
 
 def _type_name(node: Node) -> str:
-    return "code" if "__code" in node.py_name else type(node._data).__name__
+    return "code" if is_code_name(node.py_name) else type(node._data).__name__
 
 
 def _function_name(node: Node) -> str:
@@ -284,7 +285,7 @@ class TextGrad(Optimizer):
         return final
 
     def _convert(self, parameter: ParameterNode, text: str) -> Any:
-        if "__code" in parameter.py_name:
+        if is_code_name(parameter.py_name):
             return convert_code(
                 parameter,
                 text,

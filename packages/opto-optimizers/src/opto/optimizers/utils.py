@@ -1,18 +1,21 @@
-"""Small helpers shared by the optimizers: value truncation, JSON-able copies, atomic writes,
-history trimming, coloured console output. The XML-reply helpers of OptoPrimeV2
-(`extract_xml_like_data` and friends) are importable from here too."""
+"""Small helpers shared by the optimizers: value truncation, history trimming, coloured
+console output. The XML-reply helpers of OptoPrimeV2 (`extract_xml_like_data` and friends) are
+importable from here too.
+
+``jsonable`` (`opto.utils.jsonable`) and ``atomic_write_text`` (`opto.utils.files.atomic_write`)
+are the shared opto-utils helpers, re-exported here under the names optimizers use.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from opto.trace.utils import atomic_write
+from opto.utils.files import atomic_write as atomic_write_text
+from opto.utils.jsonable import dumps as json_dumps
+from opto.utils.jsonable import jsonable
+from opto.utils.lazy import lazy_exports
 
 __all__ = [
     "TRUNCATION_MARKER",
@@ -32,23 +35,19 @@ _COLORS = {
     "magenta": "\033[95m",
     "cyan": "\033[96m",
 }
-_XML_HELPERS = frozenset(
+# The XML helpers live with OptoPrimeV2, which imports this module: loaded on first access.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
     {
-        "extract_first_top_level_block",
-        "extract_reasoning_and_remainder",
-        "extract_top_level_blocks",
-        "extract_xml_like_data",
-    }
+        name: "opto.optimizers.optoprime_v2"
+        for name in (
+            "extract_first_top_level_block",
+            "extract_reasoning_and_remainder",
+            "extract_top_level_blocks",
+            "extract_xml_like_data",
+        )
+    },
 )
-
-
-def __getattr__(name: str) -> Any:
-    # The XML helpers live with OptoPrimeV2, which imports this module: load them on demand.
-    if name in _XML_HELPERS:
-        from opto.optimizers import optoprime_v2
-
-        return getattr(optoprime_v2, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def print_color(message: Any, color: str | None = None, logger: Any = None) -> None:
@@ -90,40 +89,6 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
-def jsonable(value: Any) -> Any:
-    """A JSON-serialisable copy of ``value``; what JSON cannot hold becomes its ``repr``.
-
-    Tuples and sets become lists, mapping keys become strings, non-finite floats become
-    their repr (JSON has no NaN).
-    """
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item) for item in value]
-    if isinstance(value, (set, frozenset)):
-        return [jsonable(item) for item in sorted(value, key=repr)]
-    to_dict = getattr(value, "to_dict", None)
-    if callable(to_dict):
-        with contextlib.suppress(Exception):
-            return jsonable(to_dict())
-    return repr(value)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: temp file in the same folder, fsync, rename.
-
-    Readers see either the old file or the complete new one, never a partial write.
-    Parent folders are created. Returns the path written.
-    """
-    target = Path(path)
-    atomic_write(target, text)
-    return target
-
-
 def drop_oldest(items: list[Any], size: int) -> None:
     """Delete the first items of ``items`` so that at most ``size`` remain."""
     if len(items) > size:
@@ -131,5 +96,5 @@ def drop_oldest(items: list[Any], size: int) -> None:
 
 
 def dumps(value: Any) -> str:
-    """Pretty JSON of ``jsonable(value)`` (what the optimizers write and show)."""
-    return json.dumps(jsonable(value), indent=2, ensure_ascii=False)
+    """Pretty standard JSON of ``jsonable(value)`` (what the optimizers write and show)."""
+    return json_dumps(value, indent=2)

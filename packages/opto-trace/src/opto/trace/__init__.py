@@ -7,9 +7,8 @@ propagators, projections, visualization...) loads on first attribute access, so
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import opto.utils  # noqa: F401  (warns when trace-opt is installed beside opto)
 from opto.trace._state import stop_tracing
@@ -19,6 +18,19 @@ from opto.trace._state import stop_tracing
 from opto.trace.bundle import bundle
 from opto.trace.errors import ExecutionError
 from opto.trace.nodes import GRAPH, Node, node
+from opto.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from opto.trace import broadcast as broadcast
+    from opto.trace import containers as containers
+    from opto.trace import errors as errors
+    from opto.trace import iterators as iterators
+    from opto.trace import modules as modules
+    from opto.trace import nodes as nodes
+    from opto.trace import operators, projections, propagators, utils
+    from opto.trace.broadcast import apply_op
+    from opto.trace.containers import NodeContainer
+    from opto.trace.modules import Model, Module, model
 
 __version__ = "0.1.1"
 
@@ -64,16 +76,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module_name, attr = target
-    module = importlib.import_module(module_name)
-    value = module if attr is None else getattr(module, attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -28,6 +28,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 import attrs
+from opto.utils.errors import OptoError
 
 __all__ = [
     "DEFAULT_ALLOWED_IMPORTS",
@@ -75,7 +76,7 @@ _FENCED = re.compile(r"^\s*```[ \t]*[\w.+-]*[ \t]*\r?\n(.*?)\r?\n?[ \t]*```\s*$"
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
-class CodePolicyError(ValueError):
+class CodePolicyError(OptoError, ValueError):
     """Code breaks the rules for trainable code; the message is the reason (it is shown to
     the optimizer as feedback on a rejected proposal)."""
 
@@ -347,7 +348,8 @@ def check_code(
 
     Raises:
         CodePolicyError: with the first problem found (the reason shown to the optimizer).
-        ImportError: the policy is restricted and ``opto-trace[sandbox]`` is not installed.
+        MissingExtraError: (an ImportError) the policy is restricted and ``opto-trace[sandbox]``
+            is not installed.
     """
     try:
         tree = ast.parse(source)

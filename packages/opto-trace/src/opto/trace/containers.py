@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 from opto.trace.nodes import Node, ParameterNode
+from opto.utils.errors import OptoError
 
 __all__ = [
     "LoadResult",
@@ -35,7 +36,7 @@ _MISSING = object()
 _C = TypeVar("_C", bound="ParameterContainer")
 
 
-class StateDictError(ValueError):
+class StateDictError(OptoError, ValueError):
     """A state dict does not match the container it is loaded into (missing/unknown keys)."""
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from opto.utils.errors import OptoError
+
 if TYPE_CHECKING:
     from opto.trace.nodes import ExceptionNode
 
 __all__ = ["ExecutionError", "TraceMissingInputsError"]
 
 
-class ExecutionError(Exception):
+class ExecutionError(OptoError):
     """A traced operator raised: holds the :class:`ExceptionNode` recording the failure.
 
     Catch it and call ``e.exception_node.backward(e.exception_node.create_feedback())`` to
@@ -29,7 +31,7 @@ class ExecutionError(Exception):
         return "\n\n" + (traceback if traceback else str(self.exception_node._data))
 
 
-class TraceMissingInputsError(Exception):
+class TraceMissingInputsError(OptoError):
     """A bundled function read nodes that are not its inputs (its graph would be wrong).
 
     Pass those nodes as arguments, or allow it with ``bundle(allow_external_dependencies=True)``

@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from opto.trace.code_policy import CodePolicyError, UntrustedCodeError, check_code, code_spec
+from opto.utils.errors import OptoError
 
 __all__ = ["LoadedValueError", "check_loaded_state"]
 
 
-class LoadedValueError(ValueError):
+class LoadedValueError(OptoError, ValueError):
     """A value read from a file does not fit its parameter (wrong type, bad code)."""
 
 

@@ -33,7 +33,8 @@ from opto.trace.containers import (
 )
 from opto.trace.loading import check_loaded_state
 from opto.trace.nodes import Node
-from opto.trace.utils import atomic_write
+from opto.utils.errors import OptoError
+from opto.utils.files import atomic_write
 
 __all__ = ["ExportError", "Model", "Module", "ModuleStateError", "model"]
 
@@ -46,11 +47,11 @@ SaveFormat = Literal["json", "pickle"]
 _T = TypeVar("_T", bound=type)
 
 
-class ModuleStateError(ValueError):
+class ModuleStateError(OptoError, ValueError):
     """A module's state cannot be written or read (unserializable value, bad file)."""
 
 
-class ExportError(RuntimeError):
+class ExportError(OptoError, RuntimeError):
     """A model cannot be exported as source (source unavailable, non-literal value)."""
 
 

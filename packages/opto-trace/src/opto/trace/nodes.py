@@ -28,6 +28,8 @@ from weakref import ref as _weak
 
 from opto.trace import _children as _links
 from opto.trace._state import _SCOPES, _TRACING, NAME_SCOPES, USED_NODES
+from opto.utils.errors import OptoError
+from opto.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -56,7 +58,7 @@ IDENTITY_OPERATORS = ("identity", "clone")
 _TAG = re.compile(r"^\[([^\[\]]+)\]")
 
 
-class NodeNameError(ValueError):
+class NodeNameError(OptoError, ValueError):
     """A node name cannot be used (for example it contains ``':'``)."""
 
 
@@ -1172,9 +1174,8 @@ def _new_message(
     return new
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("NodeVizStyleGuide", "NodeVizStyleGuideColorful"):
-        from opto.trace import visualization
-
-        return getattr(visualization, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The style guides live with the visualization code; they are loaded on first access.
+__getattr__, _ = lazy_exports(
+    __name__,
+    dict.fromkeys(("NodeVizStyleGuide", "NodeVizStyleGuideColorful"), "opto.trace.visualization"),
+)

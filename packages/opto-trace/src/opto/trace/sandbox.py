@@ -26,17 +26,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from opto.trace.code_policy import CodePolicy, CodePolicyError
+from opto.utils.errors import OptoError
+from opto.utils.imports import require
 
 __all__ = ["RestrictedAccessError", "define_function", "restricted_compile_errors"]
 
-_INSTALL_HINT = (
-    "restricted execution of trainable code needs RestrictedPython: pip install "
-    "'opto-trace[sandbox]' (or do not ask for a CodePolicy restriction / forbidden_modules "
-    "/ forbidden_calls)"
+_PURPOSE = (
+    "restricted execution of trainable code (a CodePolicy restriction, forbidden_modules or "
+    "forbidden_calls)"
 )
 
 
-class RestrictedAccessError(PermissionError):
+class RestrictedAccessError(OptoError, PermissionError):
     """Restricted code tried something its CodePolicy does not allow."""
 
 
@@ -67,11 +68,7 @@ class Locals(dict):  # type: ignore[type-arg]
 
 
 def _restricted_python() -> Any:
-    try:
-        import RestrictedPython
-    except ImportError as error:
-        raise ImportError(_INSTALL_HINT) from error
-    return RestrictedPython
+    return require("RestrictedPython", "sandbox", package="trace", purpose=_PURPOSE)
 
 
 def restricted_compile_errors(source: str) -> list[str]:

@@ -2,28 +2,26 @@
 
 Graph helpers (``contain``, ``sum_feedback``), a class decorator (``for_all_methods``) and
 text helpers used when reading LLM replies (``parse_eqs_to_dict``,
-``escape_json_nested_quotes``, ``remove_non_ascii``, ``dedent``), and ``atomic_write``, the
-crash-safe file write that module and optimizer saving share.
+``escape_json_nested_quotes``, ``remove_non_ascii``, ``dedent``) and ``is_code_name``
+(whether a parameter holds code).
 """
 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import functools
 import operator
-import os
-import tempfile
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
+    "CODE_PARAMETER_NAME",
     "contain",
     "dedent",
     "escape_json_nested_quotes",
     "for_all_methods",
     "global_functions_list",
+    "is_code_name",
     "parse_eqs_to_dict",
     "remove_non_ascii",
     "sum_feedback",
@@ -144,31 +142,11 @@ def dedent(text: str) -> str:
     return "\n".join(line.strip() for line in text.split("\n"))
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+CODE_PARAMETER_NAME = "__code"
+"""The name of the parameter that holds a trainable bundle's source code."""
 
-    Readers see either the old file or the complete new one, never a partial write. Parent
-    folders are created. Text is written as UTF-8 (text mode), bytes as they are.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if isinstance(data, str):
-            handle = os.fdopen(fd, "w", encoding="utf-8")
-        else:
-            handle = os.fdopen(fd, "wb")
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+
+def is_code_name(name: str) -> bool:
+    """Whether `name` (a node's ``name`` or ``py_name``, possibly scoped) is the name of a
+    code parameter (``__code`` of a trainable bundle)."""
+    return CODE_PARAMETER_NAME in name

@@ -13,6 +13,9 @@ import re
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from opto.utils.errors import OptoError
+from opto.utils.imports import require
+
 if TYPE_CHECKING:
     from opto.trace.nodes import Node
 
@@ -24,10 +27,8 @@ __all__ = [
     "NodeVizStyleGuideColorful",
 ]
 
-_GRAPHVIZ_HINT = "Drawing with graphviz needs the graphviz package: pip install 'opto-trace[viz]'"
 
-
-class GraphvizExecutableNotFoundError(RuntimeError):
+class GraphvizExecutableNotFoundError(OptoError, RuntimeError):
     """Rendering needs the Graphviz ``dot`` program, which is not on PATH."""
 
 
@@ -135,10 +136,7 @@ def _format_attrs(attrs: dict[str, str]) -> str:
 
 
 def _import_graphviz() -> ModuleType:
-    try:
-        return importlib.import_module("graphviz")
-    except ImportError as error:
-        raise ImportError(_GRAPHVIZ_HINT) from error
+    return require("graphviz", "viz", package="trace", purpose="Drawing with graphviz")
 
 
 class DotGraph:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import Any
+
+from opto.utils.lazy import lazy_exports
 
 warnings.warn(
     "opto.trainer is the trace-opt name of the trainer package and is deprecated; import "
@@ -23,20 +24,10 @@ warnings.warn(
 # Bound eagerly so that the `opto.trainer.train` submodule cannot shadow the function.
 from opto.trainer.train import train  # noqa: E402
 
-
-def __getattr__(name: str) -> Any:
-    trainers = importlib.import_module("opto.trainers")
-    try:
-        value = getattr(trainers, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    trainers = importlib.import_module("opto.trainers")
-    return sorted(set(globals()) | set(trainers.__all__))
+# Every public name of opto.trainers, imported from there on first access.
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: "opto.trainers" for name in importlib.import_module("opto.trainers").__all__}
+)
 
 
 __all__ = ["train"]

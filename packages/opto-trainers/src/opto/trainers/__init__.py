@@ -10,9 +10,50 @@ Names are imported on first access, so `import opto.trainers` stays cheap.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
+
+from opto.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from opto.trainers.algorithms import (
+        AlgorithmBase,
+        BasicSearchAlgorithm,
+        BeamSearch,
+        BeamSearchHistory,
+        Minibatch,
+        MinibatchAlgorithm,
+        PrioritySearch,
+        Trainer,
+        TrainOptions,
+        TrainResult,
+        UCBSearch,
+        UCBSearchAlgorithm,
+        train,
+    )
+    from opto.trainers.evaluation import Rollout, TooManyErrorsError, evaluate
+    from opto.trainers.executors import AsyncioExecutor, Executor, SerialExecutor, ThreadExecutor
+    from opto.trainers.guide import (
+        AutoGuide,
+        ExactMatchGuide,
+        FunctionGuide,
+        Guide,
+        LLMJudge,
+        VerbalJudgeGuide,
+        exact_match_metric,
+    )
+    from opto.trainers.loader import DataLoader, DatasetError
+    from opto.trainers.loggers import (
+        ConsoleLogger,
+        DefaultLogger,
+        JSONLLogger,
+        MLflowLogger,
+        MultiLogger,
+        TensorboardLogger,
+    )
+    from opto.trainers.ray_executor import RayExecutor
+    from opto.trainers.stopping import StopConditions
+    from opto.trainers.utils import batchify
 
 __version__ = "0.1.1"
 
@@ -90,17 +131,47 @@ _EXPORTS = {
     "batchify": "opto.trainers.utils",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "AlgorithmBase",
+    "AsyncioExecutor",
+    "AutoGuide",
+    "BasicSearchAlgorithm",
+    "BeamSearch",
+    "BeamSearchHistory",
+    "ConsoleLogger",
+    "DataLoader",
+    "DatasetError",
+    "DefaultLogger",
+    "ExactMatchGuide",
+    "Executor",
+    "FunctionGuide",
+    "Guide",
+    "JSONLLogger",
+    "LLMJudge",
+    "MLflowLogger",
+    "Minibatch",
+    "MinibatchAlgorithm",
+    "MultiLogger",
+    "PrioritySearch",
+    "RayExecutor",
+    "Rollout",
+    "SerialExecutor",
+    "StopConditions",
+    "TensorboardLogger",
+    "ThreadExecutor",
+    "TooManyErrorsError",
+    "TrainOptions",
+    "TrainResult",
+    "Trainer",
+    "UCBSearch",
+    "UCBSearchAlgorithm",
+    "VerbalJudgeGuide",
+    "__version__",
+    "batchify",
+    "evaluate",
+    "exact_match_metric",
+    "train",
+]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from opto.trace.modules import Module
+from opto.utils.errors import OptoError
 
 from .executors import SerialExecutor, ThreadExecutor
 from .guide import Guide
@@ -24,7 +25,7 @@ __all__ = ["BatchLengthError", "async_run", "batch_run"]
 R = TypeVar("R")
 
 
-class BatchLengthError(ValueError):
+class BatchLengthError(OptoError, ValueError):
     """The batched arguments of a `batch_run` call have different lengths."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from opto.trace.loading import LoadedValueError, check_loaded_state
+from opto.utils.errors import OptoError
 from opto.utils.storage import (
     RunExistsError,
     RunNotFoundError,
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(OptoError, RuntimeError):
     """A checkpoint cannot be used to resume (wrong algorithm, version or run)."""
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import io
 import json
 import math
 import os
@@ -35,6 +36,9 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from opto.utils.errors import OptoError
+from opto.utils.files import atomic_write
 
 if TYPE_CHECKING:
     from opto.utils.storage import RunRecord, StepRecord, Storage
@@ -70,7 +74,7 @@ _CONTROL_INLINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _CONTROL_JSON = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-class CLIError(Exception):
+class CLIError(OptoError):
     """A command failed; `code` is the process exit code, the message says what to do."""
 
     def __init__(self, message: str, code: int) -> None:
@@ -292,9 +296,7 @@ def _json_text(data: Any, indent: int | None = None) -> str:
     """Standard JSON (non-finite numbers as null) with no raw control characters."""
     from opto.utils.storage import standard_json
 
-    text = json.dumps(
-        standard_json(data), indent=indent, ensure_ascii=False, default=str, allow_nan=False
-    )
+    text = json.dumps(standard_json(data), indent=indent, ensure_ascii=False, allow_nan=False)
     return _CONTROL_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
@@ -446,10 +448,9 @@ def cmd_export(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.output)
     if path.parent and not path.parent.is_dir():
         raise CLIError(f"cannot write {path}: directory {path.parent} does not exist", EXIT_USAGE)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        _dump(data, handle)
-    temporary.replace(path)
+    text = io.StringIO()
+    _dump(data, text)
+    atomic_write(path, text.getvalue())
     out.write(f"exported run {inline(repr(run.name))} ({len(data['steps'])} steps) to {path}\n")
     return EXIT_OK
 

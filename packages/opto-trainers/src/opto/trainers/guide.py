@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from opto.utils.errors import OptoError
+
 __all__ = [
     "AutoGuide",
     "ExactMatchGuide",
@@ -31,7 +33,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class GuideError(ValueError):
+class GuideError(OptoError, ValueError):
     """A guide was used wrongly or returned something that is not `(score, feedback)`."""
 
 

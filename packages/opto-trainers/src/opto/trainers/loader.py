@@ -23,10 +23,12 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from opto.utils.errors import OptoError
+
 __all__ = ["DataLoader", "DatasetError", "as_dataset"]
 
 
-class DatasetError(ValueError):
+class DatasetError(OptoError, ValueError):
     """A dataset is malformed: wrong shape, mismatched lengths or empty."""
 
 

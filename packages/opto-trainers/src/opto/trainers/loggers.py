@@ -11,7 +11,6 @@ bar and per-evaluation table when verbose), `JSONLLogger`, `TensorboardLogger`
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import numbers
@@ -21,6 +20,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from opto.utils.errors import MissingExtraError
+from opto.utils.imports import require
+from opto.utils.jsonable import jsonable
 
 __all__ = [
     "BaseLogger",
@@ -32,19 +35,6 @@ __all__ = [
     "MultiLogger",
     "TensorboardLogger",
 ]
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency of a logger or executor is not installed."""
-
-
-def _import_extra(module: str, extra: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"{module} is not installed; install it with: pip install 'opto-trainers[{extra}]'"
-        ) from exc
 
 
 def _is_number(data: Any) -> bool:
@@ -155,24 +145,13 @@ class ConsoleLogger(BaseLogger):
 DefaultLogger = ConsoleLogger
 
 
-def _jsonable(data: Any) -> Any:
-    """`data` as standard JSON values (non-finite numbers as None), else its `repr`."""
-    from opto.utils.storage import standard_json
-
-    data = standard_json(data)
-    try:
-        json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError):
-        return repr(data)
-    return data
-
-
 class JSONLLogger(BaseLogger):
     """Appends one JSON object per record to `path`: `{"time", "step", "name", "data"}`.
 
-    Lines are standard JSON: NaN and infinite numbers are written as `null`, values that
-    are not JSON-able as their `repr`. Each line is flushed, so a killed run keeps
-    everything logged so far.
+    Lines are standard JSON, by the rule of run exports (`opto.utils.jsonable.jsonable` with
+    ``nonfinite="null"``): NaN and infinite numbers are written as `null`, values that are not
+    JSON-able as their `repr`. Each line is flushed, so a killed run keeps everything logged
+    so far.
     """
 
     def __init__(self, path: str | Path = "logs/train.jsonl") -> None:
@@ -183,7 +162,12 @@ class JSONLLogger(BaseLogger):
 
     def log(self, name: str, data: Any, step: int, **kwargs: Any) -> None:
         line = json.dumps(
-            {"time": time.time(), "step": step, "name": name, "data": _jsonable(data)}
+            {
+                "time": time.time(),
+                "step": step,
+                "name": name,
+                "data": jsonable(data, nonfinite="null"),
+            }
         )
         with self._lock:
             if self._file is None:
@@ -205,7 +189,9 @@ class TensorboardLogger(BaseLogger):
     """
 
     def __init__(self, log_dir: str | Path = "./logs", *, flush_secs: int = 10) -> None:
-        tensorboardx = _import_extra("tensorboardX", "tensorboard")
+        tensorboardx = require(
+            "tensorboardX", "tensorboard", package="trainers", purpose="TensorboardLogger"
+        )
         self.log_dir = str(log_dir)
         self._writer = tensorboardx.SummaryWriter(logdir=self.log_dir, flush_secs=flush_secs)
 
@@ -235,7 +221,7 @@ class MLflowLogger(BaseLogger):
         run_name: str | None = None,
         tracking_uri: str | None = None,
     ) -> None:
-        self._mlflow = _import_extra("mlflow", "mlflow")
+        self._mlflow = require("mlflow", "mlflow", package="trainers", purpose="MLflowLogger")
         if tracking_uri is not None:
             self._mlflow.set_tracking_uri(tracking_uri)
         if experiment is not None:

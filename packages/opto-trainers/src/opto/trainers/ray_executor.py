@@ -35,6 +35,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from opto.utils.errors import MissingExtraError
+from opto.utils.imports import require
 from opto.utils.usage import Budget, record_remote, remaining_budget
 
 from .executors import Executor
@@ -47,19 +49,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class RayNotInstalledError(ImportError):
+class RayNotInstalledError(MissingExtraError):
     """Ray is not importable; install the extra `opto-trainers[ray]`."""
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise RayNotInstalledError(
-            "RayExecutor needs Ray, which is not installed; install it with "
-            "`pip install 'opto-trainers[ray]'` (or `uv add 'opto-trainers[ray]'`)"
-        ) from exc
-    return ray
+    return require(
+        "ray", "ray", package="trainers", purpose="RayExecutor", error=RayNotInstalledError
+    )
 
 
 class _Worker:

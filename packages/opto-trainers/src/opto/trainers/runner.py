@@ -35,6 +35,7 @@ from opto.trace.errors import ExecutionError
 from opto.trace.modules import Module
 from opto.trace.nodes import Node
 from opto.utils.concurrency import start_thread
+from opto.utils.errors import OptoError
 from opto.utils.usage import BudgetExceeded
 
 from .executors import executor_loop
@@ -59,7 +60,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class TooManyErrorsError(RuntimeError):
+class TooManyErrorsError(OptoError, RuntimeError):
     """More rollouts failed than `max_errors` allows; the first failure is the `__cause__`.
 
     `failures` holds the failed examples' records (`Rollout.to_dict()`), oldest first.

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opto.trace.bundle import bundle
 from opto.trace.modules import Module
 from opto.trace.nodes import ParameterNode
+from opto.utils.jsonable import jsonable as to_jsonable
 
 __all__ = [
     "ParamSet",
@@ -163,24 +163,6 @@ def safe_mean(values: Iterable[Any], missing_value: Any = None) -> Any:
     if not flat:
         return missing_value
     return math.fsum(flat) / len(flat)
-
-
-def to_jsonable(value: Any) -> Any:
-    """`value` with everything JSON cannot hold replaced by its `repr` (for step records).
-
-    Dict keys become strings, tuples lists; non-finite floats are kept (storage accepts them).
-    """
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    return repr(value)
 
 
 def copy_optimizer(optimizer: Any) -> Any:

@@ -8,9 +8,10 @@ and budgets), `opto.utils.cache` (response cache), `opto.utils.testing` (test do
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from opto.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from opto.utils.usage import Budget, BudgetExceeded, track_usage
@@ -35,11 +36,4 @@ _EXPORTS = {
 __all__ = ["Budget", "BudgetExceeded", "__version__", "track_usage"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        msg = f"module 'opto.utils' has no attribute {name!r}"
-        raise AttributeError(msg)
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

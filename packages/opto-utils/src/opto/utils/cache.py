@@ -24,6 +24,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from opto.utils.errors import OptoError
+from opto.utils.jsonable import jsonable
+
 __all__ = [
     "CACHE_ENV",
     "CacheError",
@@ -64,23 +67,11 @@ _EXCLUDED = frozenset(
 _SECRET_SUFFIXES = ("_key", "_token", "_secret", "_password")
 
 
-class CacheError(Exception):
+class CacheError(OptoError):
     """The cache file cannot be used (corrupt, not an opto cache, newer format, unwritable).
 
     Delete or move the file, or point the cache elsewhere.
     """
-
-
-def _jsonable(value: Any) -> Any:
-    """Fallback for values json cannot encode: pydantic classes become their JSON schema."""
-    schema = getattr(value, "model_json_schema", None)
-    if callable(schema):
-        return {"__schema__": schema()}
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if isinstance(value, bytes):
-        return value.hex()
-    return {"__repr__": repr(value)}
 
 
 def request_key(
@@ -97,9 +88,7 @@ def request_key(
         if value is not None and name not in _EXCLUDED and not name.endswith(_SECRET_SUFFIXES)
     }
     payload = {"model": model, "messages": messages, "options": kept, "rollout_id": rollout_id}
-    text = json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
-    )
+    text = json.dumps(jsonable(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -16,12 +16,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from opto.utils.errors import OptoError
+
 __all__ = ["ContextThreadPoolExecutor", "DeadlineExceeded", "call_with_deadline", "start_thread"]
 
 T = TypeVar("T")
 
 
-class DeadlineExceeded(TimeoutError):
+class DeadlineExceeded(OptoError, TimeoutError):
     """`call_with_deadline` gave up waiting: the call did not finish within its deadline."""
 
 

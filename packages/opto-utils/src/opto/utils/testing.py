@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 from opto.utils.concurrency import start_thread
+from opto.utils.errors import OptoError
 from opto.utils.llm.base import AbstractModel
 from opto.utils.llm.retry import RetryPolicy
 from opto.utils.llm.types import ChatResponse, Usage
@@ -37,7 +38,7 @@ Reply = str | Sequence[str] | ChatResponse | BaseException
 Script = Iterable[Reply] | Callable[..., Reply]
 
 
-class ScriptExhausted(AssertionError):
+class ScriptExhausted(OptoError, AssertionError):
     """A `ScriptedLLM` was asked more often than it has replies (and has no default)."""
 
 

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
+from opto.utils.errors import OptoError
 
 __all__ = [
     "Budget",
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class BudgetExceeded(Exception):
+class BudgetExceeded(OptoError):
     """A call was refused because it would pass a usage budget.
 
     Not an `LLMError`: retry logic and "ignore LLM failures" handlers must not swallow it.

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
 from opto.trace.projections.projections import Projection
+from opto.utils.imports import require
 
 __all__ = ["BlackCodeFormatter", "DocstringProjection"]
 
@@ -26,12 +26,7 @@ class BlackCodeFormatter(Projection):
         """``x`` formatted by black when it is a string of code, else ``x`` unchanged."""
         if not isinstance(x, str) or "def" not in x:
             return x
-        try:
-            black = importlib.import_module("black")
-        except ImportError as error:
-            raise ImportError(
-                "BlackCodeFormatter needs black: pip install 'opto-trace[black]'"
-            ) from error
+        black = require("black", "black", package="trace", purpose="BlackCodeFormatter")
         try:
             return black.format_str(x, mode=black.Mode())
         except black.InvalidInput as error:

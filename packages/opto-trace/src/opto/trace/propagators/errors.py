@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from opto.utils.errors import OptoError
+
 __all__ = ["FeedbackMismatchError", "GraphReleasedError", "PropagationError"]
 
 
-class FeedbackMismatchError(ValueError, AssertionError):
+class FeedbackMismatchError(OptoError, ValueError, AssertionError):
     """Two TraceGraphs with different user feedback were summed.
 
     A parameter that feeds several outputs collects one TraceGraph per output, and the
@@ -16,12 +18,12 @@ class FeedbackMismatchError(ValueError, AssertionError):
     """
 
 
-class GraphReleasedError(AttributeError):
+class GraphReleasedError(OptoError, AttributeError):
     """``backward`` reached a node whose graph was already released by an earlier backward.
 
     Subclasses ``AttributeError`` (the type trace-opt raised) for compatibility.
     """
 
 
-class PropagationError(ValueError):
+class PropagationError(OptoError, ValueError):
     """A propagator broke its contract (feedback shape or missing parents)."""

@@ -5,21 +5,15 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 import opto.trainer  # noqa: F401  (the deprecation warning)
+from opto.utils.lazy import lazy_exports
 
-
-def __getattr__(name: str) -> Any:
-    algorithms = importlib.import_module("opto.trainers.algorithms")
-    try:
-        value = getattr(algorithms, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    algorithms = importlib.import_module("opto.trainers.algorithms")
-    return sorted(set(globals()) | set(algorithms.__all__))
+# Every public name of opto.trainers.algorithms, imported from there on first access.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        name: "opto.trainers.algorithms"
+        for name in importlib.import_module("opto.trainers.algorithms").__all__
+    },
+)

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from opto.utils.lazy import lazy_exports
 
 from .base import (
     AlgorithmBase,
@@ -23,6 +24,16 @@ from .minibatch import (
     MinibatchAlgorithm,
     standard_optimization_step,
 )
+
+if TYPE_CHECKING:
+    from .beamsearch import (
+        BeamSearch,
+        BeamsearchAlgorithm,
+        BeamSearchHistory,
+        BeamsearchHistoryAlgorithm,
+    )
+    from .priority_search import PrioritySearch
+    from .ucb import UCBSearch, UCBSearchAlgorithm
 
 __all__ = [
     "AlgorithmBase",
@@ -56,14 +67,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

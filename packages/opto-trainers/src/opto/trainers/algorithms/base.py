@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 from opto.trace.modules import Module
 from opto.trace.nodes import Node, ParameterNode
+from opto.utils.errors import OptoError
 from opto.utils.storage import RunStatus
 from opto.utils.usage import Budget, BudgetExceeded, UsageLedger, track_usage
 
@@ -84,7 +85,7 @@ _USAGE_KEYS = (
 )
 
 
-class UnknownTrainArgumentError(TypeError):
+class UnknownTrainArgumentError(OptoError, TypeError):
     """`train` received a keyword it does not know (it is never passed on silently)."""
 
 

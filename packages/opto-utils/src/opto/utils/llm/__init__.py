@@ -9,8 +9,9 @@ opto.utils.llm` stays cheap; litellm itself is only imported on the first LiteLL
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from opto.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from opto.utils.llm.base import DEFAULT_TIMEOUT, AbstractModel
@@ -99,15 +100,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        msg = f"module 'opto.utils.llm' has no attribute {name!r}"
-        raise AttributeError(msg)
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any
 
+from opto.utils.imports import require
 from opto.utils.llm.base import AbstractModel
 from opto.utils.llm.types import ChatResponse, response_from_openai
 
@@ -118,11 +119,4 @@ class _Constant:
 
 
 def _import_openai() -> Any:
-    try:
-        import openai
-    except ImportError as exc:
-        msg = (
-            "CustomLLM without client= needs the openai package: pip install 'opto-utils[litellm]'"
-        )
-        raise ImportError(msg) from exc
-    return openai
+    return require("openai", "litellm", purpose="CustomLLM without client=")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from opto.utils.errors import OptoError
+
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-class LLMError(Exception):
+class LLMError(OptoError):
     """A call to a language model failed.
 
     Attributes: `model` (model id), `status` (HTTP status when known), `retry_after`

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from opto.utils.imports import require
 from opto.utils.llm.base import AbstractModel
 from opto.utils.llm.config import env_model, provider_default_model
 from opto.utils.llm.errors import LLMConfigurationError
@@ -28,7 +29,8 @@ _LITELLM: Any = None
 
 
 def get_litellm() -> Any:
-    """Import and configure litellm once; raise ImportError with the install hint if absent."""
+    """Import and configure litellm once; raise MissingExtraError (an ImportError) with the
+    install hint if absent."""
     global _LITELLM
     if _LITELLM is not None:
         return _LITELLM
@@ -36,14 +38,7 @@ def get_litellm() -> Any:
         if _LITELLM is None:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             logger.debug("importing litellm (first LLM call; this takes a few seconds)")
-            try:
-                import litellm
-            except ImportError as exc:
-                msg = (
-                    "LiteLLM needs the litellm package: pip install 'opto-utils[litellm]' "
-                    "(or uv sync --extra litellm)"
-                )
-                raise ImportError(msg) from exc
+            litellm = require("litellm", "litellm", purpose="LiteLLM")
             litellm.suppress_debug_info = True
             litellm.telemetry = False
             _LITELLM = litellm

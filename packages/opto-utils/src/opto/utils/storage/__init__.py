@@ -27,6 +27,8 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from opto.utils.imports import require
+
 from ._json import standard_json
 from ._redact import redact_url
 from .errors import (
@@ -78,20 +80,16 @@ __all__ = [
     "standard_json",
 ]
 
-_STORAGE_HINT = (
-    "opto.utils.storage needs SQLAlchemy: pip install 'opto-utils[storage]' "
-    "(or 'opto-utils[postgres]' for PostgreSQL)"
-)
-
 
 def _storage_module() -> Any:
     """Import the SQLAlchemy-backed implementation, or explain how to install it."""
-    try:
-        return importlib.import_module("._storage", __name__)
-    except ImportError as exc:
-        if exc.name is not None and exc.name.split(".")[0] == "sqlalchemy":
-            raise MissingDependencyError(_STORAGE_HINT) from exc
-        raise
+    require(
+        "sqlalchemy",
+        "storage",
+        purpose="opto.utils.storage (use the 'postgres' extra for PostgreSQL)",
+        error=MissingDependencyError,
+    )
+    return importlib.import_module("._storage", __name__)
 
 
 def open_storage(

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
+from opto.utils.imports import install_hint
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
@@ -39,7 +40,7 @@ __all__ = [
 BEGIN_MODE = "opto_sqlite_begin"
 
 _EXAMPLES = "'sqlite:///runs.db' or 'postgresql://user:password@host:5432/dbname'"
-_POSTGRES_HINT = "PostgreSQL storage needs the psycopg driver: pip install 'opto-utils[postgres]'"
+_POSTGRES_HINT = f"PostgreSQL storage needs the psycopg driver: {install_hint('postgres')}"
 # SQLite URI options opto interprets itself (SQLAlchemy would pass them on only with uri=true).
 _SQLITE_MODES = ("ro", "rw", "rwc")
 _TRUE = ("1", "true", "yes", "on")
@@ -177,7 +178,9 @@ def create_engine(url: URL, *, timeout: float, access: Access) -> Engine:
         try:
             engine = sa.create_engine(url, pool_pre_ping=True)
         except ImportError as exc:
-            raise MissingDependencyError(_POSTGRES_HINT) from exc
+            raise MissingDependencyError(
+                _POSTGRES_HINT, module="psycopg", extra="postgres", package="opto-utils"
+            ) from exc
     _never_share_across_fork(engine)
     return engine
 

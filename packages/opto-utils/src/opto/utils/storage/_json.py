@@ -7,8 +7,10 @@ and written as `NaN`/`Infinity`, which Python's `json` reads back). attrs instan
 stored as their field dicts.
 
 What leaves opto as JSON (exports, `opto-runs --json`, JSONL logs) is standard JSON
-instead: `standard_json` turns every NaN or infinite float into None (`null`), the way
-trainers record non-finite scores, so `json.dumps(..., allow_nan=False)` accepts it.
+instead: `standard_json` is `opto.utils.jsonable.jsonable` with ``nonfinite="null"``, so every
+NaN or infinite float becomes None (`null`), the way trainers record non-finite scores, and
+`json.dumps(..., allow_nan=False)` accepts it. The encoder here stays strict and lossless on
+purpose: `jsonable` is lossy (`repr` for what JSON cannot hold).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from opto.utils.jsonable import jsonable
 
 from .errors import InvalidScoreError, NotJSONableError, StorageCorruptError
 
@@ -132,15 +135,9 @@ def sortable(value: int | float | None) -> float | None:
 
 
 def standard_json(value: Any) -> Any:
-    """`value` with every NaN or infinite float replaced by None, containers copied.
+    """`value` as standard JSON data: every NaN or infinite float becomes None.
 
-    The result is what standard JSON can hold (no `NaN`/`Infinity` tokens): dump it with
-    `json.dumps(..., allow_nan=False)`. Tuples become lists; other values are kept as is.
+    Dump the result with `json.dumps(..., allow_nan=False)`. Tuples and sets become lists,
+    mapping keys strings, anything else JSON cannot hold its `repr` (see `opto.utils.jsonable`).
     """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {key: standard_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [standard_json(item) for item in value]
-    return value
+    return jsonable(value, nonfinite="null")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from opto.utils.errors import MissingExtraError, OptoError
+
 __all__ = [
     "InvalidScoreError",
     "MissingDependencyError",
@@ -21,11 +23,11 @@ __all__ = [
 ]
 
 
-class StorageError(Exception):
+class StorageError(OptoError):
     """Base class of every error raised by `opto.utils.storage`."""
 
 
-class MissingDependencyError(StorageError, ImportError):
+class MissingDependencyError(StorageError, MissingExtraError):
     """An optional dependency of the storage (SQLAlchemy, psycopg) is not installed."""
 
 
