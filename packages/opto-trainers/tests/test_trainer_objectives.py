@@ -205,12 +205,7 @@ def beam_search(config, cls=BeamSearch, prompts=None, **kwargs):
             ["v0", "v1"],
         ),
         (
-            ObjectiveConfig(
-                mode="pareto",
-                minimize={"cost"},
-                tie_break="lexicographic",
-                pareto_metrics=("cost", "acc"),
-            ),
+            ObjectiveConfig(mode="pareto", minimize={"cost"}, weights={"acc": 1, "cost": 2}),
             ["v0", "v1"],
         ),
     ],
@@ -268,12 +263,7 @@ def ucb_search(config, **kwargs):
         (ObjectiveConfig(score_key="acc"), "v3"),
         (ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"}), "v0"),
         (
-            ObjectiveConfig(
-                mode="pareto",
-                minimize={"cost"},
-                tie_break="lexicographic",
-                pareto_metrics=("cost", "acc"),
-            ),
+            ObjectiveConfig(mode="pareto", minimize={"cost"}, weights={"acc": 1, "cost": 2}),
             "v0",
         ),
     ],
@@ -322,12 +312,7 @@ def priority_search(config, **kwargs):
         (ObjectiveConfig(score_key="acc"), "v3"),
         (ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"}), "v0"),
         (
-            ObjectiveConfig(
-                mode="pareto",
-                minimize={"cost"},
-                tie_break="lexicographic",
-                pareto_metrics=("cost", "acc"),
-            ),
+            ObjectiveConfig(mode="pareto", minimize={"cost"}, weights={"acc": 1, "cost": 2}),
             "v0",
         ),
         (ObjectiveConfig(mode="pareto", minimize={"cost"}, tie_break="lexicographic"), "v3"),

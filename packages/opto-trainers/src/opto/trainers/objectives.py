@@ -81,7 +81,7 @@ class ObjectiveConfig:
         pareto_metrics: the metrics the Pareto ranking uses (default: all present).
         tie_break: how one member of the Pareto front is chosen: "weighted" (largest
             weighted sum), "lexicographic" (largest values compared metric by metric in
-            sorted name order) or "random_seeded" (random with `seed`).
+            sorted name order, over `pareto_metrics` when given) or "random_seeded" (random with `seed`).
         seed: seed of the "random_seeded" tie-break.
         scalarize_dict: in "scalar" mode, how a dict becomes one number: "score" (the
             `score_key` metric), "mean" (of all metrics) or "weighted" (weighted sum).
@@ -432,7 +432,7 @@ def _tie_break_order(
         random.Random(seed).shuffle(shuffled)
         return shuffled
     if config.tie_break == "lexicographic":
-        names = list(config.pareto_metrics or _metrics_of(d for d in signed if d is not None))
+        names = sorted(config.pareto_metrics or _metrics_of(d for d in signed if d is not None))
 
         def key(i: int) -> tuple[Any, ...]:
             d = signed[i] or {}
