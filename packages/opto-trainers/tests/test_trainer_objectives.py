@@ -464,3 +464,27 @@ def test_minibatch_ensure_improvement_compares_by_the_objective():
     assert train(costly).final_parameters == {"prompt": "v0"}
     tripled = ObjectiveConfig(mode="weighted", weights={"acc": 3.0})
     assert train(tripled).final_parameters == {"prompt": "v1"}
+
+
+def test_the_train_entry_point_passes_the_objective_on():
+    from opto.trainers import train
+
+    agent = S.EchoAgent()
+    result = train(
+        model=agent,
+        train_dataset=DATA,
+        algorithm="BasicSearchAlgorithm",
+        optimizer=S.StepOptimizer(agent.parameters(), counting_llm()),
+        guide=TradeOff(),
+        logger=S.RecordingLogger(),
+        batch_size=2,
+        num_proposals=4,
+        max_steps=1,
+        objective_config={
+            "mode": "weighted",
+            "weights": {"acc": 1, "cost": 2},
+            "minimize": ["cost"],
+        },
+    )
+    assert result.final_parameters == {"prompt": "v0"}
+    assert result.history[0]["scores"]["validation/cost"] == 0.0
