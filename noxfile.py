@@ -5,7 +5,11 @@
 - one session per distribution (`utils`, `trace`, `optimizers`, `trainers`): a fresh
   environment holding only that package, its lower neighbours and the test tools;
 - `all`: every package together plus the cross-package tests in `tests/`, on 3.11 and 3.13;
-- `wheels`: builds the four wheels and tests each one installed alone (non-editable);
+- `wheels`: builds the four wheels and sdists, checks them with `twine check` (licence
+  included), tests each wheel installed alone (non-editable), and installs the four
+  package folders with plain pip into a fresh venv;
+- `loggers`: the MLflow and TensorBoard loggers writing to real local stores, read back;
+- `minimums`: each package with the lowest versions its pins allow, on the lowest Python;
 - `lint`: ruff, the import-linter layers contract and the namespace-package guard.
 
 `nox -s bench` runs the benchmarks side by side with `trace-opt` from PyPI.
@@ -51,6 +55,7 @@ os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.sessions = ["lint", *PACKAGES, "storage", "all", "local", "ray", "wheels"]
+nox.options.sessions += ["loggers", "minimums"]
 
 
 def _uv_sync(session: nox.Session, *args: str) -> None:
@@ -195,10 +200,16 @@ def ray(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def wheels(session: nox.Session) -> None:
-    """Build the four wheels; install each alone (non-editable) in a fresh venv and test it."""
+    """Build and `twine check` the distributions; test each wheel alone; plain pip install.
+
+    Each wheel is installed alone (non-editable) with its lower layers in a fresh venv and
+    tested there. Then the four package folders are installed with plain pip in one
+    command, as docs/guide.md#installing tells a newcomer to do from a checkout.
+    """
     dist = Path(session.create_tmp()) / "dist"
     shutil.rmtree(dist, ignore_errors=True)
-    session.run("uv", "build", "--all-packages", "--wheel", "-o", str(dist), external=True)
+    session.run("uv", "build", "--all-packages", "-o", str(dist), external=True)
+    _check_distributions(session, dist)
     for index, name in enumerate(PACKAGES):
         venv = Path(session.create_tmp()) / f"venv-{name}"
         shutil.rmtree(venv, ignore_errors=True)
@@ -225,6 +236,121 @@ def wheels(session: nox.Session) -> None:
                 "uv", "pip", "install", "-q", "--python", python, "RestrictedPython", external=True
             )
         session.run(python, "-m", "pytest", "-q", f"packages/opto-{name}/tests", external=True)
+    _pip_install_checkout(session)
+
+
+def _check_distributions(session: nox.Session, dist: Path) -> None:
+    """`twine check --strict` every wheel and sdist; each must carry the LICENSE file."""
+    artefacts = sorted([*dist.glob("*.whl"), *dist.glob("*.tar.gz")])
+    if len(artefacts) != 2 * len(PACKAGES):
+        session.error(f"expected a wheel and an sdist per package in {dist}: {artefacts}")
+    session.install("twine>=6.1")  # Metadata-Version 2.4 (PEP 639 licence fields)
+    session.run("twine", "check", "--strict", *map(str, artefacts))
+    check = (
+        "import sys, tarfile, zipfile\n"
+        "missing = []\n"
+        "for path in sys.argv[1:]:\n"
+        "    if path.endswith('.whl'):\n"
+        "        names = zipfile.ZipFile(path).namelist()\n"
+        "        ok = any(n.endswith('.dist-info/licenses/LICENSE') for n in names)\n"
+        "    else:\n"
+        "        names = tarfile.open(path).getnames()\n"
+        "        ok = any(n.count('/') == 1 and n.endswith('/LICENSE') for n in names)\n"
+        "    missing += [] if ok else [path]\n"
+        "sys.exit(f'no LICENSE in {missing}' if missing else 0)\n"
+    )
+    session.run("python", "-c", check, *map(str, artefacts))
+
+
+def _pip_install_checkout(session: nox.Session) -> None:
+    """`pip install` the four package folders in one command (pip resolves the siblings
+    from the folders, third-party dependencies from the index) and import every layer."""
+    venv = Path(session.create_tmp()) / "venv-pip-checkout"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run("python", "-m", "venv", str(venv))  # a venv with pip, not uv
+    python = str(venv / "bin" / "python")
+    folders = [f"./packages/opto-{name}" for name in PACKAGES]
+    session.run(python, "-m", "pip", "install", "-q", *folders, external=True)
+    check = (
+        "import importlib, importlib.metadata as md, sysconfig\n"
+        "site = sysconfig.get_paths()['purelib']\n"
+        f"for name in {PACKAGES!r}:\n"
+        "    mod = importlib.import_module(f'opto.{name}')\n"
+        "    assert mod.__file__.startswith(site), f'not installed: {mod.__file__}'\n"
+        "    print(f'opto-{name}', md.version(f'opto-{name}'))\n"
+    )
+    session.run(python, "-c", check, external=True)
+    session.run(str(venv / "bin" / "opto-runs"), "--help", external=True, silent=True)
+
+
+#: The lowest Python the distributions declare (requires-python), for `minimums`.
+LOWEST_PYTHON = "3.10"
+#: Extras whose lower bounds `minimums` checks too (the others need servers or big builds:
+#: postgres has the `storage` session, local the `local` one, ray the `ray` one).
+MINIMUM_EXTRAS = {
+    "utils": "litellm,storage,tokens",
+    "trace": "viz,black,numpy",
+    "trainers": "mlflow,tensorboard",
+}
+#: The `test` dependency group's pins (pyproject.toml at the root).
+TEST_TOOLS = ["pytest>=8.1", "hypothesis>=6.100"]
+
+
+@nox.session(python=LOWEST_PYTHON)
+def minimums(session: nox.Session) -> None:
+    """Each package with the lowest versions its pins allow, tested on the lowest Python.
+
+    Without the lock: `uv pip install --resolution lowest-direct` picks the lowest release
+    every direct requirement allows (the siblings' `>=0.1` from their local folders,
+    attrs, SQLAlchemy, rich, litellm, the extras listed in MINIMUM_EXTRAS), so the pins a
+    package is released with are known to be true. Then that package's tests run.
+    """
+    for index, name in enumerate(PACKAGES):
+        venv = Path(session.create_tmp()) / f"venv-min-{name}"
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run("uv", "venv", "-q", "-p", session.python, str(venv), external=True)
+        python = str(venv / "bin" / "python")
+        folders = []
+        for lower in PACKAGES[: index + 1]:
+            extras = MINIMUM_EXTRAS.get(lower) if lower == name else None
+            folders.append(f"./packages/opto-{lower}" + (f"[{extras}]" if extras else ""))
+        session.run(
+            "uv",
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            python,
+            "--resolution",
+            "lowest-direct",
+            *folders,
+            *TEST_TOOLS,
+            external=True,
+        )
+        session.run("uv", "pip", "freeze", "--python", python, external=True)
+        session.run(python, "-m", "pytest", "-q", f"packages/opto-{name}/tests", external=True)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def loggers(session: nox.Session) -> None:
+    """MLflowLogger and TensorboardLogger writing to real local stores, read back."""
+    _uv_sync(
+        session,
+        "--package",
+        "opto-trainers",
+        "--extra",
+        "mlflow",
+        "--extra",
+        "tensorboard",
+        "--group",
+        "test",
+    )
+    session.run(
+        "pytest",
+        "packages/opto-trainers/tests/test_loggers.py",
+        *session.posargs,
+        env={"OPTO_REQUIRE_LOGGERS": "1"},
+    )
 
 
 @nox.session(python=DEFAULT_PYTHON)

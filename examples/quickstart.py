@@ -42,7 +42,7 @@ from opto.trace import operators as ops
 from opto.trace.utils import is_code_name
 from opto.trainers import BasicSearchAlgorithm, Guide, evaluate
 from opto.utils.llm.errors import LLMConfigurationError
-from opto.utils.storage import open_storage
+from opto.utils.storage import default_storage_url, open_storage, storage_url_of
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -327,11 +327,16 @@ def main(argv: list[str] | None = None) -> int:
         "--resume", action="store_true", help="continue the latest run (up to --steps in all)"
     )
     parser.add_argument("--inspect", action="store_true", help="show the stored runs and exit")
+    parser.add_argument(
+        "--storage",
+        help="run storage URL or SQLite file (default: $OPTO_STORAGE_URL, else ./opto-runs.db, "
+        "where opto-runs looks)",
+    )
     args = parser.parse_args(argv)
 
     out = args.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    storage_url = f"sqlite:///{out / 'runs.db'}"
+    storage_url = storage_url_of(args.storage) if args.storage else default_storage_url()
     if args.inspect:
         return inspect_runs(storage_url)
     # Library warnings (e.g. rejected code suggestions) go to a log file, not the screen.
@@ -398,8 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"Run stored in {result.storage_url} as {result.run_name!r}")
     command = "uv run --locked --all-packages --extra local examples/quickstart.py"
     more = f"--resume --steps {result.n_iters + DEFAULT_STEPS}"
+    where = "" if storage_url == default_storage_url() else f" --storage {storage_url}"
+    if where:
+        more += where
     console.print(f"  continue it: {command} {more}", markup=False)
-    console.print(f"  inspect it:  {command} --inspect", markup=False)
+    console.print(f"  inspect it:  opto-runs{where} show {result.run_name}", markup=False)
+    console.print(f"           or  {command} --inspect{where}", markup=False)
     console.print(
         "  or in Python: opto.utils.storage.open_storage(url).list_steps(run_name)", markup=False
     )

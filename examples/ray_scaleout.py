@@ -7,10 +7,10 @@ this process, once on Ray, where every validation rollout and every exploration 
 LLM clients are unpickled, hence created, in the Ray workers; their usage is added to the
 driver's ledger. With a deterministic LLM both runs end with the same parameters.
 
-    uv sync --extra ray   # or: pip install 'opto-trainers[ray]'
-    uv run examples/ray_scaleout.py                    # configured or embedded LLM, local Ray
-    uv run examples/ray_scaleout.py --address auto     # join a running Ray cluster
-    uv run examples/ray_scaleout.py --llm scripted     # offline, deterministic stand-in
+    uv sync --all-packages --extra ray   # or: pip install 'opto-trainers[ray]'
+    uv run --all-packages --extra ray examples/ray_scaleout.py                 # local Ray
+    uv run --all-packages --extra ray examples/ray_scaleout.py --address auto  # a cluster
+    uv run --all-packages --extra ray examples/ray_scaleout.py --llm scripted  # offline
 
 The embedded model (SmolLM2-135M) is loaded once in every Ray worker and is weak at this;
 a real model does far better. `--llm scripted` plays the router's LLM (it answers in one
@@ -169,7 +169,10 @@ def main(argv: list[str] | None = None, *, llm: Any = None) -> int:
     try:
         import ray  # noqa: F401
     except ImportError:
-        print("This example needs Ray: uv sync --extra ray (or pip install 'opto-trainers[ray]')")
+        print(
+            "This example needs Ray: uv sync --all-packages --extra ray "
+            "(or pip install 'opto-trainers[ray]')"
+        )
         return 2
     llm = llm if llm is not None else make_llm(args.llm)
     results = run_both(llm, args.address, args.workers)

@@ -13,7 +13,7 @@ checkpoint in this process; the resumed run ends exactly where an uninterrupted 
     uv run examples/search_resume.py --llm scripted   # offline, deterministic stand-in
     uv run examples/search_resume.py --mode train --run-name mine          # just train
     uv run examples/search_resume.py --mode train --run-name mine --resume # continue it
-    opto-runs --storage examples/output/runs.db show <run name>            # inspect it
+    opto-runs latest                                # inspect it (runs go to ./opto-runs.db)
 
 `--llm scripted` moves both numbers halfway to the least-squares fit of the examples in the
 feedback at each step (and `--delay` makes its replies slow enough to be killed). The
@@ -30,15 +30,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from opto import trace
 from opto.optimizers import OptoPrime
 from opto.trainers import BeamSearch, Guide
+from opto.utils.storage import default_storage_url
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_STORAGE = f"sqlite:///{HERE / 'output' / 'runs.db'}"
 CELSIUS = [-40, -10, 0, 10, 20, 30, 37, 100]
 DATA = {"inputs": CELSIUS, "infos": [c * 9 / 5 + 32 for c in CELSIUS]}
 SEARCH = {"beam_width": 2, "num_proposals": 2, "max_depth": 5, "validation_dataset_size": 8}
@@ -173,7 +171,12 @@ def main(argv: list[str] | None = None, *, llm: Any = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", help="'scripted', a model name (e.g. gpt-4o-mini), or omit")
     parser.add_argument("--mode", choices=["demo", "train"], default="demo")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="run storage URL")
+    parser.add_argument(
+        "--storage",
+        default=default_storage_url(),
+        help="run storage URL (default: $OPTO_STORAGE_URL, else ./opto-runs.db, where opto-runs "
+        "looks)",
+    )
     parser.add_argument("--run-name", help="the run's name (default: a new timestamped one)")
     parser.add_argument("--resume", action="store_true", help="train: continue the run")
     parser.add_argument("--kill-after", type=int, default=2, help="demo: depths before SIGKILL")
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None, *, llm: Any = None) -> int:
     for depth, scores in enumerate(summary["history"], start=1):
         print(f"  depth {depth}: {scores}")
     print(f"Final parameters: {summary['parameters']}  (exact: slope 1.8, offset 32)")
-    print(f"Inspect it: opto-runs --storage {args.storage} show {summary['run_name']}")
+    where = "" if args.storage == default_storage_url() else f" --storage {args.storage}"
+    print(f"Inspect it: opto-runs{where} show {summary['run_name']}")
     return 0
 
 

@@ -64,6 +64,18 @@ def test_docs_cover_every_concept_and_topic():
         assert provider in guide
 
 
+STORING_BLOCKS = [block for block in BLOCKS if "storage" in block.values[0]]
+
+
+@pytest.mark.parametrize("code", STORING_BLOCKS)
+def test_storing_blocks_run_twice_in_one_folder(code, tmp_path, monkeypatch):
+    """Run names never collide: a reader can run a block again where it ran before."""
+    monkeypatch.delenv("OPTO_STORAGE_URL", raising=False)
+    for attempt in (1, 2):
+        result = _run(code, tmp_path)
+        assert result.returncode == 0, f"run {attempt}:\n{result.stderr}"
+
+
 @pytest.mark.parametrize("code", BLOCKS)
 def test_readme_block_runs(code, tmp_path):
     if "LLM()" in code and not HAVE_LOCAL_MODEL:

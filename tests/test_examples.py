@@ -39,6 +39,7 @@ LLM_ENV = (
 def _quickstart(output: Path, *args: str, timeout: float = 300) -> str:
     env = {k: v for k, v in os.environ.items() if k not in LLM_ENV}
     env["COLUMNS"] = "200"
+    env["OPTO_STORAGE_URL"] = str(output / "runs.db")  # the shared default storage, moved
     result = subprocess.run(
         [sys.executable, str(QUICKSTART), "--output", str(output), *args],
         capture_output=True,
@@ -83,6 +84,7 @@ def test_quickstart_scripted_improves_the_held_out_score_and_writes_its_files(tm
 
     runs, steps = _storage_steps(tmp_path / "runs.db")
     assert len(runs) == 1 and f"as {runs[0]!r}" in output
+    assert f"inspect it:  opto-runs show {runs[0]}" in output  # OPTO_STORAGE_URL is the default
     assert len(steps) == 4
     assert steps[-1]["scores"]["test"] == pytest.approx(0.9375)
     assert steps[-1]["params"]["closing"] == "Thank you for contacting Acme!"

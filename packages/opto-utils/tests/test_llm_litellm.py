@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from opto.utils.llm import (
     LiteLLM,
     LLMConfigurationError,
     LLMConnectionError,
+    LLMConnectionRefusedError,
     LLMTimeoutError,
     MalformedResponseError,
     RateLimitError,
@@ -99,12 +101,17 @@ def test_timeout(openai_server, sleeps):
     assert info.value.__cause__ is not None and len(sleeps) == 2
 
 
-def test_connection_refused(sleeps):
-    llm = LiteLLM("openai/m", api_base="http://127.0.0.1:9/v1", api_key="sk-x",
-                  retry=RetryPolicy(max_retries=1, sleep=sleeps))  # fmt: skip
-    with pytest.raises(LLMConnectionError) as info:
+def test_connection_refused_names_host_port_and_is_not_retried(sleeps):
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    llm = LiteLLM("openai/m", api_base=f"http://127.0.0.1:{port}/v1", api_key="sk-x",
+                  retry=RetryPolicy(max_retries=3, sleep=sleeps))  # fmt: skip
+    with track_usage() as u, pytest.raises(LLMConnectionRefusedError) as info:
         llm(messages=USER)
-    assert info.value.attempts == 2 and len(sleeps) == 1
+    assert isinstance(info.value, LLMConnectionError) and not info.value.transient
+    assert f"127.0.0.1:{port}" in str(info.value) and "server running" in str(info.value)
+    assert info.value.attempts == 1 and sleeps == [] and u.errors == 1
 
 
 def test_malformed_json_is_retried_then_typed(openai_server, sleeps):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from opto.trace.loading import LoadedValueError, check_loaded_state
@@ -23,6 +22,7 @@ from opto.utils.storage import (
     RunStatus,
     open_storage,
 )
+from opto.utils.storage import default_storage_url as _shared_default
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "RunStore", "default_storage_url"]
 
@@ -36,11 +36,10 @@ class CheckpointError(OptoError, RuntimeError):
     """A checkpoint cannot be used to resume (wrong algorithm, version or run)."""
 
 
-def default_storage_url(save_path: str | os.PathLike[str]) -> str:
-    """The SQLite storage beside `save_path`: `<directory of save_path>/runs.db`."""
-    directory = Path(save_path).parent
-    directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(directory / 'runs.db').resolve()}"
+def default_storage_url() -> str:
+    """Where trainers keep runs unless given `storage=`: `OPTO_STORAGE_URL`, else
+    `opto-runs.db` in the working directory — the storage `opto-runs` reads by default."""
+    return _shared_default()
 
 
 class RunStore:

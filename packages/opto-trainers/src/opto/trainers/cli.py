@@ -1,14 +1,16 @@
 """`opto-runs`: inspect the optimization runs kept in an opto run storage.
 
     opto-runs list                       # the runs: status, steps, best score, usage
+    opto-runs latest [--feedback]        # the newest run, shown as `show` does
     opto-runs show RUN [--feedback]      # each step: scores, parameter changes, usage
     opto-runs best RUN [--key test]      # the best step's parameters
     opto-runs export RUN -o run.json     # the whole run as JSON
 
 The storage is `--storage URL` (before or after the command), else `OPTO_STORAGE_URL`,
-else `sqlite:///opto-runs.db`; a plain file path means a SQLite file. Trainers store their
-runs where `train(storage=...)` says (by default `sqlite:///<save_path dir>/runs.db`). RUN
-is a run's name or numeric id. `list`, `show` and `best` take `--json` for scripts.
+else `opto-runs.db` in the working directory; a plain file path means a SQLite file.
+Trainers write to that same default unless given `storage=`, so runs are found without
+naming it. RUN is a run's name or numeric id, or `latest` for the newest run. `list`,
+`latest`, `show` and `best` take `--json` for scripts.
 
 Exit codes: 0 success; 1 the storage could not be read; 2 bad arguments, a bad storage URL
 or a missing database file; 3 no such run (or, for `best`, no step with that score).
@@ -30,7 +32,6 @@ import difflib
 import io
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -61,6 +62,8 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 
 DEFAULT_URL = "sqlite:///opto-runs.db"
+#: The RUN argument naming the newest run (unless a run is called that).
+LATEST = "latest"
 #: Score keys `best` tries, in order, when no `--key` is given.
 PREFERRED_KEYS = ("test", "validation", "score", "train")
 #: Usage fields shown by `list` and `show` (trainer runs record these per step).
@@ -122,11 +125,11 @@ class TerminalWriter:
 
 
 def storage_url(value: str | None) -> str:
-    """The storage URL: `value`, `OPTO_STORAGE_URL`, or the default; a path means SQLite."""
-    url = value or os.environ.get("OPTO_STORAGE_URL") or DEFAULT_URL
-    if "://" not in url:
-        url = f"sqlite:///{Path(url).expanduser().resolve()}"
-    return url
+    """The storage URL: `value`, else the default shared with trainers (`OPTO_STORAGE_URL`,
+    else `opto-runs.db` in the working directory); a path means SQLite."""
+    from opto.utils.storage import default_storage_url, storage_url_of
+
+    return storage_url_of(value) if value else default_storage_url()
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -147,7 +150,7 @@ def _check_sqlite_file(url: str) -> None:
         raise CLIError(
             f"no run storage at {url}: {path} does not exist. Pass the storage your runs were "
             "written to with --storage URL (or set OPTO_STORAGE_URL); trainers write to "
-            "sqlite:///<save_path dir>/runs.db unless given storage=...",
+            "the same default ($OPTO_STORAGE_URL, else ./opto-runs.db) unless given storage=...",
             EXIT_USAGE,
         )
 
@@ -167,12 +170,15 @@ def open_existing(url: str) -> Storage:
 
 
 def find_run(storage: Storage, ref: str) -> RunRecord:
-    """The run named `ref`, else the run whose id is `ref`; `CLIError` naming the runs."""
+    """The run named `ref`, else the run whose id is `ref`, else for `latest` the newest run;
+    `CLIError` naming the runs."""
     from opto.utils.storage import RunNotFoundError
 
     try:
         return storage.get_run(ref)
     except RunNotFoundError:
+        if ref == LATEST:
+            return latest_run(storage)
         if ref.isdigit():
             try:
                 return storage.get_run(int(ref))
@@ -188,7 +194,49 @@ def find_run(storage: Storage, ref: str) -> RunRecord:
     )
 
 
+def latest_run(storage: Storage) -> RunRecord:
+    """The most recently created run (the highest id on ties); `CLIError` when none."""
+    runs = storage.list_runs()
+    if not runs:
+        raise CLIError(
+            f"no runs in {storage.url} yet: train with storage=... pointing there, or pass the "
+            "storage your runs were written to with --storage URL",
+            EXIT_NOT_FOUND,
+        )
+    return max(runs, key=lambda run: (run.created_at, run.id))
+
+
 # -- formatting ------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> str:
+    """One-line text of a scalar: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else _json_text(value)
+
+
+def readable_lines(value: Any, indent: str = "    ") -> list[str]:
+    """`value` (stored feedback: text, or records of examples) as indented readable lines:
+    multi-line text keeps its lines, mappings show `key: value`, lists number their items.
+    Control characters are escaped."""
+    if isinstance(value, str):
+        return [f"{indent}{printable(line)}" for line in value.splitlines() or [""]]
+    if isinstance(value, Mapping):
+        lines = []
+        for key, item in value.items():
+            nested = isinstance(item, (Mapping, list, tuple)) and bool(item)
+            if nested or (isinstance(item, str) and "\n" in item):
+                lines.append(f"{indent}{inline(str(key))}:")
+                lines.extend(readable_lines(item, indent + "  "))
+            else:
+                lines.append(f"{indent}{inline(str(key))}: {inline(_plain(item))}")
+        return lines or [f"{indent}{{}}"]
+    if isinstance(value, (list, tuple)):
+        lines = []
+        for index, item in enumerate(value, 1):
+            lines.append(f"{indent}[{index}]")
+            lines.extend(readable_lines(item, indent + "  "))
+        return lines or [f"{indent}[]"]
+    return [f"{indent}{inline(_plain(value))}"]
 
 
 def _number(value: Any) -> str:
@@ -354,6 +402,12 @@ def cmd_list(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_latest(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
+    """Show the newest run as `show` does."""
+    args.run = latest_run(storage).name
+    return cmd_show(storage, args, out)
+
+
 def cmd_show(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
     """Show a run's record and every step: scores, usage and parameter changes."""
     run = find_run(storage, args.run)
@@ -383,9 +437,8 @@ def cmd_show(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
             for line in changes or ["(parameters unchanged)"]:
                 out.write(f"  {line}\n")
         if args.feedback and step.feedback is not None:
-            text = step.feedback if isinstance(step.feedback, str) else _json_text(step.feedback)
             out.write("  feedback:\n")
-            out.writelines(f"    {printable(line)}\n" for line in text.splitlines())
+            out.writelines(f"{line}\n" for line in readable_lines(step.feedback))
         previous = step.parameters
     return EXIT_OK
 
@@ -465,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage",
         metavar="URL",
         default=argparse.SUPPRESS,
-        help=f"run storage URL or SQLite file (default: $OPTO_STORAGE_URL or {DEFAULT_URL})",
+        help="run storage URL or SQLite file (default: $OPTO_STORAGE_URL, else ./opto-runs.db)",
     )
     parser = argparse.ArgumentParser(
         prog="opto-runs",
@@ -482,8 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=cmd_list)
 
+    latest = commands.add_parser("latest", parents=[storage], help="show the newest run")
+    latest.add_argument("--feedback", action="store_true", help="also print each step's feedback")
+    latest.add_argument("--json", action="store_true", help="print JSON")
+    latest.set_defaults(handler=cmd_latest)
+
     show = commands.add_parser("show", parents=[storage], help="show a run's steps")
-    show.add_argument("run", metavar="RUN", help="run name or id")
+    show.add_argument("run", metavar="RUN", help="run name or id ('latest': the newest)")
     show.add_argument("--feedback", action="store_true", help="also print each step's feedback")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=cmd_show)

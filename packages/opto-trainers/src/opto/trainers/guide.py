@@ -26,6 +26,7 @@ __all__ = [
     "GuideError",
     "LLMJudge",
     "VerbalJudgeGuide",
+    "build_guide",
     "check_guide",
     "exact_match_metric",
 ]
@@ -247,11 +248,24 @@ class LLMJudge(Guide):
 
     @property
     def llm(self) -> Any:
-        """The judge LLM (built from `model` with `opto.utils.llm.LLM` on first use)."""
+        """The judge LLM: the one given, else `LLM(model)`, else the default LLM (`LLM()`,
+        which honours `opto.utils.llm.configure(llm=...)`), built on first use."""
         if self._llm is None:
-            from opto.utils.llm import LLM
+            from opto.utils.llm import LLM, LLMConfigurationError
 
-            self._llm = LLM(self.model) if self.model is not None else LLM()
+            if self.model is not None:
+                self._llm = LLM(self.model)
+            else:
+                try:
+                    self._llm = LLM()
+                except LLMConfigurationError as exc:
+                    msg = (
+                        f"{type(self).__name__} (the default guide of train()) needs an LLM to "
+                        "grade answers: pass guide_kwargs={'llm': ...} or {'model': ...}, "
+                        "another guide (e.g. guide=ExactMatchGuide()), or configure a default "
+                        f"LLM.\n{exc}"
+                    )
+                    raise LLMConfigurationError(msg) from exc
         return self._llm
 
     def copy(self) -> LLMJudge:
@@ -284,6 +298,15 @@ class LLMJudge(Guide):
                 query=query, response=response, reference=reference, reply=reply
             )
         return score, reply
+
+
+def build_guide(guide: Any, kwargs: Mapping[str, Any] | None = None) -> Any:
+    """`guide(**kwargs)` for a class, else `guide` itself; an `LLMJudge`'s LLM is resolved
+    at once, so that a missing LLM fails before any training step, naming the fix."""
+    built = guide(**(kwargs or {})) if isinstance(guide, type) else guide
+    if isinstance(built, LLMJudge):
+        _ = built.llm
+    return built
 
 
 class VerbalJudgeGuide(LLMJudge):

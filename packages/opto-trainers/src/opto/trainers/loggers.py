@@ -185,7 +185,10 @@ class JSONLLogger(BaseLogger):
 class TensorboardLogger(BaseLogger):
     """TensorBoard event files in `log_dir` through tensorboardX (`opto-trainers[tensorboard]`).
 
-    Numbers become scalars; anything else becomes text.
+    Numbers become scalars (tensorboardX replaces spaces and other characters TensorBoard
+    does not accept in scalar tags by `_`: "Average test score" is `Average_test_score`);
+    anything else becomes text under `<name>/text_summary`. Events are flushed every
+    `flush_secs` seconds and on `close()`.
     """
 
     def __init__(self, log_dir: str | Path = "./logs", *, flush_secs: int = 10) -> None:
@@ -212,7 +215,12 @@ class MLflowLogger(BaseLogger):
     """Logs to MLflow (`opto-trainers[mlflow]`): numbers as metrics, others as text artifacts.
 
     Uses the active run, or starts one (named `run_name`, in `experiment` if given) that
-    `close()` ends.
+    `close()` ends. Metric keys keep letters, digits and `_-. /` (others become `_`); a
+    text is the artifact `<key>/step_<step>.txt`. `tracking_uri` is MLflow's (a server
+    `http://...`, `sqlite:///runs.db`, ...); without it MLflow's default applies, which
+    since MLflow 3 is `sqlite:///mlflow.db` in the working directory (the extra installs
+    what that store needs). MLflow 3 refuses local `file:` stores unless the environment
+    sets `MLFLOW_ALLOW_FILE_STORE=true`.
     """
 
     def __init__(

@@ -1,8 +1,27 @@
 """`RayExecutor`: run a trainer's independent tasks on Ray (a cluster or a local runtime).
 
-Needs the extra `opto-trainers[ray]`. `map(fn, items)` ships `fn` once per call (Ray's
-object store) to a pool of `max_workers` actors, each running one item at a time, and
-returns the results in input order. Anything `fn` holds (agent, guide, optimizer and their
+Usage: install `opto-trainers[ray]` (in the opto workspace:
+`uv sync --all-packages --extra ray`) and give a trainer the executor (or `executor="ray"`,
+sized by `num_threads`)::
+
+    from opto.trainers import BeamSearch
+    from opto.trainers.ray_executor import RayExecutor
+
+    with RayExecutor(max_workers=16, address="ray://head:10001") as executor:
+        trainer = BeamSearch(agent, optimizer, executor=executor)
+        result = trainer.train(guide, train_dataset, validate_dataset=validation)
+
+Without `address` and with Ray not initialized yet, the first `map` starts (or joins) a
+local Ray runtime; an application that called `ray.init(...)` itself keeps its runtime.
+Actors are created on first use and reused by later maps; leaving the `with` block (or
+`close()`) ends them, not the runtime. `fn` and its items must be picklable by Ray's
+cloudpickle: define agents and guides in `__main__` or in modules the workers can
+import, or register the defining module with `ray.cloudpickle.register_pickle_by_value`. A task's exception is re-raised in
+the driver as the original exception when Ray keeps it. Without Ray, building the executor
+raises `RayNotInstalledError` (an ImportError) naming the install command.
+
+`map(fn, items)` ships `fn` once per call (Ray's object store) to a pool of `max_workers`
+actors, each running one item at a time, and returns the results in input order. Anything `fn` holds (agent, guide, optimizer and their
 LLM objects) is unpickled in the workers, so LLM clients are created there, never sent.
 
 The search trainers (`BeamSearch`, `UCBSearch`, `PrioritySearch`) see `in_process = False`

@@ -39,7 +39,7 @@ from opto.utils.usage import Budget, BudgetExceeded, UsageLedger, track_usage
 from ..checkpoint import CHECKPOINT_VERSION, RunStore, default_storage_url
 from ..evaluation import Rollout, evaluate, run_rollouts
 from ..executors import Executor, make_executor
-from ..guide import Guide, check_guide
+from ..guide import Guide, build_guide, check_guide
 from ..loader import DataLoader, as_dataset
 from ..loggers import BaseLogger, ConsoleLogger
 from ..objectives import ObjectiveConfig
@@ -118,9 +118,9 @@ class TrainOptions:
     see `opto.trainers.scoring`).
 
     Saving: `save_frequency` (checkpoint and save the agent every k steps),
-    `save_path` (agent file; its directory holds the default storage), `storage` (a
-    storage URL or `Storage`; default `sqlite:///<save_path dir>/runs.db` when saving or
-    resuming), `run_name`, `resume` (continue the run's latest checkpoint; refused for
+    `save_path` (the agent file), `storage` (a storage URL or `Storage`; default
+    `OPTO_STORAGE_URL`, else `opto-runs.db` in the working directory, as `opto-runs`
+    reads, when saving or resuming), `run_name`, `resume` (continue the run's latest checkpoint; refused for
     another agent or changed hyperparameters, see `opto.trainers.resume_check`),
     `resume_overrides` (True, or the names of hyperparameters allowed to change),
     `trust_code` (let a resumed checkpoint run code that differs from its defining source;
@@ -715,7 +715,7 @@ class TrainSession:
             return
         storage = options.storage
         if storage is None:
-            storage = default_storage_url(options.save_path)
+            storage = default_storage_url()
         config = {**self.config, "agent": agent_signature(trainer.agent)}
         self.store = RunStore(
             storage,
@@ -1022,7 +1022,7 @@ def train(
         built = [optimizer_class(model.parameters(), **kw) for kw in kwargs_list]
         optimizer = built if many else built[0]
     guide_class = _resolve(guide, "opto.trainers.guide", "guide", Guide)
-    guide = guide_class(**(guide_kwargs or {})) if isinstance(guide_class, type) else guide_class
+    guide = build_guide(guide_class, guide_kwargs)
     logger_class = _resolve(logger, "opto.trainers.loggers", "logger", BaseLogger)
     logger = (
         logger_class(**(logger_kwargs or {})) if isinstance(logger_class, type) else logger_class

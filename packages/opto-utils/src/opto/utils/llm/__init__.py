@@ -3,7 +3,9 @@
 `llm(messages=[...], **options) -> ChatResponse` (OpenAI-shaped: `.choices[0].message.content`,
 plus `.usage`) and `await llm.acall(...)`. Backends: `LiteLLM` (any provider), `LocalLLM` (the
 embedded offline model), `CustomLLM` (any OpenAI-compatible client), `AbstractModel` (base
-class); `LLM()` picks one. Names are imported on first access so that `import
+class); `LLM()` picks one, or returns the default set once with `configure(llm=...)` (or
+for a block with `using(llm)`). `inspect_history(n)` shows the last calls when recording is
+on (`enable_history()`, `OPTO_LLM_HISTORY`, or `history=N` for one LLM). Names are imported on first access so that `import
 opto.utils.llm` stays cheap; litellm itself is only imported on the first LiteLLM call.
 """
 
@@ -16,6 +18,7 @@ from opto.utils.lazy import lazy_exports
 if TYPE_CHECKING:
     from opto.utils.llm.base import DEFAULT_TIMEOUT, AbstractModel
     from opto.utils.llm.custom import CustomLLM
+    from opto.utils.llm.defaults import configure, default_llm, using
     from opto.utils.llm.errors import (
         AuthenticationError,
         BadRequestError,
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
         InvalidMessageError,
         LLMConfigurationError,
         LLMConnectionError,
+        LLMConnectionRefusedError,
         LLMError,
         LLMTimeoutError,
         MalformedResponseError,
@@ -30,6 +34,13 @@ if TYPE_CHECKING:
         ServerError,
     )
     from opto.utils.llm.factory import LLM, LLMFactory, Profile
+    from opto.utils.llm.history import (
+        CallRecord,
+        History,
+        disable_history,
+        enable_history,
+        inspect_history,
+    )
     from opto.utils.llm.litellm_backend import LiteLLM
     from opto.utils.llm.local import LocalLLM
     from opto.utils.llm.retry import RetryPolicy
@@ -52,6 +63,14 @@ _EXPORTS = {
     "Message": "opto.utils.llm.types",
     "Usage": "opto.utils.llm.types",
     "DummyLLM": "opto.utils.testing",
+    "configure": "opto.utils.llm.defaults",
+    "default_llm": "opto.utils.llm.defaults",
+    "using": "opto.utils.llm.defaults",
+    "CallRecord": "opto.utils.llm.history",
+    "History": "opto.utils.llm.history",
+    "disable_history": "opto.utils.llm.history",
+    "enable_history": "opto.utils.llm.history",
+    "inspect_history": "opto.utils.llm.history",
     **dict.fromkeys(
         [
             "AuthenticationError",
@@ -60,6 +79,7 @@ _EXPORTS = {
             "InvalidMessageError",
             "LLMConfigurationError",
             "LLMConnectionError",
+            "LLMConnectionRefusedError",
             "LLMError",
             "LLMTimeoutError",
             "MalformedResponseError",
@@ -76,15 +96,18 @@ __all__ = [
     "AbstractModel",
     "AuthenticationError",
     "BadRequestError",
+    "CallRecord",
     "ChatModel",
     "ChatResponse",
     "Choice",
     "ContextWindowExceededError",
     "CustomLLM",
     "DummyLLM",
+    "History",
     "InvalidMessageError",
     "LLMConfigurationError",
     "LLMConnectionError",
+    "LLMConnectionRefusedError",
     "LLMError",
     "LLMFactory",
     "LLMTimeoutError",
@@ -97,6 +120,12 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "Usage",
+    "configure",
+    "default_llm",
+    "disable_history",
+    "enable_history",
+    "inspect_history",
+    "using",
 ]
 
 

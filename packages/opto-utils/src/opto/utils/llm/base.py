@@ -30,6 +30,7 @@ import attrs
 from opto.utils import usage as _usage
 from opto.utils.cache import ResponseCache, request_key, resolve_cache
 from opto.utils.concurrency import DeadlineExceeded, call_with_deadline
+from opto.utils.llm import history as _history
 from opto.utils.llm.errors import LLMTimeoutError, MalformedResponseError
 from opto.utils.llm.retry import RetryPolicy, acall_with_retry, call_with_retry
 from opto.utils.llm.structured import json_schema_of, normalize_response_format, schema_in_prompt
@@ -79,12 +80,17 @@ class AbstractModel:
         timeout: seconds per request (backends that talk over a network honour it; with
             `hard_timeout` it is a deadline for the whole reply, not for each read).
         rollout_id: default rollout id for cache keys (a per-call `rollout_id=` wins).
+        history: keep the last this many calls for `inspect_history` (0: off; None:
+            follow `OPTO_LLM_HISTORY`).
         **options: default call options (temperature, max_tokens…); per-call options win.
     """
 
     #: Whether each request runs under a hard deadline of `timeout` seconds (in a helper
     #: thread, or `asyncio.wait_for`), for transports whose timeouts only bound each read.
     hard_timeout: bool = False
+
+    #: The last calls of this LLM (None: not recorded); see `inspect_history`.
+    history: _history.History | None = None
 
     #: Whether `response_format={"type": "json_schema", ...}` is enforced by the backend.
     #: When False the schema is put into the prompt instead (and `_json_mode_format()` is
@@ -101,6 +107,7 @@ class AbstractModel:
         retry: RetryPolicy | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         rollout_id: Any = None,
+        history: int | None = None,
         **options: Any,
     ) -> None:
         self.factory = factory
@@ -111,6 +118,8 @@ class AbstractModel:
         self.timeout = timeout
         self.rollout_id = rollout_id
         self.options = options
+        capacity = _history.env_capacity() if history is None else history
+        self.history = _history.History(capacity) if capacity > 0 else None
         self._model: Any = None
         self._init_time = time.monotonic()
         if factory is not None:
@@ -265,6 +274,31 @@ class AbstractModel:
             self.cache.put(key, response.to_dict(), model=response.model)  # type: ignore[union-attr]
         return response
 
+    def _remember(
+        self,
+        msgs: list[dict[str, Any]],
+        options: dict[str, Any],
+        reply: ChatResponse | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record the call in this LLM's and the process-wide history, when either is on."""
+        shared = _history.global_history()
+        if self.history is None and shared is None:
+            return
+        _history.record_call(
+            (self.history, shared), model=self.model_name, messages=msgs, options=options,
+            reply=reply, error=error,
+        )  # fmt: skip
+
+    def inspect_history(self, n: int = 1) -> str:
+        """This LLM's last `n` calls, readable: messages, reply (or error) and usage."""
+        if self.history is None:
+            return (
+                f"call history is off for {self!r}: create it with history=N (or set "
+                f"{_history.ENV_VAR}=N)"
+            )
+        return self.history.format(n)
+
     def _failed(self, exc: BaseException, latency: float, attempts: int) -> None:
         if attempts == 0:  # refused before any request left (budget, deadline)
             return
@@ -314,6 +348,7 @@ class AbstractModel:
         msgs, options, key = self._prepare(messages, options)
         hit = self._cached(key)
         if hit is not None:
+            self._remember(msgs, options, reply=hit)
             return hit
         attempts = 0
         reservation: _usage.Reservation | None = None
@@ -345,9 +380,12 @@ class AbstractModel:
             response = call_with_retry(attempt, self.retry, model=self.model_name)
         except BaseException as exc:
             self._failed(exc, time.perf_counter() - start, attempts)
+            self._remember(msgs, options, error=exc)
             raise
         assert reservation is not None
-        return self._done(response, reservation, key, time.perf_counter() - start, attempts)
+        response = self._done(response, reservation, key, time.perf_counter() - start, attempts)
+        self._remember(msgs, options, reply=response)
+        return response
 
     async def acall(self, messages: Messages | None = None, **options: Any) -> ChatResponse:
         """Async twin of `__call__` (same pipeline, same options)."""
@@ -356,6 +394,7 @@ class AbstractModel:
         msgs, options, key = self._prepare(messages, options)
         hit = self._cached(key)
         if hit is not None:
+            self._remember(msgs, options, reply=hit)
             return hit
         attempts = 0
         reservation: _usage.Reservation | None = None
@@ -385,9 +424,12 @@ class AbstractModel:
             response = await acall_with_retry(attempt, self.retry, model=self.model_name)
         except BaseException as exc:
             self._failed(exc, time.perf_counter() - start, attempts)
+            self._remember(msgs, options, error=exc)
             raise
         assert reservation is not None
-        return self._done(response, reservation, key, time.perf_counter() - start, attempts)
+        response = self._done(response, reservation, key, time.perf_counter() - start, attempts)
+        self._remember(msgs, options, reply=response)
+        return response
 
     def create(self, messages: Messages | None = None, **options: Any) -> ChatResponse:
         """Alias of `__call__` for code written against OpenAI-style `.create(...)`."""

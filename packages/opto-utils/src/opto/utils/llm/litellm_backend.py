@@ -1,8 +1,16 @@
 """`LiteLLM`: any provider through litellm. The only module that imports litellm.
 
 litellm is imported on the first call (it takes seconds), with its remote price-map fetch
-disabled (`LITELLM_LOCAL_MODEL_COST_MAP=True` unless the user set it), its debug banners off
-and its own retries off: opto's `RetryPolicy` retries transient errors.
+disabled (`LITELLM_LOCAL_MODEL_COST_MAP=True` unless the user set it), its debug banners off,
+its own loggers at WARNING (unless `LITELLM_LOG` or the application sets their level: its
+INFO lines, one per call, would flood the output) and its own retries off: opto's
+`RetryPolicy` retries transient errors.
+
+Before its first request each `LiteLLM` checks what can be checked offline, so that a
+misconfiguration fails at once and names the fix instead of failing (and being retried)
+over the network: a model litellm cannot route raises `LLMConfigurationError` (with the
+closest known model name), and a missing provider key raises `AuthenticationError` naming
+the environment variable to set.
 """
 
 from __future__ import annotations
@@ -15,8 +23,8 @@ from typing import Any
 
 from opto.utils.imports import require
 from opto.utils.llm.base import AbstractModel
-from opto.utils.llm.config import env_model, provider_default_model
-from opto.utils.llm.errors import LLMConfigurationError
+from opto.utils.llm.config import env_model, provider_default_model, provider_key
+from opto.utils.llm.errors import AuthenticationError, LLMConfigurationError
 from opto.utils.llm.retry import RetryPolicy
 from opto.utils.llm.types import ChatResponse, response_from_openai
 
@@ -26,6 +34,19 @@ logger = logging.getLogger(__name__)
 
 _IMPORT_LOCK = threading.Lock()
 _LITELLM: Any = None
+
+#: litellm's own loggers (it logs one INFO line per call).
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+def _quiet_litellm_logging() -> None:
+    """Put litellm's loggers at WARNING, unless `LITELLM_LOG` or the application set them."""
+    if os.environ.get("LITELLM_LOG"):
+        return
+    for name in LITELLM_LOGGERS:
+        litellm_logger = logging.getLogger(name)
+        if litellm_logger.level == logging.NOTSET:
+            litellm_logger.setLevel(logging.WARNING)
 
 
 def get_litellm() -> Any:
@@ -41,6 +62,7 @@ def get_litellm() -> Any:
             litellm = require("litellm", "litellm", purpose="LiteLLM")
             litellm.suppress_debug_info = True
             litellm.telemetry = False
+            _quiet_litellm_logging()
             _LITELLM = litellm
     return _LITELLM
 
@@ -104,6 +126,7 @@ class LiteLLM(AbstractModel):
         self.api_base = api_base
         self.api_key = api_key
         self._json_schema = supports_json_schema
+        self._checked = False
 
     @property
     def supports_json_schema(self) -> bool:  # type: ignore[override]
@@ -125,12 +148,52 @@ class LiteLLM(AbstractModel):
             params = ()
         return {"type": "json_object"} if "response_format" in params else None
 
+    def check(self) -> None:
+        """Check offline that litellm can route the model and that the provider's API key
+        is set; raise `LLMConfigurationError` / `AuthenticationError` naming the fix.
+
+        Runs before the first request (once it passes); call it to fail early.
+        """
+        if self._checked:
+            return
+        needs_key = self.api_key is None and not self._azure_ad()
+        known = provider_key(self.model_name) if needs_key else None
+        if known is not None and not os.environ.get(known[1], "").strip():
+            # Decided before importing litellm, which takes seconds.
+            raise self._missing_key([known[1]], known[0])
+        litellm = get_litellm()
+        try:
+            provider = litellm.get_llm_provider(model=self.model_name, api_base=self.api_base)[1]
+        except Exception as exc:  # litellm raises BadRequestError for unroutable models
+            raise LLMConfigurationError(
+                _unknown_model_message(litellm, self.model_name), model=self.model_name
+            ) from exc
+        if needs_key:
+            missing = _missing_keys(litellm, self.model_name, self.api_base)
+            if missing:
+                raise self._missing_key(missing, provider)
+        self._checked = True
+
+    def _missing_key(self, names: list[str], provider: str) -> AuthenticationError:
+        msg = (
+            f"{' and '.join(names)} is not set: model {self.model_name!r} (provider {provider}) "
+            f"needs it. Set it in the environment (export {names[0]}=...) or pass "
+            "api_key=... to LLM(...)/LiteLLM(...)"
+        )
+        return AuthenticationError(msg, model=self.model_name, attempts=0)
+
+    def _azure_ad(self) -> bool:
+        return bool(os.environ.get("AZURE_TOKEN_PROVIDER_SCOPE")) and self.model_name.startswith(
+            "azure/"
+        )
+
     def __call__(self, messages: Any = None, **options: Any) -> ChatResponse:
-        get_litellm()  # imported first, so the seconds it takes are not the call's latency
+        # litellm is imported first, so the seconds it takes are not the call's latency
+        self.check()
         return super().__call__(messages, **options)
 
     async def acall(self, messages: Any = None, **options: Any) -> ChatResponse:
-        get_litellm()  # imported first, so the seconds it takes are not the call's latency
+        self.check()
         return await super().acall(messages, **options)
 
     def _estimate_cost(
@@ -191,6 +254,33 @@ class LiteLLM(AbstractModel):
         start = time.perf_counter()
         raw = await litellm.acompletion(**self._kwargs(messages, options))
         return self._response(raw, time.perf_counter() - start)
+
+
+def _missing_keys(litellm: Any, model: str, api_base: str | None) -> list[str]:
+    """Provider API-key variables (`*_API_KEY`) litellm says the model needs and are unset.
+
+    Other settings it lists (endpoints, cloud credentials with other sources) are left to
+    the provider to check.
+    """
+    try:
+        report = litellm.validate_environment(model=model, api_base=api_base)
+    except Exception:  # litellm raises for providers it cannot inspect
+        return []
+    missing = report.get("missing_keys") or [] if isinstance(report, dict) else []
+    return [name for name in missing if str(name).endswith("_API_KEY")]
+
+
+def _unknown_model_message(litellm: Any, model: str) -> str:
+    known = [name for name in getattr(litellm, "model_list", ()) if isinstance(name, str)]
+    import difflib
+
+    close = difflib.get_close_matches(model, known, n=1, cutoff=0.75)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (
+        f"unknown model {model!r}: litellm cannot tell which provider serves it.{hint} "
+        "Name it as 'provider/model' (e.g. 'openai/gpt-4o-mini', 'anthropic/claude-3-5-"
+        "sonnet-latest', 'ollama/llama3'); see https://docs.litellm.ai/docs/providers"
+    )
 
 
 def _azure_token_provider(scope: str) -> Any:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from opto.utils.imports import require
 
+from ._default import STORAGE_ENV, default_storage_url, storage_url_of
 from ._json import standard_json
 from ._redact import redact_url
 from .errors import (
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from ._storage import Storage
 
 __all__ = [
+    "STORAGE_ENV",
     "CheckpointRecord",
     "EventRecord",
     "InvalidScoreError",
@@ -75,9 +77,11 @@ __all__ = [
     "StorageNotFoundError",
     "StorageReadOnlyError",
     "StorageURLError",
+    "default_storage_url",
     "open_storage",
     "redact_url",
     "standard_json",
+    "storage_url_of",
 ]
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal, Union
 import sqlalchemy as sa
 
 from . import _json
+from ._default import default_storage_url
 from ._engine import BEGIN_MODE, create_engine, decide_access, is_memory, parse_url, use_wal
 from ._redact import redact_url
 from ._rows import (
@@ -89,7 +90,8 @@ class Storage:
     ):
         """Open the storage at `url`, creating its tables where allowed.
 
-        `url` defaults to the `OPTO_STORAGE_URL` environment variable, else `DEFAULT_URL`.
+        `url` defaults to `default_storage_url()`: the `OPTO_STORAGE_URL` environment
+        variable, else `opto-runs.db` in the working directory.
         `timeout` is how many seconds a SQLite writer waits for another writer's lock.
         `create` says whether opto's tables may be added: None (default) only to a new or
         empty database, True also to one holding other applications' tables, False never
@@ -99,7 +101,7 @@ class Storage:
         reads as usual and raises `StorageReadOnlyError` on any write.
         """
         if url is None:
-            url = os.environ.get("OPTO_STORAGE_URL") or DEFAULT_URL
+            url = default_storage_url()
         self._url = parse_url(url)
         self._timeout = timeout
         self._create = create
