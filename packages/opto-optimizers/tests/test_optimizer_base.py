@@ -325,6 +325,41 @@ def test_deepcopy_shares_parameters_but_not_history():
     assert len(opt.steps) == 1
 
 
+def test_fork_optimizes_other_parameters_with_fresh_records_and_the_same_llm():
+    x, y = param(1, name="x"), param(2, name="y")
+    opt = Constant([x, y], value=5)
+    opt.llm = object()
+    opt.best = {x: "memory of x"}  # state that refers to the parameters follows the fork
+    opt.step()
+    x2, y2 = param(1, name="x"), param(2, name="y")
+    fork = opt.fork([x2, y2])
+    assert fork.parameters == [x2, y2] and fork.llm is opt.llm
+    assert fork.best == {x2: "memory of x"} and opt.best == {x: "memory of x"}
+    assert fork.steps == [] and fork.step_count == 1 and fork.calls == opt.calls
+    fork.value = 9
+    fork.step()
+    assert (x2.data, y2.data) == (9, 9) and (x.data, y.data) == (5, 5)
+    assert len(opt.steps) == 1 and len(fork.steps) == 1 and opt.step_count == 1
+
+
+def test_fork_without_parameters_keeps_the_nodes_but_not_the_records():
+    x = param(1)
+    opt = Constant([x])
+    opt.step()
+    fork = opt.fork()
+    assert fork.parameters == [x] and fork.parameters is not opt.parameters
+    assert fork.steps == [] and len(opt.steps) == 1
+
+
+def test_fork_needs_one_node_per_parameter():
+    x, y = param(1, name="x"), param(2, name="y")
+    opt = Constant([x, y])
+    with pytest.raises(ValueError, match="one parameter per parameter"):
+        opt.fork([param(3)])
+    with pytest.raises(TypeError, match="ParameterNode"):
+        opt.fork([x, "y"])
+
+
 # --- package exports ------------------------------------------------------------------------
 
 

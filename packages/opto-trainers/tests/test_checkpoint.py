@@ -98,7 +98,7 @@ def test_llm_budget_stops_cleanly_after_the_last_complete_step():
 
 
 def test_resumed_call_budget_counts_the_requests_already_sent():
-    from opto.trainers.algorithms.base import _remaining
+    from opto.trainers.session import _remaining
     from opto.utils.usage import Budget
 
     budget = Budget(max_calls=10, max_usd=1.0)

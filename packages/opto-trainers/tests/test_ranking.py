@@ -52,17 +52,20 @@ def test_priority_search_memory_never_picks_a_nan_candidate(order):
 
 
 def test_beam_search_keeps_real_scores_first():
-    beams = [Beam(paramset={"i": i}, score=s) for i, s in enumerate([NAN, 0.1, None, 0.9, NAN])]
+    scores = [NAN, 0.1, None, 0.9, NAN]  # None: never validated
+    beams = [
+        Beam({"i": i}, rollouts=[] if s is None else [{"score": s}]) for i, s in enumerate(scores)
+    ]
     kept = BeamSearch.select(None, beams, 3)
     assert [b.paramset["i"] for b in kept] == [3, 1, 0]
 
 
 def test_ucb_best_entry_and_pull_ignore_nan_means():
-    entries = [BufferEntry(params={"i": 0}), BufferEntry(params={"i": 1})]
-    entries[0].add([NAN])
-    entries[1].add([0.2])
+    entries = [BufferEntry({"i": 0}), BufferEntry({"i": 1})]
+    entries[0].add_scores([NAN])
+    entries[1].add_scores([0.2])
     trainer = SimpleNamespace(buffer=entries)
-    assert UCBSearch.best_entry(trainer).params == {"i": 1}
+    assert UCBSearch.best_entry(trainer).paramset == {"i": 1}
 
 
 # -- whole trainers ------------------------------------------------------------------------

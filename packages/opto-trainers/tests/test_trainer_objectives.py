@@ -19,12 +19,10 @@ from opto.trainers import (
     UCBSearch,
 )
 from opto.trainers.algorithms.base import TrainOptions
-from opto.trainers.algorithms.pareto_memory import ParetoHeapMemory, best_candidate
-from opto.trainers.algorithms.priority_search import ModuleCandidate
-from opto.trainers.algorithms.ucb import BufferEntry
 from opto.trainers.cli import main as opto_runs
 from opto.trainers.objectives import ObjectiveConfig
 from opto.trainers.resume_check import ResumeMismatchError
+from opto.trainers.search import Candidate, ParetoHeapMemory, best_candidate
 from opto.utils.storage import Storage
 from opto.utils.testing import ScriptedLLM
 
@@ -225,7 +223,9 @@ def test_beam_search_records_every_metric_of_the_best_beam():
     assert trainer.logger.values("validation/cost") == [0.0]
     assert trainer.logger.values("Best validation score") == [-3.0]
     assert trainer.logger.values("Final validation score/acc") == [-3.0]
-    assert trainer.beams[0].to_dict()["score"] == {"acc": -3.0, "cost": 0.0}
+    assert trainer.beams[0].score_dict == {"acc": -3.0, "cost": 0.0}
+    restored = Candidate.from_dict(trainer.beams[0].to_dict())
+    assert restored.score_dict == {"acc": -3.0, "cost": 0.0}
 
 
 def test_beam_search_history_shows_every_metric_in_its_context():
@@ -270,19 +270,19 @@ def ucb_search(config, **kwargs):
 )
 def test_ucb_search_adopts_the_best_by_the_objective(config, winner):
     trainer, result = ucb_search(config)
-    assert sorted(e.params["prompt"] for e in trainer.buffer) == ["v0", "v1", "v2", "v3", "v4"]
+    assert sorted(e.paramset["prompt"] for e in trainer.buffer) == ["v0", "v1", "v2", "v3", "v4"]
     assert result.final_parameters == {"prompt": winner}
 
 
 def test_ucb_search_keeps_every_metric_of_training_and_validation():
     config = ObjectiveConfig(mode="weighted", weights={"acc": 1, "cost": 2}, minimize={"cost"})
     trainer, result = ucb_search(config)
-    v0 = next(e for e in trainer.buffer if e.params["prompt"] == "v0")
+    v0 = next(e for e in trainer.buffer if e.paramset["prompt"] == "v0")
     # validated once on 4 examples, plus 2 training rollouts per pull of it
-    assert v0.metric_counts["acc"] == v0.eval_count > 4
-    assert v0.mean_scores == {"acc": -3.0, "cost": 0.0}
-    assert v0.mean == -3.0  # the bandit's reward: the weighted sum
-    assert BufferEntry.from_dict(v0.to_dict()).mean_scores == v0.mean_scores
+    assert sum("score_dict" in r for r in v0.rollouts) == v0.num_scored > 4
+    assert v0.mean_score_dict() == {"acc": -3.0, "cost": 0.0}
+    assert v0.mean_score() == -3.0  # the bandit's reward: the weighted sum
+    assert Candidate.from_dict(v0.to_dict()).mean_score_dict() == v0.mean_score_dict()
     scores = result.history[-1]["scores"]
     assert scores["best_mean"] == -3.0
     assert (scores["best_mean/acc"], scores["best_mean/cost"]) == (-3.0, 0.0)
@@ -320,7 +320,7 @@ def priority_search(config, **kwargs):
 )
 def test_priority_search_exploits_the_best_by_the_objective(config, winner):
     trainer, result = priority_search(config)
-    values = sorted(c.update_dict["prompt"] for c in trainer.memory)
+    values = sorted(c.paramset["prompt"] for c in trainer.memory)
     assert {"v0", "v3"} <= set(values)
     assert result.final_parameters == {"prompt": winner}
 
@@ -330,11 +330,11 @@ def test_priority_search_candidates_keep_score_dicts_and_weighted_priorities():
     trainer, result = priority_search(config)
     assert isinstance(trainer.memory, ParetoHeapMemory)
     for priority, candidate in trainer.memory.items():
-        n = int(candidate.update_dict["prompt"][1:])
+        n = int(candidate.paramset["prompt"][1:])
         assert candidate.mean_score_dict() == {"acc": -abs(n - 3), "cost": n}
         assert all(r["score_dict"] == {"acc": -abs(n - 3), "cost": n} for r in candidate.rollouts)
         assert priority == candidate.mean_score() == -abs(n - 3) - 2 * n
-        restored = ModuleCandidate.from_dict(candidate.to_dict())
+        restored = Candidate.from_dict(candidate.to_dict())
         assert restored.mean_score_dict() == candidate.mean_score_dict()
     scores = result.history[-1]["scores"]
     assert (scores["best_mean"], scores["best_mean/acc"], scores["best_mean/cost"]) == (
@@ -345,7 +345,7 @@ def test_priority_search_candidates_keep_score_dicts_and_weighted_priorities():
 
 
 def _candidate(created, score_dict=None):
-    candidate = ModuleCandidate(update_dict={"p": created}, created=created)
+    candidate = Candidate({"p": created}, created=created)
     if score_dict is not None:
         candidate.add_rollouts([{"score": None, "score_dict": score_dict}])
     return candidate
@@ -400,7 +400,7 @@ def test_priority_search_with_an_objective_resumes_to_the_uninterrupted_result(t
         options = {"batch_size": 2, "num_candidates": 2, "num_proposals": 1}
         result = trainer.train(TradeOff(), DATA, objective_config=config, **options, **kwargs)
         memory = sorted(
-            (c.update_dict["prompt"], c.mean_score_dict(), c.num_rollouts) for c in trainer.memory
+            (c.paramset["prompt"], c.mean_score_dict(), c.num_rollouts) for c in trainer.memory
         )
         return result, memory
 

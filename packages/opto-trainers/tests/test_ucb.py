@@ -30,15 +30,13 @@ def test_ucb_scores_follow_the_formula_scaled_by_the_score_range():
     trainer, _, _ = S.make(UCBSearch, ucb_exploration_factor=2.0)
     trainer.score_range = (0.0, 10.0)
     trainer._total_samples = 8
-    entry = BufferEntry(params={"a": 1}, score_sum=3.0, eval_count=4)
+    entry = BufferEntry({"a": 1}, rollouts=[{"score": 0.75}] * 4)
     bonus = 2.0 * math.sqrt(math.log(8) / 4) * 10.0
     assert trainer.compute_ucb(entry) == pytest.approx(0.75 + bonus)
-    assert trainer.compute_ucb(BufferEntry(params={"a": 2})) == math.inf
+    assert trainer.compute_ucb(BufferEntry({"a": 2})) == math.inf
     # the unscored entry is pulled first; ties go to the oldest
-    assert trainer.select([entry, BufferEntry(params={"a": 2})]).params == {"a": 2}
-    assert (
-        trainer.select([entry, BufferEntry(params={"a": 1}, score_sum=3.0, eval_count=4)]) is entry
-    )
+    assert trainer.select([entry, BufferEntry({"a": 2})]).paramset == {"a": 2}
+    assert trainer.select([entry, BufferEntry({"a": 1}, rollouts=[{"score": 0.75}] * 4)]) is entry
 
 
 def test_the_pulled_candidate_counts_its_training_rewards():
@@ -51,9 +49,9 @@ def test_the_pulled_candidate_counts_its_training_rewards():
         evaluation_batch_size=4,
     )
     parent, child = trainer.buffer
-    assert parent.params == {"a": 1} and child.params == {"a": 2}
-    assert parent.eval_count == 4 + 2  # seed validation + the pull's training rollouts
-    assert child.eval_count == 4
+    assert parent.paramset == {"a": 1} and child.paramset == {"a": 2}
+    assert parent.num_scored == 4 + 2  # seed validation + the pull's training rollouts
+    assert child.num_scored == 4
     assert trainer._total_samples == 10
 
 

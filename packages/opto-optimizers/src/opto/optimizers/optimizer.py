@@ -499,6 +499,36 @@ class Optimizer(AbstractOptimizer):
             raise ValueError(f"{path} is not an optimizer state file: {error}") from None
         self.load_state_dict(state)
 
+    def fork(self, parameters: Iterable[ParameterNode] | None = None) -> Optimizer:
+        """A copy of this optimizer that optimizes ``parameters`` instead of its own.
+
+        ``parameters`` correspond one to one, in order, to :attr:`parameters` (e.g. the
+        same parameters of a copy of the model; None: the same nodes). The fork keeps the
+        optimizer's configuration, counters and memory of earlier steps, shares its LLM
+        client, and starts with fresh per-step state: no step records and no step in
+        progress. Every reference to an original parameter inside the optimizer's state
+        points to its counterpart in the fork. Use a fork per concurrent step, or to
+        continue this optimizer's search on other nodes without touching the original.
+
+        Raises:
+            TypeError: ``parameters`` is not an iterable of ParameterNodes.
+            ValueError: it does not have one node per parameter of this optimizer.
+        """
+        own = list(self.parameters)
+        nodes = own if parameters is None else _validate_parameters(parameters)
+        if len(nodes) != len(own):
+            raise ValueError(
+                f"fork needs one parameter per parameter of the optimizer ({len(own)}: "
+                f"{[p.py_name for p in own]}), got {len(nodes)}; pass the counterparts in "
+                "the same order."
+            )
+        memo: dict[int, Any] = {id(old): new for old, new in zip(own, nodes)}
+        fork = copy.deepcopy(self, memo)
+        fork.parameters = nodes
+        fork._steps = deque(maxlen=self._steps.maxlen)
+        fork._active = None
+        return fork
+
     def __deepcopy__(self, memo: dict[int, Any]) -> Optimizer:
         """A copy with its own state that optimizes the same parameters with the same LLM."""
         cls = type(self)

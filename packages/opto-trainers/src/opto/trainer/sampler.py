@@ -1,19 +1,8 @@
 """`opto.trainer.sampler`: rollouts over a loader (implemented in `opto.trainers.sampler`)."""
 
-from opto.trainers.sampler import (
-    BatchRollout,
-    Rollout,
-    RolloutConfig,
-    Sampler,
-    sample_rollouts,
-    standard_forward,
-)
-
-__all__ = [
-    "BatchRollout",
-    "Rollout",
-    "RolloutConfig",
-    "Sampler",
-    "sample_rollouts",
-    "standard_forward",
-]
+from opto.trainers.sampler import BatchRollout as BatchRollout
+from opto.trainers.sampler import Rollout as Rollout
+from opto.trainers.sampler import RolloutConfig as RolloutConfig
+from opto.trainers.sampler import Sampler as Sampler
+from opto.trainers.sampler import sample_rollouts as sample_rollouts
+from opto.trainers.sampler import standard_forward as standard_forward

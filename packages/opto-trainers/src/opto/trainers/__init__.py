@@ -126,7 +126,7 @@ _EXPORTS = {
     **dict.fromkeys(["deepcopy_module", "is_module_copy", "is_node_copy"], "opto.trainers.utils"),
     "RayExecutor": "opto.trainers.ray_executor",
     "ResumeMismatchError": "opto.trainers.resume_check",
-    "run_example": "opto.trainers.runner",
+    "run_example": "opto.trainers.evaluation",
     "StopConditions": "opto.trainers.stopping",
     "batchify": "opto.trainers.utils",
 }

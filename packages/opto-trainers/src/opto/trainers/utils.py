@@ -9,6 +9,7 @@ is never touched.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "is_module_copy",
     "is_node_copy",
     "paramset_from_update",
+    "paramset_key",
     "remap_update_dict",
     "safe_mean",
     "set_module_parameters",
@@ -78,6 +80,11 @@ def paramset_from_update(
         if path is not None:
             result[path] = copy.deepcopy(value)
     return result
+
+
+def paramset_key(paramset: Mapping[str, Any]) -> str:
+    """A stable identity for a parameter set (JSON of its sorted items)."""
+    return json.dumps(paramset, sort_keys=True, default=repr)
 
 
 def update_from_paramset(agent: Module, paramset: Mapping[str, Any]) -> dict[ParameterNode, Any]:
@@ -166,17 +173,14 @@ def safe_mean(values: Iterable[Any], missing_value: Any = None) -> Any:
 
 
 def copy_optimizer(optimizer: Any) -> Any:
-    """A deep copy of `optimizer` that shares its parameters and LLM clients.
+    """A copy of `optimizer` for a concurrent step: `optimizer.fork()` (same parameters
+    and LLM client, own state); any other object is deep-copied sharing its parameters.
 
     Each concurrent proposal steps its own copy, so optimizers with memory or logs are
     never stepped from two threads at once.
     """
-    from opto.utils.llm.base import AbstractModel
-
-    memo: dict[int, Any] = {}
-    for param in getattr(optimizer, "parameters", None) or ():
-        memo[id(param)] = param
-    for value in vars(optimizer).values():
-        if isinstance(value, AbstractModel):
-            memo[id(value)] = value
+    fork = getattr(optimizer, "fork", None)
+    if callable(fork):
+        return fork()
+    memo = {id(param): param for param in getattr(optimizer, "parameters", None) or ()}
     return copy.deepcopy(optimizer, memo)

@@ -1,19 +1,10 @@
 """`opto.trainer.algorithms.basic_algorithm`: trace-opt's older name of `basic_algorithms`."""
 
+from opto.trainer.algorithms.basic_algorithms import BasicSearchAlgorithm as BasicSearchAlgorithm
+from opto.trainer.algorithms.basic_algorithms import Minibatch as Minibatch
+from opto.trainer.algorithms.basic_algorithms import MinibatchAlgorithm as MinibatchAlgorithm
+from opto.trainer.algorithms.basic_algorithms import batchify as batchify
+from opto.trainer.algorithms.basic_algorithms import evaluate as evaluate
 from opto.trainer.algorithms.basic_algorithms import (
-    BasicSearchAlgorithm,
-    Minibatch,
-    MinibatchAlgorithm,
-    batchify,
-    evaluate,
-    standard_optimization_step,
+    standard_optimization_step as standard_optimization_step,
 )
-
-__all__ = [
-    "BasicSearchAlgorithm",
-    "Minibatch",
-    "MinibatchAlgorithm",
-    "batchify",
-    "evaluate",
-    "standard_optimization_step",
-]

@@ -1,7 +1,7 @@
 """`BeamSearch` and `BeamSearchHistory`: keep the best `beam_width` candidates per depth.
 
 At every depth each beam is expanded on its own training minibatch into `num_proposals`
-proposals (each made on its own optimizer copy, continuing the beam's optimizer chain);
+proposals (each made on its own optimizer fork, continuing the beam's optimizer chain);
 the beams themselves stay candidates (elitism). Every candidate is scored on a fresh
 validation subsample of `validation_dataset_size` examples, all candidate x example
 rollouts at once, and the top `beam_width` become the next beams (ties: beams before
@@ -12,8 +12,6 @@ Fixes over the reference: candidates are values (validation never sets and resto
 shared agent, so a failure cannot leave it holding a candidate); duplicate candidates are
 validated once; the beams are always ranked; the subsamples and minibatches come from the
 trainer's seeded RNG and `DataLoader`, and `num_epochs`, when given, bounds the search.
-With an `objective_config`, candidates are scored by per-metric means of the guide's score
-dicts and kept by `objectives.select_top_k`.
 """
 
 from __future__ import annotations
@@ -27,62 +25,60 @@ import attrs
 
 from ..guide import Guide
 from ..loader import as_dataset
-from ..ranking import is_score
-from ..scoring import log_metrics, objective_of, scalar, strict_score, top_k_of
-from ..utils import ParamSet, get_paramset
-from .base import TrainOptions, TrainResult
-from .priority_search import (
-    ExplorationJob,
-    SearchTrainer,
-    _positive_int,
-    paramset_key,
-    strict_mean,
+from ..options import (
+    TrainOptions,
+    TrainResult,
+    optional_non_negative_int,
+    optional_positive_int,
+    positive_int,
 )
+from ..ranking import is_score
+from ..scoring import log_metrics, objective_of, top_k_of
+from ..search import Candidate, ExplorationJob, SearchTrainer, paramset_key
+from ..utils import ParamSet, get_paramset
 
 __all__ = [
+    "Beam",
     "BeamSearch",
     "BeamSearchHistory",
+    "BeamSearchHistoryOptions",
+    "BeamSearchOptions",
     "BeamsearchAlgorithm",
     "BeamsearchHistoryAlgorithm",
 ]
 
-_BEAM_KEYWORDS = (
-    "validate_dataset",
-    "validate_guide",
-    "validation_dataset_size",
-    "beam_width",
-    "num_proposals",
-    "max_depth",
-    "num_epochs",
-)
+#: A beam is a search `Candidate` (its `score` is its latest validation's strict mean).
+Beam = Candidate
 
 
-@attrs.define(kw_only=True, eq=False)
-class Beam:
-    """A kept candidate: its values, its optimizer chain's state and its last score (a
-    per-metric dict under an `objective_config`)."""
+@attrs.frozen(kw_only=True)
+class BeamSearchOptions(TrainOptions):
+    """`BeamSearch.train`'s keywords: `TrainOptions` plus the search's own.
 
-    paramset: ParamSet
-    optimizer_state: dict[str, Any] | None = None
-    score: Any = None
+    `batch_size` sizes each beam's training minibatch. `validate_dataset` (default: the
+    training set), `validate_guide`, `validation_dataset_size` (5; None: min(10, size)),
+    `beam_width` (3), `num_proposals` (4), `max_depth` (2), `num_epochs` (None: only
+    `max_depth` bounds the search); `eval_frequency` (alias `test_frequency`) defaults to 4.
+    """
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (a non-finite score is stored as None)."""
-        score = self.score if isinstance(self.score, Mapping) else _finite(self.score)
-        return {
-            "paramset": copy.deepcopy(self.paramset),
-            "optimizer_state": copy.deepcopy(self.optimizer_state),
-            "score": score,
-        }
+    eval_frequency: int | None = attrs.field(default=4, validator=optional_non_negative_int)
+    num_epochs: int | None = attrs.field(default=None, validator=optional_positive_int)  # type: ignore[assignment]
+    validate_dataset: Any = None
+    validate_guide: Guide | None = None
+    validation_dataset_size: int | None = attrs.field(default=5, validator=optional_positive_int)
+    beam_width: int = attrs.field(default=3, validator=positive_int)
+    num_proposals: int = attrs.field(default=4, validator=positive_int)
+    max_depth: int = attrs.field(default=2, validator=positive_int)
 
-    @classmethod
-    def from_dict(cls, data: Any) -> Beam:
-        """Inverse of `to_dict`."""
-        return cls(
-            paramset=copy.deepcopy(dict(data["paramset"])),
-            optimizer_state=copy.deepcopy(data["optimizer_state"]),
-            score=data["score"],
-        )
+
+@attrs.frozen(kw_only=True)
+class BeamSearchHistoryOptions(BeamSearchOptions):
+    """`BeamSearchHistory.train`'s keywords: `BeamSearchOptions` (with `num_proposals` 1
+    and `eval_frequency` 5) plus `max_history_size` (10)."""
+
+    eval_frequency: int | None = attrs.field(default=5, validator=optional_non_negative_int)
+    num_proposals: int = attrs.field(default=1, validator=positive_int)
+    max_history_size: int = attrs.field(default=10, validator=positive_int)
 
 
 class BeamSearch(SearchTrainer):
@@ -93,27 +89,16 @@ class BeamSearch(SearchTrainer):
     validation score`.
     """
 
-    #: Defaults that differ between the plain and the history variant.
-    default_num_proposals = 4
-    default_eval_frequency = 4
+    #: The options class of `train` (the history variant's adds `max_history_size`).
+    options_class: type[BeamSearchOptions] = BeamSearchOptions
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
         """Search `max_depth` levels over `train_dataset` with feedback from `guide`.
 
-        Keywords (besides `TrainOptions`, whose `batch_size` sizes each beam's training
-        minibatch): `validate_dataset` (default: the training set), `validate_guide`,
-        `validation_dataset_size` (5; None: min(10, size)), `beam_width` (3),
-        `num_proposals` (4, history variant 1), `max_depth` (2), `num_epochs` (None: only
-        `max_depth` bounds the search). `test_frequency`/`eval_frequency` defaults to 4
-        (history variant 5) depths.
+        Keywords: the fields of `options_class` (`BeamSearchOptions`).
         """
-        own = {key: kwargs.pop(key) for key in self._keywords() if key in kwargs}
-        if "eval_frequency" not in kwargs and "test_frequency" not in kwargs:
-            kwargs["eval_frequency"] = self.default_eval_frequency
-        options = TrainOptions.from_kwargs(
-            kwargs, algorithm=type(self).__name__, extra=self._keywords()
-        )
-        self._configure(guide, train_dataset, options, **own)
+        options = self.options_class.from_kwargs(kwargs, algorithm=type(self).__name__)
+        self._configure(guide, train_dataset, options)
         self._reset()
         config = {"algorithm": type(self).__name__, **self._config}
         with self.session(guide, options, config=config, total_steps=self.max_depth) as run:
@@ -127,46 +112,24 @@ class BeamSearch(SearchTrainer):
         assert run.result is not None
         return run.result
 
-    def _keywords(self) -> Sequence[str]:
-        return _BEAM_KEYWORDS
-
     # -- configuration ----------------------------------------------------------------------
 
-    def _configure(
-        self,
-        guide: Guide,
-        train_dataset: Any,
-        options: TrainOptions,
-        *,
-        validate_dataset: Any = None,
-        validate_guide: Guide | None = None,
-        validation_dataset_size: int | None = 5,
-        beam_width: int = 3,
-        num_proposals: int | None = None,
-        max_depth: int = 2,
-        num_epochs: int | None = None,
-    ) -> None:
+    def _configure(self, guide: Guide, train_dataset: Any, options: BeamSearchOptions) -> None:
         self.options = options
-        self.beam_width = _positive_int(beam_width, "beam_width")
-        self.num_proposals = _positive_int(
-            self.default_num_proposals if num_proposals is None else num_proposals,
-            "num_proposals",
-        )
-        self.max_depth = _positive_int(max_depth, "max_depth")
-        self.num_epochs = None if num_epochs is None else _positive_int(num_epochs, "num_epochs")
+        self.beam_width = options.beam_width
+        self.num_proposals = options.num_proposals
+        self.max_depth = options.max_depth
+        self.num_epochs = options.num_epochs
         data = self._training_loader(train_dataset, options.batch_size)
         self.validate_dataset = (
             data
-            if validate_dataset is None
-            else as_dataset(validate_dataset, name="validate_dataset")
+            if options.validate_dataset is None
+            else as_dataset(options.validate_dataset, name="validate_dataset")
         )
         size = len(self.validate_dataset["inputs"])
-        if validation_dataset_size is None:
-            validation_dataset_size = min(10, size)
-        self.validation_dataset_size = min(
-            _positive_int(validation_dataset_size, "validation_dataset_size"), size
-        )
-        self.validate_guide = validate_guide or guide
+        wanted = options.validation_dataset_size
+        self.validation_dataset_size = min(10 if wanted is None else wanted, size)
+        self.validate_guide = options.validate_guide or guide
         self._config = {
             "beam_width": self.beam_width,
             "num_proposals": self.num_proposals,
@@ -176,9 +139,7 @@ class BeamSearch(SearchTrainer):
         }
 
     def _reset(self) -> None:
-        self.beams = [
-            Beam(paramset=get_paramset(self.agent), optimizer_state=self._initial_state())
-        ]
+        self.beams = [Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())]
         self.depth_scores: list[dict[str, float | None]] = []
 
     # -- one depth --------------------------------------------------------------------------
@@ -207,7 +168,7 @@ class BeamSearch(SearchTrainer):
                 )
             )
         results = self.engine.explore(jobs, guide)
-        candidates: list[Beam] = []
+        candidates: list[Candidate] = []
         seen: set[str] = set()
         for beam in self.beams:
             key = paramset_key(beam.paramset)
@@ -220,22 +181,22 @@ class BeamSearch(SearchTrainer):
                 if key not in seen:
                     seen.add(key)
                     candidates.append(
-                        Beam(paramset=proposal.paramset, optimizer_state=proposal.optimizer_state)
+                        Candidate(proposal.paramset, optimizer_state=proposal.optimizer_state)
                     )
         scores = self.engine.score(
             [c.paramset for c in candidates], val_xs, val_infos, self.validate_guide
         )
         config = self.options.objective_config
         for candidate, row in zip(candidates, scores):
-            candidate.score = strict_mean(row) if config is None else strict_score(row, config)
+            candidate.reset_scores()
+            candidate.add_scores(row, config)
         self.beams = self.select(candidates, self.beam_width)
         self._after_selection(self.beams)
         best = self.beams[0]
-        self._adopt_candidate(best.paramset, best.optimizer_state)
-        values = [scalar(b.score, config) for b in self.beams]
-        kept = [v for v in values if is_score(v)]
+        self._adopt_candidate(best)
+        kept = [b.score for b in self.beams if is_score(b.score)]
         stats = {
-            "Best validation score": values[0],
+            "Best validation score": best.score,
             "Average validation score": sum(kept) / len(kept) if kept else None,
             "Min validation score": min(kept) if kept else None,
             "Max validation score": max(kept) if kept else None,
@@ -246,7 +207,7 @@ class BeamSearch(SearchTrainer):
         self.depth_scores.append(
             {
                 "depth": step,
-                "best": _finite(values[0]),
+                "best": _finite(best.score),
                 "average": _finite(stats["Average validation score"]),
             }
         )
@@ -255,18 +216,19 @@ class BeamSearch(SearchTrainer):
         return {
             "train_score": train_score,
             "feedback": [r.to_dict() for r in records],
-            "scores": {"validation": best.score if config else _finite(best.score)},
+            "scores": {"validation": best.score_dict if config else _finite(best.score)},
             "info": {"num_candidates": len(candidates), "num_beams": len(self.beams)},
-            "observe": _finite(values[0]),
+            "observe": _finite(best.score),
         }
 
-    def select(self, candidates: list[Beam], k: int) -> list[Beam]:
+    def select(self, candidates: list[Candidate], k: int) -> list[Candidate]:
         """The `k` best candidates, best first (ties: earlier first), by score or, with an
-        `objective_config`, by `objectives.select_top_k` on their score dicts."""
-        order = top_k_of([c.score for c in candidates], objective_of(self), k)
-        return [candidates[i] for i in order]
+        `objective_config`, by `objectives.select_top_k` on their per-metric means."""
+        config = objective_of(self)
+        ranked = [c.score_dict if config is not None else c.score for c in candidates]
+        return [candidates[i] for i in top_k_of(ranked, config, k)]
 
-    def _after_selection(self, beams: list[Beam]) -> None:
+    def _after_selection(self, beams: list[Candidate]) -> None:
         """Hook run after each selection (the history variant records the beams)."""
         return
 
@@ -279,15 +241,15 @@ class BeamSearch(SearchTrainer):
         scores = self.engine.score(
             [b.paramset for b in self.beams], data["inputs"], data["infos"], self.validate_guide
         )
-        config = self.options.objective_config
         for beam, row in zip(self.beams, scores):
-            beam.score = strict_mean(row) if config is None else strict_score(row, config)
+            beam.reset_scores()
+            beam.add_scores(row, self.options.objective_config)
         self.beams = self.select(self.beams, len(self.beams))
         best = self.beams[0]
-        self._adopt_candidate(best.paramset, best.optimizer_state)
-        self.final_validation_score = _finite(scalar(best.score, config))
-        if isinstance(best.score, Mapping):
-            log_metrics(self.logger, {"Final validation score": best.score}, self.n_iters)
+        self._adopt_candidate(best)
+        self.final_validation_score = _finite(best.score)
+        if best.score_dict is not None and self.options.objective_config is not None:
+            log_metrics(self.logger, {"Final validation score": best.score_dict}, self.n_iters)
         self.logger.log(
             "Final validation score", self.final_validation_score, self.n_iters, color="blue"
         )
@@ -313,14 +275,14 @@ class BeamSearch(SearchTrainer):
         self.depth_scores = copy.deepcopy(list(state["depth_scores"]))
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
 def _format_score(score: Any) -> str:
     if isinstance(score, Mapping):
         return ", ".join(f"{k}={v:.4f}" for k, v in score.items())
     return f"{score:.4f}"
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _mean(values: Sequence[Any]) -> float | None:
@@ -344,27 +306,23 @@ class BeamSearchHistory(BeamSearch):
     listing them as `Attempt i (Score: s): {name: value, ...}`.
     """
 
-    default_num_proposals = 1
-    default_eval_frequency = 5
+    options_class = BeamSearchHistoryOptions
 
-    def train(
-        self, guide: Guide, train_dataset: Any, *, max_history_size: int = 10, **kwargs: Any
-    ) -> TrainResult:
-        """As `BeamSearch.train`, plus `max_history_size` (10)."""
-        self.max_history_size = _positive_int(max_history_size, "max_history_size")
-        return super().train(guide, train_dataset, **kwargs)
-
-    def _keywords(self) -> Sequence[str]:
-        return (*_BEAM_KEYWORDS, "max_history_size")
+    def _configure(self, guide: Guide, train_dataset: Any, options: BeamSearchOptions) -> None:
+        assert isinstance(options, BeamSearchHistoryOptions)
+        super()._configure(guide, train_dataset, options)
+        self.max_history_size = options.max_history_size
 
     def _reset(self) -> None:
         super()._reset()
         self.parameter_history: list[tuple[ParamSet, Any]] = []
 
-    def _after_selection(self, beams: list[Beam]) -> None:
+    def _after_selection(self, beams: list[Candidate]) -> None:
+        config = objective_of(self)
         for beam in beams:
-            if isinstance(beam.score, Mapping) or _finite(beam.score) is not None:
-                self.parameter_history.append((copy.deepcopy(beam.paramset), beam.score))
+            if beam.score is not None and math.isfinite(beam.score):
+                score = beam.score_dict if config is not None else beam.score
+                self.parameter_history.append((copy.deepcopy(beam.paramset), score))
         del self.parameter_history[: -self.max_history_size]
 
     def _context(self) -> str | None:

@@ -9,27 +9,30 @@ validated together, every candidate x example in flight at once).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 from opto.trace.errors import ExecutionError
 from opto.trace.modules import Module
 from opto.trace.nodes import Node
 
+from ..evaluation import Rollout, batch_backward, call_agent, guarded, is_failure, judge
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
+from ..options import positive_int
 from ..ranking import is_score
-from ..runner import Rollout, call_agent, guarded, is_failure, judge
 from ..scoring import best_of, scalar
-from ..utils import ParamSet, batchify, get_paramset, safe_mean
+from ..utils import ParamSet, get_paramset, paramset_key, safe_mean
 from .base import Trainer, TrainOptions, TrainResult
 
 __all__ = [
     "BasicSearchAlgorithm",
+    "BasicSearchOptions",
     "Minibatch",
     "MinibatchAlgorithm",
+    "MinibatchOptions",
     "standard_optimization_step",
 ]
 
@@ -43,7 +46,7 @@ def standard_optimization_step(
 
     An async agent is awaited. An `ExecutionError` gives `(exception_node, min_score, full
     error feedback)`; a guide breaking its contract raises `GuideError`; other exceptions
-    propagate (trainers record and count them, see `opto.trainers.runner`).
+    propagate (trainers record and count them, see `opto.trainers.evaluation`).
     """
     try:
         target = call_agent(agent, x)
@@ -54,13 +57,34 @@ def standard_optimization_step(
     return target, score, feedback
 
 
-def _config(name: str, options: TrainOptions, **extra: Any) -> dict[str, Any]:
+def _run_config(name: str, options: TrainOptions, **extra: Any) -> dict[str, Any]:
     """The JSON-able part of a run's configuration, stored with the run."""
     config: dict[str, Any] = {"algorithm": name}
     for key in ("num_epochs", "batch_size", "eval_frequency", "max_steps", "patience", "min_delta"):
         config[key] = getattr(options, key)
     config.update(extra)
     return config
+
+
+@attrs.frozen(kw_only=True)
+class MinibatchOptions(TrainOptions):
+    """`MinibatchAlgorithm.train`'s keywords: `TrainOptions` plus `ensure_improvement`
+    (re-score the batch after each update and roll it back unless the new mean beats the
+    old one by at least `improvement_threshold`; 0: ties are kept)."""
+
+    ensure_improvement: bool = False
+    improvement_threshold: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class BasicSearchOptions(MinibatchOptions):
+    """`BasicSearchAlgorithm.train`'s keywords: `MinibatchOptions` plus `validate_dataset`
+    (default: the training set), `validate_guide` (default: the guide) and
+    `num_proposals` (4)."""
+
+    validate_dataset: Any = None
+    validate_guide: Guide | None = None
+    num_proposals: int = attrs.field(default=4, validator=positive_int)
 
 
 class Minibatch(Trainer):
@@ -98,32 +122,23 @@ class Minibatch(Trainer):
 
     # -- loop -------------------------------------------------------------------------------
 
-    def train(
-        self,
-        guide: Guide,
-        train_dataset: Any,
-        *,
-        ensure_improvement: bool = False,
-        improvement_threshold: float = 0.0,
-        **kwargs: Any,
-    ) -> TrainResult:
+    #: The options class of `train`.
+    options_class: type[MinibatchOptions] = MinibatchOptions
+
+    def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
         """Optimize the agent over `num_epochs` passes of minibatches of `train_dataset`.
 
-        `ensure_improvement` re-scores the batch after each update and rolls the update
-        back unless the new mean beats the old one by at least `improvement_threshold`
-        (0: ties are kept). Other keywords: see `TrainOptions`.
+        Keywords: the fields of `options_class` (`MinibatchOptions`).
         """
-        options = TrainOptions.from_kwargs(
-            kwargs,
-            algorithm=type(self).__name__,
-            extra=("ensure_improvement", "improvement_threshold", *self._extra_keywords()),
-        )
-        self.ensure_improvement = ensure_improvement
-        self.improvement_threshold = improvement_threshold
+        options = self.options_class.from_kwargs(kwargs, algorithm=type(self).__name__)
+        self.ensure_improvement = options.ensure_improvement
+        self.improvement_threshold = options.improvement_threshold
+        self._configure(guide, train_dataset, options)
         return self._train(guide, train_dataset, options)
 
-    def _extra_keywords(self) -> Sequence[str]:
-        return ()
+    def _configure(self, guide: Guide, train_dataset: Any, options: MinibatchOptions) -> None:
+        """Hook: take the algorithm's own options before the run starts."""
+        return
 
     def _train(self, guide: Guide, train_dataset: Any, options: TrainOptions) -> TrainResult:
         data = as_dataset(train_dataset, name="train_dataset")
@@ -137,7 +152,7 @@ class Minibatch(Trainer):
         total = options.num_epochs * len(self.loader)
         if options.max_steps is not None:
             total = min(total, options.max_steps)
-        config = _config(type(self).__name__, options, **self._train_extra())
+        config = _run_config(type(self).__name__, options, **self._train_extra())
         with self.session(guide, options, config=config, total_steps=total) as run:
             self._prepare(options)
             run.initial_evaluation()
@@ -178,7 +193,7 @@ class Minibatch(Trainer):
     ) -> list[Any]:
         """`forward` on every example at once, each on its own copy of agent and guide.
 
-        An example whose forward raised (see `opto.trainers.runner`) gives a failed
+        An example whose forward raised (see `opto.trainers.evaluation`) gives a failed
         `Rollout` record instead of an output.
         """
         min_score = self._failure_score(options)
@@ -278,17 +293,13 @@ class MinibatchAlgorithm(Minibatch):
         targets = [o[0] for o in outputs]
         scores = [o[1] for o in outputs]
         feedbacks = [o[2] for o in outputs]
-        target = batchify(*targets)
-        feedback = batchify(*feedbacks).data
         config = options.objective_config
         average = (
             None
             if any(s is None for s in scores)
             else safe_mean([scalar(s, config) for s in scores])
         )
-        optimizer = self._require_optimizer()
-        optimizer.zero_feedback()
-        optimizer.backward(target, feedback)
+        batch_backward(self._require_optimizer(), targets, feedbacks)
         self.optimizer_step(options)
         return average
 
@@ -300,7 +311,7 @@ class MinibatchAlgorithm(Minibatch):
 class BasicSearchAlgorithm(MinibatchAlgorithm):
     """Best of `num_proposals` proposals per step, chosen on validation data.
 
-    The proposals are made at once (each on its own optimizer copy), then every candidate
+    The proposals are made at once (each on its own optimizer fork), then every candidate
     (the proposals and the current parameters) is validated on every validation example
     at once, on bound copies: the shared agent only ever receives the winner. The current
     parameters' score is cached while they stay unchanged. Ties go to the earliest
@@ -308,43 +319,17 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
     `objectives.select_best` on the per-metric means of the guide's score dicts.
     """
 
-    def train(
-        self,
-        guide: Guide,
-        train_dataset: Any,
-        *,
-        validate_dataset: Any = None,
-        validate_guide: Guide | None = None,
-        num_proposals: int = 4,
-        ensure_improvement: bool = False,
-        improvement_threshold: float = 0.0,
-        **kwargs: Any,
-    ) -> TrainResult:
-        """As `MinibatchAlgorithm.train`, plus `validate_dataset` (default: the training
-        set), `validate_guide` (default: `guide`) and `num_proposals`."""
-        if (
-            isinstance(num_proposals, bool)
-            or not isinstance(num_proposals, int)
-            or num_proposals < 1
-        ):
-            raise ValueError(f"num_proposals must be a positive int, not {num_proposals!r}")
+    options_class = BasicSearchOptions
+
+    def _configure(self, guide: Guide, train_dataset: Any, options: MinibatchOptions) -> None:
+        assert isinstance(options, BasicSearchOptions)
         self.validate_dataset = as_dataset(
-            train_dataset if validate_dataset is None else validate_dataset,
+            train_dataset if options.validate_dataset is None else options.validate_dataset,
             name="validate_dataset",
         )
-        self.validate_guide = validate_guide or guide
-        self.num_proposals = num_proposals
+        self.validate_guide = options.validate_guide or guide
+        self.num_proposals = options.num_proposals
         self._current_score: tuple[str, float | None] | None = None
-        return super().train(
-            guide,
-            train_dataset,
-            ensure_improvement=ensure_improvement,
-            improvement_threshold=improvement_threshold,
-            **kwargs,
-        )
-
-    def _extra_keywords(self) -> Sequence[str]:
-        return ("validate_dataset", "validate_guide", "num_proposals")
 
     def _train_extra(self) -> dict[str, Any]:
         return {"num_proposals": self.num_proposals}
@@ -369,12 +354,12 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
     def optimizer_step(self, options: TrainOptions) -> None:
         proposals = self.propose(num_proposals=self.num_proposals, **options.step_kwargs)
         current = get_paramset(self.agent)
-        current_key = _key(current)
+        current_key = paramset_key(current)
         candidates: list[ParamSet] = []
         owners: list[Any] = []
         seen: set[str] = {current_key}
         for proposal in proposals:
-            key = _key(proposal.paramset)
+            key = paramset_key(proposal.paramset)
             if key not in seen:
                 seen.add(key)
                 candidates.append(proposal.paramset)
@@ -402,7 +387,7 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
         winner, winner_score, owner = ranked[best_index]
         if owner is not None:
             self.adopt(winner, owner)
-        self._current_score = (_key(winner), winner_score)
+        self._current_score = (paramset_key(winner), winner_score)
         self._last_validation = winner_score
         self.logger.log(
             "Validation score",
@@ -410,8 +395,3 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
             self.n_iters + 1,
             color="green",
         )
-
-
-def _key(paramset: ParamSet) -> str:
-    """A stable identity for a parameter set (JSON of its sorted items)."""
-    return json.dumps(paramset, sort_keys=True, default=repr)

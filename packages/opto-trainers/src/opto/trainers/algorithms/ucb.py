@@ -18,9 +18,8 @@ candidate `objectives.select_best` prefers by per-metric means.
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -28,78 +27,52 @@ from opto.trace.modules import Module
 
 from ..guide import Guide
 from ..loader import as_dataset
-from ..objectives import ObjectiveConfig
-from ..ranking import score_key
-from ..scoring import best_of, objective_of, scalar
-from ..utils import ParamSet, get_paramset
-from .base import TrainOptions, TrainResult
-from .priority_search import ExplorationJob, SearchTrainer, _positive_int
-
-__all__ = ["UCBSearch", "UCBSearchAlgorithm"]
-
-_UCB_KEYWORDS = (
-    "validation_dataset",
-    "validate_dataset",
-    "validate_guide",
-    "num_search_iterations",
-    "train_batch_size",
-    "evaluation_batch_size",
-    "min_score_for_agent_update",
-    "score_range",
-    "num_epochs",
+from ..options import (
+    TrainOptions,
+    TrainResult,
+    optional_positive_int,
+    positive_int,
+    require_positive_int,
 )
+from ..ranking import score_key
+from ..scoring import best_of, objective_of, reward
+from ..search import Candidate, ExplorationJob, SearchTrainer
+from ..utils import get_paramset, safe_mean
+
+__all__ = ["BufferEntry", "UCBSearch", "UCBSearchAlgorithm", "UCBSearchOptions"]
+
+#: A buffer entry is a search `Candidate` (its statistics are its scored rollouts).
+BufferEntry = Candidate
 
 
-@attrs.define(kw_only=True, eq=False)
-class BufferEntry:
-    """One candidate in the buffer and its statistics.
+@attrs.frozen(kw_only=True)
+class UCBSearchOptions(TrainOptions):
+    """`UCBSearch.train`'s keywords: `TrainOptions` plus the bandit's own.
 
-    `score_sum`/`eval_count` hold the bandit's scalar rewards; under an `objective_config`
-    `metric_sums`/`metric_counts` also sum every metric of the score dicts.
+    `validation_dataset` (alias `validate_dataset`; default: the training set),
+    `validate_guide`, `num_search_iterations` (100), `train_batch_size` (default:
+    `batch_size` if given, else 2), `evaluation_batch_size` (20),
+    `min_score_for_agent_update` (score of failed validation rollouts; default
+    `min_score`), `score_range` ((0, 1): scales the bonus), `num_epochs` (None: only the
+    iteration count bounds the search).
     """
 
-    params: ParamSet
-    optimizer_state: dict[str, Any] | None = None
-    score_sum: float = 0.0
-    eval_count: int = 0
-    iteration_created: int = 0
-    metric_sums: dict[str, float] = attrs.field(factory=dict)
-    metric_counts: dict[str, int] = attrs.field(factory=dict)
+    num_epochs: int | None = attrs.field(default=None, validator=optional_positive_int)  # type: ignore[assignment]
+    validation_dataset: Any = None
+    validate_dataset: Any = None
+    validate_guide: Guide | None = None
+    num_search_iterations: int = attrs.field(default=100, validator=positive_int)
+    train_batch_size: int | None = attrs.field(default=None, validator=optional_positive_int)
+    evaluation_batch_size: int = attrs.field(default=20, validator=positive_int)
+    min_score_for_agent_update: Any = None
+    score_range: Sequence[float] = (0.0, 1.0)
 
-    @property
-    def mean(self) -> float | None:
-        """Mean score so far (None before any evaluation)."""
-        return self.score_sum / self.eval_count if self.eval_count else None
-
-    @property
-    def mean_scores(self) -> dict[str, float] | None:
-        """Per-metric means of the score dicts so far (None before any)."""
-        if not self.metric_counts:
-            return None
-        return {k: self.metric_sums[k] / n for k, n in self.metric_counts.items()}
-
-    def add(self, scores: Sequence[Any], config: ObjectiveConfig | None = None) -> int:
-        """Count the scored values among `scores` (score dicts are reduced to a reward
-        by `config`, and their metrics summed); returns how many were counted."""
-        scored = [s for s in scores if s is not None]
-        for score in scored:
-            if isinstance(score, Mapping):
-                for key, value in score.items():
-                    self.metric_sums[key] = self.metric_sums.get(key, 0.0) + float(value)
-                    self.metric_counts[key] = self.metric_counts.get(key, 0) + 1
-        self.score_sum += math.fsum(scalar(s, config) for s in scored)  # type: ignore[misc]
-        self.eval_count += len(scored)
-        return len(scored)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        data = attrs.asdict(self, recurse=False)
-        return copy.deepcopy(data)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> BufferEntry:
-        """Inverse of `to_dict`."""
-        return cls(**copy.deepcopy(dict(data)))
+    def __attrs_post_init__(self) -> None:
+        if self.validation_dataset is not None and self.validate_dataset is not None:
+            raise ValueError("pass validation_dataset or its alias validate_dataset, not both")
+        low, high = (float(v) for v in self.score_range)
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ValueError(f"score_range must be finite (low, high), not {self.score_range!r}")
 
 
 class UCBSearch(SearchTrainer):
@@ -124,27 +97,19 @@ class UCBSearch(SearchTrainer):
         seed: int | None = None,
     ) -> None:
         super().__init__(agent, optimizer, num_threads, logger, executor=executor, seed=seed)
-        self.max_buffer_size = _positive_int(max_buffer_size, "max_buffer_size")
+        self.max_buffer_size = require_positive_int(max_buffer_size, "max_buffer_size")
         self.ucb_exploration_factor = float(ucb_exploration_factor)
-        self.buffer: list[BufferEntry] = []
+        self.buffer: list[Candidate] = []
         self._total_samples = 0
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
         """Run `num_search_iterations` bandit iterations over `train_dataset`.
 
-        Keywords (besides `TrainOptions`): `validation_dataset` (alias `validate_dataset`;
-        default: the training set), `validate_guide`, `num_search_iterations` (100),
-        `train_batch_size` (default: `batch_size` if given, else 2),
-        `evaluation_batch_size` (20), `min_score_for_agent_update` (score of failed
-        validation rollouts; default `min_score`), `score_range` ((0, 1): scales the
-        bonus), `num_epochs` (None: only the iteration count bounds the search).
+        Keywords: the fields of `UCBSearchOptions` (`TrainOptions` plus the bandit's own).
         """
-        own = {key: kwargs.pop(key) for key in _UCB_KEYWORDS if key in kwargs}
         batch_given = "batch_size" in kwargs
-        options = TrainOptions.from_kwargs(
-            kwargs, algorithm=type(self).__name__, extra=_UCB_KEYWORDS
-        )
-        self._configure(guide, train_dataset, options, batch_given=batch_given, **own)
+        options = UCBSearchOptions.from_kwargs(kwargs, algorithm=type(self).__name__)
+        self._configure(guide, train_dataset, options, batch_given=batch_given)
         self._reset()
         config = {"algorithm": type(self).__name__, **self._config}
         with self.session(guide, options, config=config, total_steps=self.iterations) as run:
@@ -161,46 +126,30 @@ class UCBSearch(SearchTrainer):
     # -- configuration ----------------------------------------------------------------------
 
     def _configure(
-        self,
-        guide: Guide,
-        train_dataset: Any,
-        options: TrainOptions,
-        *,
-        batch_given: bool,
-        validation_dataset: Any = None,
-        validate_dataset: Any = None,
-        validate_guide: Guide | None = None,
-        num_search_iterations: int = 100,
-        train_batch_size: int | None = None,
-        evaluation_batch_size: int = 20,
-        min_score_for_agent_update: Any = None,
-        score_range: Sequence[float] = (0.0, 1.0),
-        num_epochs: int | None = None,
+        self, guide: Guide, train_dataset: Any, options: UCBSearchOptions, *, batch_given: bool
     ) -> None:
-        if validation_dataset is not None and validate_dataset is not None:
-            raise ValueError("pass validation_dataset or its alias validate_dataset, not both")
-        validation = validation_dataset if validation_dataset is not None else validate_dataset
+        validation = options.validation_dataset
+        if validation is None:
+            validation = options.validate_dataset
+        train_batch_size = options.train_batch_size
         if train_batch_size is None:
             train_batch_size = options.batch_size if batch_given else 2
-        self.train_batch_size = _positive_int(train_batch_size, "train_batch_size")
-        self.iterations = _positive_int(num_search_iterations, "num_search_iterations")
-        self.num_epochs = None if num_epochs is None else _positive_int(num_epochs, "num_epochs")
-        low, high = (float(v) for v in score_range)
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-            raise ValueError(f"score_range must be finite (low, high), not {score_range!r}")
+        self.train_batch_size = train_batch_size
+        self.iterations = options.num_search_iterations
+        self.num_epochs = options.num_epochs
+        low, high = (float(v) for v in options.score_range)
         self.score_range = (low, high)
-        if min_score_for_agent_update is not None:
-            options = attrs.evolve(options, min_score=min_score_for_agent_update)
+        if options.min_score_for_agent_update is not None:
+            options = attrs.evolve(options, min_score=options.min_score_for_agent_update)
         self.options = options
         data = self._training_loader(train_dataset, self.train_batch_size, "train_batch_size")
         self.validation_dataset = (
             data if validation is None else as_dataset(validation, name="validation_dataset")
         )
         self.evaluation_batch_size = min(
-            _positive_int(evaluation_batch_size, "evaluation_batch_size"),
-            len(self.validation_dataset["inputs"]),
+            options.evaluation_batch_size, len(self.validation_dataset["inputs"])
         )
-        self.validate_guide = validate_guide or guide
+        self.validate_guide = options.validate_guide or guide
         self._config = {
             "num_search_iterations": self.iterations,
             "train_batch_size": self.train_batch_size,
@@ -210,37 +159,36 @@ class UCBSearch(SearchTrainer):
         }
 
     def _reset(self) -> None:
-        self.buffer = [
-            BufferEntry(params=get_paramset(self.agent), optimizer_state=self._initial_state())
-        ]
+        self.buffer = [Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())]
         self._total_samples = 0
 
     # -- the bandit -------------------------------------------------------------------------
 
-    def compute_ucb(self, entry: BufferEntry) -> float:
+    def compute_ucb(self, entry: Candidate) -> float:
         """`mean + c * sqrt(ln T / n) * (max - min)`; +inf for an unscored entry."""
-        if entry.eval_count == 0:
+        scored = [float(s) for s in entry.scores if s is not None]
+        if not scored:
             return math.inf
         low, high = self.score_range
         total = max(self._total_samples, 1)
-        bonus = math.sqrt(math.log(total) / entry.eval_count) * (high - low)
-        return entry.score_sum / entry.eval_count + self.ucb_exploration_factor * bonus
+        bonus = math.sqrt(math.log(total) / len(scored)) * (high - low)
+        return math.fsum(scored) / len(scored) + self.ucb_exploration_factor * bonus
 
-    def select(self, buffer: Sequence[BufferEntry]) -> BufferEntry:
+    def select(self, buffer: Sequence[Candidate]) -> Candidate:
         """The entry to pull: highest UCB (ties: the oldest)."""
         return max(enumerate(buffer), key=lambda i: (score_key(self.compute_ucb(i[1])), -i[0]))[1]
 
-    def best_entry(self) -> BufferEntry:
+    def best_entry(self) -> Candidate:
         """The entry with the best mean score (ties: the oldest); under an
         `objective_config`, the best per-metric means (`objectives.select_best`)."""
         config = objective_of(self)
         if config is not None:
-            index = best_of([e.mean_scores for e in self.buffer], config)
+            index = best_of([e.mean_score_dict() for e in self.buffer], config)
             if index is not None:
                 return self.buffer[index]
         return max(
             enumerate(self.buffer),
-            key=lambda item: (score_key(item[1].mean), -item[0]),
+            key=lambda item: (score_key(item[1].mean_score()), -item[0]),
         )[1]
 
     def _validation_batch(self) -> tuple[list[Any], list[Any]]:
@@ -250,13 +198,13 @@ class UCBSearch(SearchTrainer):
 
     def _seed_buffer(self) -> None:
         """Score the buffer's unscored entries (the initial parameters) once."""
-        unscored = [entry for entry in self.buffer if entry.eval_count == 0]
+        unscored = [entry for entry in self.buffer if entry.num_scored == 0]
         if not unscored:
             return
         xs, infos = self._validation_batch()
-        rows = self.engine.score([e.params for e in unscored], xs, infos, self.validate_guide)
+        rows = self.engine.score([e.paramset for e in unscored], xs, infos, self.validate_guide)
         for entry, row in zip(unscored, rows):
-            self._total_samples += entry.add(row, self.options.objective_config)
+            self._total_samples += entry.add_scores(row, self.options.objective_config)
 
     def _iterate(self, guide: Guide) -> dict[str, Any]:
         assert self.loader is not None
@@ -266,7 +214,7 @@ class UCBSearch(SearchTrainer):
         (result,) = self.engine.explore(
             [
                 ExplorationJob(
-                    paramset=parent.params,
+                    paramset=parent.paramset,
                     xs=xs,
                     infos=infos,
                     num_proposals=1,
@@ -282,16 +230,16 @@ class UCBSearch(SearchTrainer):
             proposal = result.proposals[0]
             val_xs, val_infos = self._validation_batch()
             (row,) = self.engine.score([proposal.paramset], val_xs, val_infos, self.validate_guide)
-            child = BufferEntry(
-                params=proposal.paramset,
+            child = Candidate(
+                proposal.paramset,
                 optimizer_state=proposal.optimizer_state,
-                iteration_created=self.n_iters + 1,
+                created=self.n_iters + 1,
             )
-            self._total_samples += child.add(row, config)
-            new_score = child.mean
-            new_metrics = child.mean_scores
-        rewards = [r.score if config is None else r.score_dict for r in result.rollouts]
-        self._total_samples += parent.add(rewards, config)
+            self._total_samples += child.add_scores(row, config)
+            new_score = child.mean_score()
+            new_metrics = child.mean_score_dict()
+        parent.add_rollouts([_scores_of(r) for r in result.rollouts], config)
+        self._total_samples += sum(r.score is not None for r in result.rollouts)
         if new_score is not None and math.isfinite(new_score):
             if len(self.buffer) >= self.max_buffer_size:
                 worst = min(
@@ -301,14 +249,14 @@ class UCBSearch(SearchTrainer):
                 del self.buffer[worst]
             self.buffer.append(child)
         best = self.best_entry()
-        self._adopt_candidate(best.params, best.optimizer_state)
-        train_score = _mean_of([scalar(r, config) for r in rewards])
+        self._adopt_candidate(best)
+        train_score = safe_mean([reward(r, config) for r in result.rollouts])
         metrics = {
             "UCB/selected_ucb": selected_ucb if math.isfinite(selected_ucb) else None,
             "UCB/new_candidate_score": new_score,
-            "UCB/best_mean_score": best.mean,
+            "UCB/best_mean_score": best.mean_score(),
             "UCB/buffer_size": len(self.buffer),
-            "UCB/average_buffer_score": _mean_of([e.mean for e in self.buffer]),
+            "UCB/average_buffer_score": safe_mean([e.mean_score() for e in self.buffer]),
             "UCB/total_samples": self._total_samples,
         }
         step = self.n_iters + 1
@@ -319,10 +267,10 @@ class UCBSearch(SearchTrainer):
             "feedback": [r.to_dict() for r in result.rollouts],
             "scores": {
                 "new_candidate": new_score if config is None else new_metrics,
-                "best_mean": best.mean if config is None else best.mean_scores,
+                "best_mean": best.mean_score() if config is None else best.mean_score_dict(),
             },
             "info": {"buffer_size": len(self.buffer), "total_samples": self._total_samples},
-            "observe": best.mean,
+            "observe": best.mean_score(),
         }
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -336,14 +284,17 @@ class UCBSearch(SearchTrainer):
     def _load_algorithm_state(self, state: Any) -> None:
         if state is None:
             return
-        self.buffer = [BufferEntry.from_dict(entry) for entry in state["buffer"]]
+        self.buffer = [Candidate.from_dict(entry) for entry in state["buffer"]]
         self._total_samples = int(state["total_samples"])
-
-
-def _mean_of(values: Sequence[Any]) -> float | None:
-    scored = [float(v) for v in values if v is not None]
-    return math.fsum(scored) / len(scored) if scored else None
 
 
 #: The reference's name.
 UCBSearchAlgorithm = UCBSearch
+
+
+def _scores_of(record: Any) -> dict[str, Any]:
+    """A rollout's score and score dict (what a candidate's statistics keep)."""
+    kept = {"score": record.score}
+    if record.score_dict is not None:
+        kept["score_dict"] = record.score_dict
+    return kept

@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..objectives import ObjectiveConfig, select_best
-from .priority_search import HeapMemory, ModuleCandidate
+from .candidate import Candidate
+from .memory import HeapMemory
 
 __all__ = ["ParetoHeapMemory", "best_candidate"]
 
 
-def best_candidate(
-    candidates: Sequence[ModuleCandidate], config: ObjectiveConfig
-) -> ModuleCandidate | None:
+def best_candidate(candidates: Sequence[Candidate], config: ObjectiveConfig) -> Candidate | None:
     """The candidate `objectives.select_best` prefers by mean score dicts (ties: the
     oldest); candidates without score dicts never win over ones with them."""
     ordered = sorted(candidates, key=lambda c: c.created)
@@ -43,7 +42,7 @@ class ParetoHeapMemory(HeapMemory):
         self,
         config: ObjectiveConfig,
         size: int | None = None,
-        processing_fun: Callable[[ModuleCandidate], ModuleCandidate] | None = None,
+        processing_fun: Callable[[Candidate], Candidate] | None = None,
         pareto_k: int = 20,
     ) -> None:
         super().__init__(size, processing_fun)
@@ -52,7 +51,7 @@ class ParetoHeapMemory(HeapMemory):
         self.config = config
         self.pareto_k = pareto_k
 
-    def pop(self) -> tuple[float, ModuleCandidate]:
+    def pop(self) -> tuple[float, Candidate]:
         if self.config.mode != "pareto":
             return super().pop()
         top = self.items()[: self.pareto_k]
