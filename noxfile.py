@@ -355,7 +355,8 @@ def loggers(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff, the layers contract (trainers > optimizers > trace > utils), no opto/__init__.py."""
+    """ruff, the layers contracts (packages: trainers > optimizers > trace > utils; inside
+    opto.trace: bundle > modules > graph services > graph core), no opto/__init__.py."""
     stray = sorted(str(p) for p in ROOT.glob("packages/*/src/opto/__init__.py"))
     if stray:
         session.error(f"opto is a PEP 420 namespace; remove {', '.join(stray)}")

@@ -112,7 +112,28 @@ def _uv_hints() -> dict[str, list[str]]:
     return found
 
 
-HINTS = _uv_hints()
+def _declared_extras() -> set[str]:
+    extras: set[str] = set()
+    for name in LAYERS:
+        project = tomllib.loads((ROOT / "packages" / f"opto-{name}" / "pyproject.toml").read_text())
+        extras.update(project["project"].get("optional-dependencies", {}))
+    return extras
+
+
+def _expand_templates(hints: dict[str, list[str]]) -> dict[str, list[str]]:
+    """A hint written for any extra (`--extra <extra>` / `{extra}`) stands for each one."""
+    expanded: dict[str, list[str]] = {}
+    for command, where in hints.items():
+        if "<extra>" in command or "{extra}" in command:
+            for extra in sorted(_declared_extras()):
+                concrete = command.replace("<extra>", extra).replace("{extra}", extra)
+                expanded.setdefault(concrete, []).extend(where)
+        else:
+            expanded.setdefault(command, []).extend(where)
+    return expanded
+
+
+HINTS = _expand_templates(_uv_hints())
 
 
 def test_extra_hints_name_the_workspace_members():

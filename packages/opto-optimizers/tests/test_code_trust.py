@@ -31,6 +31,8 @@ def _code(body: str) -> str:
     ("new", "reason"),
     [
         ("async def scale(x, k=2, *, bias=0):\n    return x\n", "must stay a def function"),
+        (_code("yield x"), r"makes it a generator function \(def with yield\)"),
+        (_code("yield from [x]"), "makes it a generator function"),
         (OLD + "\nclass scale:\n    pass\n", "only imports and the definition of scale"),
         (OLD + "\nscale = lambda x, k=2, *, bias=0: 0\n", "only imports and the definition"),
         (OLD + "\ndef scale(x, k=2, *, bias=0):\n    return 0\n", "defines scale twice"),
@@ -49,9 +51,15 @@ def test_proposal_gaps_are_closed(new, reason):
 
 def test_async_cannot_replace_async_with_def():
     old = "async def scale(x):\n    return x\n"
-    with pytest.raises(ConversionError, match="must stay a async def function"):
+    with pytest.raises(ConversionError, match="must stay an async def function"):
         convert_code(old, "def scale(x):\n    return x\n")
     assert convert_code(old, "async def scale(x):\n    return 2 * x\n")
+
+
+def test_nested_generators_keep_a_plain_function():
+    body = "def inner():\n        yield x\n    return list(inner())"
+    assert convert_code(OLD, _code(body))
+    assert convert_code(OLD, _code("return [v for v in (lambda: (yield))()]"))
 
 
 def test_plain_defaults_and_annotations_are_fine():

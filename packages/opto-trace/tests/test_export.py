@@ -336,7 +336,7 @@ def test_export_without_black_skips_formatting_with_a_note(tmp_path, monkeypatch
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     calc = StrangeCalculator()
     calc.prompt._set("changed")
-    with caplog.at_level("INFO", logger="opto.trace.modules"):
+    with caplog.at_level("INFO", logger="opto.trace"):
         content = calc.export(tmp_path / "calc.py")
     assert "self.prompt = 'changed'" in content  # not normalized by black
     assert "black is not installed" in caplog.text

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from opto import trace
 from opto.trace import bundle
-from opto.trace.bundle import _DECORATOR, _signature_hint
+from opto.trace._sources import DECORATOR as _DECORATOR
+from opto.trace._sources import signature_hint as _signature_hint
 
 LINES = Path(__file__).read_text().splitlines()
 

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from opto.trace.containers import NodeContainer
+from opto.trace.containers import NodeContainer, is_traced_function
 from opto.trace.nodes import Node
 
 __all__ = ["apply_op", "recursive_conversion"]
@@ -34,7 +34,7 @@ def recursive_conversion(
             return {k: convert(v) for k, v in obj.items()}
         if isinstance(obj, (set, frozenset)):
             return type(obj)(convert(x) for x in obj)
-        if isinstance(obj, NodeContainer) and not _is_funmodule(obj):
+        if isinstance(obj, NodeContainer) and not is_traced_function(obj):
             new = copy.copy(obj)
             for key, value in vars(obj).items():
                 setattr(new, key, convert(value))
@@ -42,12 +42,6 @@ def recursive_conversion(
         return false_fn(obj)
 
     return convert
-
-
-def _is_funmodule(obj: Any) -> bool:
-    from opto.trace.bundle import FunModule
-
-    return isinstance(obj, FunModule)
 
 
 def apply_op(op: Callable[..., Any], output: Any, *args: Any, **kwargs: Any) -> Any:

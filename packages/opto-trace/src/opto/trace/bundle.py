@@ -5,6 +5,11 @@ and returns a :class:`~opto.trace.nodes.MessageNode` whose parents are those inp
 ``trainable=True`` the function's source becomes a ``__code`` ParameterNode that optimizers
 rewrite; the new code runs on the next call.
 
+A call goes through one pipeline: *bind* the arguments to input nodes (:meth:`FunModule._bind`),
+*run* the function (sync, or awaited for ``async def``) inside a frame recording the nodes it
+reads and creates, then *record* the output (:func:`opto.trace._calls.record`). One
+:class:`~opto.trace._calls.CallRecord` carries the call through the three steps.
+
 Dependency rule (fixes the reference's blind spot B23): while a bundled function runs, the
 nodes it reads through ``.data`` are recorded. Reading a pre-existing node that is not an
 input is an *external dependency* (an error unless allowed). Nodes read by *nested traced
@@ -19,20 +24,27 @@ from __future__ import annotations
 
 import copy
 import inspect
-import io
 import linecache
-import os
-import re
 import sys
-import textwrap
 import threading
-import tokenize
 import traceback as traceback_module
 import types
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from opto.trace import _calls
+from opto.trace._calls import (
+    EVAL_DESCRIPTION,
+    CallRecord,
+    OperatorInfo,
+    annotate,
+    base_message,
+    input_node,
+    record,
+)
+from opto.trace._signature import bind, plan_of
+from opto.trace._sources import signature_hint
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
 from opto.trace._wrappable import check_wrappable
 from opto.trace.broadcast import recursive_conversion
@@ -45,19 +57,14 @@ from opto.trace.code_policy import (
 )
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
 from opto.trace.modules import Module
-from opto.trace.nodes import (
-    ExceptionNode,
-    MessageNode,
-    Node,
-    ParameterNode,
-    _new_message,
-    get_op_name,
-    node,
-)
+from opto.trace.nodes import ExceptionNode, Node, ParameterNode, get_op_name, node
 from opto.trace.sandbox import define_function
 
+if TYPE_CHECKING:
+    from opto.trace.primitives import Primitive
+
 __all__ = [
-    "ALLOW_EXTERNAL_DEPENDENCIES",
+    "EVAL_DESCRIPTION",
     "ExecutionError",
     "FunModule",
     "TraceMissingInputsError",
@@ -70,32 +77,22 @@ __all__ = [
     "wrap_node",
 ]
 
-#: Global override of every bundle's ``allow_external_dependencies`` (None = use the flag).
-ALLOW_EXTERNAL_DEPENDENCIES: bool | None = None
-
-EVAL_DESCRIPTION = (
-    "[eval] This operator eval(__code, *args, **kwargs) evaluates the code block, where __code "
-    "is the code (str) and *args and **kwargs are the arguments of the function. The output is "
-    "the result of the evaluation, i.e., __code(*args, **kwargs)."
-)
-
 _RESERVED_SELF = "__TRACE_RESERVED_self_node"
 _RESERVED_BUNDLE = "__TRACE_RESERVED_bundle_"
 _BIND_LOCK = threading.RLock()
 #: Raw functions currently executing with ``overwrite_python_recursion`` (per context).
 _RUNNING: ContextVar[tuple[Any, ...]] = ContextVar("opto_trace_running_bundles", default=())
-_DECORATOR = re.compile(r"^\s*@\s*(?:[\w.]+\.)?bundle\s*(?:\(|\\)")
-_DEF = re.compile(r"^\s*(?:async\s+)?def\s")
-_NO_FRAME = UsedNodes()
-_TRACE_DIR = os.path.dirname(
-    os.path.abspath(__file__)
-)  # stays empty: used by the operator fast path
 
 
 def disable_external_dependencies_check(allow_external_dependencies: bool) -> None:
     """Globally allow (True) or forbid (False) reading non-input nodes inside bundles."""
-    global ALLOW_EXTERNAL_DEPENDENCIES
-    ALLOW_EXTERNAL_DEPENDENCIES = allow_external_dependencies
+    _calls.ALLOW_EXTERNAL_DEPENDENCIES = allow_external_dependencies
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ALLOW_EXTERNAL_DEPENDENCIES":  # the global override lives with the record step
+        return _calls.ALLOW_EXTERNAL_DEPENDENCIES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class trace_nodes:
@@ -186,111 +183,7 @@ def _check_description(description: Any) -> None:
         ) from None
 
 
-class _Plan:
-    """Precomputed parameter layout of a function (replaces per-call Signature.bind)."""
-
-    __slots__ = ("defaults", "kwonly", "n_posonly", "pos", "simple", "var_kw", "var_pos")
-
-    def __init__(self, sig: inspect.Signature) -> None:
-        pos: list[str] = []
-        kwonly: list[str] = []
-        defaults: dict[str, Any] = {}
-        self.var_pos: str | None = None
-        self.var_kw: str | None = None
-        self.n_posonly = 0
-        for p in sig.parameters.values():
-            if p.kind is p.POSITIONAL_ONLY:
-                self.n_posonly += 1
-                pos.append(p.name)
-            elif p.kind is p.POSITIONAL_OR_KEYWORD:
-                pos.append(p.name)
-            elif p.kind is p.VAR_POSITIONAL:
-                self.var_pos = p.name
-            elif p.kind is p.KEYWORD_ONLY:
-                kwonly.append(p.name)
-            else:
-                self.var_kw = p.name
-            if p.default is not p.empty:
-                defaults[p.name] = p.default
-        self.pos = tuple(pos)
-        self.kwonly = tuple(kwonly)
-        self.defaults = defaults
-        self.simple = not kwonly and self.var_pos is None and self.var_kw is None
-
-    @classmethod
-    def of(cls, fun: Any) -> _Plan | None:
-        try:
-            return cls(inspect.signature(fun))
-        except (TypeError, ValueError):
-            return None
-
-
-def _plan_from_code(fun: types.FunctionType) -> _Plan:
-    """Fast :class:`_Plan` for plain functions straight from their code object."""
-    code = fun.__code__
-    plan = _Plan.__new__(_Plan)
-    names = code.co_varnames
-    n_pos = code.co_argcount
-    n_kwonly = code.co_kwonlyargcount
-    plan.pos = names[:n_pos]
-    plan.n_posonly = code.co_posonlyargcount
-    plan.kwonly = names[n_pos : n_pos + n_kwonly]
-    idx = n_pos + n_kwonly
-    plan.var_pos = None
-    plan.var_kw = None
-    if code.co_flags & inspect.CO_VARARGS:
-        plan.var_pos = names[idx]
-        idx += 1
-    if code.co_flags & inspect.CO_VARKEYWORDS:
-        plan.var_kw = names[idx]
-    defaults: dict[str, Any] = {}
-    if fun.__defaults__:
-        for name, value in zip(plan.pos[n_pos - len(fun.__defaults__) :], fun.__defaults__):
-            defaults[name] = value
-    if fun.__kwdefaults__:
-        defaults.update(fun.__kwdefaults__)
-    plan.defaults = defaults
-    plan.simple = not plan.kwonly and plan.var_pos is None and plan.var_kw is None
-    return plan
-
-
-class _CallRecord:
-    """Per-call facts of one bundle output, expanded into ``node.info`` on first access."""
-
-    __slots__ = ("args", "error_comment", "external", "fm", "fun", "kwargs", "traceback")
-
-    def __init__(
-        self,
-        fm: FunModule,
-        fun: Any,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        external: list[Node[Any]] | None,
-        error_comment: str | None = None,
-        traceback: str | None = None,
-    ) -> None:
-        self.fm = fm
-        self.fun = fun
-        self.args = args
-        self.kwargs = kwargs
-        self.external = external
-        self.error_comment = error_comment
-        self.traceback = traceback
-
-    def build_info(self, n: Node[Any]) -> dict[str, Any]:
-        info = self.fm._static_info()
-        info["fun"] = self.fun
-        info["inputs"] = {"args": list(self.args), "kwargs": dict(self.kwargs)}
-        info["output"] = n._data
-        info["external_dependencies"] = self.external
-        info["error_comment"] = self.error_comment
-        info["traceback"] = self.traceback
-        if self.fm.trainable:
-            info["fun_name"] = "eval"
-        return info
-
-
-class FunModule(Module):
+class FunModule(OperatorInfo, Module):
     """A bundled function: a callable traced operator (and a Module holding ``__code``)."""
 
     def __init__(
@@ -333,19 +226,13 @@ class FunModule(Module):
         self._self_node: Node[Any] | None = None
         self._compiled: tuple[Any, ...] | None = None
         self._source_cache: tuple[str, int | None, str | None, bool] | None = None
-        if isinstance(fun, types.FunctionType):
-            self._plan: _Plan | None = _plan_from_code(fun)
-        else:
-            self._plan = _Plan.of(fun)
-        self._is_async = inspect.iscoroutinefunction(fun)
-        self._fast = (
-            self._plan is not None
-            and self._plan.simple
-            and not (trainable or traceable_code or self.overwrite_python_recursion)
-            and _process_inputs
-            and not self._is_async
+        self._plan = plan_of(fun)
+        #: Whether a positional call of nodes binds without wrapping (see ``_bind``).
+        self._positional = (
+            self._plan is not None and self._plan.simple and not traceable_code and _process_inputs
         )
-        self._light = self._fast and getattr(fun, "__module__", None) == "opto.trace.operators"
+        self._is_async = inspect.iscoroutinefunction(fun)
+        self._primitive: Primitive | None = None
         self.parameter: ParameterNode[str] | None = None
         self._static: dict[str, Any] | None = None
         if trainable:
@@ -364,11 +251,18 @@ class FunModule(Module):
             self.parameter = ParameterNode(
                 source,
                 name="__code",
-                description="The code should start with:\n" + _signature_hint(source),
+                description="The code should start with:\n" + signature_hint(source),
                 projections=projections,
             )
             register_code(self.parameter, source, code_policy)
         self._code_policy = code_policy
+
+    @classmethod
+    def of_primitive(cls, primitive: Primitive) -> FunModule:
+        """The primitive operator as a FunModule: calling it runs the primitive."""
+        new = cls(primitive._fun)
+        new._primitive = primitive
+        return new
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -405,63 +299,14 @@ class FunModule(Module):
     def __repr__(self) -> str:
         return f"<FunModule {self._op_name} of {self._fun!r}>"
 
-    # -- source & static info ----------------------------------------------------------------
-    def _source(self) -> tuple[str, int | None, str | None, bool]:
-        """(source, line_number, file, found): decorator-stripped source, cached."""
-        if self._source_cache is None:
-            self._source_cache = _extract_source(self._fun, self._qualname)
-        return self._source_cache
+    @property
+    def __trace_parameter__(self) -> ParameterNode[str] | None:
+        """The trainable ``__code`` parameter (how containers find it), or None."""
+        return self.parameter
 
-    def _static_info(self) -> dict[str, Any]:
-        if self._static is None:
-            source, line_number, file, _ = self._source()
-            try:
-                signature: Any = inspect.signature(self._fun)
-            except (TypeError, ValueError):
-                signature = None
-            self._static = {
-                "fun": None,
-                "fun_name": self._qualname,
-                "_fun_name": self._fun_name,
-                "doc": self._doc,
-                "signature": signature,
-                "source": source,
-                "line_number": line_number,
-                "file": file,
-                "error_comment": None,
-                "traceback": None,
-                "output": None,
-                "inputs": {"args": [], "kwargs": {}},
-                "external_dependencies": None,
-            }
-        info = dict(self._static)
-        info["inputs"] = {"args": [], "kwargs": {}}
-        return info
-
-    def build_info(self, n: Node[Any]) -> dict[str, Any]:
-        """Info dict of an output produced by the plain fast path (see ``_CallRecord``)."""
-        info = self._static_info()
-        info["fun"] = self._fun
-        args, kwargs = self._inputs_from_node(n)
-        info["inputs"] = {"args": args, "kwargs": kwargs}
-        info["output"] = n._data
-        return info
-
-    def _inputs_from_node(self, n: Node[Any]) -> tuple[list[Any], dict[str, Any]]:
-        inputs = n._inputs if isinstance(n, MessageNode) else {}
-        plan = self._plan
-        args: list[Any] = []
-        kwargs: dict[str, Any] = {}
-        positional = set(plan.pos) if plan is not None else set()
-        var_pos = f"{plan.var_pos}_" if plan is not None and plan.var_pos else "args_"
-        for key, value in inputs.items():
-            if key == "__code":
-                continue
-            if key in positional or key.startswith(var_pos) or plan is None:
-                args.append(value._data)
-            else:
-                kwargs[key] = value._data
-        return args, kwargs
+    def __trace_input__(self) -> Node[Any]:
+        """The node standing for this function when it is passed to a traced operator."""
+        return self.parameter if self.parameter is not None else Node(self)
 
     # -- trainable code --------------------------------------------------------------------
     def _compile(self) -> Callable[..., Any]:
@@ -485,7 +330,7 @@ class FunModule(Module):
         except SyntaxError as e:
             lineno = e.lineno or 1
             base = f"(SyntaxError) {e.msg}."
-            commented = _annotate(code.splitlines(), lineno - 1, base)
+            commented = annotate(code.splitlines(), lineno - 1, base)
             raise self._code_error(
                 e,
                 commented + "\n" + base,
@@ -513,9 +358,9 @@ class FunModule(Module):
                 if tb.tb_frame.f_code.co_filename == filename:
                     lineno = tb.tb_lineno
                 tb = tb.tb_next
-            base = _base_message(e)
+            base = base_message(e)
             lines_ = code.splitlines()
-            commented = _annotate(lines_, lineno - 1, base) if lineno else code
+            commented = annotate(lines_, lineno - 1, base) if lineno else code
             raise self._code_error(
                 e, commented + "\n" + base, traceback_module.format_exc()
             ) from None
@@ -524,7 +369,7 @@ class FunModule(Module):
             # would hand them a coroutine or a node they cannot await.
             kind = "an async function (async def)" if self._is_async else "a plain function (def)"
             e = TypeError(f"The trainable code must define {self._fun_name} as {kind}")
-            base = _base_message(e)
+            base = base_message(e)
             raise self._code_error(e, code + "\n" + base, base)
         self._compiled = (code, fn)
         return fn
@@ -546,152 +391,62 @@ class FunModule(Module):
         )
         return ExecutionError(exc_node)
 
-    # -- calling -----------------------------------------------------------------------------
+    # -- calling: bind, then run (sync or async), then record --------------------------------
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function on the data of the (wrapped) inputs; return the output node."""
-        if self._fast and not kwargs:
-            plan = self._plan
-            if len(args) == len(plan.pos):  # type: ignore[union-attr]
-                return self._fast_forward(plan.pos, args)  # type: ignore[union-attr]
+        if self._primitive is not None:
+            return self._primitive(*args, **kwargs)
         fun = self.fun if self.parameter is not None else self._fun
         if self._self_node is not None:
             args = (self._self_node, *args)
-        if self.overwrite_python_recursion:
-            running = _RUNNING.get()
-            if self._fun in running:
-                return self._run_raw(fun, args, kwargs)
+        if self.overwrite_python_recursion and self._fun in _RUNNING.get():
+            return self._run_raw(fun, args, kwargs)
+        call = self._bind(fun, args, kwargs)
         if self._is_async:
-            return self._async_forward(fun, args, kwargs)
-        keys, nodes, cargs, ckw = self._prepare(args, kwargs)
-        frame, tokens = self._enter_call()
-        error = None
-        try:
-            output = fun(*cargs, **ckw)
-        except Exception as e:
-            if not self.catch_execution_error:
-                raise
-            output = e
-            error = e
-        finally:
-            self._exit_call(tokens)
-        return self._finish(fun, keys, nodes, cargs, ckw, frame, output, error)
-
-    def _fast_forward(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
-        """Call path for plain functions called positionally (no binding work)."""
-        if self._light:
-            for value in args:
-                if not isinstance(value, Node):
-                    break
-            else:  # built-in operator on nodes: the hottest path of tracing
-                try:
-                    output = self._fun(*[value._data for value in args])
-                except Exception as e:
-                    return self._finish(
-                        self._fun,
-                        list(keys),
-                        list(args),
-                        [a._data for a in args],
-                        {},
-                        _NO_FRAME,
-                        e,
-                        e,
-                    )
-                if isinstance(output, Node):
-                    output = output._data
-                elif isinstance(output, Exception):
-                    return self._finish(
-                        self._fun,
-                        list(keys),
-                        list(args),
-                        [a._data for a in args],
-                        {},
-                        _NO_FRAME,
-                        output,
-                        None,
-                    )
-                if _TRACING.get():
-                    return _new_message(output, self._op_name, self.description, keys, args, self)
-                return _new_message(output, self._op_name, self.description, (), (), self)
-        nodes = []
-        passed = []
-        for key, value in zip(keys, args):
-            if isinstance(value, Node):
-                nodes.append(value)
-                passed.append(value._data)
-            elif isinstance(value, FunModule):
-                nodes.append(value.parameter if value.parameter is not None else Node(value))
-                passed.append(value)
-            else:
-                nodes.append(Node(value, name=key))
-                passed.append(value)
-        fun = self._fun
-        error = None
-        if self._light:  # built-in operators neither read nor create nodes while running
-            frame = _NO_FRAME
-            try:
-                output = fun(*passed)
-            except Exception as e:
-                output = error = e
-        else:
-            frame = UsedNodes()
-            token = USED_NODES.set([*USED_NODES.get(), frame])
-            try:
-                output = fun(*passed)
-            except Exception as e:
-                if not self.catch_execution_error:
-                    raise
-                output = error = e
-            finally:
-                USED_NODES.reset(token)
-        if (
-            error is None
-            and not frame
-            and frame.created is None
-            and not isinstance(output, Exception)
-        ):
-            if isinstance(output, Node):
-                output = output._data
-            vals = tuple(nodes) if _TRACING.get() else ()
-            return _new_message(
-                output,
-                self.output_name or self._op_name,
-                self.description,
-                keys if vals else (),
-                vals,
-                self,
-            )
-        return self._finish(fun, list(keys), nodes, passed, {}, frame, output, error)
-
-    __call__ = forward
-
-    async def _async_forward(
-        self, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        keys, nodes, cargs, ckw = self._prepare(args, kwargs)
-        frame, tokens = self._enter_call()
-        error = None
-        try:
-            output = await fun(*cargs, **ckw)
-        except Exception as e:
-            if not self.catch_execution_error:
-                raise
-            output = e
-            error = e
-        finally:
-            self._exit_call(tokens)
-        return self._finish(fun, keys, nodes, cargs, ckw, frame, output, error)
-
-    def _enter_call(self) -> tuple[UsedNodes, tuple[Any, Any]]:
-        """Open the frame recording the nodes the call uses (and, under
-        ``overwrite_python_recursion``, mark this function running); the tokens are for
-        :meth:`_exit_call`."""
-        frame = UsedNodes()
+            return self._run_async(call)
+        frame = call.frame = UsedNodes()  # the run step, inline: it is the hot path
         token = USED_NODES.set([*USED_NODES.get(), frame])
         rtoken = (
             _RUNNING.set((*_RUNNING.get(), self._fun)) if self.overwrite_python_recursion else None
         )
-        return frame, (token, rtoken)
+        kw = call.kwargs
+        try:
+            call.output = fun(*call.args, **kw) if kw else fun(*call.args)
+        except Exception as e:
+            if not self.catch_execution_error:
+                raise
+            call.output = call.error = e
+        finally:
+            USED_NODES.reset(token)
+            if rtoken is not None:
+                _RUNNING.reset(rtoken)
+        return record(call)
+
+    __call__ = forward
+
+    async def _run_async(self, call: CallRecord) -> Any:
+        """The run step of an ``async def`` function (awaited by the caller)."""
+        tokens = self._enter_call(call)
+        try:
+            call.output = await call.fun(*call.args, **call.kwargs)
+        except Exception as e:
+            if not self.catch_execution_error:
+                raise
+            call.output = call.error = e
+        finally:
+            self._exit_call(tokens)
+        return record(call)
+
+    def _enter_call(self, call: CallRecord) -> tuple[Any, Any]:
+        """Open the frame recording the nodes the call reads and creates (and, under
+        ``overwrite_python_recursion``, mark this function running)."""
+        frame = call.frame = UsedNodes()
+        token = USED_NODES.set([*USED_NODES.get(), frame])
+        rtoken = (
+            _RUNNING.set((*_RUNNING.get(), self._fun)) if self.overwrite_python_recursion else None
+        )
+        return token, rtoken
 
     @staticmethod
     def _exit_call(tokens: tuple[Any, Any]) -> None:
@@ -709,194 +464,53 @@ class FunModule(Module):
         kwargs = {k: (v._data if isinstance(v, Node) else v) for k, v in kwargs.items()}
         return fun(*args, **kwargs)
 
-    def _prepare(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[list[str], list[Node[Any]], list[Any], dict[str, Any]]:
-        """Bind arguments: input keys, input nodes, and the call's args/kwargs."""
+    def _bind(
+        self, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> CallRecord:
+        """The bind step: input keys, input nodes, and the arguments the function gets."""
         plan = self._plan
-        keys: list[str]
-        values: list[Any]
+        if self._positional and not kwargs and len(args) == len(plan.pos):  # type: ignore[union-attr]
+            for value in args:
+                if not isinstance(value, Node):
+                    break
+            else:  # nodes in, positionally: nothing to wrap or name
+                return CallRecord(self, fun, plan.pos, args, [v._data for v in args], {})  # type: ignore[union-attr]
+        keys: list[str] | tuple[str, ...]
+        values: list[Any] | tuple[Any, ...]
         n_args = len(args)
         if plan is None:
             keys = [f"args_{i}" for i in range(n_args)] + list(kwargs)
             values = [*args, *kwargs.values()]
             n_call_pos = n_args
         elif plan.simple and not kwargs and n_args == len(plan.pos):
-            keys = plan.pos  # type: ignore[assignment]
-            values = list(args)
-            n_call_pos = n_args
+            keys, values, n_call_pos = plan.pos, args, n_args
         else:
-            keys, values, n_call_pos = self._bind(plan, args, kwargs)
+            keys, values, n_call_pos = bind(plan, self._qualname, args, kwargs)
         nodes: list[Node[Any]] = []
         passed: list[Any] = []
         traceable = self.traceable_code
-        named = len(plan.pos) if plan is not None else 0
         for i, value in enumerate(values):
             if isinstance(value, Node):
                 nodes.append(value)
                 passed.append(value.detach() if traceable else value._data)
-            elif isinstance(value, FunModule):
-                nodes.append(value.parameter if value.parameter is not None else Node(value))
+                continue
+            key = keys[i]
+            named = len(plan.pos) if plan is not None else 0
+            if hasattr(type(value), "__trace_input__"):  # a bundled function passed along
+                nodes.append(input_node(value, None))
                 passed.append(value)
-            else:
-                key = keys[i]
-                name = key if (i < named or i >= n_call_pos) and key.isidentifier() else None
-                n = Node(value, name=name)
-                nodes.append(n)
-                passed.append(n.detach() if traceable else value)
+                continue
+            n = Node(
+                value, name=key if (i < named or i >= n_call_pos) and key.isidentifier() else None
+            )
+            nodes.append(n)
+            passed.append(n.detach() if traceable else value)
         if not self._process_inputs:
-            return keys, nodes, list(args), dict(kwargs)
-        cargs = passed[:n_call_pos]
-        ckw = dict(zip(keys[n_call_pos:], passed[n_call_pos:])) if len(keys) > n_call_pos else {}
-        return keys, nodes, cargs, ckw
-
-    def _bind(
-        self, plan: _Plan, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[list[str], list[Any], int]:
-        pos = plan.pos
-        n_named = len(pos)
-        n_args = len(args)
-        if n_args > n_named and plan.var_pos is None:
-            raise TypeError(
-                f"{self._qualname}() takes {n_named} positional arguments but {n_args} were given"
-            )
-        kw = dict(kwargs)
-        keys: list[str] = []
-        values: list[Any] = []
-        for i, name in enumerate(pos):
-            if i < n_args:
-                if name in kw and i >= plan.n_posonly:
-                    raise TypeError(f"{self._qualname}() got multiple values for argument {name!r}")
-                values.append(args[i])
-            elif i >= plan.n_posonly and name in kw:
-                values.append(kw.pop(name))
-            elif name in plan.defaults:
-                values.append(plan.defaults[name])
-            else:
-                raise TypeError(f"{self._qualname}() missing required argument: {name!r}")
-            keys.append(name)
-        for j, value in enumerate(args[n_named:]):
-            keys.append(f"{plan.var_pos}_{j}")
-            values.append(value)
-        n_call_pos = len(values)
-        for name in plan.kwonly:
-            if name in kw:
-                values.append(kw.pop(name))
-            elif name in plan.defaults:
-                values.append(plan.defaults[name])
-            else:
-                raise TypeError(f"{self._qualname}() missing required keyword argument: {name!r}")
-            keys.append(name)
-        if kw:
-            if plan.var_kw is None:
-                raise TypeError(
-                    f"{self._qualname}() got unexpected keyword arguments: {sorted(kw)}"
-                )
-            keys.extend(kw)
-            values.extend(kw.values())
-        return keys, values, n_call_pos
-
-    def _finish(
-        self,
-        fun: Callable[..., Any],
-        keys: list[str],
-        nodes: list[Node[Any]],
-        cargs: list[Any],
-        ckw: dict[str, Any],
-        frame: UsedNodes,
-        output: Any,
-        error: BaseException | None,
-    ) -> Any:
-        tracing = _TRACING.get()
-        external: list[Node[Any]] | None = None
-        created = frame.created
-        if frame and tracing:
-            input_ids = {id(n) for n in nodes}
-            if self.traceable_code:  # the detached copies stand for the inputs
-                input_ids.update(id(v) for v in (*cargs, *ckw.values()) if isinstance(v, Node))
-            created_ids = {id(n) for n in created} if created else ()
-            external = [
-                n for n in frame if id(n) not in input_ids and id(n) not in created_ids
-            ] or None
-            if external:
-                allowed = (
-                    ALLOW_EXTERNAL_DEPENDENCIES
-                    if ALLOW_EXTERNAL_DEPENDENCIES is not None
-                    else self.allow_external_dependencies
-                )
-                if not allowed:
-                    missing = [(n._name, n._data) for n in external]
-                    raise TraceMissingInputsError(
-                        f"Not all nodes used in the operator {fun} are specified as inputs of "
-                        f"the returned node. Missing {missing} "
-                    )
-        if created:  # nodes made during this call are internal to the enclosing call too
-            stack = USED_NODES.get()
-            if stack:
-                outer = stack[-1]
-                if outer.created is None:
-                    outer.created = list(created)
-                else:
-                    outer.created.extend(created)
-        if tracing:
-            vals = tuple(nodes)
-            in_keys = keys if type(keys) is tuple else tuple(keys)
-            if created and not self.traceable_code:
-                in_keys, vals = _promote(created, in_keys, vals)
-            if self.parameter is not None:
-                in_keys = (*in_keys, "__code")
-                vals = (*vals, self.parameter)
-        else:
-            in_keys, vals = (), ()
-
-        if error is None and isinstance(output, Exception):
-            error = output
-        trainable = self.parameter is not None
-        base = "eval" if trainable else (self.output_name or self._op_name)
-        plain = (
-            error is None
-            and not trainable
-            and external is None
-            and created is None
-            and self._process_inputs
-            and not self.traceable_code
-        )
-        if plain:
-            info: Any = self
-        elif self.traceable_code:
-            info = self._static_info()
-            info["fun"] = fun
-            info["inputs"] = {"args": list(cargs), "kwargs": dict(ckw)}
-            info["output"] = output
-            info["external_dependencies"] = external
-        else:
-            info = _CallRecord(self, fun, list(cargs), dict(ckw), external)
-
-        if error is not None:
-            comment, tb_text = _error_comment(self, error, fun)
-            if isinstance(info, dict):
-                info["error_comment"] = comment
-                info["traceback"] = tb_text
-            else:
-                if not isinstance(info, _CallRecord):
-                    info = _CallRecord(self, fun, list(cargs), dict(ckw), external)
-                info.error_comment = comment
-                info.traceback = tb_text
-            exc_node = _new_message(
-                _exception_data(error),
-                f"exception_{base}",
-                f"[exception] The operator {'eval' if trainable else self._qualname} raises an "
-                "exception.",
-                in_keys,
-                vals,
-                info,
-                ExceptionNode,
-            )
-            raise ExecutionError(exc_node) from (error if error is not output else None)
-
-        data = output._data if isinstance(output, Node) else output
-        description = EVAL_DESCRIPTION if trainable else self.description
-        return _new_message(data, base, description, in_keys, vals, info)
+            return CallRecord(self, fun, keys, nodes, list(args), dict(kwargs))
+        if len(keys) == n_call_pos:  # positional only: the common case
+            return CallRecord(self, fun, keys, nodes, passed, {})
+        ckw = dict(zip(keys[n_call_pos:], passed[n_call_pos:]))
+        return CallRecord(self, fun, keys, nodes, passed[:n_call_pos], ckw)
 
     # -- methods -----------------------------------------------------------------------------
     def __get__(self, obj: Any, objtype: type | None = None) -> FunModule:
@@ -932,7 +546,6 @@ class FunModule(Module):
     def _bound(self, self_node: Node[Any]) -> FunModule:
         new = self.__copy__()
         new._self_node = self_node
-        new._fast = new._light = False
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter)
             inherit_code_spec(self.parameter, new.parameter)
@@ -995,188 +608,3 @@ def _resolve_fun(module: str, qualname: str) -> Any:
         else:
             obj = getattr(obj, part)
     return obj._fun if isinstance(obj, FunModule) else obj
-
-
-def _promote(
-    created: list[Node[Any]], keys: tuple[str, ...], vals: tuple[Node[Any], ...]
-) -> tuple[tuple[str, ...], tuple[Node[Any], ...]]:
-    """Add pre-existing parents of nodes created during the call as extra inputs (B23)."""
-    known = {id(n) for n in created}
-    known.update(id(n) for n in vals)
-    extra: list[Node[Any]] = []
-    for n in created:
-        for p in n._parents:
-            if id(p) not in known:
-                known.add(id(p))
-                extra.append(p)
-    if not extra:
-        return keys, vals
-    used = set(keys)
-    new_keys = list(keys)
-    for p in extra:
-        key = p.py_name
-        while key in used:
-            key += "_"
-        used.add(key)
-        new_keys.append(key)
-    return tuple(new_keys), (*vals, *extra)
-
-
-def _exception_data(e: BaseException) -> str:
-    if isinstance(e, ExecutionError):  # a nested bundle failed: keep its message, not a traceback
-        return f"(opto.trace.errors.ExecutionError) {e.exception_node._data}"
-    cls = type(e)
-    type_name = (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-    return f"({type_name}) {e}"
-
-
-def _base_message(e: BaseException) -> str:
-    detail = str(e.args[0]) if e.args else str(e)
-    name = type(e).__name__
-    return f"({name}) {detail}." if detail else f"({name})"
-
-
-def _annotate(lines: list[str], index: int, message: str) -> str:
-    lines = list(lines)
-    if 0 <= index < len(lines):
-        lines[index] = lines[index] + " <--- " + message
-    return "\n".join(lines)
-
-
-def _frame_source(fm: FunModule, code: types.CodeType, fun: Any) -> tuple[list[str], int] | None:
-    if code is getattr(fun, "__code__", None) and fm.parameter is None:
-        source, line_number, _, found = fm._source()
-        if found and line_number is not None:
-            return source.splitlines(), line_number
-    if code.co_filename.startswith("<trainable code"):
-        lines = linecache.getlines(code.co_filename)
-        if lines:
-            return [x.rstrip("\n") for x in lines], 1
-    try:
-        lines, start = inspect.getsourcelines(code)
-    except (OSError, TypeError):
-        return None
-    text = textwrap.dedent("".join(lines)).splitlines()
-    return text, max(start, 1)
-
-
-def _error_comment(fm: FunModule, e: BaseException, fun: Any) -> tuple[str, str]:
-    """Annotate the failing line of every user frame (innermost gets the error message)."""
-    tb_text = "".join(traceback_module.format_exception(type(e), e, e.__traceback__))
-    base = _base_message(e)
-    frames: list[tuple[types.CodeType, int]] = []
-    tb = e.__traceback__
-    if tb is not None:
-        tb = tb.tb_next  # skip the bundle's own frame
-    while tb is not None:
-        frames.append((tb.tb_frame.f_code, tb.tb_lineno))
-        tb = tb.tb_next
-    comments: list[tuple[list[str], int]] = []
-    nested = None
-    for code, lineno in frames:
-        if os.path.dirname(code.co_filename) == _TRACE_DIR:
-            # the error came out of opto.trace itself (a nested bundle or operator)
-            if isinstance(e, ExecutionError):
-                info = e.exception_node._inf
-                nested = info.get("error_comment") if isinstance(info, dict) else None
-                if nested is None and info is not None and not isinstance(info, dict):
-                    nested = getattr(info, "error_comment", None)
-            break
-        src = _frame_source(fm, code, fun)
-        if src is None:
-            break
-        lines, start = src
-        comments.append((lines, lineno - start))
-    if not comments:
-        return (nested or base), tb_text
-    parts = []
-    for i, (lines, index) in enumerate(comments):
-        last = i == len(comments) - 1 and nested is None
-        msg = base if last else "Error raised in function call. See below."
-        parts.append(_annotate(lines, index, msg))
-    if nested is not None:
-        return "\n\n".join(parts) + "\n\n" + nested, tb_text
-    return "\n\n".join(parts) + "\n" + base, tb_text
-
-
-def _extract_source(fun: Any, qualname: str) -> tuple[str, int | None, str | None, bool]:
-    """Decorator-stripped, dedented source of ``fun`` and its first line number."""
-    target = inspect.unwrap(fun) if callable(fun) else fun
-    target = getattr(target, "__func__", target)
-    try:
-        lines, start = inspect.getsourcelines(target)
-        file = inspect.getsourcefile(target)
-    except (OSError, TypeError):
-        return _fallback_source(fun, qualname), None, None, False
-    keep = 0
-    for i, line in enumerate(lines):
-        if _DEF.match(line):
-            break
-        if _DECORATOR.match(line):
-            keep = _end_of_decorator(lines, i) + 1
-    source = textwrap.dedent("".join(lines[keep:]))
-    return source, start + keep, file, True
-
-
-def _end_of_decorator(lines: list[str], i: int) -> int:
-    """Index of the last line of the decorator call starting at ``lines[i]``."""
-    text = textwrap.dedent("".join(lines[i:]))
-    depth = 0
-    opened = False
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            if tok.type == tokenize.OP and tok.string in "([{":
-                depth += 1
-                opened = True
-            elif tok.type == tokenize.OP and tok.string in ")]}":
-                depth -= 1
-                if opened and depth == 0:
-                    return i + tok.end[0] - 1
-            elif tok.type == tokenize.NEWLINE and depth == 0:
-                return i + tok.start[0] - 1
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        pass
-    return i
-
-
-def _fallback_source(fun: Any, qualname: str) -> str:
-    try:
-        sig = str(inspect.signature(fun))
-    except (TypeError, ValueError):
-        sig = "(*args, **kwargs)"
-    name = qualname if qualname.isidentifier() else "function"
-    return f"def {name}{sig}:\n    ...  # source not available: {fun!r}\n"
-
-
-def _signature_hint(source: str) -> str:
-    """``def`` line(s) and docstring of ``source`` (what rewritten code must start with)."""
-    import ast
-
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return source.splitlines()[0] if source else ""
-    lines = source.splitlines()
-    for stmt in tree.body:
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            first = stmt.lineno - 1
-            if stmt.decorator_list:
-                first = stmt.decorator_list[0].lineno - 1
-                # keep decorators out of the hint: start at the def line itself
-                for j in range(first, len(lines)):
-                    if _DEF.match(lines[j]):
-                        first = j
-                        break
-            body0 = stmt.body[0]
-            if (
-                isinstance(body0, ast.Expr)
-                and isinstance(body0.value, ast.Constant)
-                and isinstance(body0.value.value, str)
-            ):
-                return "\n".join(lines[first : body0.end_lineno])
-            if body0.lineno - 1 > first:
-                return "\n".join(lines[first : body0.lineno - 1])
-            return lines[first]
-    return lines[0] if lines else ""

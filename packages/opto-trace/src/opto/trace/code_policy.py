@@ -5,7 +5,8 @@ Every code text that is about to replace the source of a trainable bundle passes
 
 - it compiles;
 - it defines the original function's name, with the same parameters and the same kind
-  (``def`` stays ``def``, ``async def`` stays ``async def``);
+  (``def`` stays ``def``, ``async def`` stays ``async def``, and neither becomes a
+  generator);
 - besides imports and that one definition there is nothing at top level (no second
   definition of the name, no statement that runs when the code is defined);
 - no decorator, and default values and annotations are plain values (nothing that runs
@@ -207,8 +208,30 @@ def function_signature(source: str) -> tuple[str, str] | None:
     return None if function is None else (function.name, _parameters(function))
 
 
-def _kind(function: ast.AST) -> str:
-    return "async def" if isinstance(function, ast.AsyncFunctionDef) else "def"
+_KINDS = {
+    ("def", False): "a def function",
+    ("async def", False): "an async def function",
+    ("def", True): "a generator function (def with yield)",
+    ("async def", True): "an async generator function (async def with yield)",
+}
+
+
+def _yields(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Whether ``function`` itself yields (yields of nested functions and classes aside)."""
+    stack: list[ast.AST] = list(function.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return True
+        if not isinstance(node, (*_FUNCTIONS, ast.Lambda, ast.ClassDef)):
+            stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _kind(function: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    """How calling ``function`` behaves: def, async def, or a generator of either."""
+    base = "async def" if isinstance(function, ast.AsyncFunctionDef) else "def"
+    return _KINDS[base, _yields(function)]
 
 
 def _runs_code(node: ast.AST | None) -> bool:
@@ -276,7 +299,7 @@ def _structure(tree: ast.Module, name: str, parameters: str | None, kind: str | 
         )
     if kind is not None and _kind(function) != kind:
         raise CodePolicyError(
-            f"{name} must stay a {kind} function; the suggestion makes it {_kind(function)}"
+            f"{name} must stay {kind}; the suggestion makes it {_kind(function)}"
         )
     for statement in tree.body:
         if statement is function or isinstance(statement, (ast.Import, ast.ImportFrom)):
@@ -369,7 +392,7 @@ def check_code(
     if expected is not None:
         _structure(tree, expected[0], expected[1], kind)
     if policy is not None and policy.restricted:
-        from opto.trace.sandbox import restricted_compile_errors
+        from opto.trace._restricted import restricted_compile_errors
 
         problems = policy_violations(tree, policy) + restricted_compile_errors(source)
         if problems:

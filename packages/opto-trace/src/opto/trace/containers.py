@@ -26,6 +26,7 @@ __all__ = [
     "ParameterContainer",
     "Seq",
     "StateDictError",
+    "is_traced_function",
     "trainable_method",
 ]
 
@@ -47,16 +48,19 @@ class LoadResult(NamedTuple):
     unexpected_keys: list[str]
 
 
-def _fun_module_type() -> type:
-    # bundle.py imports this module (through modules.py), so FunModule is looked up lazily.
-    from opto.trace.bundle import FunModule
+def is_traced_function(value: Any) -> bool:
+    """Whether `value` is a traced function (a bundled `FunModule`).
 
-    return FunModule
+    Containers find the parameters of traced functions through this protocol instead of
+    importing bundle: such an object's class defines `__trace_parameter__`, its trainable
+    `__code` ParameterNode (None when its code is not trainable).
+    """
+    return hasattr(type(value), "__trace_parameter__")
 
 
 def trainable_method(method: Any) -> bool:
     """Return True if `method` is a bundled function (`FunModule`) whose code is trainable."""
-    return isinstance(method, _fun_module_type()) and bool(method.trainable)
+    return is_traced_function(method) and method.__trace_parameter__ is not None
 
 
 def _check_partial(name: Any, value: functools.partial) -> None:
@@ -99,7 +103,6 @@ class ParameterContainer(NodeContainer):
         class_attrs: dict[str, Any] = {}
         for klass in reversed(type(self).__mro__):  # derived classes override their bases
             class_attrs.update(vars(klass))
-        fun_module = _fun_module_type()
         for name in sorted(set(instance_attrs) | set(class_attrs)):
             if _RESERVED_MARKER in name:
                 continue
@@ -112,9 +115,9 @@ class ParameterContainer(NodeContainer):
                 value = instance_attrs[name]
             elif isinstance(raw, staticmethod):
                 value = raw.__func__
-            elif isinstance(raw, fun_module):
+            elif is_traced_function(raw):
                 # A bundled method: read it through the instance to get the instance's copy.
-                value = getattr(self, name) if raw.trainable else _MISSING
+                value = getattr(self, name) if raw.__trace_parameter__ is not None else _MISSING
             else:
                 value = raw
             if value is not _MISSING:
@@ -126,11 +129,10 @@ class ParameterContainer(NodeContainer):
 
     def _entries(self) -> Iterator[tuple[Any, ParameterNode | ParameterContainer]]:
         """Yield `(key, parameter-or-container)` pairs in `parameters_dict()` order."""
-        fun_module = _fun_module_type()
         for name, value in self._members():
-            if isinstance(value, fun_module):
-                if value.trainable:
-                    yield name, value.parameter
+            if is_traced_function(value):
+                if value.__trace_parameter__ is not None:
+                    yield name, value.__trace_parameter__
             elif isinstance(value, functools.partial):
                 _check_partial(name, value)
             elif isinstance(value, (ParameterNode, ParameterContainer)):
@@ -281,16 +283,15 @@ class ParameterContainer(NodeContainer):
         found: list[ParameterNode] = []
         stack: list[ParameterContainer] = [self]
         seen: set[int] = set()
-        fun_module = _fun_module_type()
         while stack:
             container = stack.pop()
             if id(container) in seen:
                 continue
             seen.add(id(container))
             for value in container._candidates():
-                if isinstance(value, fun_module):
-                    if value.parameter is not None:
-                        found.append(value.parameter)
+                if is_traced_function(value):
+                    if value.__trace_parameter__ is not None:
+                        found.append(value.__trace_parameter__)
                 elif isinstance(value, ParameterNode):
                     found.append(value)
                 elif isinstance(value, ParameterContainer):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from opto.utils.errors import OptoError
 
 if TYPE_CHECKING:
-    from opto.trace.nodes import ExceptionNode
+    from opto.trace._message import ExceptionNode
 
 __all__ = ["ExecutionError", "TraceMissingInputsError"]
 

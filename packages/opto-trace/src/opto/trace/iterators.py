@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from opto.trace._node import OPERATORS
 from opto.trace.errors import ExecutionError
 from opto.trace.nodes import ExceptionNode, MessageNode, Node, node
 
@@ -40,10 +41,8 @@ class DictIterable:
     """Iterate ``(key_node, value_node)`` pairs of a node holding a dict."""
 
     def __init__(self, wrapped_dict: Node[dict[Any, Any]]) -> None:
-        from opto.trace import operators
-
         self.wrapped_dict = wrapped_dict
-        self.keys = operators.keys(wrapped_dict)
+        self.keys = OPERATORS["keys"](wrapped_dict)
         self._index = 0
 
     def __iter__(self) -> DictIterable:
@@ -60,16 +59,14 @@ class DictIterable:
 
 def iterate(x: Any) -> Iterator[Any]:
     """Iterator over a node's data (lists, tuples, str, sets, dicts; numpy arrays if loaded)."""
-    from opto.trace import operators
-
     if not isinstance(x, Node):
         x = node(x)
     data = x._data
     if isinstance(data, (list, tuple, str)) or _is_ndarray(data):
         return SeqIterable(x)
     if isinstance(data, (set, frozenset)):
-        return SeqIterable(operators.to_list(x))
+        return SeqIterable(OPERATORS["to_list"](x))
     if isinstance(data, dict):
-        return SeqIterable(operators.keys(x))
+        return SeqIterable(OPERATORS["keys"](x))
     message = f"TypeError: Cannot unpack non-iterable {type(data)} object"
     raise ExecutionError(ExceptionNode(TypeError(message), inputs=[x], info={"traceback": message}))

@@ -25,16 +25,11 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from opto.trace._restricted import _reason, _restricted_python, restricted_compile_errors
 from opto.trace.code_policy import CodePolicy, CodePolicyError
 from opto.utils.errors import OptoError
-from opto.utils.imports import require
 
 __all__ = ["RestrictedAccessError", "define_function", "restricted_compile_errors"]
-
-_PURPOSE = (
-    "restricted execution of trainable code (a CodePolicy restriction, forbidden_modules or "
-    "forbidden_calls)"
-)
 
 
 class RestrictedAccessError(OptoError, PermissionError):
@@ -65,24 +60,6 @@ class Locals(dict):  # type: ignore[type-arg]
 
     def __missing__(self, key: str) -> Any:
         return self._globals[key]
-
-
-def _restricted_python() -> Any:
-    return require("RestrictedPython", "sandbox", package="trace", purpose=_PURPOSE)
-
-
-def restricted_compile_errors(source: str) -> list[str]:
-    """What RestrictedPython refuses in ``source`` (empty when it compiles restricted)."""
-    result = _restricted_python().compile_restricted_exec(source, "<suggested code>")
-    return [_reason(message) for message in result.errors]
-
-
-def _reason(message: str) -> str:
-    """A RestrictedPython error ('Line 3: "x" is ...') as a clause after 'it '."""
-    where, _, what = message.partition(": ")
-    if not what:
-        return f"is refused by RestrictedPython: {message}"
-    return f"is refused by RestrictedPython: {what.rstrip('.')} ({where.lower()})"
 
 
 # --- the guards -----------------------------------------------------------------------------

@@ -9,8 +9,6 @@ text helpers used when reading LLM replies (``parse_eqs_to_dict``,
 from __future__ import annotations
 
 import builtins
-import functools
-import operator
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -41,18 +39,10 @@ def contain(nodes: Iterable[Any], node: Any) -> bool:
 
 
 def sum_feedback(nodes: Iterable[Any]) -> Any:
-    """Sum of every feedback item held by ``nodes``; the int ``0`` when there is none.
+    """Sum of every feedback item held by ``nodes``; the int ``0`` when there is none."""
+    from opto.trace.propagators.graph_propagator import sum_feedback as total
 
-    TraceGraph feedback is summed in one pass (``TraceGraph.sum``), other feedback with ``+``.
-    """
-    from opto.trace.propagators.graph_propagator import TraceGraph
-
-    items = [item for node in nodes for group in node.feedback.values() for item in group]
-    if not items:
-        return 0
-    if all(isinstance(item, TraceGraph) for item in items):
-        return TraceGraph.sum(items)
-    return functools.reduce(operator.add, items)
+    return total(nodes)
 
 
 def for_all_methods(decorator: Callable[[Any], Any]) -> Callable[[ClassT], ClassT]:

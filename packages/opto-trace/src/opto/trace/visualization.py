@@ -13,6 +13,7 @@ import re
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from opto.trace._viz_style import NodeVizStyleGuide, NodeVizStyleGuideColorful
 from opto.utils.errors import OptoError
 from opto.utils.imports import require
 
@@ -30,91 +31,6 @@ __all__ = [
 
 class GraphvizExecutableNotFoundError(OptoError, RuntimeError):
     """Rendering needs the Graphviz ``dot`` program, which is not on PATH."""
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-class NodeVizStyleGuide:
-    """Plain node style: label, shape, fill colour and style of a node."""
-
-    def __init__(self, style: str = "default", print_limit: int = 100) -> None:
-        self.style = style
-        self.print_limit = print_limit
-
-    def get_attrs(self, x: Node) -> dict[str, str]:
-        """DOT attributes of node ``x``."""
-        return {
-            "label": self.get_label(x),
-            "shape": self.get_node_shape(x),
-            "fillcolor": self.get_color(x),
-            "style": self.get_style(x),
-        }
-
-    def get_label(self, x: Node) -> str:
-        """``py_name``, description and data, each truncated to ``print_limit`` characters."""
-        description = _truncate(x.description or "", self.print_limit)
-        data = x._data
-        if isinstance(data, dict) and "content" in data:
-            data = data["content"]
-        content = _truncate(str(data), self.print_limit)
-        return f"{x.py_name}\n{description}\n{content}"
-
-    def get_node_shape(self, x: Node) -> str:
-        """Boxes for parameters, ellipses for everything else."""
-        from opto.trace.nodes import ParameterNode
-
-        return "box" if type(x) is ParameterNode else "ellipse"
-
-    def get_color(self, x: Node) -> str:
-        """Fill colour: red for exceptions, light blue for parameters, none otherwise."""
-        from opto.trace.nodes import ExceptionNode, ParameterNode
-
-        if isinstance(x, ExceptionNode):
-            return "firebrick1"
-        if isinstance(x, ParameterNode):
-            return "#DEEBF6"
-        return ""
-
-    def get_style(self, x: Node) -> str:
-        """Trainable nodes are filled."""
-        return "filled,solid" if x.trainable else ""
-
-
-class NodeVizStyleGuideColorful(NodeVizStyleGuide):
-    """Filled nodes with coloured borders (used by backward and TraceGraph drawings)."""
-
-    def get_attrs(self, x: Node) -> dict[str, str]:
-        """DOT attributes of node ``x``, with border colour and width."""
-        attrs = super().get_attrs(x)
-        attrs["color"] = self.get_border_color(x)
-        attrs["penwidth"] = "1.2"
-        return attrs
-
-    def get_border_color(self, x: Node) -> str:
-        """Black for exceptions, red for parameters, blue for other nodes."""
-        from opto.trace.nodes import ExceptionNode, ParameterNode
-
-        if isinstance(x, ExceptionNode):
-            return "black"
-        if isinstance(x, ParameterNode):
-            return "#FF7E79"
-        return "#5C9BD5"
-
-    def get_color(self, x: Node) -> str:
-        """Fill colour: red for exceptions, pink for parameters, light blue otherwise."""
-        from opto.trace.nodes import ExceptionNode, ParameterNode
-
-        if isinstance(x, ExceptionNode):
-            return "firebrick1"
-        if isinstance(x, ParameterNode):
-            return "#FFE5E5"
-        return "#DEEBF6"
-
-    def get_style(self, x: Node) -> str:
-        """Every node is filled."""
-        return "filled,solid"
 
 
 _DOT_KEYWORDS = frozenset({"node", "edge", "graph", "digraph", "subgraph", "strict"})

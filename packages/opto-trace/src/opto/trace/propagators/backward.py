@@ -9,34 +9,17 @@ identity, so the pass costs O(nodes + edges) plus the heap's log factor.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from typing import TYPE_CHECKING, Any
 
 from opto.trace.nodes import GRAPH, Node
-from opto.trace.propagators.errors import GraphReleasedError
 from opto.trace.propagators.graph_propagator import GraphPropagator
-from opto.trace.propagators.propagators import AbstractPropagator, add_feedback
+from opto.trace.propagators.propagators import AbstractPropagator
+from opto.trace.propagators.walk import FeedbackOracle, run_backward
 
 if TYPE_CHECKING:
-    from opto.trace.visualization import GraphDrawer
+    pass
 
 __all__ = ["FeedbackOracle", "backward", "run_backward"]
-
-
-class FeedbackOracle:
-    """The key under which user feedback is stored on the node ``backward`` starts from.
-
-    A fresh key per call keeps separate calls apart; it is a plain object, not a Node, so
-    backward never registers names in ``GRAPH``.
-    """
-
-    __slots__ = ()
-    name = "FEEDBACK_ORACLE"
-    py_name = "FEEDBACK_ORACLE"
-
-    def __repr__(self) -> str:
-        return "FEEDBACK_ORACLE"
 
 
 def backward(
@@ -102,54 +85,3 @@ def backward(
         drawer=drawer,
     )
     return drawer.result() if drawer is not None else None
-
-
-def run_backward(
-    node: Node,
-    feedback: Any,
-    propagator: AbstractPropagator,
-    *,
-    retain_graph: bool,
-    prune: bool,
-    drawer: GraphDrawer | None = None,
-) -> None:
-    """The backward loop shared by :func:`backward` and ``TraceGraph.expand``.
-
-    ``prune`` skips parents that depend on no parameter, not even a hidden one.
-    """
-    if node._backwarded:
-        raise _released(node)
-    add_feedback(node, FeedbackOracle(), propagator.init_feedback(node, feedback))
-    if drawer is not None:
-        drawer.add_node(node)
-    if not node.parents:
-        return
-    order = itertools.count()
-    heap = [(-node.level, next(order), node)]
-    queued = {id(node)}
-    while heap:
-        child = heapq.heappop(heap)[2]
-        if child._backwarded:
-            raise _released(child)
-        propagated = propagator(child)
-        child.zero_feedback()
-        for parent in child.parents:
-            if prune and not parent._has_dependencies():
-                continue
-            add_feedback(parent, child, propagated[parent])
-            if parent.parents and id(parent) not in queued:
-                queued.add(id(parent))
-                heapq.heappush(heap, (-parent.level, next(order), parent))
-            if drawer is not None:
-                drawer.add_edge(parent, child)
-        if not retain_graph:
-            child._backwarded = True
-            child._detach()
-
-
-def _released(node: Node) -> GraphReleasedError:
-    return GraphReleasedError(
-        f"{node} has been backwarded: an earlier backward released this part of the graph. "
-        "Pass retain_graph=True to the earlier backward() call to backward through the same "
-        "nodes again."
-    )

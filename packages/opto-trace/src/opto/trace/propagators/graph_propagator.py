@@ -13,12 +13,15 @@ though each node hands the growing graph to its parents.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from opto.trace.nodes import MessageNode, Node, ParameterNode
 from opto.trace.propagators.errors import FeedbackMismatchError
 from opto.trace.propagators.propagators import AbstractFeedback, Propagator, add_feedback
+from opto.trace.propagators.walk import run_backward
 
 __all__ = ["GraphPropagator", "TraceGraph"]
 
@@ -150,9 +153,6 @@ class TraceGraph(AbstractFeedback):
         expandable nodes and inner inputs received. Their own feedback is restored
         afterwards. Nodes without an inner graph give an empty TraceGraph.
         """
-        from opto.trace.propagators.backward import run_backward
-        from opto.trace.utils import sum_feedback
-
         info = node.info
         inner = info.get("output") if isinstance(info, dict) else None
         if not isinstance(inner, MessageNode):
@@ -261,3 +261,16 @@ def _union_items(root: TraceGraph) -> list[GraphItem]:
 def _short(value: Any, limit: int = 80) -> Any:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def sum_feedback(nodes: Iterable[Any]) -> Any:
+    """Sum of every feedback item held by ``nodes``; the int ``0`` when there is none.
+
+    TraceGraph feedback is summed in one pass (``TraceGraph.sum``), other feedback with ``+``.
+    """
+    items = [item for node in nodes for group in node.feedback.values() for item in group]
+    if not items:
+        return 0
+    if all(isinstance(item, TraceGraph) for item in items):
+        return TraceGraph.sum(items)
+    return functools.reduce(operator.add, items)
