@@ -165,6 +165,9 @@ def test_score_dicts_on_ray_match_threads(ray_executor, cls, init, kwargs):
 
 @needs_ray
 def test_async_agents_and_failing_examples_on_ray(ray_runtime):
+    # AsyncScale records its event loops in S.LOOPS, which Ray pickles with the module (by
+    # value); loops left there by earlier tests cannot be pickled.
+    S.LOOPS.clear()
     from opto.trainers.evaluation import TooManyErrorsError
     from opto.utils.testing import ScriptedLLM
 
