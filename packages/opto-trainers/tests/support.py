@@ -84,6 +84,17 @@ class TargetGuide(Guide):
         return score, "too small" if response < reference else "too large"
 
 
+class MetricsGuide(TargetGuide):
+    """`TargetGuide` that also reports two metrics: `closeness` (its score) and `size`
+    (the magnitude of the response)."""
+
+    def get_score_dict(self, query: Any, response: Any, reference: Any = None, **kwargs: Any):
+        return {
+            "closeness": self.get_feedback(query, response, reference)[0],
+            "size": float(abs(response)),
+        }
+
+
 def nudge(messages: list[dict[str, Any]], **_: Any) -> str:
     """The scripted LLM: one step up if most feedback says too small, else one step down."""
     text = messages[-1]["content"]

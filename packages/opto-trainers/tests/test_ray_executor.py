@@ -141,7 +141,33 @@ def test_training_on_ray_matches_training_on_threads(ray_executor, cls, init, kw
 
 
 @needs_ray
+@pytest.mark.parametrize(("cls", "init", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", ""))
+def test_score_dicts_on_ray_match_threads(ray_executor, cls, init, kwargs):
+    from opto.trainers.objectives import ObjectiveConfig
+
+    config = ObjectiveConfig(mode="pareto", minimize={"size"}, weights={"closeness": 1.0})
+    results = {}
+    for name in ("threads", "ray"):
+        executor = ray_executor if name == "ray" else "threads"
+        trainer, agent, _ = S.make(cls, executor=executor, num_threads=3, **init)
+        result = trainer.train(
+            S.MetricsGuide(), S.DATA, test_dataset=S.DATA, objective_config=config, **kwargs
+        )
+        results[name] = (
+            agent.a.data,
+            result.test_scores,
+            [entry["scores"] for entry in result.history],
+        )
+    assert results["ray"] == results["threads"]
+    assert any(key.endswith("/size") for key in results["ray"][2][-1])
+    assert "metrics" in results["ray"][1][-1]
+
+
+@needs_ray
 def test_async_agents_and_failing_examples_on_ray(ray_runtime):
+    # AsyncScale records its event loops in S.LOOPS, which Ray pickles with the module (by
+    # value); loops left there by earlier tests cannot be pickled.
+    S.LOOPS.clear()
     from opto.trainers.evaluation import TooManyErrorsError
     from opto.utils.testing import ScriptedLLM
 
