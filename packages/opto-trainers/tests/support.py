@@ -272,3 +272,10 @@ def ask_once(item: Any) -> str:
     """One LLM request per item (budget tests of the executors)."""
     reply = ECHO_LLM(messages=[{"role": "user", "content": f"{item}|"}], cache=False)
     return reply.content or ""
+
+
+def code_spec_of(bundle: Any) -> Any:
+    """The code spec (defining source and policy) of a trainable bundle's code parameter."""
+    from opto.trace.code_policy import code_spec
+
+    return code_spec(bundle.parameter)

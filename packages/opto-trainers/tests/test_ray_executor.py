@@ -103,6 +103,23 @@ def test_workers_enforce_what_is_left_of_the_drivers_budget(ray_runtime):
     assert scope.requests == 3  # remote requests count in the driver's scope
 
 
+@needs_ray
+def test_workers_keep_the_code_restrictions_of_the_driver(ray_runtime):
+    import textwrap
+
+    from opto import trace
+    from opto.trace.code_policy import CodePolicy, code_spec, restrict_code
+    from opto.trainers.ray_executor import RayExecutor
+
+    # A stdlib function: its bundle is rebuilt in the worker by importing it by name.
+    coded = trace.bundle(trainable=True)(textwrap.indent)
+    restrict_code(coded.parameter, CodePolicy(forbidden_modules={"os"}))
+    with RayExecutor(max_workers=1) as executor:
+        (remote,) = executor.map(S.code_spec_of, [coded])
+    assert remote == code_spec(coded.parameter)
+    assert remote.policy.forbidden_modules == {"os"}
+
+
 CASES = [
     (PrioritySearch, {}, dict(batch_size=2, num_candidates=2, num_proposals=2, num_steps=3)),
     (
