@@ -201,3 +201,31 @@ def test_ray_scaleout_reaches_the_same_parameters_on_threads_and_on_ray():
     assert threads["parameters"]["instruction"] == "Reply in one word: billing, tech or sales."
     assert threads["validation"] == ray["validation"] == [1.0, 1.0, 1.0]
     assert ray["calls"] == threads["calls"] > 0  # remote LLM calls reach the driver's ledger
+
+
+# -- multi_objective.py ----------------------------------------------------------------------
+
+
+def test_multi_objective_trades_accuracy_against_cost(tmp_path, capsys):
+    pytest.importorskip("sqlalchemy", reason="run storage needs sqlalchemy")
+    example = load("multi_objective")
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert example.main(["--llm", "scripted", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    # Error alone always wants one more iteration; weighing the cost stops at the knee
+    # (a 6th iteration cuts the error by 0.076 but costs 0.25), and the Pareto front's
+    # weighted tie-break agrees.
+    assert "error only: 8 Newton iterations" in out
+    assert "weighted: 5 Newton iterations" in out
+    assert "pareto: 5 Newton iterations" in out
+    assert "step 4: validation=-1.327, validation/error=0.07721, validation/cost=5" in out
+
+    from opto.trainers import cli
+
+    assert cli.main(["--storage", url, "show", "multi-objective-weighted"]) == 0
+    shown = capsys.readouterr().out
+    assert "validation/cost=5" in shown and "validation/error=0.0772" in shown
+    export = tmp_path / "run.json"
+    assert cli.main(["--storage", url, "export", "multi-objective-pareto", "-o", str(export)]) == 0
+    steps = json.loads(export.read_text())["steps"]
+    assert [s["scores"]["validation/cost"] for s in steps] == [2, 3, 4, 5, 5, 5, 5, 5]

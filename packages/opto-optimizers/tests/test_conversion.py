@@ -279,3 +279,24 @@ def test_convert_code_raises_only_conversion_error(source):
     except ConversionError:
         return
     assert function_signature(result) is not None
+
+
+def test_convert_suggestion_picks_code_or_value_conversion_by_parameter():
+    from opto import trace
+    from opto.optimizers.conversion import convert_suggestion
+
+    number = trace.node(3, trainable=True)
+    assert convert_suggestion(number, "7") == 7
+    with pytest.raises(ConversionError):
+        convert_suggestion(number, "3.9")
+
+    @trace.bundle(trainable=True)
+    def double(x):
+        return x * 2
+
+    code = double.parameter
+    assert "__code" in code.py_name
+    new = convert_suggestion(code, "def double(x):\n    return x * 3\n")
+    assert "x * 3" in new
+    with pytest.raises(ConversionError):
+        convert_suggestion(code, "def triple(y):\n    return y\n")

@@ -158,3 +158,15 @@ def test_oprov2_asks_for_xml_with_consistent_titles():  # B10
     assert optimizer.history.buffer[0]["score"] == 1.0
     bad = OPROv2([x], llm=ScriptedLLM(["no tags"]))
     assert one_step(bad, x + 0, "score: 1") == {} and bad.parse_failures == 1
+
+
+def test_max_prompt_tokens_shortens_the_solutions_shown():
+    x = trace.node("w" * 4000, trainable=True)
+    replies = [suggestion(x.py_name, "v" * 4000), suggestion(x.py_name, "short")]
+    llm = ScriptedLLM(replies)
+    optimizer = OPRO([x], llm=llm, max_prompt_tokens=800)
+    one_step(optimizer, x + "", "score: 0.1")
+    one_step(optimizer, x + "", "score: 0.2")
+    system, user = (m["content"] for m in llm.requests[-1].messages)
+    assert "w" * 1000 not in user and "...(skipped due to length limit)" in user
+    assert len(system + user) <= 800 * 4

@@ -142,3 +142,32 @@ def test_without_the_extra_the_error_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "RestrictedPython", None)
     with pytest.raises(ImportError, match=r"opto-trace\[sandbox\]"):
         check_code(_code("return x"), original=ORIGINAL, policy=POLICY)
+
+
+@trace.model
+class Coder:
+    """An agent with trainable code (pickled by reference from this module)."""
+
+    @trace.bundle(trainable=True)
+    def act(self, x):
+        return x + 1
+
+    def forward(self, x):
+        return self.act(x)
+
+
+def test_restriction_survives_pickling_a_used_agent():
+    # What a Ray worker gets: an agent that already ran, whose optimizer restricted its code.
+    import pickle
+
+    agent = Coder()
+    agent.forward(trace.node(1)).backward("more")
+    (parameter,) = agent.parameters()
+    restrict_code(parameter, CodePolicy(forbidden_modules={"os"}))
+    copy = pickle.loads(pickle.dumps(agent))
+    (copied,) = copy.parameters()
+    assert code_spec(copied) == code_spec(parameter)
+    assert copy.forward(trace.node(1)).data == 2
+    copied._set("import os\n\ndef act(self, x):\n    return os.getcwd()\n")
+    with pytest.raises(ExecutionError, match="restricted code may not import os"):
+        copy.forward(trace.node(1))

@@ -43,8 +43,20 @@ class Scale:
         return self.a * x
 
 
-LOOPS: list[asyncio.AbstractEventLoop] = []
-"""The event loops `AsyncScale.forward` ran on (tests clear it first)."""
+class _LoopLog(list):
+    """A list of event loops that pickles as an empty list.
+
+    Ray pickles this module by value (`register_pickle_by_value`), and with
+    `AsyncScale.forward` the globals it names, so this log. Loops hold weakrefs (they cannot
+    be pickled) and belong to this process: a copy shipped to a worker starts empty.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, ())
+
+
+LOOPS: list[asyncio.AbstractEventLoop] = _LoopLog()
+"""The event loops `AsyncScale.forward` ran on in this process (tests clear it first)."""
 
 
 @trace.model
@@ -82,6 +94,17 @@ class TargetGuide(Guide):
             return 1.0, "correct"
         score = max(0.0, 1.0 - abs(response - reference) / abs(reference))
         return score, "too small" if response < reference else "too large"
+
+
+class MetricsGuide(TargetGuide):
+    """`TargetGuide` that also reports two metrics: `closeness` (its score) and `size`
+    (the magnitude of the response)."""
+
+    def get_score_dict(self, query: Any, response: Any, reference: Any = None, **kwargs: Any):
+        return {
+            "closeness": self.get_feedback(query, response, reference)[0],
+            "size": float(abs(response)),
+        }
 
 
 def nudge(messages: list[dict[str, Any]], **_: Any) -> str:
@@ -260,3 +283,10 @@ def ask_once(item: Any) -> str:
     """One LLM request per item (budget tests of the executors)."""
     reply = ECHO_LLM(messages=[{"role": "user", "content": f"{item}|"}], cache=False)
     return reply.content or ""
+
+
+def code_spec_of(bundle: Any) -> Any:
+    """The code spec (defining source and policy) of a trainable bundle's code parameter."""
+    from opto.trace.code_policy import code_spec
+
+    return code_spec(bundle.parameter)

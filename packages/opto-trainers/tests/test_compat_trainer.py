@@ -23,6 +23,7 @@ def _import_compat():
         import opto.trainer.guide
         import opto.trainer.loader
         import opto.trainer.loggers
+        import opto.trainer.objectives
         import opto.trainer.sampler
         import opto.trainer.train
         import opto.trainer.utils
@@ -40,6 +41,9 @@ def test_anchor_module_paths_hold_the_opto_trainers_objects():
     assert old.evaluators.evaluate_vector is new.evaluate_vector
     assert old.sampler.Sampler is new.Sampler
     assert old.loggers.ConsoleLogger is new.ConsoleLogger
+    assert old.objectives.ObjectiveConfig is new.ObjectiveConfig
+    assert old.objectives.select_top_k is new.select_top_k
+    assert old.objectives.normalize_score is old.objectives.to_score_dict
     algorithms = old.algorithms
     assert algorithms.MinibatchAlgorithm is new.MinibatchAlgorithm
     assert algorithms.PrioritySearch is new.PrioritySearch

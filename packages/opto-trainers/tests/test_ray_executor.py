@@ -7,6 +7,7 @@ Needs the extra `opto-trainers[ray]`; without Ray only the install-hint test run
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -41,7 +42,20 @@ def test_missing_ray_gives_the_install_hint(monkeypatch):
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # A task ships a few KB (agent, guide, optimizer state), so a small object store does;
+    # Ray's default (30% of the RAM) would reserve gigabytes of /dev/shm on a shared machine.
+    options = dict(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 << 20
+    )
+    try:
+        ray.init(**options)
+    except Exception as exc:
+        # Ray gives its raylet a fixed 30 s to register (not configurable); on a loaded
+        # machine that can run out once, so start over once before failing.
+        if "timed out during startup" not in str(exc):
+            raise
+        ray.shutdown()
+        ray.init(**options)
     # The test agent, guide and optimizer live in a module the workers cannot import.
     ray.cloudpickle.register_pickle_by_value(S)
     try:
@@ -87,6 +101,23 @@ def test_workers_enforce_what_is_left_of_the_drivers_budget(ray_runtime):
         with pytest.raises(BudgetExceeded, match="max_calls"):
             executor.map(S.ask_once, [3, 4, 5])
     assert scope.requests == 3  # remote requests count in the driver's scope
+
+
+@needs_ray
+def test_workers_keep_the_code_restrictions_of_the_driver(ray_runtime):
+    import textwrap
+
+    from opto import trace
+    from opto.trace.code_policy import CodePolicy, code_spec, restrict_code
+    from opto.trainers.ray_executor import RayExecutor
+
+    # A stdlib function: its bundle is rebuilt in the worker by importing it by name.
+    coded = trace.bundle(trainable=True)(textwrap.indent)
+    restrict_code(coded.parameter, CodePolicy(forbidden_modules={"os"}))
+    with RayExecutor(max_workers=1) as executor:
+        (remote,) = executor.map(S.code_spec_of, [coded])
+    assert remote == code_spec(coded.parameter)
+    assert remote.policy.forbidden_modules == {"os"}
 
 
 CASES = [
@@ -141,7 +172,33 @@ def test_training_on_ray_matches_training_on_threads(ray_executor, cls, init, kw
 
 
 @needs_ray
+@pytest.mark.parametrize(("cls", "init", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", ""))
+def test_score_dicts_on_ray_match_threads(ray_executor, cls, init, kwargs):
+    from opto.trainers.objectives import ObjectiveConfig
+
+    config = ObjectiveConfig(mode="pareto", minimize={"size"}, weights={"closeness": 1.0})
+    results = {}
+    for name in ("threads", "ray"):
+        executor = ray_executor if name == "ray" else "threads"
+        trainer, agent, _ = S.make(cls, executor=executor, num_threads=3, **init)
+        result = trainer.train(
+            S.MetricsGuide(), S.DATA, test_dataset=S.DATA, objective_config=config, **kwargs
+        )
+        results[name] = (
+            agent.a.data,
+            result.test_scores,
+            [entry["scores"] for entry in result.history],
+        )
+    assert results["ray"] == results["threads"]
+    assert any(key.endswith("/size") for key in results["ray"][2][-1])
+    assert "metrics" in results["ray"][1][-1]
+
+
+@needs_ray
 def test_async_agents_and_failing_examples_on_ray(ray_runtime):
+    # AsyncScale records its event loops in S.LOOPS, which Ray pickles with the module (by
+    # value); loops left there by earlier tests cannot be pickled.
+    S.LOOPS.clear()
     from opto.trainers.evaluation import TooManyErrorsError
     from opto.utils.testing import ScriptedLLM
 
@@ -152,6 +209,10 @@ def test_async_agents_and_failing_examples_on_ray(ray_runtime):
             S.TargetGuide(), S.DATA, batch_size=2, num_candidates=2, num_steps=2, **kwargs
         )
 
+    # An async forward that ran in the driver (as in test_async_agents.py) leaves its event
+    # loop in `S.LOOPS`, which Ray pickles with the class: that must not stop shipping it.
+    asyncio.run(S.AsyncScale().forward(1))
+    assert S.LOOPS
     expected = run(S.Scale(), "threads")
     assert run(S.AsyncScale(), "ray").final_parameters == expected.final_parameters
     with pytest.raises(TooManyErrorsError) as caught:

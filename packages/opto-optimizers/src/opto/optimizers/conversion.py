@@ -20,6 +20,7 @@ from opto.optimizers.parsing import load_json_like
 from opto.trace import code_policy
 from opto.trace.code_policy import CodePolicy, CodePolicyError
 from opto.trace.nodes import ParameterNode
+from opto.trace.utils import is_code_name
 from opto.utils.errors import OptoError
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Converter",
     "check_code",
     "convert_code",
+    "convert_suggestion",
     "convert_value",
     "function_signature",
 ]
@@ -321,3 +323,24 @@ def convert_code(
         forbidden_calls=forbidden_calls,
     )
     return source
+
+
+def convert_suggestion(
+    parameter: ParameterNode,
+    new: Any,
+    *,
+    forbidden_modules: Collection[str] = (),
+    forbidden_calls: Collection[str] = (),
+    converters: Mapping[type, Converter] | None = None,
+) -> Any:
+    """The suggested value for ``parameter``: :func:`convert_code` for a code parameter
+    (``__code`` of a trainable bundle), :func:`convert_value` for any other.
+
+    Raises:
+        ConversionError: the suggestion cannot become a value of the parameter.
+    """
+    if is_code_name(parameter.py_name):
+        return convert_code(
+            parameter, new, forbidden_modules=forbidden_modules, forbidden_calls=forbidden_calls
+        )
+    return convert_value(parameter._data, new, converters=converters)

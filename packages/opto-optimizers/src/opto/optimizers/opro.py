@@ -18,9 +18,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import attrs
+from opto.optimizers import prompt_budget
 from opto.optimizers.buffers import FIFOBuffer
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.optoprime_v2 import OptimizerPromptSymbolSet, OptoPrimeV2
+from opto.optimizers.reply_formats import ReplyGuide
 from opto.optimizers.utils import jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import FunctionFeedback
@@ -135,13 +137,9 @@ class _OPROHistory:
             lines.append(f"feedback: {entry['feedback']}")
         return "\n".join(lines)
 
-    def _user_prompt(
-        self,
-        summary: FunctionFeedback,
-        mask: Collection[str] | None,
-        limit: int,
-        memory: Any,
-    ) -> str:
+    def meta_prompt(self, summary: FunctionFeedback, limit: int) -> str:
+        """The user prompt: the variables, then the shown history (values cut at
+        ``limit`` characters), and the request for a better solution."""
         s = self.prompt_symbols
         variables = "\n".join(
             f"({'code' if is_code_name(name) else type(value).__name__}) {name}"
@@ -172,7 +170,9 @@ class _OPROHistory:
         **kwargs: Any,
     ) -> tuple[str, str]:
         """Record the current solution with its score (given to ``step`` or read from the
-        feedback) in the history, then build the ``(system, user)`` meta-prompt."""
+        feedback) in the history, then build the ``(system, user)`` meta-prompt, its values
+        shortened to fit ``max_prompt_tokens`` when set. ``mask`` has no effect: the
+        meta-prompt has no problem sections."""
         score = self._step_score
         if score is None:
             score = self.score_extractor(summary.user_feedback)
@@ -186,7 +186,28 @@ class _OPROHistory:
                 "score": None if score is None else float(score),
             }
         )
-        return self.system_prompt(), self._user_prompt(summary, mask, self.max_value_chars, ())
+        system = self.system_prompt()
+        user = prompt_budget.fit_to_tokens(
+            lambda limit, _: self.meta_prompt(summary, limit),
+            system,
+            self.max_value_chars,
+            [],
+            self.max_prompt_tokens,
+            self.token_counter,
+        )
+        return system, user
+
+    def reply_guide(self) -> ReplyGuide:
+        """The wording of the reply section: a better-scoring solution, no answer."""
+        return attrs.evolve(
+            super().reply_guide(),  # type: ignore[misc]
+            reasoning_hint="why the new solution should score better",
+            reasoning_rule=None,
+            question=None,
+            constraints=None,
+            terminate_when="no solution can do better",
+            skeleton_variables={"variable_name": "new value"},
+        )
 
     def _step(
         self,
@@ -224,22 +245,6 @@ class OPRO(_OPROHistory, OptoPrime):
     ``maximize`` and ``score_extractor`` (see the module docstring).
     """
 
-    def output_format_prompt(self) -> str:
-        """Asks for the JSON reply ``{reasoning, suggestion}`` over the variables."""
-        s = self.prompt_symbols
-        reasoning, suggestion = self.json_keys["reasoning"], self.json_keys["suggestion"]
-        return (
-            "Reply with one JSON object:\n"
-            "{\n"
-            f'  "{reasoning}": <why the new solution should score better>,\n'
-            f'  "{suggestion}": {{<variable name>: <new value>, ...}}\n'
-            "}\n"
-            f'In "{suggestion}" give values for variables of {s["variables"]} only, each of '
-            "its current type. A (code) value must be a complete, valid Python function "
-            "definition with the same name and parameters.\n"
-            "If no solution can do better, reply with just TERMINATE."
-        )
-
 
 @attrs.frozen(kw_only=True)
 class OPROPromptSymbolSet(OptimizerPromptSymbolSet):
@@ -271,22 +276,4 @@ class OPROv2(_OPROHistory, OptoPrimeV2):
             *args,
             optimizer_prompt_symbol_set=optimizer_prompt_symbol_set or OPROPromptSymbolSet(),
             **kwargs,
-        )
-
-    def output_format_prompt(self) -> str:
-        """Asks for the reasoning and one block per changed variable, in XML style."""
-        s = self.symbols
-        if s.custom_output_format_instruction is not None or s.expect_json:
-            return super().output_format_prompt()
-        skeleton = s.example_output(
-            "why the new solution should score better", {"variable_name": "new value"}
-        )
-        return (
-            "Your output should be in the following XML/HTML format:\n"
-            f"```\n{skeleton}\n```\n"
-            f"Give one <{s.improved_variable_tag}> block per variable of "
-            f"{s.names['variables']} you change, each value of its current type. A value of "
-            "type code must be a complete, valid Python function definition with the same "
-            "name and parameters.\n"
-            "If no solution can do better, just output TERMINATE."
         )

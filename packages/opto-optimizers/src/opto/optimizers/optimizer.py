@@ -217,6 +217,10 @@ class Optimizer(AbstractOptimizer):
         parameters: the ParameterNodes to optimize.
         propagator: the feedback propagator; :meth:`default_propagator` when None.
         max_history: how many step records :attr:`steps` keeps (oldest dropped first).
+
+    Attributes:
+        llm_calls: LLM requests made so far (subclasses count them with ``_count_call``,
+            which :mod:`opto.optimizers.llm_calls` calls for every request).
     """
 
     #: Attributes a deep copy shares with the original instead of copying: the parameters
@@ -253,6 +257,7 @@ class Optimizer(AbstractOptimizer):
         self.step_count = 0
         self._steps: deque[StepRecord] = deque(maxlen=max_history)
         self._active: StepRecord | None = None
+        self.llm_calls = 0
 
     # --- the LLM ----------------------------------------------------------------------
 
@@ -277,6 +282,12 @@ class Optimizer(AbstractOptimizer):
     @llm.setter
     def llm(self, llm: Any) -> None:
         self.__dict__["_llm"] = llm  # None: build the default again on next use
+
+    def _count_call(self, usage: Usage | None) -> None:
+        """Count one LLM request (in :attr:`llm_calls` and the current step's record)."""
+        self.llm_calls += 1
+        if self._active is not None:
+            self._active.add_usage(usage)
 
     # --- feedback ---------------------------------------------------------------------
 
@@ -437,13 +448,14 @@ class Optimizer(AbstractOptimizer):
     # --- state ------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The optimizer's JSON-able state: counters and step records (not the parameters'
+        """The optimizer's JSON-able state: counters (steps, LLM calls) and step records (not the parameters'
         values, which belong to the model, and not the LLM client)."""
         return {
             "type": type(self).__name__,
             "format": STATE_FORMAT,
             "parameters": [p.py_name for p in self.parameters],
             "step_count": self.step_count,
+            "llm_calls": self.llm_calls,
             "steps": [record.to_dict() for record in self._steps],
         }
 
@@ -473,6 +485,7 @@ class Optimizer(AbstractOptimizer):
             )
         try:
             step_count = int(state.get("step_count", 0))
+            llm_calls = int(state.get("llm_calls", 0))
             records = [StepRecord.from_dict(item) for item in state.get("steps", ())]
         except (TypeError, ValueError, AttributeError) as error:
             raise ValueError(
@@ -480,6 +493,7 @@ class Optimizer(AbstractOptimizer):
                 "state written by state_dict()/save() of the same optimizer."
             ) from None
         self.step_count = step_count
+        self.llm_calls = llm_calls
         self._steps.clear()
         self._steps.extend(records)
 

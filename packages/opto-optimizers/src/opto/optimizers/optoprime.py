@@ -2,27 +2,43 @@
 
 Each step sums the feedback the trainable parameters received into one TraceGraph, shows
 it to the LLM as a small program (``#Code``, ``#Variables``, ``#Feedback``…), asks for a
-JSON reply ``{reasoning, answer, suggestion: {variable: value}}`` whose schema names exactly
-the trainable variables, parses the reply tolerantly and converts each suggested value to
-its parameter's type. What happened is kept in the step record (``optimizer.last_step``).
+reply in its reply format (by default JSON ``{reasoning, answer, suggestion: {variable:
+value}}`` whose schema names exactly the trainable variables), parses the reply tolerantly
+and converts each suggested value to its parameter's type. What happened is kept in the
+step record (``optimizer.last_step``).
+
+The pieces live in their own modules: the problem's sections in
+:mod:`~opto.optimizers.problem`, size limits in :mod:`~opto.optimizers.prompt_budget`, the
+reply format (prompt section, schema, parser) in :mod:`~opto.optimizers.reply_formats`,
+requests in :mod:`~opto.optimizers.llm_calls`, typed conversion in
+:mod:`~opto.optimizers.conversion`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-import attrs
 from opto.optimizers import prompt_budget
 from opto.optimizers.code_proposals import restrict_parameters
-from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
+from opto.optimizers.conversion import ConversionError, Converter, convert_suggestion
+from opto.optimizers.llm_calls import chat_messages, check_llm, send
 from opto.optimizers.optimizer import Optimizer
-from opto.optimizers.parsing import ParsedReply, SuggestionParseError, parse_suggestion_reply
-from opto.optimizers.utils import drop_oldest, estimate_tokens, jsonable, truncate_expression
+from opto.optimizers.parsing import ParsedReply, SuggestionParseError
+from opto.optimizers.problem import (
+    DEFAULT_PROMPT_SYMBOLS,
+    FENCE_LINE,
+    LineProblemView,
+    ProblemInstance,
+    ProblemView,
+    merged_overrides,
+    trace_representation,
+)
+from opto.optimizers.reply_formats import JSONReplyFormat, ReplyFormat, ReplyGuide
+from opto.optimizers.utils import drop_oldest, estimate_tokens, jsonable
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import (
     AbstractPropagator,
@@ -31,7 +47,6 @@ from opto.trace.propagators import (
     node_to_function_feedback,
 )
 from opto.trace.utils import is_code_name
-from opto.utils.llm.types import response_from_openai
 
 __all__ = [
     "DEFAULT_JSON_KEYS",
@@ -45,83 +60,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Section headers of the prompt; ``prompt_symbols`` overrides them per optimizer.
-DEFAULT_PROMPT_SYMBOLS: Mapping[str, str] = MappingProxyType(
-    {
-        "instruction": "#Instruction",
-        "code": "#Code",
-        "documentation": "#Documentation",
-        "variables": "#Variables",
-        "constraints": "#Constraints",
-        "inputs": "#Inputs",
-        "others": "#Others",
-        "outputs": "#Outputs",
-        "feedback": "#Feedback",
-    }
-)
-
 #: Keys of the JSON reply; ``json_keys`` overrides them (``answer=None`` drops the answer).
 DEFAULT_JSON_KEYS: Mapping[str, str | None] = MappingProxyType(
     {"reasoning": "reasoning", "answer": "answer", "suggestion": "suggestion"}
 )
 
-_SECTIONS = tuple(DEFAULT_PROMPT_SYMBOLS)
-_MIN_VALUE_CHARS = 40
-_FENCE_LINE = "=" * 32
-
-
-@attrs.define(kw_only=True)
-class ProblemInstance:
-    """The problem shown to the LLM, one text per section (``str()`` renders it)."""
-
-    instruction: str = ""
-    code: str = ""
-    documentation: str = ""
-    variables: str = ""
-    constraints: str = ""
-    inputs: str = ""
-    others: str = ""
-    outputs: str = ""
-    feedback: str = ""
-
-    def render(self, symbols: Mapping[str, str] = DEFAULT_PROMPT_SYMBOLS) -> str:
-        """The sections in prompt order, each header followed by its content."""
-        return "\n\n".join(f"{symbols[name]}\n{getattr(self, name)}" for name in _SECTIONS)
-
-    def __str__(self) -> str:
-        return self.render()
-
-
-def _type_name(name: str, value: Any) -> str:
-    return "code" if is_code_name(name) else type(value).__name__
-
-
-def _value_line(name: str, value: Any, limit: int) -> str:
-    """``(type) name=value``; code as ``(code) name:source``."""
-    if is_code_name(name):
-        return f"(code) {name}:{truncate_expression(value, limit).rstrip()}"
-    return f"({type(value).__name__}) {name}={truncate_expression(value, limit)}"
-
-
-def _json_type(value: Any, name: str) -> dict[str, Any]:
-    """The JSON schema of one suggested value, from the parameter's current value."""
-    if is_code_name(name) or isinstance(value, str):
-        return {"type": "string"}
-    if isinstance(value, bool):
-        return {"type": "boolean"}
-    if isinstance(value, int):
-        return {"type": "integer"}
-    if isinstance(value, float):
-        return {"type": "number"}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return {"type": "array"}
-    if isinstance(value, dict):
-        return {"type": "object"}
-    return {}
-
 
 class OptoPrime(Optimizer):
-    """The OptoPrime optimizer (the reference's V1, JSON replies).
+    """The OptoPrime optimizer: a trace-shaped problem, JSON replies.
 
     Args:
         parameters: the ParameterNodes to optimize.
@@ -162,6 +108,9 @@ class OptoPrime(Optimizer):
             that schema-enforcing backends (e.g. the embedded model) finish the JSON within
             ``max_tokens``; None for no limit.
         max_history: how many step records :attr:`steps` (and :attr:`log`) keep.
+        reply_format: how the LLM replies (prompt section, schema, parser); a
+            :class:`~opto.optimizers.reply_formats.JSONReplyFormat` over ``json_keys`` when
+            None, e.g. ``XMLReplyFormat(OptimizerPromptSymbolSet())`` for XML-style replies.
     """
 
     #: Section headers and reply keys before per-instance overrides (read-only mappings;
@@ -175,22 +124,12 @@ class OptoPrime(Optimizer):
         "according to {feedback}."
     )
 
-    representation_prompt = (
-        "You improve a program by changing some of its values. You see a trace of one run: "
-        "the operations it performed, their values, and feedback on the result.\n\n"
-        "The problem has these parts:\n"
-        "- {instruction}: what to do, or the question to answer.\n"
-        "- {code}: the operations of the run, one call per line.\n"
-        "- {documentation}: what each function in {code} does (may be incomplete; use "
-        "{others} to infer).\n"
-        "- {variables}: the values you may change.\n"
-        "- {constraints}: descriptions and constraints of the variables.\n"
-        "- {inputs}: values you cannot change.\n"
-        "- {others}: intermediate values of the run.\n"
-        "- {outputs}: the results of the run.\n"
-        "- {feedback}: feedback on the outputs.\n\n"
-        "Values are listed one per line as (<data_type>) <name>=<value>; a (code) value "
-        "is the source of a Python function."
+    representation_prompt = trace_representation(
+        variables="the values you may change.",
+        extra="- {constraints}: descriptions and constraints of the variables.\n",
+        inputs="values you cannot change.",
+        values="Values are listed one per line as (<data_type>) <name>=<value>; a (code) "
+        "value is the source of a Python function.",
     )
 
     final_prompt = "Your response:"
@@ -222,6 +161,7 @@ class OptoPrime(Optimizer):
         converters: Mapping[type, Converter] | None = None,
         reasoning_max_chars: int | None = 1000,
         max_history: int = 100,
+        reply_format: ReplyFormat | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -231,17 +171,26 @@ class OptoPrime(Optimizer):
             raise ValueError(f"memory_size must be >= 0, got {memory_size}.")
         if max_prompt_tokens is not None and max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens must be positive, got {max_prompt_tokens}.")
-        if llm is not None and not callable(llm):
+        check_llm(llm)
+        if reply_format is not None and not isinstance(reply_format, ReplyFormat):
             raise TypeError(
-                f"llm must be callable as llm(messages=..., **options), got {type(llm).__name__}."
+                f"reply_format must be a ReplyFormat (opto.optimizers.reply_formats), got "
+                f"{type(reply_format).__name__}."
             )
         self.ignore_extraction_error = ignore_extraction_error
         self.include_example = include_example
         self.max_tokens = max_tokens
-        self.prompt_symbols = _merged(self.default_prompt_symbols, prompt_symbols, "prompt_symbols")
-        self.json_keys = _merged(self.default_json_keys, json_keys, "json_keys")
+        self.prompt_symbols = merged_overrides(
+            self.default_prompt_symbols, prompt_symbols, "prompt_symbols"
+        )
+        self.json_keys = merged_overrides(self.default_json_keys, json_keys, "json_keys")
         if not self.json_keys["reasoning"] or not self.json_keys["suggestion"]:
             raise ValueError("json_keys 'reasoning' and 'suggestion' must be non-empty names.")
+        self.reply_format = reply_format or JSONReplyFormat(self.json_keys)
+        #: How the problem is shown (sections, values, example, memory).
+        self.problem_view: ProblemView = LineProblemView(
+            self.prompt_symbols, self.default_prompt_symbols
+        )
         self.objective = (
             objective
             if objective is not None
@@ -262,7 +211,6 @@ class OptoPrime(Optimizer):
         self.memory: deque[dict[str, Any]] = deque(maxlen=memory_size)
         self.log: list[dict[str, Any]] | None = [] if log else None
         self.summary_log: list[dict[str, Any]] | None = [] if log else None
-        self.llm_calls = 0
         self.parse_failures = 0
         self.llm = llm  # None: LLM() on first use
 
@@ -297,124 +245,66 @@ class OptoPrime(Optimizer):
         mask: Collection[str] | None = None,
         max_value_chars: int | None = None,
     ) -> ProblemInstance:
-        """The problem for ``summary``; sections named in ``mask`` (e.g. ``"#Code"``) are
-        left empty. Values other than the variables are cut at ``max_value_chars``."""
+        """The problem for ``summary`` in the :attr:`problem_view`; sections named in
+        ``mask`` (e.g. ``"#Code"``) are left empty. Values other than the variables are cut
+        at ``max_value_chars``."""
         limit = self.max_value_chars if max_value_chars is None else max_value_chars
-        masked = self._masked(mask)
-
-        def node(_: str, name: str, value: Any, __: Any) -> str:
-            return _value_line(name, value, limit)
-
-        sections = {
-            "instruction": self.objective,
-            "variables": "\n".join(_value_line(k, v[0], -1) for k, v in summary.variables.items()),
-            "constraints": "\n".join(
-                f"({_type_name(name, value)}) {name}: {desc}"
-                for name, (value, desc) in summary.variables.items()
-                if desc is not None
-            ),
-            "feedback": str(summary.user_feedback),
-            **prompt_budget.graph_sections(summary, node, self.max_section_chars),
-        }
-        return ProblemInstance(
-            **{name: "" if name in masked else text for name, text in sections.items()}
+        view = self.problem_view
+        return view.instance(
+            summary, self.objective, limit, self.max_section_chars, view.masked(mask)
         )
 
-    def _masked(self, mask: Collection[str] | None) -> set[str]:
-        if not mask:
-            return set()
-        result = set()
-        for name, symbol in self.prompt_symbols.items():
-            default = self.default_prompt_symbols.get(name)
-            if symbol in mask or default in mask or name in mask:
-                result.add(name)
-        return result
+    def reply_guide(self) -> ReplyGuide:
+        """The wording of the reply-format section for this optimizer's task."""
+        view = self.problem_view
+        s = view.names
+        return ReplyGuide(
+            reasoning_rule=(
+                f"say what {s['instruction']} asks; explain what {s['feedback']} means for "
+                f"the variables, using {s['code']}, {s['documentation']}, {s['inputs']} and "
+                f"{s['others']}; then state the change and the result you expect."
+            ),
+            question=s["instruction"],
+            variables=s["variables"],
+            constraints=view.constraints_ref.format(**s),
+            code_value=view.code_value,
+        )
 
     def output_format_prompt(self) -> str:
-        """The part of the system prompt that asks for the JSON reply."""
-        s = self.prompt_symbols
-        reasoning, answer, suggestion = (
-            self.json_keys["reasoning"],
-            self.json_keys["answer"],
-            self.json_keys["suggestion"],
-        )
-        answer_line = f'  "{answer}": <your answer>,\n' if answer else ""
-        answer_rule = (
-            f'Fill "{answer}" only when {s["instruction"]} asks a question.\n' if answer else ""
-        )
-        return (
-            "Reply with one JSON object:\n"
-            "{\n"
-            f'  "{reasoning}": <your reasoning>,\n'
-            f"{answer_line}"
-            f'  "{suggestion}": {{<variable name>: <new value>, ...}}\n'
-            "}\n"
-            f'In "{reasoning}": say what {s["instruction"]} asks; explain what '
-            f"{s['feedback']} means for the variables, using {s['code']}, "
-            f"{s['documentation']}, {s['inputs']} and {s['others']}; then state the change "
-            "and the result you expect.\n"
-            f"{answer_rule}"
-            f'In "{suggestion}" give new values for variables of {s["variables"]} only '
-            f"(nothing else can change), each of its current type and respecting "
-            f"{s['constraints']}. A (code) value must be a complete, valid Python function "
-            "definition with the same name and parameters.\n"
-            "If nothing needs to change, reply with just TERMINATE."
-        )
+        """The part of the system prompt that asks for the reply (the reply format's)."""
+        return self.reply_format.prompt_section(self.reply_guide())
 
     def system_prompt(self) -> str:
         """Representation prompt followed by the output-format prompt."""
-        return (
-            self.representation_prompt.format(**self.prompt_symbols)
-            + "\n\n"
-            + self.output_format_prompt()
-        )
+        representation = self.problem_view.representation(self.representation_prompt)
+        return representation + "\n\n" + self.output_format_prompt()
+
+    def example_problem(self) -> ProblemInstance:
+        """The problem of the worked example (its reply suggests ``a = 14``)."""
+        return self.problem_view.example(self.default_objective.format(**self.problem_view.names))
 
     def example_prompt(self) -> str:
-        """A worked example (problem and a consistent, valid JSON reply)."""
-        example = ProblemInstance(
-            instruction=self.default_objective.format(**self.prompt_symbols),
-            code="y = add(x=a, y=b)\nz = subtract(x=y, y=c)",
-            documentation="[add] Returns x + y.\n[subtract] Returns x - y.",
-            variables="(int) a=5",
-            constraints="(int) a: a > 0",
-            inputs="(int) b=1\n(int) c=5",
-            others="(int) y=6",
-            outputs="(int) z=1",
-            feedback="z should be 10.",
+        """A worked example: a small problem and a consistent reply in the reply format."""
+        reply = self.reply_format.example_reply(
+            "z = a + b - c = a - 4, and the feedback asks for z = 10, so a must be 14 "
+            "(which satisfies a > 0).",
+            {"a": 14},
         )
-        reply: dict[str, Any] = {
-            self.json_keys["reasoning"]: (
-                "z = a + b - c = a - 4, and the feedback asks for z = 10, so a must be 14 "
-                "(which satisfies a > 0)."
-            ),
-        }
-        if self.json_keys["answer"]:
-            reply[self.json_keys["answer"]] = ""
-        reply[self.json_keys["suggestion"]] = {"a": 14}
         return (
             "Here is an example of a problem instance and a response:\n\n"
-            f"{_FENCE_LINE}\n{example.render(self.prompt_symbols)}\n{_FENCE_LINE}\n\n"
-            f"{json.dumps(reply, indent=2)}\n\n"
+            f"{FENCE_LINE}\n{self.example_problem().render(self.section_titles)}\n"
+            f"{FENCE_LINE}\n\n{reply}\n\n"
         )
+
+    @property
+    def section_titles(self) -> Mapping[str, str]:
+        """The header of each problem section as rendered."""
+        return self.problem_view.titles
 
     def _memory_text(self, entries: Sequence[Mapping[str, Any]], limit: int) -> str:
         if not entries:
             return ""
-        blocks = [
-            json.dumps(
-                {
-                    "variables": {
-                        k: truncate_expression(v, limit) if isinstance(v, str) else jsonable(v)
-                        for k, v in entry["variables"].items()
-                    },
-                    "feedback": jsonable(entry["feedback"]),
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-            for entry in entries
-        ]
-        return self.memory_prompt + "\n" + "\n".join(blocks) + "\n\n"
+        return self.memory_prompt + "\n" + self.problem_view.memory(entries, limit) + "\n\n"
 
     def _user_prompt(
         self,
@@ -427,7 +317,7 @@ class OptoPrime(Optimizer):
         parts = [self.example_prompt()] if self.include_example else []
         parts.append(
             "Now you see problem instance:\n\n"
-            f"{_FENCE_LINE}\n{instance.render(self.prompt_symbols)}\n{_FENCE_LINE}\n\n"
+            f"{FENCE_LINE}\n{instance.render(self.section_titles)}\n{FENCE_LINE}\n\n"
         )
         parts.append(self._memory_text(memory, limit))
         if self.highlight_variables:
@@ -449,24 +339,14 @@ class OptoPrime(Optimizer):
         dropped until the prompt fits.
         """
         system = self.system_prompt()
-        limit = self.max_value_chars
-        memory = list(self.memory)
-        user = self._user_prompt(summary, mask, limit, memory)
-        budget = self.max_prompt_tokens
-        while budget is not None and self.token_counter(system) + self.token_counter(user) > budget:
-            if limit < 0 or limit > _MIN_VALUE_CHARS:
-                limit = 4000 if limit < 0 else max(_MIN_VALUE_CHARS, limit // 2)
-            elif memory:
-                memory.pop(0)
-            else:
-                logger.warning(
-                    "The prompt (%d tokens) exceeds max_prompt_tokens=%d even with short "
-                    "values and no memory; sending it anyway.",
-                    self.token_counter(system) + self.token_counter(user),
-                    budget,
-                )
-                break
-            user = self._user_prompt(summary, mask, limit, memory)
+        user = prompt_budget.fit_to_tokens(
+            lambda limit, memory: self._user_prompt(summary, mask, limit, memory),
+            system,
+            self.max_value_chars,
+            list(self.memory),
+            self.max_prompt_tokens,
+            self.token_counter,
+        )
         if self.memory_size:
             self.memory.append(
                 {
@@ -477,33 +357,14 @@ class OptoPrime(Optimizer):
         return system, user
 
     def response_format(self, summary: FunctionFeedback) -> dict[str, Any] | None:
-        """The ``json_schema`` response format naming exactly the trainable variables,
-        non-code ones first (None when ``use_json_object_format`` is False)."""
+        """The reply format's structured-output option for the trainable variables of
+        ``summary`` (None when ``use_json_object_format`` is False or it has none)."""
         if not self.use_json_object_format:
             return None
-        # Non-code values first: a reply cut off at max_tokens then loses the (long) code,
-        # not the short values written after it.
-        names = sorted(summary.variables, key=is_code_name)
-        variables = {name: _json_type(summary.variables[name][0], name) for name in names}
-        text: dict[str, Any] = {"type": "string"}
-        if self.reasoning_max_chars is not None:
-            text["maxLength"] = max(1, min(self.reasoning_max_chars, self.max_tokens))
-        properties: dict[str, Any] = {self.json_keys["reasoning"]: text}
-        if self.json_keys["answer"]:
-            properties[self.json_keys["answer"]] = dict(text)
-        properties[self.json_keys["suggestion"]] = {
-            "type": "object",
-            "properties": variables,
-            "required": list(variables),
-            "additionalProperties": False,
-        }
-        schema = {
-            "type": "object",
-            "properties": properties,
-            "required": [self.json_keys["reasoning"], self.json_keys["suggestion"]],
-            "additionalProperties": False,
-        }
-        return {"type": "json_schema", "json_schema": {"name": "suggestion", "schema": schema}}
+        variables = {name: (v[0], is_code_name(name)) for name, v in summary.variables.items()}
+        return self.reply_format.response_format(
+            variables, self.max_tokens, self.reasoning_max_chars
+        )
 
     # --- talking to the LLM -----------------------------------------------------------
 
@@ -521,48 +382,19 @@ class OptoPrime(Optimizer):
         added to the current step record. If the backend rejects the request as a bad
         request while a response format was sent, it is retried once without it.
         """
-        from opto.utils.llm.errors import BadRequestError, ContextWindowExceededError
-
-        messages = [
-            {"role": "system", "content": system_prompt},
-            {"role": "user", "content": user_prompt},
-        ]
         if verbose and verbose != "output":
             logger.info("Prompt:\n%s\n\n%s", system_prompt, user_prompt)
         options["max_tokens"] = max_tokens if max_tokens is not None else self.max_tokens
-        try:
-            raw = self.llm(messages=messages, **options)
-        except ContextWindowExceededError:
-            raise
-        except BadRequestError as error:
-            if options.get("response_format") is None:
-                raise
-            logger.warning(
-                "The LLM rejected the request (%s); retrying without response_format.", error
-            )
-            self._count_call(None)
-            del options["response_format"]
-            raw = self.llm(messages=messages, **options)
-        response = response_from_openai(raw)
-        self._count_call(response)
+        messages = chat_messages(system_prompt, user_prompt)
+        response = send(self.llm, messages, options, self._count_call)
         text = response.content or ""
         if verbose:
             logger.info("LLM response:\n%s", text)
         return text
 
-    def _count_call(self, response: Any) -> None:
-        self.llm_calls += 1
-        if self._active is not None:
-            self._active.add_usage(None if response is None else response.usage)
-
     def parse_reply(self, reply: str) -> ParsedReply:
-        """Parse a reply with this optimizer's JSON keys (SuggestionParseError if unusable)."""
-        return parse_suggestion_reply(
-            reply,
-            reasoning_key=self.json_keys["reasoning"],
-            answer_key=self.json_keys["answer"],
-            suggestion_key=self.json_keys["suggestion"],
-        )
+        """Parse a reply in the reply format (SuggestionParseError if unusable)."""
+        return self.reply_format.parse(reply)
 
     def extract_llm_suggestion(
         self,
@@ -572,32 +404,25 @@ class OptoPrime(Optimizer):
         return_only_suggestion: bool = True,
         ignore_extraction_error: bool | None = None,
     ) -> dict[str, Any]:
-        """The suggestion dict of a reply (reference API).
+        """The suggestion dict of a reply.
 
         With ``return_only_suggestion=False`` returns ``{"reasoning": ..., "variables": ...}``.
-        An unusable reply gives ``{}`` (logged) or, when extraction errors are not ignored
-        (the argument wins over the attribute), raises SuggestionParseError.
+        The tags replace the format's reasoning/suggestion names. An unusable reply gives
+        ``{}`` (logged) or, when extraction errors are not ignored (the argument wins over
+        the attribute), raises SuggestionParseError.
         """
         ignore = (
             self.ignore_extraction_error
             if ignore_extraction_error is None
             else bool(ignore_extraction_error)
         )
-        try:
-            parsed = parse_suggestion_reply(
-                response,
-                reasoning_key=reasoning_tag or self.json_keys["reasoning"],
-                answer_key=self.json_keys["answer"],
-                suggestion_key=suggestion_tag or self.json_keys["suggestion"],
-            )
-        except SuggestionParseError as error:
-            logger.warning("Cannot extract a suggestion from the LLM reply: %s", error)
-            if not ignore:
-                raise
-            parsed = ParsedReply(raw=str(response))
-        if return_only_suggestion:
-            return dict(parsed.suggestion)
-        return {"reasoning": parsed.reasoning, "variables": dict(parsed.suggestion)}
+        return self.reply_format.extract(
+            response,
+            ignore_errors=ignore,
+            suggestion_tag=suggestion_tag,
+            reasoning_tag=reasoning_tag,
+            return_only_suggestion=return_only_suggestion,
+        )
 
     def construct_update_dict(self, suggestion: Mapping[str, Any]) -> dict[ParameterNode, Any]:
         """Convert a suggestion ``{name: value}`` into ``{ParameterNode: typed value}``.
@@ -621,15 +446,13 @@ class OptoPrime(Optimizer):
                 self._reject(key, "the parameter is not trainable")
                 continue
             try:
-                if is_code_name(p.py_name):
-                    value = convert_code(
-                        p,
-                        raw,
-                        forbidden_modules=self.forbidden_modules,
-                        forbidden_calls=self.forbidden_calls,
-                    )
-                else:
-                    value = convert_value(p._data, raw, converters=self.converters)
+                value = convert_suggestion(
+                    p,
+                    raw,
+                    forbidden_modules=self.forbidden_modules,
+                    forbidden_calls=self.forbidden_calls,
+                    converters=self.converters,
+                )
             except ConversionError as error:
                 logger.warning("Rejected the suggestion for %s: %s", p.py_name, error)
                 self._reject(p.py_name, str(error))
@@ -733,7 +556,6 @@ class OptoPrime(Optimizer):
             memory=[jsonable(entry) for entry in self.memory],
             log=None if self.log is None else jsonable(self.log),
             summary_log=None if self.summary_log is None else jsonable(self.summary_log),
-            llm_calls=self.llm_calls,
             parse_failures=self.parse_failures,
         )
         return state
@@ -747,22 +569,8 @@ class OptoPrime(Optimizer):
             self.log[:] = state["log"]
         if self.summary_log is not None and state.get("summary_log") is not None:
             self.summary_log[:] = state["summary_log"]
-        self.llm_calls = int(state.get("llm_calls", 0))
         self.parse_failures = int(state.get("parse_failures", 0))
 
 
 OptoPrimeV1 = OptoPrime
 """The name trace-opt's experimental branch gives the JSON OptoPrime."""
-
-
-def _merged(
-    defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None, what: str
-) -> dict[str, Any]:
-    """``defaults`` updated by ``overrides`` (a per-instance copy; unknown keys rejected)."""
-    result = dict(defaults)
-    if overrides:
-        unknown = sorted(set(overrides) - set(defaults))
-        if unknown:
-            raise ValueError(f"unknown {what} keys {unknown}; valid keys are {sorted(defaults)}.")
-        result.update(overrides)
-    return result

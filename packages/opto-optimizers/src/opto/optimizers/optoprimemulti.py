@@ -19,13 +19,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
+from opto.optimizers.llm_calls import LLMRequest, chat_messages, send_all
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.parsing import SuggestionParseError, iter_json_objects, load_json_like
 from opto.optimizers.utils import drop_oldest, jsonable
 from opto.trace.nodes import ParameterNode
-from opto.utils.concurrency import ContextThreadPoolExecutor
-from opto.utils.llm.types import ChatResponse, response_from_openai
-from opto.utils.usage import BudgetExceeded
+from opto.utils.llm.types import ChatResponse
 
 __all__ = ["GENERATION_TECHNIQUES", "SELECTION_TECHNIQUES", "Candidate", "OptoPrimeMulti"]
 
@@ -108,14 +107,6 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return jsonable(attrs.asdict(self))
-
-
-@attrs.frozen
-class _Job:
-    llm: Any
-    messages: list[dict[str, str]]
-    options: dict[str, Any]
-    meta: dict[str, Any]
 
 
 def _spread(low: float, high: float, n: int) -> list[float]:
@@ -234,50 +225,18 @@ class OptoPrimeMulti(OptoPrime):
 
     # --- requests ---------------------------------------------------------------------
 
-    def _request(self, job: _Job) -> ChatResponse:
-        """One LLM request (touches no optimizer state, so it may run in a thread)."""
-        from opto.utils.llm.base import AbstractModel
-        from opto.utils.llm.errors import BadRequestError
+    def _run(self, jobs: Sequence[LLMRequest]) -> list[ChatResponse | BaseException]:
+        """Send the requests concurrently (at most ``max_workers`` at once); responses or
+        exceptions in order, usage counted, a spent budget raised."""
+        return send_all(
+            jobs,
+            llm=self.llm,
+            on_call=self._count_call,
+            max_workers=self.max_workers,
+            return_exceptions=True,
+        )
 
-        options = dict(job.options)
-        if not isinstance(job.llm, AbstractModel):
-            options.pop("rollout_id", None)  # only opto backends know it (cache keys)
-        try:
-            return response_from_openai(job.llm(messages=job.messages, **options))
-        except BadRequestError:
-            if options.pop("response_format", None) is None:
-                raise
-            logger.warning("The LLM rejected the request; retrying without response_format.")
-            return response_from_openai(job.llm(messages=job.messages, **options))
-
-    def _run(self, jobs: Sequence[_Job]) -> list[ChatResponse | BaseException]:
-        """Run the jobs concurrently; results (or exceptions) in order; usage counted."""
-        if not jobs:
-            return []
-        if len(jobs) == 1:
-            results: list[ChatResponse | BaseException] = []
-            try:
-                results.append(self._request(jobs[0]))
-            except Exception as error:
-                results.append(error)
-        else:
-            workers = min(len(jobs), self.max_workers or len(jobs))
-            with ContextThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(self._request, job) for job in jobs]
-                results = []
-                for future in futures:
-                    try:
-                        results.append(future.result())
-                    except Exception as error:
-                        results.append(error)
-        for result in results:
-            self._count_call(result if isinstance(result, ChatResponse) else None)
-        refused = next((r for r in results if isinstance(r, BudgetExceeded)), None)
-        if refused is not None:  # a budget ran out: stop the step, not just this candidate
-            raise refused
-        return results
-
-    def _candidates(self, jobs: Sequence[_Job], results: Sequence[Any]) -> list[Candidate]:
+    def _candidates(self, jobs: Sequence[LLMRequest], results: Sequence[Any]) -> list[Candidate]:
         """Parse the results; when every request failed, re-raise the first error."""
         if results and all(isinstance(r, BaseException) for r in results):
             raise results[0]
@@ -316,12 +275,11 @@ class OptoPrimeMulti(OptoPrime):
         index: int,
         llm: Any = None,
         **meta: Any,
-    ) -> _Job:
+    ) -> LLMRequest:
         opts = {"max_tokens": self.max_tokens, **options, "rollout_id": f"candidate-{index}"}
         if meta.get("temperature") is not None:
             opts["temperature"] = meta["temperature"]
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return _Job(llm=llm or self.llm, messages=messages, options=opts, meta=meta)
+        return LLMRequest(messages=chat_messages(system, user), options=opts, llm=llm, meta=meta)
 
     def call_llm(  # type: ignore[override]
         self,
@@ -445,11 +403,9 @@ class OptoPrimeMulti(OptoPrime):
         if self.experts_list:
             return [self.experts_list[i % len(self.experts_list)] for i in range(n)]
         prompt = _EXPERTS_PROMPT.format(n=n, problem=user_prompt)
-        job = _Job(
-            llm=self.llm,
-            messages=[{"role": "user", "content": prompt}],
+        job = LLMRequest(
+            messages=chat_messages(None, prompt),
             options={"max_tokens": self.max_tokens, "temperature": 0.0},
-            meta={},
         )
         (result,) = self._run([job])
         experts: list[str] = []

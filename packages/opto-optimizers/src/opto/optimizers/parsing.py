@@ -102,22 +102,39 @@ def is_terminate(text: str) -> bool:
 # --- decoding JSON-like text ---------------------------------------------------------------
 
 
+class _Quotes:
+    """Follows a character-by-character scan through quoted strings (``"…"`` or ``'…'``,
+    with backslash escapes)."""
+
+    __slots__ = ("escaped", "quote")
+
+    def __init__(self) -> None:
+        self.quote = ""
+        self.escaped = False
+
+    def inside(self, char: str) -> bool:
+        """Feed the next character; True when it belongs to a quoted string (its quotes
+        included)."""
+        if self.quote:
+            if self.escaped:
+                self.escaped = False
+            elif char == "\\":
+                self.escaped = True
+            elif char == self.quote:
+                self.quote = ""
+            return True
+        if char in "\"'":
+            self.quote = char
+            return True
+        return False
+
+
 def _strip_trailing_commas(text: str) -> str:
     """``text`` without commas that directly precede ``}`` or ``]`` (outside strings)."""
     out: list[str] = []
-    quote = ""
-    escaped = False
+    quotes = _Quotes()
     for index, char in enumerate(text):
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char == ",":
+        if not quotes.inside(char) and char == ",":
             following = index + 1
             while following < len(text) and text[following].isspace():
                 following += 1
@@ -189,17 +206,10 @@ def _brace_spans(text: str) -> Iterator[str]:
     """Top-level ``{...}`` spans of ``text`` (braces inside quoted strings ignored)."""
     depth = 0
     start = 0
-    quote = ""
-    escaped = False
+    quotes = _Quotes()  # followed inside braces only: prose may hold apostrophes
     found = 0
     for index, char in enumerate(text):
-        if depth and quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = ""
+        if depth and quotes.inside(char):
             continue
         if char == "{":
             if depth == 0:
@@ -212,8 +222,6 @@ def _brace_spans(text: str) -> Iterator[str]:
                 found += 1
                 if found >= _MAX_SPANS:
                     return
-        elif depth and char in "\"'":
-            quote = char
 
 
 def _truncated_object(text: str) -> str | None:
@@ -245,21 +253,13 @@ def _scan_members(text: str, start: int) -> tuple[list[int], bool] | int:
     and whether the text ends directly inside it (not in a nested value or a string);
     the index of its closing brace when it closes (it was not cut off)."""
     depth = 0
-    quote = ""
-    escaped = False
+    quotes = _Quotes()
     commas: list[int] = []
     for index in range(start, len(text)):
         char = text[index]
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char in "{[":
+        if quotes.inside(char):
+            continue
+        if char in "{[":
             depth += 1
         elif char in "}]":
             depth -= 1
@@ -267,7 +267,7 @@ def _scan_members(text: str, start: int) -> tuple[list[int], bool] | int:
                 return index
         elif char == "," and depth == 1:
             commas.append(index)
-    return commas, depth == 1 and not quote
+    return commas, depth == 1 and not quotes.quote
 
 
 def _key_name(text: str, position: int) -> str | None:

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_SECTION_CHARS",
     "check_max_section_chars",
     "fit_entries",
+    "fit_to_tokens",
     "graph_sections",
 ]
 
@@ -202,3 +203,36 @@ def graph_sections(
             ", ".join(f"{n:,} of {t:,} {s} entries" for s, (n, t) in omitted.items()),
         )
     return sections
+
+
+_MIN_VALUE_CHARS = 40  # values are never cut shorter than this to fit max_prompt_tokens
+
+
+def fit_to_tokens(
+    build: Callable[[int, list[Any]], str],
+    system: str,
+    limit: int,
+    memory: list[Any],
+    max_tokens: int | None,
+    count: Callable[[str], int],
+) -> str:
+    """The user prompt ``build(value_limit, memory)`` made to fit ``max_tokens`` together
+    with ``system``: values are shortened first (halving ``limit`` down to 40 characters;
+    -1, no limit, starts at 4,000), then the oldest memory entries are dropped. A prompt
+    that still does not fit is returned with a warning."""
+    user = build(limit, memory)
+    while max_tokens is not None and count(system) + count(user) > max_tokens:
+        if limit < 0 or limit > _MIN_VALUE_CHARS:
+            limit = 4000 if limit < 0 else max(_MIN_VALUE_CHARS, limit // 2)
+        elif memory:
+            memory.pop(0)
+        else:
+            logger.warning(
+                "The prompt (%d tokens) exceeds max_prompt_tokens=%d even with short "
+                "values and no memory; sending it anyway.",
+                count(system) + count(user),
+                max_tokens,
+            )
+            break
+        user = build(limit, memory)
+    return user

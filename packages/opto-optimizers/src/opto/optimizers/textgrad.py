@@ -17,16 +17,15 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from opto.optimizers.code_proposals import restrict_parameters
-from opto.optimizers.conversion import ConversionError, Converter, convert_code, convert_value
+from opto.optimizers.conversion import ConversionError, Converter, convert_suggestion
+from opto.optimizers.llm_calls import LLMRequest, chat_messages, check_llm, send_all
 from opto.optimizers.optimizer import Optimizer
-from opto.optimizers.optoprime_v2 import extract_first_top_level_block
 from opto.optimizers.parsing import is_terminate
 from opto.optimizers.utils import drop_oldest, jsonable, truncate_expression
+from opto.optimizers.xml_parsing import extract_first_top_level_block
 from opto.trace.nodes import Node, ParameterNode
-from opto.trace.propagators import AbstractPropagator, TraceGraph
+from opto.trace.propagators import TraceGraph
 from opto.trace.utils import is_code_name
-from opto.utils.concurrency import ContextThreadPoolExecutor
-from opto.utils.llm.types import ChatResponse, response_from_openai
 
 __all__ = ["TextGrad"]
 
@@ -109,11 +108,10 @@ class TextGrad(Optimizer):
         parameters: Iterable[ParameterNode],
         llm: Any = None,
         *args: Any,
-        propagator: AbstractPropagator | None = None,
+        max_workers: int = 4,
         objective: str | None = None,
         max_tokens: int = 4096,
         log: bool = True,
-        max_workers: int = 4,
         max_value_chars: int = 2000,
         forbidden_modules: Collection[str] = (),
         forbidden_calls: Collection[str] = (),
@@ -121,15 +119,10 @@ class TextGrad(Optimizer):
         max_history: int = 100,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            parameters, *args, propagator=propagator, max_history=max_history, **kwargs
-        )
+        super().__init__(parameters, *args, max_history=max_history, **kwargs)
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}.")
-        if llm is not None and not callable(llm):
-            raise TypeError(
-                f"llm must be callable as llm(messages=..., **options), got {type(llm).__name__}."
-            )
+        check_llm(llm)
         self.llm = llm  # None: LLM() on first use
         self.objective = objective if objective is not None else self.default_objective
         self.max_tokens = max_tokens
@@ -141,38 +134,29 @@ class TextGrad(Optimizer):
         self.converters = dict(converters or {})
         self.log: list[dict[str, Any]] | None = [] if log else None
         self.gradients: dict[str, str] = {}
-        self.llm_calls = 0
 
     # --- LLM calls --------------------------------------------------------------------
-
-    def _ask(self, system: str, user: str) -> ChatResponse:
-        """One LLM call (thread-safe: it touches no optimizer state)."""
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return response_from_openai(self.llm(messages=messages, max_tokens=self.max_tokens))
 
     def _ask_all(
         self, requests: Sequence[tuple[str, str, str, str]], calls: list[dict[str, Any]]
     ) -> list[str]:
         """Run ``(kind, node, system, user)`` requests concurrently; texts in order.
 
-        Usage is added to the step record and every call to ``calls`` (for the log).
+        Usage is added to the step record and every call to ``calls`` (for the log); the
+        first failure is raised once all requests have finished.
         """
-        if not requests:
-            return []
-        if len(requests) == 1 or self.max_workers == 1:
-            responses = [self._ask(system, user) for _, _, system, user in requests]
-        else:
-            workers = min(self.max_workers, len(requests))
-            with ContextThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(self._ask, system, user) for _, _, system, user in requests]
-                responses = [future.result() for future in futures]
+        jobs = [
+            LLMRequest(
+                messages=chat_messages(system, user), options={"max_tokens": self.max_tokens}
+            )
+            for _, _, system, user in requests
+        ]
+        responses = send_all(
+            jobs, llm=self.llm, on_call=self._count_call, max_workers=self.max_workers
+        )
         texts = []
-        record = self._active
         for (kind, name, system, user), response in zip(requests, responses):
-            self.llm_calls += 1
-            if record is not None:
-                record.add_usage(response.usage)
-            text = response.content or ""
+            text = response.content or ""  # type: ignore[union-attr]
             texts.append(text)
             calls.append(
                 {"kind": kind, "node": name, "system": system, "user": user, "response": text}
@@ -285,14 +269,13 @@ class TextGrad(Optimizer):
         return final
 
     def _convert(self, parameter: ParameterNode, text: str) -> Any:
-        if is_code_name(parameter.py_name):
-            return convert_code(
-                parameter,
-                text,
-                forbidden_modules=self.forbidden_modules,
-                forbidden_calls=self.forbidden_calls,
-            )
-        return convert_value(parameter._data, text, converters=self.converters)
+        return convert_suggestion(
+            parameter,
+            text,
+            forbidden_modules=self.forbidden_modules,
+            forbidden_calls=self.forbidden_calls,
+            converters=self.converters,
+        )
 
     def _step(
         self, verbose: bool | str = False, *args: Any, **kwargs: Any
@@ -357,12 +340,11 @@ class TextGrad(Optimizer):
     # --- state ------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Base state plus the log, the last gradients and the call counter (JSON-able)."""
+        """Base state plus the log and the last gradients (JSON-able)."""
         state = super().state_dict()
         state.update(
             log=None if self.log is None else jsonable(self.log),
             gradients=dict(self.gradients),
-            llm_calls=self.llm_calls,
         )
         return state
 
@@ -372,4 +354,3 @@ class TextGrad(Optimizer):
         if self.log is not None and state.get("log") is not None:
             self.log[:] = state["log"]
         self.gradients = dict(state.get("gradients") or {})
-        self.llm_calls = int(state.get("llm_calls", 0))

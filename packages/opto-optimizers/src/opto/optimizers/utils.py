@@ -1,5 +1,5 @@
 """Small helpers shared by the optimizers: value truncation, history trimming, coloured
-console output. The XML-reply helpers of OptoPrimeV2 (`extract_xml_like_data` and friends) are
+console output. The XML-reply helpers of `opto.optimizers.xml_parsing` (`extract_xml_like_data` and friends) are
 importable from here too.
 
 ``jsonable`` (`opto.utils.jsonable`) and ``atomic_write_text`` (`opto.utils.files.atomic_write`)
@@ -35,11 +35,11 @@ _COLORS = {
     "magenta": "\033[95m",
     "cyan": "\033[96m",
 }
-# The XML helpers live with OptoPrimeV2, which imports this module: loaded on first access.
+# The XML helpers live in xml_parsing: loaded on first access.
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        name: "opto.optimizers.optoprime_v2"
+        name: "opto.optimizers.xml_parsing"
         for name in (
             "extract_first_top_level_block",
             "extract_reasoning_and_remainder",

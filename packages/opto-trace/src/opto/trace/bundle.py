@@ -574,10 +574,15 @@ class FunModule(OperatorInfo, Module):
         fun = state["_fun"]
         if isinstance(fun, types.FunctionType):
             state["_fun"] = _FunRef(fun)
+        if self.parameter is not None:  # the code registry is per process: carry the policy
+            state["_code_spec"] = code_spec(self.parameter)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        spec = state.pop("_code_spec", None)
         self.__dict__.update(state)
+        if spec is not None:
+            register_code(self.parameter, spec.original, spec.policy)
 
 
 class _FunRef:

@@ -1,8 +1,8 @@
 """opto.trainer — the trainer package of trace-opt under its old name (deprecated).
 
 Every name and module path that trace-opt / OpenTrace code imports from `opto.trainer`
-(`opto.trainer.loader`, `.guide`, `.utils`, `.algorithms`, `.evaluators`, `.sampler`,
-`.loggers`, `.train`) re-exports the implementation in `opto.trainers`, so such code runs
+(`opto.trainer.loader`, `.guide`, `.utils`, `.algorithms`, `.evaluators`, `.objectives`,
+`.sampler`, `.loggers`, `.train`) re-exports the implementation in `opto.trainers`, so such code runs
 unchanged. Importing it warns once with a `DeprecationWarning`: new code imports
 `opto.trainers`.
 """

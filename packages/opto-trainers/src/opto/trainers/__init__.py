@@ -112,6 +112,16 @@ _EXPORTS = {
     ),
     **dict.fromkeys(["BatchLengthError", "async_run", "batch_run"], "opto.trainers.batching"),
     **dict.fromkeys(["aggregate_vector_scores", "evaluate_vector"], "opto.trainers.evaluators"),
+    **dict.fromkeys(
+        [
+            "ObjectiveConfig",
+            "aggregate_score_dicts",
+            "select_best",
+            "select_top_k",
+            "to_score_dict",
+        ],
+        "opto.trainers.objectives",
+    ),
     **dict.fromkeys(["BatchRollout", "RolloutConfig", "Sampler"], "opto.trainers.sampler"),
     **dict.fromkeys(["deepcopy_module", "is_module_copy", "is_node_copy"], "opto.trainers.utils"),
     "RayExecutor": "opto.trainers.ray_executor",

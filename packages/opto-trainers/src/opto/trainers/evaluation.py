@@ -65,6 +65,7 @@ __all__ = [
     "rollout",
     "run_example",
     "run_rollouts",
+    "score_dict_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class Rollout:
 
     `target` is the output node (or the `ExceptionNode`) for backward; it is None when the
     rollout failed outside the traced code. `exception` is what a failed rollout raised.
-    Neither is part of `to_dict()`. `error_kind` is None,
+    Neither is part of `to_dict()`. `score_dict` holds the guide's metrics by name when
+    they were asked for (`score_dicts=True`; `to_dict()` then includes it). `error_kind` is None,
     "execution" (an `ExecutionError` of the agent), "exception" (any other failure) or
     "skipped" (not run because the error budget was already exhausted).
     """
@@ -110,12 +112,13 @@ class Rollout:
     feedback: Any = None
     error: str | None = None
     error_kind: str | None = None
+    score_dict: dict[str, float] | None = None
     target: Node[Any] | None = attrs.field(default=None, repr=False)
     exception: BaseException | None = attrs.field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly record (inputs, output data, score, feedback, error)."""
-        return {
+        """A JSON-friendly record (inputs, output data, score(s), feedback, error)."""
+        record = {
             "x": self.x,
             "info": self.info,
             "output": self.output,
@@ -124,6 +127,9 @@ class Rollout:
             "error": self.error,
             "error_kind": self.error_kind,
         }
+        if self.score_dict is not None:
+            record["score_dict"] = dict(self.score_dict)
+        return record
 
 
 # -- async agents ---------------------------------------------------------------------------
@@ -188,9 +194,55 @@ def _check_score(guide: Guide, score: Any, what: str) -> Any:
     )
 
 
+def _overrides(guide: Guide, method: str) -> bool:
+    impl = getattr(type(guide), method, None)
+    return impl is not None and impl is not getattr(Guide, method)
+
+
 def _metric_overridden(guide: Guide) -> bool:
-    metric = getattr(type(guide), "metric", None)
-    return metric is not None and metric is not Guide.metric
+    return _overrides(guide, "metric")
+
+
+def score_dict_of(min_score: Any) -> dict[str, float] | None:
+    """The score dict of a failed example scored `min_score`: None stays None, a dict is
+    copied, a number `s` becomes `{"score": s}`."""
+    if min_score is None:
+        return None
+    if isinstance(min_score, Mapping):
+        return {str(k): float(v) for k, v in min_score.items()}
+    return {"score": float(min_score)}
+
+
+def _scores(
+    guide: Guide, x: Any, output: Any, info: Any, *, scores_only: bool, score_dicts: bool
+) -> tuple[Any, Any, dict[str, float] | None]:
+    """`(score, feedback, score_dict)`, asking the guide as little as possible.
+
+    Without `score_dicts` the score dict is None. With it: a score that is itself a dict
+    is the score dict; a guide with its own `get_score_dict` is asked for it (when only
+    scores are wanted, that is the only call, and the scalar score is None); otherwise
+    the score dict is `{"score": score}`.
+    """
+    if score_dicts and scores_only and _overrides(guide, "get_score_dict"):
+        return None, None, _checked_dict(guide, resolve(guide.get_score_dict(x, output, info)))
+    score, feedback = judge(guide, x, output, info, scores_only=scores_only)
+    if not score_dicts:
+        return score, feedback, None
+    if isinstance(score, Mapping):
+        return score, feedback, {str(k): float(v) for k, v in score.items()}
+    if _overrides(guide, "get_score_dict"):
+        metrics = _checked_dict(guide, resolve(guide.get_score_dict(x, output, info)))
+        return score, feedback, metrics
+    return score, feedback, {"score": float(score)}
+
+
+def _checked_dict(guide: Guide, metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise GuideError(
+            f"guide {type(guide).__name__}.get_score_dict returned {metrics!r:.80}; it must "
+            "return a dict of metric name -> number"
+        )
+    return {str(k): float(v) for k, v in _check_score(guide, metrics, "get_score_dict").items()}
 
 
 def judge(
@@ -224,11 +276,13 @@ def rollout(
     min_score: Any = None,
     *,
     scores_only: bool = False,
+    score_dicts: bool = False,
 ) -> Rollout:
     """Run `agent(x)` (awaited if async) and score it with `guide`.
 
     An `ExecutionError` becomes an "execution" record with the error's feedback; other
-    exceptions propagate (`run_example` turns them into records).
+    exceptions propagate (`run_example` turns them into records). With `score_dicts`, the
+    record's `score_dict` holds the guide's metrics (see `Guide.get_score_dict`).
     """
     try:
         target = call_agent(agent, x)
@@ -242,16 +296,20 @@ def rollout(
             feedback=node.create_feedback("full"),
             error=str(node._data),
             error_kind="execution",
+            score_dict=score_dict_of(min_score) if score_dicts else None,
             target=node,
         )
     output = target.data if isinstance(target, Node) else target
-    score, feedback = judge(guide, x, output, info, scores_only=scores_only)
+    score, feedback, metrics = _scores(
+        guide, x, output, info, scores_only=scores_only, score_dicts=score_dicts
+    )
     return Rollout(
         x=x,
         info=info,
         output=output,
         score=score,
         feedback=feedback,
+        score_dict=metrics,
         target=target if isinstance(target, Node) else None,
     )
 
@@ -278,10 +336,13 @@ def run_example(
     min_score: Any = None,
     *,
     scores_only: bool = False,
+    score_dicts: bool = False,
 ) -> Rollout:
     """One example under the failure policy: forward (sync or async), guide, record."""
     return guarded(
-        lambda: rollout(agent, x, guide, info, min_score, scores_only=scores_only),
+        lambda: rollout(
+            agent, x, guide, info, min_score, scores_only=scores_only, score_dicts=score_dicts
+        ),
         x,
         info,
         min_score,
@@ -362,6 +423,7 @@ def _run_one(
     min_score: Any,
     catch_errors: bool,
     scores_only: bool,
+    score_dicts: bool,
     copy_agent: bool,
     keep_target: bool,
     budget: ErrorBudget | None,
@@ -375,13 +437,30 @@ def _run_one(
     """
     agent, x, info, guide = task
     if budget is not None and budget.tripped:
-        return Rollout(x=x, info=info, score=min_score, error="skipped", error_kind="skipped")
+        return Rollout(
+            x=x,
+            info=info,
+            score=min_score,
+            error="skipped",
+            error_kind="skipped",
+            score_dict=score_dict_of(min_score) if score_dicts else None,
+        )
 
     def call() -> Rollout:
         worker = agent.copy() if copy_agent else agent
-        return rollout(worker, x, guide.copy(), info, min_score, scores_only=scores_only)
+        return rollout(
+            worker,
+            x,
+            guide.copy(),
+            info,
+            min_score,
+            scores_only=scores_only,
+            score_dicts=score_dicts,
+        )
 
     record = guarded(call, x, info, min_score) if catch_errors else call()
+    if score_dicts and record.score_dict is None:
+        record.score_dict = score_dict_of(min_score)
     if budget is not None and is_failure(record):
         budget.add(record.exception, record)
     if not keep_target:
@@ -400,6 +479,7 @@ def run_rollouts(
     catch_errors: bool = False,
     max_errors: int | None = None,
     scores_only: bool = False,
+    score_dicts: bool = False,
     copy_agents: bool = True,
     keep_targets: bool = True,
     errors: ErrorBudget | None = None,
@@ -410,7 +490,9 @@ def run_rollouts(
     `copy_agents=False` when the agents are already private copies) and its own
     `guide.copy()`. `keep_targets=False` drops the output nodes (scores only, and required
     on executors that run tasks in other processes, whose graphs cannot come back). See
-    the module docstring for `catch_errors`, `max_errors` and `min_score`; `errors` is an
+    the module docstring for `catch_errors`, `max_errors` and `min_score`. With
+    `score_dicts` each record's `score_dict` holds the guide's metrics (a failed example's
+    is derived from `min_score`: None, its dict, or `{"score": min_score}`). `errors` is an
     `ErrorBudget` to count failures in instead (e.g. a training run's, shared by steps).
     """
     if not len(agents) == len(xs) == len(infos):
@@ -434,6 +516,7 @@ def run_rollouts(
         min_score,
         catch_errors,
         scores_only,
+        score_dicts,
         copy_agents,
         keep_targets,
         budget if in_process else None,
@@ -459,6 +542,7 @@ def evaluate(
     max_errors: int | None = None,
     executor: Executor | None = None,
     on_rollouts: Callable[[list[Rollout]], None] | None = None,
+    score_dicts: bool = False,
 ) -> list[Any]:
     """Score `agent` on every (input, info) pair; every call in flight at once.
 
@@ -467,6 +551,11 @@ def evaluate(
     exceptions score `min_score`; more than `max_errors` non-execution failures raise
     `TooManyErrorsError`). `on_rollouts` receives the full records (for storage/logging).
     `description` is accepted for compatibility (progress is shown by trainers' loggers).
+
+    With `score_dicts=True` each score is the guide's dict of metrics instead (see
+    `Guide.get_score_dict`; one guide call per example when the guide overrides it); a
+    failed example's is None when `min_score` is None, `min_score` when it is a dict, else
+    `{"score": min_score}`. Average them with `objectives.aggregate_score_dicts`.
     """
     if len(inputs) != len(infos):
         raise ValueError(
@@ -489,6 +578,7 @@ def evaluate(
             catch_errors=True,
             max_errors=max_errors,
             scores_only=True,
+            score_dicts=score_dicts,
             keep_targets=False,
         )
     finally:
@@ -501,7 +591,7 @@ def evaluate(
         )
     if on_rollouts is not None:
         on_rollouts(results)
-    scores = [r.score for r in results]
+    scores = [r.score_dict if score_dicts else r.score for r in results]
     if num_samples == 1:
         return scores
     return [scores[i : i + num_samples] for i in range(0, len(scores), num_samples)]

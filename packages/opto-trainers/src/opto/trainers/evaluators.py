@@ -19,6 +19,7 @@ from opto.trace.nodes import Node
 from .evaluation import evaluate
 from .executors import make_executor
 from .guide import Guide
+from .objectives import aggregate_score_dicts
 
 __all__ = ["aggregate_vector_scores", "evaluate", "evaluate_vector"]
 
@@ -72,12 +73,7 @@ def aggregate_vector_scores(
 ) -> dict[str, float]:
     """The per-metric mean of `evaluate_vector`'s results (empty input: `{}`).
 
-    Each metric is averaged over the dicts that report it; None entries are skipped.
+    Each metric is averaged over the dicts that report it; None entries are skipped
+    (`opto.trainers.objectives.aggregate_score_dicts`).
     """
-    totals: dict[str, list[float]] = {}
-    for scores in score_dicts:
-        if scores is None:
-            continue
-        for key, value in scores.items():
-            totals.setdefault(key, []).append(float(value))
-    return {key: math.fsum(values) / len(values) for key, values in totals.items()}
+    return aggregate_score_dicts(score_dicts)

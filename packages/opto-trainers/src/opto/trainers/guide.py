@@ -72,11 +72,17 @@ class Guide:
     def get_score_dict(
         self, query: Any, response: Any, reference: Any = None, **kwargs: Any
     ) -> dict[str, float]:
-        """Scores by name; `{"score": score}` unless the score already is a dict."""
+        """Scores by name: `{"score": score}`, or the score itself when it is a dict.
+
+        Override it to report several metrics (e.g. `{"accuracy": ..., "cost": ...}`) that
+        trainers given an `objective_config` compare; see `opto.trainers.objectives`.
+        """
         score = self.metric(query, response, reference, **kwargs)
         if isinstance(score, Mapping):
-            return {str(k): float(v) for k, v in score.items()}
-        return {"score": float(score)}
+            if not score:
+                raise GuideError(f"{type(self).__name__} returned an empty score dict")
+            return {str(k): _metric_value(self, k, v) for k, v in score.items()}
+        return {"score": _metric_value(self, "score", score)}
 
     def copy(self) -> Guide:
         """An independent deep copy (parallel rollouts each get one) sharing LLM clients.
@@ -98,6 +104,15 @@ class Guide:
     def load(self, path: str | Path) -> None:
         """Restore attributes saved by `save` (unpickles: only load files you trust)."""
         self.__dict__.update(pickle.loads(Path(path).read_bytes()))
+
+
+def _metric_value(guide: Guide, name: Any, value: Any) -> float:
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise GuideError(
+        f"{type(guide).__name__} scored the metric {name!r} as {value!r:.80}; a score must be "
+        "a number (or a dict of numbers)"
+    )
 
 
 #: The reference's original name of `Guide`.

@@ -18,7 +18,9 @@ from opto.utils.errors import OptoError
 from opto.utils.usage import Budget
 
 from .guide import Guide
+from .objectives import ObjectiveConfig
 from .resume_check import check_overrides
+from .scoring import as_objective_config
 
 __all__ = [
     "TrainOptions",
@@ -78,7 +80,9 @@ class TrainOptions:
     (alias `test_frequency`; evaluate every k steps and before training, 0/None: never),
     `log_frequency` (default: `eval_frequency`), `min_score` (score of failed rollouts),
     `max_errors` (examples whose agent or guide raised that are tolerated: over the run's
-    training and validation rollouts, and per test evaluation; None: unlimited).
+    training and validation rollouts, and per test evaluation; None: unlimited),
+    `objective_config` (an `ObjectiveConfig`: compare candidates by the guide's score dicts;
+    see `opto.trainers.scoring`).
 
     Saving: `save_frequency` (checkpoint and save the agent every k steps),
     `save_path` (the agent file), `storage` (a storage URL or `Storage`; default
@@ -106,6 +110,9 @@ class TrainOptions:
     log_frequency: int | None = attrs.field(default=None, validator=optional_non_negative_int)
     min_score: Any = None
     max_errors: int | None = None
+    objective_config: ObjectiveConfig | None = attrs.field(
+        default=None, converter=as_objective_config
+    )
     save_frequency: int | None = attrs.field(default=None, validator=optional_positive_int)
     save_path: str = "checkpoints/agent.json"
     storage: Any = None

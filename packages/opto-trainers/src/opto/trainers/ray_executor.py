@@ -15,9 +15,13 @@ Without `address` and with Ray not initialized yet, the first `map` starts (or j
 local Ray runtime; an application that called `ray.init(...)` itself keeps its runtime.
 Actors are created on first use and reused by later maps; leaving the `with` block (or
 `close()`) ends them, not the runtime. `fn` and its items must be picklable by Ray's
-cloudpickle: define agents and guides in `__main__` or in modules the workers can
-import, or register the defining module with `ray.cloudpickle.register_pickle_by_value`. A task's exception is re-raised in
-the driver as the original exception when Ray keeps it. Without Ray, building the executor
+cloudpickle: define guides and agents in `__main__` or in modules the workers can import,
+or register the defining module with `ray.cloudpickle.register_pickle_by_value`. Bundled
+functions (`@trace.bundle`, trainable or not) are pickled by reference, so an agent that
+defines its own must come from a module the workers can import by name (installed, or
+shipped with `runtime_env={"working_dir": ...}` or `"py_modules"`; see
+examples/ray_scaleout.py).
+A task's exception is re-raised in the driver as the original exception when Ray keeps it. Without Ray, building the executor
 raises `RayNotInstalledError` (an ImportError) naming the install command.
 
 `map(fn, items)` ships `fn` once per call (Ray's object store) to a pool of `max_workers`

@@ -16,3 +16,4 @@ from .evaluation import judge as judge
 from .evaluation import resolve as resolve
 from .evaluation import rollout as rollout
 from .evaluation import run_example as run_example
+from .evaluation import score_dict_of as score_dict_of

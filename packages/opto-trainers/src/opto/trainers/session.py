@@ -25,6 +25,7 @@ from .loader import as_dataset
 from .options import TrainOptions, TrainResult
 from .ranking import is_score
 from .resume_check import agent_signature, check_resume
+from .scoring import log_metrics, scalar, split_scores
 from .stopping import StopConditions, StopReason
 from .utils import get_paramset, safe_mean, to_jsonable
 
@@ -113,6 +114,7 @@ class TrainSession:
         self._ledger: UsageLedger | None = None
         self._step_usage_mark: dict[str, Any] = dict.fromkeys(_USAGE_KEYS, 0)
         self._last_state: dict[str, Any] | None = None
+        self._test_metrics: dict[str, float] | None = None
         self.result: TrainResult | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -278,8 +280,16 @@ class TrainSession:
             min_score=options.min_score,
             num_samples=options.num_test_samples,
             max_errors=options.max_errors,
+            objective_config=options.objective_config,
         )
-        trainer.test_scores.append({"step": trainer.n_iters, "score": score})
+        self._test_metrics = score if isinstance(score, Mapping) else None
+        score = scalar(score, options.objective_config)
+        if self._test_metrics is not None:
+            log_metrics(trainer.logger, {"Average test score": self._test_metrics}, trainer.n_iters)
+        entry = {"step": trainer.n_iters, "score": score}
+        if self._test_metrics is not None:
+            entry["metrics"] = dict(self._test_metrics)
+        trainer.test_scores.append(entry)
         trainer.logger.log("Average test score", score, trainer.n_iters, color="green")
         trainer.logger.log_table(trainer.n_iters, {"Average test score": score})
         self._observe(score)
@@ -328,7 +338,9 @@ class TrainSession:
         all_scores: dict[str, Any] = {"train": train_score}
         if test_score is not None:
             all_scores["test"] = test_score
-        all_scores.update(scores or {})
+            if self._test_metrics is not None:
+                all_scores.update(split_scores({"test": self._test_metrics}))
+        all_scores.update(split_scores(scores or {}, options.objective_config))
         usage = self._step_usage()
         failures = trainer.errors.drain()  # the examples whose agent or guide raised
         info = {**(info or {}), **({"failures": failures} if failures else {})}
@@ -336,6 +348,7 @@ class TrainSession:
         trainer.history.append(entry)
         if step % self.log_frequency == 0:
             self._log_step(train_score)
+            log_metrics(trainer.logger, scores or {}, step)
         if self.store is not None:
             self.store.record_step(
                 step,

@@ -36,7 +36,9 @@ from ..executors import Executor, make_executor
 from ..guide import Guide, check_guide
 from ..loader import DataLoader
 from ..loggers import BaseLogger, ConsoleLogger
+from ..objectives import ObjectiveConfig
 from ..options import TrainOptions, TrainResult, UnknownTrainArgumentError
+from ..scoring import mean_score
 from ..session import TrainSession
 from ..utils import (  # noqa: F401  (copy_optimizer: re-exported)
     ParamSet,
@@ -199,12 +201,14 @@ class Trainer:
         *,
         min_score: Any = None,
         max_errors: int | None = None,
-    ) -> list[float | None]:
+        objective_config: ObjectiveConfig | None = None,
+    ) -> list[Any]:
         """Mean score of each candidate on the examples; every candidate x example at once.
 
         Candidates run on bound copies: the shared agent is never modified, even if a
         validation fails. A candidate whose rollouts all lack a score gets None. Failures
-        count in the run's `errors`, or, with `max_errors`, against that limit alone.
+        count in the run's `errors`, or, with `max_errors`, against that limit alone. With
+        `objective_config` each mean is a per-metric dict of the guide's score dicts.
         """
         bound = [bind(self.agent, candidate) for candidate in candidates]
         results = run_rollouts(
@@ -217,12 +221,14 @@ class Trainer:
             catch_errors=True,
             max_errors=max_errors,
             scores_only=True,
+            score_dicts=objective_config is not None,
             keep_targets=False,
             errors=self.errors if max_errors is None else None,
         )
         n = len(xs)
+        scores = [r.score if objective_config is None else r.score_dict for r in results]
         return [
-            safe_mean([r.score for r in results[i * n : (i + 1) * n]]) for i in range(len(bound))
+            mean_score(scores[i * n : (i + 1) * n], objective_config) for i in range(len(bound))
         ]
 
     def propose(
@@ -297,11 +303,13 @@ class Trainer:
         description: str | None = None,
         *,
         max_errors: int | None = None,
-    ) -> float | None:
+        objective_config: ObjectiveConfig | None = None,
+    ) -> Any:
         """Mean score of `agent` on the examples (all calls at once); None if none scored.
 
         Runs on the trainer's executor, or on `num_threads` threads when given
-        (`description` is accepted for compatibility).
+        (`description` is accepted for compatibility). With `objective_config`, the
+        per-metric mean of the guide's score dicts.
         """
         with contextlib.ExitStack() as stack:
             executor = self.executor
@@ -316,8 +324,9 @@ class Trainer:
                 num_samples=num_samples,
                 max_errors=max_errors,
                 executor=executor,
+                score_dicts=objective_config is not None,
             )
-        return safe_mean(scores)
+        return mean_score(scores, objective_config)
 
     def save_agent(self, save_path: str | Path, iteration: int | None = None) -> str:
         """Save the agent (JSON) to `save_path`, suffixed `_iter{N}` when `iteration` is given."""
@@ -400,7 +409,10 @@ class Trainer:
         if options.test_guide is not None:
             check_guide(options.test_guide, "test_guide")
         with self._use_executor(options.num_threads):
-            run = TrainSession(self, guide, options, config=dict(config or {}))
+            config = dict(config or {})
+            if options.objective_config is not None:
+                config["objective_config"] = options.objective_config.to_dict()
+            run = TrainSession(self, guide, options, config=config)
             with run._running(total_steps):
                 yield run
 

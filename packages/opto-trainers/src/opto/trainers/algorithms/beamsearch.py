@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -32,7 +32,8 @@ from ..options import (
     optional_positive_int,
     positive_int,
 )
-from ..ranking import is_score, score_key
+from ..ranking import is_score
+from ..scoring import log_metrics, objective_of, top_k_of
 from ..search import Candidate, ExplorationJob, SearchTrainer, paramset_key
 from ..utils import ParamSet, get_paramset
 
@@ -185,9 +186,10 @@ class BeamSearch(SearchTrainer):
         scores = self.engine.score(
             [c.paramset for c in candidates], val_xs, val_infos, self.validate_guide
         )
+        config = self.options.objective_config
         for candidate, row in zip(candidates, scores):
             candidate.reset_scores()
-            candidate.add_scores(row)
+            candidate.add_scores(row, config)
         self.beams = self.select(candidates, self.beam_width)
         self._after_selection(self.beams)
         best = self.beams[0]
@@ -214,17 +216,17 @@ class BeamSearch(SearchTrainer):
         return {
             "train_score": train_score,
             "feedback": [r.to_dict() for r in records],
-            "scores": {"validation": _finite(best.score)},
+            "scores": {"validation": best.score_dict if config else _finite(best.score)},
             "info": {"num_candidates": len(candidates), "num_beams": len(self.beams)},
             "observe": _finite(best.score),
         }
 
     def select(self, candidates: list[Candidate], k: int) -> list[Candidate]:
-        """The `k` best candidates by score, best first (ties: earlier first)."""
-        order = sorted(
-            range(len(candidates)), key=lambda i: (score_key(candidates[i].score), -i), reverse=True
-        )
-        return [candidates[i] for i in order[:k]]
+        """The `k` best candidates, best first (ties: earlier first), by score or, with an
+        `objective_config`, by `objectives.select_top_k` on their per-metric means."""
+        config = objective_of(self)
+        ranked = [c.score_dict if config is not None else c.score for c in candidates]
+        return [candidates[i] for i in top_k_of(ranked, config, k)]
 
     def _after_selection(self, beams: list[Candidate]) -> None:
         """Hook run after each selection (the history variant records the beams)."""
@@ -241,11 +243,13 @@ class BeamSearch(SearchTrainer):
         )
         for beam, row in zip(self.beams, scores):
             beam.reset_scores()
-            beam.add_scores(row)
+            beam.add_scores(row, self.options.objective_config)
         self.beams = self.select(self.beams, len(self.beams))
         best = self.beams[0]
         self._adopt_candidate(best)
         self.final_validation_score = _finite(best.score)
+        if best.score_dict is not None and self.options.objective_config is not None:
+            log_metrics(self.logger, {"Final validation score": best.score_dict}, self.n_iters)
         self.logger.log(
             "Final validation score", self.final_validation_score, self.n_iters, color="blue"
         )
@@ -269,6 +273,12 @@ class BeamSearch(SearchTrainer):
             return
         self.beams = [Beam.from_dict(b) for b in state["beams"]]
         self.depth_scores = copy.deepcopy(list(state["depth_scores"]))
+
+
+def _format_score(score: Any) -> str:
+    if isinstance(score, Mapping):
+        return ", ".join(f"{k}={v:.4f}" for k, v in score.items())
+    return f"{score:.4f}"
 
 
 def _finite(value: float | None) -> float | None:
@@ -305,12 +315,14 @@ class BeamSearchHistory(BeamSearch):
 
     def _reset(self) -> None:
         super()._reset()
-        self.parameter_history: list[tuple[ParamSet, float]] = []
+        self.parameter_history: list[tuple[ParamSet, Any]] = []
 
     def _after_selection(self, beams: list[Candidate]) -> None:
+        config = objective_of(self)
         for beam in beams:
             if beam.score is not None and math.isfinite(beam.score):
-                self.parameter_history.append((copy.deepcopy(beam.paramset), beam.score))
+                score = beam.score_dict if config is not None else beam.score
+                self.parameter_history.append((copy.deepcopy(beam.paramset), score))
         del self.parameter_history[: -self.max_history_size]
 
     def _context(self) -> str | None:
@@ -319,7 +331,7 @@ class BeamSearchHistory(BeamSearch):
         lines = ["", "", "--- History Context ---", "Previous attempts and their scores:"]
         for i, (paramset, score) in enumerate(self.parameter_history, start=1):
             values = ", ".join(f"{k}: {_format_value(v)}" for k, v in paramset.items())
-            lines.append(f"Attempt {i} (Score: {score:.4f}): {{{values}}}")
+            lines.append(f"Attempt {i} (Score: {_format_score(score)}): {{{values}}}")
         return "\n".join(lines)
 
     def _algorithm_state(self) -> Any:
@@ -333,7 +345,8 @@ class BeamSearchHistory(BeamSearch):
         super()._load_algorithm_state(state)
         if state is not None:
             self.parameter_history = [
-                (copy.deepcopy(dict(p)), float(s)) for p, s in state["parameter_history"]
+                (copy.deepcopy(dict(p)), dict(s) if isinstance(s, Mapping) else float(s))
+                for p, s in state["parameter_history"]
             ]
 
 

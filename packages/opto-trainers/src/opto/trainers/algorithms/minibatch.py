@@ -22,7 +22,8 @@ from ..evaluation import Rollout, batch_backward, call_agent, guarded, is_failur
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..options import positive_int
-from ..ranking import is_score, score_key
+from ..ranking import is_score
+from ..scoring import best_of, scalar
 from ..utils import ParamSet, get_paramset, paramset_key, safe_mean
 from .base import Trainer, TrainOptions, TrainResult
 
@@ -243,7 +244,18 @@ class Minibatch(Trainer):
         if score is None:
             logger.warning("ensure_improvement: the batch has no score; keeping the update")
             return
-        (new_score,) = self.validate([current], xs, infos, guide, min_score=options.min_score)
+        # Under an objective both sides are re-scored with the guide's score dicts (the
+        # batch score comes from the guide's feedback call, not from the objective).
+        config = options.objective_config
+        candidates = [current] if config is None else [backup, current]
+        scores = self.validate(
+            candidates, xs, infos, guide, min_score=options.min_score, objective_config=config
+        )
+        if config is not None:
+            score = scalar(scores[0], config)
+        new_score = scalar(scores[-1], config)
+        if score is None:
+            return
         if not is_score(new_score) or new_score - score < self.improvement_threshold:
             logger.info(
                 "update rejected: batch score %s -> %s (threshold %s); rolled back",
@@ -281,7 +293,12 @@ class MinibatchAlgorithm(Minibatch):
         targets = [o[0] for o in outputs]
         scores = [o[1] for o in outputs]
         feedbacks = [o[2] for o in outputs]
-        average = None if any(s is None for s in scores) else safe_mean(scores)
+        config = options.objective_config
+        average = (
+            None
+            if any(s is None for s in scores)
+            else safe_mean([scalar(s, config) for s in scores])
+        )
         batch_backward(self._require_optimizer(), targets, feedbacks)
         self.optimizer_step(options)
         return average
@@ -298,7 +315,8 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
     (the proposals and the current parameters) is validated on every validation example
     at once, on bound copies: the shared agent only ever receives the winner. The current
     parameters' score is cached while they stay unchanged. Ties go to the earliest
-    proposal.
+    proposal. With an `objective_config`, candidates are compared by
+    `objectives.select_best` on the per-metric means of the guide's score dicts.
     """
 
     options_class = BasicSearchOptions
@@ -317,7 +335,8 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
         return {"num_proposals": self.num_proposals}
 
     def _prepare(self, options: TrainOptions) -> None:
-        self._last_validation: float | None = None
+        self._last_validation: Any = None
+        self._objective = options.objective_config
 
     def _algorithm_state(self) -> Any:
         return {"current_score": getattr(self, "_current_score", None)}
@@ -330,7 +349,7 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
         return {"validation": self._last_validation}
 
     def _step_observation(self) -> float | None:
-        return self._last_validation
+        return scalar(self._last_validation, self._objective)
 
     def optimizer_step(self, options: TrainOptions) -> None:
         proposals = self.propose(num_proposals=self.num_proposals, **options.step_kwargs)
@@ -356,6 +375,7 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
             self.validate_guide,
             min_score=options.min_score,
             max_errors=options.max_errors,
+            objective_config=options.objective_config,
         )
         current_score = scores[-1] if need_current else cached[1]  # type: ignore[index]
         # The current parameters come first: on a tie they stay (no change without evidence).
@@ -363,13 +383,15 @@ class BasicSearchAlgorithm(MinibatchAlgorithm):
             (current, current_score, None),
             *zip(candidates, scores[: len(candidates)], owners),
         ]
-        best_index = max(
-            range(len(ranked)),
-            key=lambda i: (score_key(ranked[i][1]), -i),
-        )
+        best_index = best_of([r[1] for r in ranked], options.objective_config) or 0
         winner, winner_score, owner = ranked[best_index]
         if owner is not None:
             self.adopt(winner, owner)
         self._current_score = (paramset_key(winner), winner_score)
         self._last_validation = winner_score
-        self.logger.log("Validation score", winner_score, self.n_iters + 1, color="green")
+        self.logger.log(
+            "Validation score",
+            scalar(winner_score, options.objective_config),
+            self.n_iters + 1,
+            color="green",
+        )

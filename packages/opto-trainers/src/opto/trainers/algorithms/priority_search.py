@@ -7,8 +7,9 @@ The search machinery (candidates, memories, the engine, the trainer base) lives 
 from __future__ import annotations
 
 import copy
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -24,7 +25,15 @@ from ..options import (
     positive_int,
 )
 from ..ranking import score_key
-from ..search import Candidate, ExplorationJob, HeapMemory, SearchTrainer
+from ..scoring import reward
+from ..search import (
+    Candidate,
+    ExplorationJob,
+    HeapMemory,
+    ParetoHeapMemory,
+    SearchTrainer,
+    best_candidate,
+)
 from ..search import (  # the search machinery, where the reference has it
     ExplorationResult as ExplorationResult,
 )
@@ -125,6 +134,10 @@ class PrioritySearch(SearchTrainer):
     rollouts are wasted; with `memory_update_frequency` the memories are merged once per
     k iterations (not as a side effect of reading a property) and candidates are drawn
     from the short-term memory first, then the long-term one.
+
+    With an `objective_config`, rollouts keep the guide's score dicts, every score is the
+    objective's scalar of its dict, the memories are `ParetoHeapMemory` (in "pareto" mode
+    they pop from the Pareto front) and `exploit` uses `objectives.select_best`.
     """
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
@@ -165,10 +178,13 @@ class PrioritySearch(SearchTrainer):
         self.use_best_candidate_to_explore = bool(options.use_best_candidate_to_explore)
         self.decouple_optimizers = bool(options.decouple_optimizers)
         self.memory_update_frequency = options.memory_update_frequency
-        self.long_term_memory = HeapMemory(
+        memory: Callable[..., HeapMemory] = HeapMemory
+        if options.objective_config is not None:
+            memory = functools.partial(ParetoHeapMemory, options.objective_config)
+        self.long_term_memory = memory(
             options.long_term_memory_size, processing_fun=Candidate.compress
         )
-        self.short_term_memory = HeapMemory(options.short_term_memory_size)
+        self.short_term_memory = memory(options.short_term_memory_size)
         self.validate_guide = options.validate_guide or guide
         self._training_loader(
             train_dataset,
@@ -259,7 +275,11 @@ class PrioritySearch(SearchTrainer):
         return candidate.mean_score()
 
     def exploit(self) -> Candidate | None:
-        """The best candidate in memory by exploitation priority (not removed)."""
+        """The best candidate in memory by exploitation priority (not removed); under an
+        `objective_config`, by `objectives.select_best` on the mean score dicts."""
+        if self.options.objective_config is not None:
+            pool = [c for memory in self._memories() for c in memory]
+            return best_candidate(pool, self.options.objective_config)
         best: Candidate | None = None
         for memory in self._memories():
             top = memory.best(self.compute_exploitation_priority)
@@ -312,7 +332,7 @@ class PrioritySearch(SearchTrainer):
         seen = {c.key for c in explorers}
         for job_index, result in enumerate(results):
             explorer = explorers[job_index // len(batches)]
-            explorer.add_rollouts(result.rollouts)
+            explorer.add_rollouts(result.rollouts, self.options.objective_config)
             train_records.extend(result.rollouts)
             for proposal in result.proposals:
                 candidate = self._new_candidate(
@@ -331,7 +351,8 @@ class PrioritySearch(SearchTrainer):
         assert best is not None
         self._adopt_candidate(best)
         best_mean = best.mean_score()
-        train_score = safe_mean([r.score for r in train_records])
+        config = self.options.objective_config
+        train_score = safe_mean([reward(r, config) for r in train_records])
         info = {
             "num_proposals": len(proposals),
             "num_explorers": len(unique_explorers),
@@ -345,7 +366,7 @@ class PrioritySearch(SearchTrainer):
         return {
             "train_score": train_score,
             "feedback": [r.to_dict() for r in train_records],
-            "scores": {"best_mean": best_mean},
+            "scores": {"best_mean": best_mean if config is None else best.mean_score_dict()},
             "info": info,
             "observe": best_mean,
         }
@@ -370,7 +391,7 @@ class PrioritySearch(SearchTrainer):
             [c.paramset for c in targets], xs, infos, self.validate_guide
         )
         for candidate, rows in zip(targets, records):
-            candidate.add_rollouts(rows)
+            candidate.add_rollouts(rows, self.options.objective_config)
 
     def _advance_shared_optimizers(self, proposals: list[Candidate]) -> None:
         """Without decoupling, each optimizer takes the chain state of its latest proposal."""

@@ -11,7 +11,9 @@ Fixes over the reference: candidates are values (no set-and-restore of the share
 the bonus is scaled by `score_range` (default (0, 1), the reference's implicit range);
 a step that proposes nothing adds no duplicate of its parent; subsamples come from the
 trainer's seeded RNG and minibatches from its `DataLoader`; `num_epochs`, when given,
-bounds the search; ties are broken by age (oldest first).
+bounds the search; ties are broken by age (oldest first). With an `objective_config`, the
+bandit's reward is the objective's scalar of each score dict, and the agent holds the
+candidate `objectives.select_best` prefers by per-metric means.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..options import (
     require_positive_int,
 )
 from ..ranking import score_key
+from ..scoring import best_of, objective_of, reward
 from ..search import Candidate, ExplorationJob, SearchTrainer
 from ..utils import get_paramset, safe_mean
 
@@ -176,7 +179,13 @@ class UCBSearch(SearchTrainer):
         return max(enumerate(buffer), key=lambda i: (score_key(self.compute_ucb(i[1])), -i[0]))[1]
 
     def best_entry(self) -> Candidate:
-        """The entry with the best mean score (ties: the oldest)."""
+        """The entry with the best mean score (ties: the oldest); under an
+        `objective_config`, the best per-metric means (`objectives.select_best`)."""
+        config = objective_of(self)
+        if config is not None:
+            index = best_of([e.mean_score_dict() for e in self.buffer], config)
+            if index is not None:
+                return self.buffer[index]
         return max(
             enumerate(self.buffer),
             key=lambda item: (score_key(item[1].mean_score()), -item[0]),
@@ -195,7 +204,7 @@ class UCBSearch(SearchTrainer):
         xs, infos = self._validation_batch()
         rows = self.engine.score([e.paramset for e in unscored], xs, infos, self.validate_guide)
         for entry, row in zip(unscored, rows):
-            self._total_samples += entry.add_scores(row)
+            self._total_samples += entry.add_scores(row, self.options.objective_config)
 
     def _iterate(self, guide: Guide) -> dict[str, Any]:
         assert self.loader is not None
@@ -214,7 +223,9 @@ class UCBSearch(SearchTrainer):
             ],
             guide,
         )
+        config = self.options.objective_config
         new_score: float | None = None
+        new_metrics: dict[str, float] | None = None
         if result.proposals:
             proposal = result.proposals[0]
             val_xs, val_infos = self._validation_batch()
@@ -224,9 +235,11 @@ class UCBSearch(SearchTrainer):
                 optimizer_state=proposal.optimizer_state,
                 created=self.n_iters + 1,
             )
-            self._total_samples += child.add_scores(row)
+            self._total_samples += child.add_scores(row, config)
             new_score = child.mean_score()
-        self._total_samples += parent.add_scores([r.score for r in result.rollouts])
+            new_metrics = child.mean_score_dict()
+        parent.add_rollouts([_scores_of(r) for r in result.rollouts], config)
+        self._total_samples += sum(r.score is not None for r in result.rollouts)
         if new_score is not None and math.isfinite(new_score):
             if len(self.buffer) >= self.max_buffer_size:
                 worst = min(
@@ -237,7 +250,7 @@ class UCBSearch(SearchTrainer):
             self.buffer.append(child)
         best = self.best_entry()
         self._adopt_candidate(best)
-        train_score = safe_mean([r.score for r in result.rollouts])
+        train_score = safe_mean([reward(r, config) for r in result.rollouts])
         metrics = {
             "UCB/selected_ucb": selected_ucb if math.isfinite(selected_ucb) else None,
             "UCB/new_candidate_score": new_score,
@@ -252,7 +265,10 @@ class UCBSearch(SearchTrainer):
         return {
             "train_score": train_score,
             "feedback": [r.to_dict() for r in result.rollouts],
-            "scores": {"new_candidate": new_score, "best_mean": best.mean_score()},
+            "scores": {
+                "new_candidate": new_score if config is None else new_metrics,
+                "best_mean": best.mean_score() if config is None else best.mean_score_dict(),
+            },
             "info": {"buffer_size": len(self.buffer), "total_samples": self._total_samples},
             "observe": best.mean_score(),
         }
@@ -274,3 +290,11 @@ class UCBSearch(SearchTrainer):
 
 #: The reference's name.
 UCBSearchAlgorithm = UCBSearch
+
+
+def _scores_of(record: Any) -> dict[str, Any]:
+    """A rollout's score and score dict (what a candidate's statistics keep)."""
+    kept = {"score": record.score}
+    if record.score_dict is not None:
+        kept["score_dict"] = record.score_dict
+    return kept

@@ -17,6 +17,8 @@ from typing import Any
 from opto.trace.modules import Module
 
 from ..evaluation import Rollout
+from ..objectives import ObjectiveConfig, aggregate_score_dicts
+from ..scoring import reward
 from ..utils import ParamSet, paramset_key, safe_mean
 
 __all__ = ["Candidate", "paramset_key", "strict_mean"]
@@ -89,14 +91,25 @@ class Candidate:
 
     # -- statistics -------------------------------------------------------------------------
 
-    def add_rollouts(self, records: Sequence[Rollout | Mapping[str, Any]]) -> None:
-        """Count more rollouts toward the candidate's statistics."""
+    def add_rollouts(
+        self, records: Sequence[Rollout | Mapping[str, Any]], config: ObjectiveConfig | None = None
+    ) -> None:
+        """Count more rollouts toward the candidate's statistics (under `config`, each
+        score is the rollout's score dict reduced by it)."""
         for record in records:
-            self.rollouts.append(record.to_dict() if isinstance(record, Rollout) else dict(record))
+            row = record.to_dict() if isinstance(record, Rollout) else dict(record)
+            self.rollouts.append({**row, "score": reward(row, config)} if config else row)
 
-    def add_scores(self, scores: Sequence[Any]) -> int:
-        """Count bare scores (None: unscored); returns how many were real scores."""
-        self.rollouts.extend({"score": s} for s in scores)
+    def add_scores(self, scores: Sequence[Any], config: ObjectiveConfig | None = None) -> int:
+        """Count bare scores (None: unscored; under `config`, score dicts reduced by it);
+        returns how many were real scores."""
+        self.add_rollouts(
+            [
+                {"score": None, "score_dict": s} if isinstance(s, Mapping) else {"score": s}
+                for s in scores
+            ],
+            config,
+        )
         return sum(s is not None for s in scores)
 
     def reset_scores(self) -> None:
@@ -127,6 +140,17 @@ class Candidate:
         """`strict_mean` of the rollouts (-inf if one is unscored), None without rollouts."""
         return strict_mean(self.scores) if self.rollouts else None
 
+    def mean_score_dict(self) -> dict[str, float] | None:
+        """Per-metric mean of the rollouts' score dicts (None if none has one)."""
+        return aggregate_score_dicts([r.get("score_dict") for r in self.rollouts]) or None
+
+    @property
+    def score_dict(self) -> dict[str, float] | None:
+        """`mean_score_dict` for ranking: None (never wins) if a rollout is unscored."""
+        if not self.rollouts or any(s is None for s in self.scores):
+            return None
+        return self.mean_score_dict()
+
     def compute_score_confidence(
         self, min_score: float, max_score: float, scaling_constant: float, total_trials: int
     ) -> tuple[float, float | None, float]:
@@ -143,8 +167,8 @@ class Candidate:
         return max(min_score, mean - width), mean, min(max_score, mean + width)
 
     def compress(self) -> Candidate:
-        """Drop every rollout field but the score (to keep long-lived memory small)."""
-        self.rollouts = [{"score": r.get("score")} for r in self.rollouts]
+        """Drop every rollout field but the score(s) (to keep long-lived memory small)."""
+        self.rollouts = [_scores_only(r) for r in self.rollouts]
         return self
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -157,6 +181,7 @@ class Candidate:
             "optimizer_state": copy.deepcopy(self.optimizer_state),
             "created": self.created,
             "scores": self.scores,
+            "score_dicts": [r.get("score_dict") for r in self.rollouts],
         }
 
     @classmethod
@@ -167,5 +192,18 @@ class Candidate:
             optimizer_index=int(data.get("optimizer_index", 0)),
             optimizer_state=copy.deepcopy(data.get("optimizer_state")),
             created=int(data.get("created", 0)),
-            rollouts=[{"score": s} for s in data.get("scores", ())],
+            rollouts=[
+                _scores_only({"score": s, "score_dict": d})
+                for s, d in zip(
+                    data.get("scores", ()),
+                    data.get("score_dicts") or [None] * len(data.get("scores", ())),
+                )
+            ],
         )
+
+
+def _scores_only(record: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {"score": record.get("score")}
+    if record.get("score_dict") is not None:
+        kept["score_dict"] = dict(record["score_dict"])
+    return kept

@@ -27,7 +27,14 @@ import attrs
 from opto.trace.modules import Module
 from opto.utils.usage import BudgetExceeded
 
-from ..evaluation import ErrorBudget, Rollout, TooManyErrorsError, batch_backward, run_example
+from ..evaluation import (
+    ErrorBudget,
+    Rollout,
+    TooManyErrorsError,
+    batch_backward,
+    run_example,
+    score_dict_of,
+)
 from ..executors import Executor, SerialExecutor, ThreadExecutor
 from ..guide import Guide
 from ..utils import ParamSet, bind, paramset_from_update, safe_mean
@@ -169,13 +176,19 @@ def _explore(
     executor: Executor,
     min_score: Any,
     step_kwargs: Mapping[str, Any],
+    score_dicts: bool = False,
 ) -> list[ExplorationResult]:
     """Explore `jobs` in two waves on `executor`: every rollout, then every step."""
     workers = [bind_worker(agent, job.paramset) for job in jobs]
     items = [(j, x, info) for j, job in enumerate(jobs) for x, info in zip(job.xs, job.infos)]
     flat = executor.map(
         lambda item: run_example(
-            workers[item[0]].copy(), item[1], guide.copy(), item[2], min_score
+            workers[item[0]].copy(),
+            item[1],
+            guide.copy(),
+            item[2],
+            min_score,
+            score_dicts=score_dicts,
         ),
         items,
     )
@@ -222,7 +235,9 @@ class _ExploreTask:
         min_score: Any,
         step_kwargs: Mapping[str, Any],
         threads: int = 1,
+        score_dicts: bool = False,
     ) -> None:
+        self.score_dicts = score_dicts
         self.agent = agent
         self.optimizers = list(optimizers)
         self.guide = guide
@@ -241,6 +256,7 @@ class _ExploreTask:
                 executor,
                 self.min_score,
                 self.step_kwargs,
+                self.score_dicts,
             )
         return result
 
@@ -253,8 +269,14 @@ class _ScoreTask:
     """
 
     def __init__(
-        self, agent: Module, paramsets: Sequence[ParamSet], guide: Guide, min_score: Any
+        self,
+        agent: Module,
+        paramsets: Sequence[ParamSet],
+        guide: Guide,
+        min_score: Any,
+        score_dicts: bool = False,
     ) -> None:
+        self.score_dicts = score_dicts
         self.agent = agent
         self.paramsets = list(paramsets)
         self.guide = guide
@@ -283,7 +305,12 @@ class _ScoreTask:
     def __call__(self, item: tuple[int, Any, Any]) -> Rollout:
         index, x, info = item
         worker, guide = self._worker(index), self.guide.copy()
-        return _plain(run_example(worker, x, guide, info, self.min_score, scores_only=True))
+        record = run_example(
+            worker, x, guide, info, self.min_score, scores_only=True, score_dicts=self.score_dicts
+        )
+        if self.score_dicts and record.score_dict is None:
+            record.score_dict = score_dict_of(self.min_score)
+        return _plain(record)
 
 
 class SearchEngine:
@@ -299,6 +326,7 @@ class SearchEngine:
         step_kwargs: extra keyword arguments for `optimizer.step`.
         errors: counts the failed examples of every exploration and scoring (default:
             unlimited); it raises `TooManyErrorsError` once its limit is passed.
+        score_dicts: score candidates with the guide's score dicts (`Guide.get_score_dict`).
     """
 
     def __init__(
@@ -310,8 +338,10 @@ class SearchEngine:
         min_score: Any = None,
         step_kwargs: Mapping[str, Any] | None = None,
         errors: ErrorBudget | None = None,
+        score_dicts: bool = False,
     ) -> None:
         self.agent = agent
+        self.score_dicts = score_dicts
         self.optimizers = list(optimizers)
         self.executor = executor
         self.min_score = min_score
@@ -336,6 +366,7 @@ class SearchEngine:
                 self.executor,
                 self.min_score,
                 self.step_kwargs,
+                self.score_dicts,
             )
         else:
             task = _ExploreTask(
@@ -345,6 +376,7 @@ class SearchEngine:
                 self.min_score,
                 self.step_kwargs,
                 threads=int(getattr(self.executor, "task_threads", 1)),
+                score_dicts=self.score_dicts,
             )
             results = self.executor.map(task, list(jobs))
         self.errors.count(r for result in results for r in result.rollouts)
@@ -362,7 +394,7 @@ class SearchEngine:
         """Every candidate on every example (`repeats` times each), all at once."""
         if not paramsets:
             return []
-        task = _ScoreTask(self.agent, paramsets, guide, self.min_score)
+        task = _ScoreTask(self.agent, paramsets, guide, self.min_score, self.score_dicts)
         items = [
             (c, x, info)
             for c in range(len(paramsets))
@@ -381,7 +413,6 @@ class SearchEngine:
         infos: Sequence[Any],
         guide: Guide,
     ) -> list[list[Any]]:
-        """The scores of every candidate on every example (one list per candidate)."""
-        return [
-            [r.score for r in records] for records in self.rollouts(paramsets, xs, infos, guide)
-        ]
+        """The scores (score dicts with `score_dicts`) of every candidate on every example."""
+        runs = self.rollouts(paramsets, xs, infos, guide)
+        return [[r.score_dict if self.score_dicts else r.score for r in rs] for rs in runs]

@@ -61,6 +61,7 @@ class SearchTrainer(Trainer):
             min_score=options.min_score,
             step_kwargs=options.step_kwargs,
             errors=self.errors,
+            score_dicts=options.objective_config is not None,
         )
 
     def _initial_state(self) -> dict[str, Any] | None:
