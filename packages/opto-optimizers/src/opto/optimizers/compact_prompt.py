@@ -122,7 +122,8 @@ class CompactOptoPrime(OptoPrime):
                     lines.append("Choose the new value from:")
                     lines += [f"- {option}" for option in self._options(summary, name)]
         outputs = list(summary.output.values())[:MAX_OUTPUTS]
-        if outputs and "outputs" not in self._masked(mask):
+        masked = set(mask or ())
+        if outputs and not masked & {"outputs", "#Outputs", self.prompt_symbols.get("outputs")}:
             lines += ["", "Outputs of the run:"]
             lines += [f"- {truncate_expression(value, limit)}" for value, _ in outputs]
         if memory:
