@@ -73,6 +73,20 @@ def test_twenty_constrained_replies_are_valid_json_of_the_schema():
 
 @pytest.mark.slow
 @needs_local
+def test_the_reply_writes_properties_in_the_schema_order():
+    # Callers order properties on purpose (short values before long code): the grammar keeps it.
+    llm = LocalLLM(max_tokens=200)
+    for order in (["answer", "reasoning", "confident"], ["confident", "answer", "reasoning"]):
+        schema = {**SCHEMA, "properties": {key: SCHEMA["properties"][key] for key in order}}
+        reply = llm(
+            messages=[{"role": "user", "content": "What is 2 + 3? Reply in JSON."}],
+            response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
+        )
+        assert list(json.loads(reply.content)) == order, reply.content
+
+
+@pytest.mark.slow
+@needs_local
 def test_loaded_once_and_safe_across_threads():
     from opto.utils.llm import local
 
