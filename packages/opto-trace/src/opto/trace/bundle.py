@@ -48,20 +48,17 @@ from opto.trace._sources import signature_hint
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
 from opto.trace._wrappable import check_wrappable
 from opto.trace.broadcast import recursive_conversion
-from opto.trace.code_policy import (
-    CodePolicy,
-    CodePolicyError,
-    code_spec,
-    inherit_code_spec,
-    register_code,
-)
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
 from opto.trace.modules import Module
 from opto.trace.nodes import ExceptionNode, Node, ParameterNode, get_op_name, node
-from opto.trace.sandbox import define_function
 
 if TYPE_CHECKING:
+    from opto.trace.code_policy import CodePolicy
     from opto.trace.primitives import Primitive
+
+# Trainable code is checked and run by code_policy and sandbox, imported when a trainable
+# bundle is created or its code is compiled: ``import opto.trace`` does not load them (nor
+# attrs, which code_policy needs).
 
 __all__ = [
     "EVAL_DESCRIPTION",
@@ -254,6 +251,8 @@ class FunModule(OperatorInfo, Module):
                 description="The code should start with:\n" + signature_hint(source),
                 projections=projections,
             )
+            from opto.trace.code_policy import register_code
+
             register_code(self.parameter, source, code_policy)
         self._code_policy = code_policy
 
@@ -336,6 +335,9 @@ class FunModule(OperatorInfo, Module):
                 commented + "\n" + base,
                 "SyntaxError in trainable code definition.\n" + commented,
             ) from None
+        from opto.trace.code_policy import CodePolicyError, code_spec, register_code
+        from opto.trace.sandbox import define_function
+
         spec = code_spec(param)
         if spec is None:  # unpickled: the registry is per process
             register_code(param, self._source()[0], self._code_policy)
@@ -548,7 +550,7 @@ class FunModule(OperatorInfo, Module):
         new._self_node = self_node
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter)
-            inherit_code_spec(self.parameter, new.parameter)
+            _inherit_code_spec(self.parameter, new.parameter)
             new._compiled = None
         return new
 
@@ -557,7 +559,7 @@ class FunModule(OperatorInfo, Module):
         memo[id(self)] = new
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter, memo)
-            inherit_code_spec(self.parameter, new.parameter)
+            _inherit_code_spec(self.parameter, new.parameter)
         if self._self_node is not None:
             new._self_node = copy.deepcopy(self._self_node, memo)
         return new
@@ -578,6 +580,13 @@ class FunModule(OperatorInfo, Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+
+def _inherit_code_spec(parameter: ParameterNode[str], copy_: ParameterNode[str]) -> None:
+    """Give a copied ``__code`` parameter the code spec of the original (imported lazily)."""
+    from opto.trace.code_policy import inherit_code_spec
+
+    inherit_code_spec(parameter, copy_)
 
 
 class _FunRef:

@@ -298,9 +298,7 @@ def _structure(tree: ast.Module, name: str, parameters: str | None, kind: str | 
             f"{name}({_parameters(function)})"
         )
     if kind is not None and _kind(function) != kind:
-        raise CodePolicyError(
-            f"{name} must stay {kind}; the suggestion makes it {_kind(function)}"
-        )
+        raise CodePolicyError(f"{name} must stay {kind}; the suggestion makes it {_kind(function)}")
     for statement in tree.body:
         if statement is function or isinstance(statement, (ast.Import, ast.ImportFrom)):
             continue
