@@ -472,11 +472,13 @@ class FunModule(OperatorInfo, Module):
         """The bind step: input keys, input nodes, and the arguments the function gets."""
         plan = self._plan
         if self._positional and not kwargs and len(args) == len(plan.pos):  # type: ignore[union-attr]
+            data = []
             for value in args:
                 if not isinstance(value, Node):
                     break
-            else:  # nodes in, positionally: nothing to wrap or name
-                return CallRecord(self, fun, plan.pos, args, [v._data for v in args], {})  # type: ignore[union-attr]
+                data.append(value._data)
+            else:  # nodes in, positionally: nothing to wrap or name (kwargs is a fresh {})
+                return CallRecord(self, fun, plan.pos, args, data, kwargs)  # type: ignore[union-attr]
         keys: list[str] | tuple[str, ...]
         values: list[Any] | tuple[Any, ...]
         n_args = len(args)
