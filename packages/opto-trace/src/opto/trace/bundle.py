@@ -224,9 +224,14 @@ class FunModule(OperatorInfo, Module):
         self._compiled: tuple[Any, ...] | None = None
         self._source_cache: tuple[str, int | None, str | None, bool] | None = None
         self._plan = plan_of(fun)
-        #: Whether a positional call of nodes binds without wrapping (see ``_bind``).
-        self._positional = (
-            self._plan is not None and self._plan.simple and not traceable_code and _process_inputs
+        #: Input keys when a positional call of nodes binds without wrapping (see ``forward``).
+        self._positional: tuple[str, ...] | None = (
+            self._plan.pos
+            if self._plan is not None
+            and self._plan.simple
+            and not traceable_code
+            and _process_inputs
+            else None
         )
         self._is_async = inspect.iscoroutinefunction(fun)
         self._primitive: Primitive | None = None
@@ -404,7 +409,19 @@ class FunModule(OperatorInfo, Module):
             args = (self._self_node, *args)
         if self.overwrite_python_recursion and self._fun in _RUNNING.get():
             return self._run_raw(fun, args, kwargs)
-        call = self._bind(fun, args, kwargs)
+        keys = self._positional
+        call = None
+        if keys is not None and not kwargs and len(args) == len(keys):
+            data = []
+            for value in args:
+                if not isinstance(value, Node):
+                    break
+                data.append(value._data)
+            else:  # the bind step's common case, inline: nodes in, positionally, nothing
+                # to wrap or name (kwargs is the call's own empty dict)
+                call = CallRecord(self, fun, keys, args, data, kwargs)
+        if call is None:
+            call = self._bind(fun, args, kwargs)
         if self._is_async:
             return self._run_async(call)
         frame = call.frame = UsedNodes()  # the run step, inline: it is the hot path
@@ -469,16 +486,11 @@ class FunModule(OperatorInfo, Module):
     def _bind(
         self, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> CallRecord:
-        """The bind step: input keys, input nodes, and the arguments the function gets."""
+        """The bind step: input keys, input nodes, and the arguments the function gets.
+
+        ``forward`` binds the common case (nodes passed positionally) inline.
+        """
         plan = self._plan
-        if self._positional and not kwargs and len(args) == len(plan.pos):  # type: ignore[union-attr]
-            data = []
-            for value in args:
-                if not isinstance(value, Node):
-                    break
-                data.append(value._data)
-            else:  # nodes in, positionally: nothing to wrap or name (kwargs is a fresh {})
-                return CallRecord(self, fun, plan.pos, args, data, kwargs)  # type: ignore[union-attr]
         keys: list[str] | tuple[str, ...]
         values: list[Any] | tuple[Any, ...]
         n_args = len(args)
