@@ -138,3 +138,30 @@ def test_containers_find_parameters_through_the_protocol():
     assert is_traced_function(agent.tool) and not is_traced_function(object())
     assert agent.parameters() == [agent.tool.parameter]
     assert isinstance(agent, ParameterContainer)
+
+
+def test_trainable_code_checks_load_only_when_needed(tmp_path):
+    """``import opto.trace`` and plain bundles leave code_policy, sandbox, loading and attrs
+    unloaded; a trainable bundle loads them and its ``__code`` (and a copy's) is registered."""
+    script = tmp_path / "lazy_checks.py"
+    script.write_text(
+        "import copy, sys\n"
+        "from opto.trace import bundle, node\n"
+        "from opto.trace.modules import Module\n"
+        "LAZY = ('attrs', 'opto.trace.code_policy', 'opto.trace.sandbox', 'opto.trace.loading')\n"
+        "@bundle()\n"
+        "def twice(x):\n"
+        "    return 2 * x\n"
+        "assert twice(node(2)).data == 4\n"
+        "loaded = [m for m in LAZY if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "@bundle(trainable=True)\n"
+        "def thrice(x):\n"
+        "    return 3 * x\n"
+        "from opto.trace.code_policy import code_spec\n"
+        "assert code_spec(thrice.parameter).original.startswith('def thrice')\n"
+        "assert thrice(node(2)).data == 6\n"
+        "clone = copy.deepcopy(thrice)\n"
+        "assert code_spec(clone.parameter) == code_spec(thrice.parameter)\n"
+    )
+    subprocess.run([sys.executable, str(script)], check=True, cwd=tmp_path)

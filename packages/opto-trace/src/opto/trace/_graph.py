@@ -63,11 +63,15 @@ class Graph:
         if scopes:
             base = f"{scopes[-1]}/{base}"
         counts = self._counts
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: cheaper on the hot path of every traced operation
+        try:
             k = counts.get(base, 0)
             counts[base] = k + 1
             if self._nodes is not None and registered is not None:
                 self._nodes[base].append(registered)
+        finally:
+            lock.release()
         return f"{base}:{k}"
 
     def register(self, node: Node) -> None:

@@ -48,20 +48,17 @@ from opto.trace._sources import signature_hint
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
 from opto.trace._wrappable import check_wrappable
 from opto.trace.broadcast import recursive_conversion
-from opto.trace.code_policy import (
-    CodePolicy,
-    CodePolicyError,
-    code_spec,
-    inherit_code_spec,
-    register_code,
-)
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
 from opto.trace.modules import Module
 from opto.trace.nodes import ExceptionNode, Node, ParameterNode, get_op_name, node
-from opto.trace.sandbox import define_function
 
 if TYPE_CHECKING:
+    from opto.trace.code_policy import CodePolicy
     from opto.trace.primitives import Primitive
+
+# Trainable code is checked and run by code_policy and sandbox, imported when a trainable
+# bundle is created or its code is compiled: ``import opto.trace`` does not load them (nor
+# attrs, which code_policy needs).
 
 __all__ = [
     "EVAL_DESCRIPTION",
@@ -227,9 +224,14 @@ class FunModule(OperatorInfo, Module):
         self._compiled: tuple[Any, ...] | None = None
         self._source_cache: tuple[str, int | None, str | None, bool] | None = None
         self._plan = plan_of(fun)
-        #: Whether a positional call of nodes binds without wrapping (see ``_bind``).
-        self._positional = (
-            self._plan is not None and self._plan.simple and not traceable_code and _process_inputs
+        #: Input keys when a positional call of nodes binds without wrapping (see ``forward``).
+        self._positional: tuple[str, ...] | None = (
+            self._plan.pos
+            if self._plan is not None
+            and self._plan.simple
+            and not traceable_code
+            and _process_inputs
+            else None
         )
         self._is_async = inspect.iscoroutinefunction(fun)
         self._primitive: Primitive | None = None
@@ -254,6 +256,8 @@ class FunModule(OperatorInfo, Module):
                 description="The code should start with:\n" + signature_hint(source),
                 projections=projections,
             )
+            from opto.trace.code_policy import register_code
+
             register_code(self.parameter, source, code_policy)
         self._code_policy = code_policy
 
@@ -336,6 +340,9 @@ class FunModule(OperatorInfo, Module):
                 commented + "\n" + base,
                 "SyntaxError in trainable code definition.\n" + commented,
             ) from None
+        from opto.trace.code_policy import CodePolicyError, code_spec, register_code
+        from opto.trace.sandbox import define_function
+
         spec = code_spec(param)
         if spec is None:  # unpickled: the registry is per process
             register_code(param, self._source()[0], self._code_policy)
@@ -402,7 +409,19 @@ class FunModule(OperatorInfo, Module):
             args = (self._self_node, *args)
         if self.overwrite_python_recursion and self._fun in _RUNNING.get():
             return self._run_raw(fun, args, kwargs)
-        call = self._bind(fun, args, kwargs)
+        keys = self._positional
+        call = None
+        if keys is not None and not kwargs and len(args) == len(keys):
+            data = []
+            for value in args:
+                if not isinstance(value, Node):
+                    break
+                data.append(value._data)
+            else:  # the bind step's common case, inline: nodes in, positionally, nothing
+                # to wrap or name (kwargs is the call's own empty dict)
+                call = CallRecord(self, fun, keys, args, data, kwargs)
+        if call is None:
+            call = self._bind(fun, args, kwargs)
         if self._is_async:
             return self._run_async(call)
         frame = call.frame = UsedNodes()  # the run step, inline: it is the hot path
@@ -467,14 +486,11 @@ class FunModule(OperatorInfo, Module):
     def _bind(
         self, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> CallRecord:
-        """The bind step: input keys, input nodes, and the arguments the function gets."""
+        """The bind step: input keys, input nodes, and the arguments the function gets.
+
+        ``forward`` binds the common case (nodes passed positionally) inline.
+        """
         plan = self._plan
-        if self._positional and not kwargs and len(args) == len(plan.pos):  # type: ignore[union-attr]
-            for value in args:
-                if not isinstance(value, Node):
-                    break
-            else:  # nodes in, positionally: nothing to wrap or name
-                return CallRecord(self, fun, plan.pos, args, [v._data for v in args], {})  # type: ignore[union-attr]
         keys: list[str] | tuple[str, ...]
         values: list[Any] | tuple[Any, ...]
         n_args = len(args)
@@ -548,7 +564,7 @@ class FunModule(OperatorInfo, Module):
         new._self_node = self_node
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter)
-            inherit_code_spec(self.parameter, new.parameter)
+            _inherit_code_spec(self.parameter, new.parameter)
             new._compiled = None
         return new
 
@@ -557,7 +573,7 @@ class FunModule(OperatorInfo, Module):
         memo[id(self)] = new
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter, memo)
-            inherit_code_spec(self.parameter, new.parameter)
+            _inherit_code_spec(self.parameter, new.parameter)
         if self._self_node is not None:
             new._self_node = copy.deepcopy(self._self_node, memo)
         return new
@@ -583,6 +599,13 @@ class FunModule(OperatorInfo, Module):
         self.__dict__.update(state)
         if spec is not None:
             register_code(self.parameter, spec.original, spec.policy)
+
+
+def _inherit_code_spec(parameter: ParameterNode[str], copy_: ParameterNode[str]) -> None:
+    """Give a copied ``__code`` parameter the code spec of the original (imported lazily)."""
+    from opto.trace.code_policy import inherit_code_spec
+
+    inherit_code_spec(parameter, copy_)
 
 
 class _FunRef:

@@ -21,7 +21,6 @@ from opto.trace.containers import (
     ParameterContainer,
 )
 from opto.trace.export import ExportError, _projections, export_source
-from opto.trace.loading import check_loaded_state
 from opto.utils.errors import OptoError
 from opto.utils.files import atomic_write
 
@@ -109,6 +108,8 @@ class Module(ParameterContainer):
                 "Loading state saved from %s into %s", saved_class, _class_path(type(self))
             )
         own = dict(self.named_parameters())
+        from opto.trace.loading import check_loaded_state  # loads code_policy: only on load
+
         self.load_state_dict(check_loaded_state(own, parameters, trust_code, str(source)))
 
 
