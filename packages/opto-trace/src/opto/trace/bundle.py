@@ -591,6 +591,8 @@ class FunModule(OperatorInfo, Module):
         if isinstance(fun, types.FunctionType):
             state["_fun"] = _FunRef(fun)
         if self.parameter is not None:  # the code registry is per process: carry the policy
+            from opto.trace.code_policy import code_spec
+
             state["_code_spec"] = code_spec(self.parameter)
         return state
 
@@ -598,6 +600,8 @@ class FunModule(OperatorInfo, Module):
         spec = state.pop("_code_spec", None)
         self.__dict__.update(state)
         if spec is not None:
+            from opto.trace.code_policy import register_code
+
             register_code(self.parameter, spec.original, spec.policy)
 
 
