@@ -97,3 +97,16 @@ def test_a_guide_that_does_not_return_a_pair_is_named():
 
     with pytest.raises(GuideError, match=r"Bare returned 1.0; .*FunctionGuide"):
         run_rollouts([Divider()], [1], [12.0], Bare())
+
+
+def test_rollout_from_target_keeps_node_for_backward_and_unwraps_values():
+    from opto.trainers.evaluation import Rollout
+    from opto.trainers.sampler import Rollout as ModuleRollout
+
+    out = node(3)
+    traced = Rollout.from_target(out, x=1, info=2, score=1.0)
+    assert (traced.output, traced.target, traced.x, traced.info) == (3, out, 1, 2)
+
+    plain = ModuleRollout.from_target("text", x=1, info=None, module=None, feedback="ok")
+    assert type(plain) is ModuleRollout
+    assert (plain.output, plain.target, plain.feedback) == ("text", None, "ok")

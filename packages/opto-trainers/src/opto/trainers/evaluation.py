@@ -71,6 +71,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_R = TypeVar("_R", bound="Rollout")
 
 
 class TooManyErrorsError(OptoError, RuntimeError):
@@ -115,6 +116,16 @@ class Rollout:
     score_dict: dict[str, float] | None = None
     target: Node[Any] | None = attrs.field(default=None, repr=False)
     exception: BaseException | None = attrs.field(default=None, repr=False)
+
+    @classmethod
+    def from_target(cls: type[_R], target: Any, **fields: Any) -> _R:
+        """The rollout of a forward pass that returned `target` (a `Node` or a plain value).
+
+        `output` is the target's data; `target` is kept only when it is a node (for backward).
+        """
+        if isinstance(target, Node):
+            return cls(output=target.data, target=target, **fields)
+        return cls(output=target, **fields)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly record (inputs, output data, score(s), feedback, error)."""
@@ -303,14 +314,8 @@ def rollout(
     score, feedback, metrics = _scores(
         guide, x, output, info, scores_only=scores_only, score_dicts=score_dicts
     )
-    return Rollout(
-        x=x,
-        info=info,
-        output=output,
-        score=score,
-        feedback=feedback,
-        score_dict=metrics,
-        target=target if isinstance(target, Node) else None,
+    return Rollout.from_target(
+        target, x=x, info=info, score=score, feedback=feedback, score_dict=metrics
     )
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import attrs
 from opto.trace.modules import Module
-from opto.trace.nodes import Node
 
 from . import evaluation
 from .executors import make_executor
@@ -132,15 +131,8 @@ def _run_config_item(
 ) -> Rollout:
     module, x, info, guide = task
     target, score, feedback = forward(module.copy(), x, guide.copy(), info, min_score)
-    output = target.data if isinstance(target, Node) else target
-    return Rollout(
-        module=module,
-        x=x,
-        info=info,
-        output=output,
-        score=score,
-        feedback=feedback,
-        target=target if isinstance(target, Node) else None,
+    return Rollout.from_target(
+        target, module=module, x=x, info=info, score=score, feedback=feedback
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from opto.utils.lazy import lazy_exports
+from opto.utils.llm import errors as _errors
 
 if TYPE_CHECKING:
     from opto.utils.llm.base import DEFAULT_TIMEOUT, AbstractModel
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from opto.utils.llm.types import ChatModel, ChatResponse, Choice, Message, Usage
     from opto.utils.testing import DummyLLM
 
+# The exception classes of `errors` (its helper functions stay in that module).
+_ERROR_NAMES = [name for name in _errors.__all__ if isinstance(getattr(_errors, name), type)]
+
 _EXPORTS = {
     "AbstractModel": "opto.utils.llm.base",
     "DEFAULT_TIMEOUT": "opto.utils.llm.base",
@@ -71,23 +75,7 @@ _EXPORTS = {
     "disable_history": "opto.utils.llm.history",
     "enable_history": "opto.utils.llm.history",
     "inspect_history": "opto.utils.llm.history",
-    **dict.fromkeys(
-        [
-            "AuthenticationError",
-            "BadRequestError",
-            "ContextWindowExceededError",
-            "InvalidMessageError",
-            "LLMConfigurationError",
-            "LLMConnectionError",
-            "LLMConnectionRefusedError",
-            "LLMError",
-            "LLMTimeoutError",
-            "MalformedResponseError",
-            "RateLimitError",
-            "ServerError",
-        ],
-        "opto.utils.llm.errors",
-    ),
+    **dict.fromkeys(_ERROR_NAMES, "opto.utils.llm.errors"),
 }
 
 __all__ = [

@@ -21,9 +21,10 @@ underlying callable (rebuilt every `reset_freq` seconds, e.g. for expiring crede
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -345,92 +346,104 @@ class AbstractModel:
         for messages that cannot be sent), `BudgetExceeded` before a request that would pass
         a budget.
         """
-        msgs, options, key = self._prepare(messages, options)
-        hit = self._cached(key)
-        if hit is not None:
-            self._remember(msgs, options, reply=hit)
-            return hit
-        attempts = 0
-        reservation: _usage.Reservation | None = None
-        started = time.monotonic()
+        call = _Call(self, messages, options)
+        if call.hit is not None:
+            return call.hit
 
         def send(limit: float | None) -> ChatResponse:
             if not self.hard_timeout or limit is None:
-                return self._complete(msgs, options)
+                return self._complete(call.msgs, call.options)
             try:
                 return call_with_deadline(
-                    lambda: self._complete(msgs, options), limit, name="opto-llm"
+                    lambda: self._complete(call.msgs, call.options), limit, name="opto-llm"
                 )
             except DeadlineExceeded as exc:
                 raise self._timed_out(limit) from exc
 
         def attempt() -> ChatResponse:
-            nonlocal attempts, reservation
-            limit = self._attempt_limit(started)
-            reservation = self._reserve(msgs, options)
-            attempts += 1
-            try:
+            with call.attempt() as limit:
                 return _non_empty(send(limit))
-            except BaseException:
-                reservation.fail()
-                raise
 
-        start = time.perf_counter()
-        try:
+        with call.recording_failure():
             response = call_with_retry(attempt, self.retry, model=self.model_name)
-        except BaseException as exc:
-            self._failed(exc, time.perf_counter() - start, attempts)
-            self._remember(msgs, options, error=exc)
-            raise
-        assert reservation is not None
-        response = self._done(response, reservation, key, time.perf_counter() - start, attempts)
-        self._remember(msgs, options, reply=response)
-        return response
+        return call.succeeded(response)
 
     async def acall(self, messages: Messages | None = None, **options: Any) -> ChatResponse:
         """Async twin of `__call__` (same pipeline, same options)."""
         import asyncio
 
-        msgs, options, key = self._prepare(messages, options)
-        hit = self._cached(key)
-        if hit is not None:
-            self._remember(msgs, options, reply=hit)
-            return hit
-        attempts = 0
-        reservation: _usage.Reservation | None = None
-        started = time.monotonic()
+        call = _Call(self, messages, options)
+        if call.hit is not None:
+            return call.hit
 
         async def send(limit: float | None) -> ChatResponse:
             if not self.hard_timeout or limit is None:
-                return await self._acomplete(msgs, options)
+                return await self._acomplete(call.msgs, call.options)
             try:
-                return await asyncio.wait_for(self._acomplete(msgs, options), limit)
+                return await asyncio.wait_for(self._acomplete(call.msgs, call.options), limit)
             except TimeoutError as exc:
                 raise self._timed_out(limit) from exc
 
         async def attempt() -> ChatResponse:
-            nonlocal attempts, reservation
-            limit = self._attempt_limit(started)
-            reservation = self._reserve(msgs, options)
-            attempts += 1
-            try:
+            with call.attempt() as limit:
                 return _non_empty(await send(limit))
-            except BaseException:
-                reservation.fail()
-                raise
 
-        start = time.perf_counter()
-        try:
+        with call.recording_failure():
             response = await acall_with_retry(attempt, self.retry, model=self.model_name)
-        except BaseException as exc:
-            self._failed(exc, time.perf_counter() - start, attempts)
-            self._remember(msgs, options, error=exc)
-            raise
-        assert reservation is not None
-        response = self._done(response, reservation, key, time.perf_counter() - start, attempts)
-        self._remember(msgs, options, reply=response)
-        return response
+        return call.succeeded(response)
 
     def create(self, messages: Messages | None = None, **options: Any) -> ChatResponse:
         """Alias of `__call__` for code written against OpenAI-style `.create(...)`."""
         return self(messages, **options)
+
+
+class _Call:
+    """The book-keeping of one model call, shared by `__call__` and `acall`.
+
+    Normalizes the request and looks it up in the cache (`hit`), then counts the attempts,
+    holds the budget reservation of the current one, and records the outcome (usage and
+    history) once the retries are over.
+    """
+
+    def __init__(
+        self, model: AbstractModel, messages: Messages | None, options: dict[str, Any]
+    ) -> None:
+        self.model = model
+        self.msgs, self.options, self.key = model._prepare(messages, options)
+        self.hit = model._cached(self.key)
+        if self.hit is not None:
+            model._remember(self.msgs, self.options, reply=self.hit)
+        self.attempts = 0
+        self.reservation: _usage.Reservation | None = None
+        self.started = time.monotonic()
+        self.start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def attempt(self) -> Iterator[float | None]:
+        """One request: yields its time limit; releases its reservation if it fails."""
+        limit = self.model._attempt_limit(self.started)
+        self.reservation = self.model._reserve(self.msgs, self.options)
+        self.attempts += 1
+        try:
+            yield limit
+        except BaseException:
+            self.reservation.fail()
+            raise
+
+    @contextlib.contextmanager
+    def recording_failure(self) -> Iterator[None]:
+        """Record the call as failed (usage and history) when the retries give up."""
+        try:
+            yield
+        except BaseException as exc:
+            self.model._failed(exc, time.perf_counter() - self.start, self.attempts)
+            self.model._remember(self.msgs, self.options, error=exc)
+            raise
+
+    def succeeded(self, response: ChatResponse) -> ChatResponse:
+        """Settle the reservation, cache and record `response`; return it."""
+        assert self.reservation is not None
+        latency = time.perf_counter() - self.start
+        response = self.model._done(response, self.reservation, self.key, latency, self.attempts)
+        self.model._remember(self.msgs, self.options, reply=response)
+        return response

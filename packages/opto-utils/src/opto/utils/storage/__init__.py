@@ -29,26 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from opto.utils.imports import require
 
+from . import errors as _errors
 from ._default import STORAGE_ENV, default_storage_url, storage_url_of
 from ._json import standard_json
 from ._redact import redact_url
-from .errors import (
-    InvalidScoreError,
-    MissingDependencyError,
-    NotJSONableError,
-    RunExistsError,
-    RunNotFoundError,
-    SchemaVersionError,
-    StepExistsError,
-    StepNotFoundError,
-    StorageBackendError,
-    StorageClosedError,
-    StorageCorruptError,
-    StorageError,
-    StorageNotFoundError,
-    StorageReadOnlyError,
-    StorageURLError,
-)
+from .errors import *  # noqa: F403 - re-exports exactly `_errors.__all__`
+from .errors import MissingDependencyError
 from .records import CheckpointRecord, EventRecord, RunRecord, RunStatus, StepRecord
 
 if TYPE_CHECKING:
@@ -58,30 +44,16 @@ __all__ = [
     "STORAGE_ENV",
     "CheckpointRecord",
     "EventRecord",
-    "InvalidScoreError",
-    "MissingDependencyError",
-    "NotJSONableError",
-    "RunExistsError",
-    "RunNotFoundError",
     "RunRecord",
     "RunStatus",
-    "SchemaVersionError",
-    "StepExistsError",
-    "StepNotFoundError",
     "StepRecord",
     "Storage",
-    "StorageBackendError",
-    "StorageClosedError",
-    "StorageCorruptError",
-    "StorageError",
-    "StorageNotFoundError",
-    "StorageReadOnlyError",
-    "StorageURLError",
     "default_storage_url",
     "open_storage",
     "redact_url",
     "standard_json",
     "storage_url_of",
+    *_errors.__all__,
 ]
 
 

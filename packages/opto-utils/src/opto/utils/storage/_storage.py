@@ -466,11 +466,9 @@ class Storage:
         text = _json.dumps(state, "state")
         with self._transaction(write=True) as connection:
             run_id = self._find_run(connection, run, lock=True)["id"]
-            now = _now()
+            values = {"run_id": run_id, "iteration": iteration, "state": text, "created_at": _now()}
             checkpoint_id = connection.execute(
-                checkpoints.insert().values(
-                    run_id=run_id, iteration=iteration, state=text, created_at=now
-                )
+                checkpoints.insert().values(**values)
             ).inserted_primary_key[0]
             if keep_last is not None:
                 stale = (
@@ -483,15 +481,7 @@ class Storage:
                 if stale_ids:
                     connection.execute(checkpoints.delete().where(checkpoints.c.id.in_(stale_ids)))
             self._touch(connection, run_id)
-        return checkpoint_record(
-            {
-                "id": checkpoint_id,
-                "run_id": run_id,
-                "iteration": iteration,
-                "state": text,
-                "created_at": now,
-            }
-        )
+        return checkpoint_record({"id": checkpoint_id, **values})
 
     def load_checkpoint(self, run: RunRef) -> CheckpointRecord | None:
         """The latest checkpoint of `run`, or None if it has none yet."""
@@ -530,23 +520,16 @@ class Storage:
         text = _json.dumps(payload, "payload")
         with self._transaction(write=True) as connection:
             run_id = self._find_run(connection, run, lock=True)["id"]
-            now = _now()
-            event_id = connection.execute(
-                events.insert().values(
-                    run_id=run_id, kind=kind, payload=text, iteration=iteration, created_at=now
-                )
-            ).inserted_primary_key[0]
-            self._touch(connection, run_id)
-        return event_record(
-            {
-                "id": event_id,
+            values = {
                 "run_id": run_id,
                 "kind": kind,
                 "payload": text,
                 "iteration": iteration,
-                "created_at": now,
+                "created_at": _now(),
             }
-        )
+            event_id = connection.execute(events.insert().values(**values)).inserted_primary_key[0]
+            self._touch(connection, run_id)
+        return event_record({"id": event_id, **values})
 
     def list_events(self, run: RunRef, *, kind: str | None = None) -> list[EventRecord]:
         """Events of `run` in the order they were logged, optionally only those of `kind`."""
