@@ -137,6 +137,8 @@ def send_all(
                 if isinstance(error, BudgetExceeded) or not return_exceptions:
                     break  # nothing more to send: the budget is spent, or the call fails
     else:
+        # Each submitted request runs in contextvars.copy_context() of this thread, so the
+        # caller's usage scopes and budgets hold in the workers.
         with ContextThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(one, index) for index in range(len(requests))]
             for future in futures:

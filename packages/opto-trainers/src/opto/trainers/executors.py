@@ -100,7 +100,7 @@ class ThreadExecutor(Executor):
 
     def _get_pool(self) -> ContextThreadPoolExecutor:
         with self._lock:
-            if self._pool is None:
+            if self._pool is None:  # submit runs each task in contextvars.copy_context()
                 self._pool = ContextThreadPoolExecutor(
                     self.max_workers, thread_name_prefix="opto-trainer"
                 )
