@@ -352,6 +352,7 @@ def test_inspecting_never_writes_to_the_database(db, capsys):
 def test_a_read_only_database_file_can_be_listed_and_shown(db):
     """chmod 0444 file in a 0555 folder; as root (which ignores permissions) the CLI runs in
     a forked child that dropped to the `nobody` user."""
+    import io
     import os
     import shutil
     import stat
@@ -376,8 +377,8 @@ def test_a_read_only_database_file_can_be_listed_and_shown(db):
             os.write(write, b"setuid failed")
             os._exit(0)
         try:
-            out = tempfile.TemporaryFile("w+")
-            err = tempfile.TemporaryFile("w+")
+            # In memory: the `nobody` user may not write to TMPDIR (nox sets it to its own).
+            out, err = io.StringIO(), io.StringIO()
             sys.stdout, sys.stderr = out, err
             codes = [
                 cli.main(["--storage", str(path), "list"]),
