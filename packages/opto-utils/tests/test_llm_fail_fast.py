@@ -44,6 +44,10 @@ def test_missing_openai_key_is_an_authentication_error_naming_the_variable():
 
 def test_missing_key_of_a_provider_known_only_to_litellm(monkeypatch):
     monkeypatch.delenv("COHERE_API_KEY", raising=False)
+    litellm = pytest.importorskip("litellm")
+    missing = litellm.validate_environment("cohere/command-r").get("missing_keys") or []
+    if "COHERE_API_KEY" not in missing:  # older litellm releases do not know cohere's key
+        pytest.skip("this litellm release does not report COHERE_API_KEY for cohere models")
     sleeps: list[float] = []
     llm = LiteLLM("cohere/command-r", retry=counting_retry(sleeps))
     with pytest.raises(AuthenticationError, match="COHERE_API_KEY"):

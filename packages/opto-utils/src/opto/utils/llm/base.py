@@ -381,7 +381,7 @@ class AbstractModel:
                 return await self._acomplete(call.msgs, call.options)
             try:
                 return await asyncio.wait_for(self._acomplete(call.msgs, call.options), limit)
-            except TimeoutError as exc:
+            except asyncio.TimeoutError as exc:  # TimeoutError's alias from Python 3.11 on
                 raise self._timed_out(limit) from exc
 
         async def attempt() -> ChatResponse:

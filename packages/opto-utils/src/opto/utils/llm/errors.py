@@ -164,7 +164,10 @@ def _headers_of(exc: BaseException) -> Any:
 
 # Class names used by the OpenAI SDK, litellm and httpx, checked along the MRO so that
 # no SDK has to be imported to classify its exceptions.
-_TIMEOUT_NAMES = frozenset({"APITimeoutError", "Timeout", "TimeoutException", "ReadTimeout"})
+# "TimeoutError" also catches asyncio's and concurrent.futures' own classes before Python 3.11.
+_TIMEOUT_NAMES = frozenset(
+    {"APITimeoutError", "Timeout", "TimeoutException", "ReadTimeout", "TimeoutError"}
+)
 _CONNECTION_NAMES = frozenset({"APIConnectionError", "ConnectError", "RemoteProtocolError"})
 _CONTEXT_NAMES = frozenset({"ContextWindowExceededError"})
 _MALFORMED_NAMES = frozenset({"JSONDecodeError", "ValidationError"})
