@@ -289,8 +289,9 @@ LOWEST_PYTHON = "3.10"
 #: postgres has the `storage` session, local the `local` one, ray the `ray` one).
 MINIMUM_EXTRAS = {
     "utils": "litellm,storage,tokens",
-    "trace": "viz,black,numpy",
-    "trainers": "mlflow,tensorboard",
+    "trace": "viz,black,numpy,sandbox",
+    "optimizers": "sandbox",
+    "trainers": "mlflow,tensorboard,sandbox",
 }
 #: The `test` dependency group's pins (pyproject.toml at the root).
 TEST_TOOLS = ["pytest>=8.1", "hypothesis>=6.100"]
