@@ -12,6 +12,8 @@ writing it). PostgreSQL goes through psycopg 3. Pooled connections are never reu
 from __future__ import annotations
 
 import os
+import random
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
@@ -218,22 +220,34 @@ def _sqlite_engine(url: URL, timeout: float, access: Access) -> Engine:
     return engine
 
 
-def use_wal(engine: Engine) -> None:
+def use_wal(engine: Engine, timeout: float) -> None:
     """Switch a SQLite file to WAL journaling (persistent in the file; readers never block
     the writer). Done once the file is known to be an opto storage, so another
-    application's database is never changed."""
+    application's database is never changed.
+
+    The switch needs the file to itself, and SQLite may refuse it at once (without waiting
+    on its busy timeout) while other processes open the same fresh file; it is retried with
+    short pauses for up to `timeout` seconds."""
     statement = "PRAGMA journal_mode=WAL"
-    connection = engine.raw_connection()
-    try:
-        cursor = connection.cursor()
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        connection = engine.raw_connection()
         try:
-            cursor.execute(statement)
+            cursor = connection.cursor()
+            try:
+                cursor.execute(statement)
+                return
+            finally:
+                cursor.close()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            locked = "locked" in str(exc) or "busy" in str(exc)
+            if not locked or time.monotonic() + pause > deadline:
+                raise sa.exc.OperationalError(statement, None, exc) from exc
         finally:
-            cursor.close()
-    except engine.dialect.loaded_dbapi.Error as exc:  # e.g. locked beyond the timeout
-        raise sa.exc.OperationalError(statement, None, exc) from exc
-    finally:
-        connection.close()
+            connection.close()
+        time.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, 0.2)
 
 
 def _never_share_across_fork(engine: Engine) -> None:

@@ -128,7 +128,7 @@ class Storage:
                     ensure_schema(connection, self._where, create=create)
                 if self._sqlite and not is_memory(self._url):
                     with self._turns, self._backend_errors():
-                        use_wal(self._engine)
+                        use_wal(self._engine, timeout)
         except BaseException:
             self._engine.dispose()
             raise
