@@ -290,3 +290,14 @@ def code_spec_of(bundle: Any) -> Any:
     from opto.trace.code_policy import code_spec
 
     return code_spec(bundle.parameter)
+
+
+def steps_done(db: Any, name: str) -> int:
+    """How many steps run `name` has recorded in the SQLite file `db` (0 before it exists)."""
+    from opto.utils.storage import RunNotFoundError, open_storage
+
+    with open_storage(f"sqlite:///{db}") as storage:
+        try:
+            return len(storage.list_steps(name))
+        except RunNotFoundError:
+            return 0

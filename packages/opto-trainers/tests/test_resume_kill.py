@@ -66,13 +66,9 @@ def _script(tmp_path, name, *extra):
 
 
 def _steps_done(db, name):
-    from opto.utils.storage import RunNotFoundError, open_storage
+    import opto_trainers_test_support as S
 
-    with open_storage(f"sqlite:///{db}") as storage:
-        try:
-            return len(storage.list_steps(name))
-        except RunNotFoundError:
-            return 0
+    return S.steps_done(db, name)
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):

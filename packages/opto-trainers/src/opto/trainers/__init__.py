@@ -2,7 +2,7 @@
 
 One trainer API (`Trainer`, alias `AlgorithmBase`; every `train` returns a `TrainResult`),
 the algorithms (`MinibatchAlgorithm`, `BasicSearchAlgorithm`, `BeamSearch`, `UCBSearch`,
-`PrioritySearch`), data (`DataLoader`), guides (`Guide`/`AutoGuide`, `ExactMatchGuide`,
+`PrioritySearch`, `POLCA` with its `Summarizer`), data (`DataLoader`), guides (`Guide`/`AutoGuide`, `ExactMatchGuide`,
 `FunctionGuide`, `LLMJudge`), `evaluate`/`evaluate_vector`, `Sampler`, `batch_run`/
 `async_run`, executors (serial, threads, asyncio, Ray), loggers and stop conditions. Checkpoints and step records go to opto.utils run storage.
 Names are imported on first access, so `import opto.trainers` stays cheap.
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
         TensorboardLogger,
     )
     from opto.trainers.ray_executor import RayExecutor
+    from opto.trainers.search.polca import POLCA, POLCAOptions
+    from opto.trainers.search.summarizer import Summarizer
     from opto.trainers.stopping import StopConditions
     from opto.trainers.utils import batchify
 
@@ -125,6 +127,8 @@ _EXPORTS = {
     **dict.fromkeys(["BatchRollout", "RolloutConfig", "Sampler"], "opto.trainers.sampler"),
     **dict.fromkeys(["deepcopy_module", "is_module_copy", "is_node_copy"], "opto.trainers.utils"),
     "RayExecutor": "opto.trainers.ray_executor",
+    **dict.fromkeys(["POLCA", "POLCAOptions"], "opto.trainers.search.polca"),
+    "Summarizer": "opto.trainers.search.summarizer",
     "ResumeMismatchError": "opto.trainers.resume_check",
     "run_example": "opto.trainers.evaluation",
     "StopConditions": "opto.trainers.stopping",
@@ -132,6 +136,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "POLCA",
     "AlgorithmBase",
     "AsyncioExecutor",
     "AutoGuide",
@@ -152,11 +157,13 @@ __all__ = [
     "Minibatch",
     "MinibatchAlgorithm",
     "MultiLogger",
+    "POLCAOptions",
     "PrioritySearch",
     "RayExecutor",
     "Rollout",
     "SerialExecutor",
     "StopConditions",
+    "Summarizer",
     "TensorboardLogger",
     "ThreadExecutor",
     "TooManyErrorsError",

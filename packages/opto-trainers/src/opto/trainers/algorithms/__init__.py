@@ -1,6 +1,7 @@
 """Training algorithms: the `Trainer` base, the minibatch family and the search algorithms.
 
-`BeamSearch`, `UCBSearch` and `PrioritySearch` are imported on first access.
+`BeamSearch`, `UCBSearch`, `PrioritySearch` and `POLCA` (with its `Summarizer`) are imported on
+first access.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .minibatch import (
 )
 
 if TYPE_CHECKING:
+    from ..search.polca import POLCA, POLCAOptions
+    from ..search.summarizer import Summarizer
     from .beamsearch import (
         BeamSearch,
         BeamsearchAlgorithm,
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from .ucb import UCBSearch, UCBSearchAlgorithm
 
 __all__ = [
+    "POLCA",
     "AlgorithmBase",
     "BasicSearchAlgorithm",
     "BeamSearch",
@@ -44,8 +48,10 @@ __all__ = [
     "BeamsearchHistoryAlgorithm",
     "Minibatch",
     "MinibatchAlgorithm",
+    "POLCAOptions",
     "PrioritySearch",
     "Proposal",
+    "Summarizer",
     "TrainOptions",
     "TrainResult",
     "TrainSession",
@@ -64,6 +70,9 @@ _LAZY = {
     "UCBSearch": ".ucb",
     "UCBSearchAlgorithm": ".ucb",
     "PrioritySearch": ".priority_search",
+    "POLCA": "..search.polca",
+    "POLCAOptions": "..search.polca",
+    "Summarizer": "..search.summarizer",
 }
 
 
