@@ -17,6 +17,7 @@ from opto.trainers.algorithms.beamsearch import BeamSearch, BeamSearchHistory
 from opto.trainers.algorithms.priority_search import PrioritySearch
 from opto.trainers.algorithms.ucb import UCBSearch
 from opto.trainers.executors import make_executor
+from opto.trainers.search.polca import POLCA
 from opto.utils.usage import BudgetExceeded, track_usage
 
 try:
@@ -122,6 +123,7 @@ def test_workers_keep_the_code_restrictions_of_the_driver(ray_runtime):
 
 CASES = [
     (PrioritySearch, {}, dict(batch_size=2, num_candidates=2, num_proposals=2, num_steps=3)),
+    (POLCA, {}, dict(batch_size=2, num_candidates=2, num_proposals=2, num_steps=3)),
     (
         BeamSearch,
         {},
