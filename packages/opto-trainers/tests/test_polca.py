@@ -19,7 +19,7 @@ import pytest
 from opto.trainers import POLCA, PrioritySearch, Summarizer
 from opto.trainers.objectives import ObjectiveConfig
 from opto.trainers.search import Candidate
-from opto.trainers.search.polca import epsilon_net, parameter_text
+from opto.trainers.search.polca import EmbeddingShapeError, epsilon_net, parameter_text
 from opto.trainers.search.summarizer import SummaryFormatError, render_rollout
 from opto.utils.testing import ScriptedLLM
 
@@ -171,7 +171,7 @@ def test_option_errors_name_the_fix():
         trainer.train(S.TargetGuide(), S.DATA, use_summarizer=True, max_candidates_in_prompt=0)
     with pytest.raises(TypeError, match="did you mean 'epsilon'"):
         trainer.train(S.TargetGuide(), S.DATA, epsilom=0.2)
-    with pytest.raises(ValueError, match="one vector of one fixed length per text"):
+    with pytest.raises(EmbeddingShapeError, match="one vector of one fixed length per text"):
         trainer.train(
             S.TargetGuide(), S.DATA, num_steps=2, embedding_model=lambda texts: [[1.0]], **TRAIN
         )
@@ -440,3 +440,28 @@ def test_hosted_embeddings_over_http_count_in_the_runs_usage():
     assert {r["_path"] for r in server.requests} == {"/v1/embeddings"}
     assert result.usage["calls"] == optimizer.llm.calls + len(server.requests)
     assert trainer._config["embedding_model"] == "openai/test-embedding"
+
+
+def test_the_anchor_module_paths_export_polca_and_the_summarizer():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import opto.trainer
+        import opto.trainer.algorithms
+        import opto.trainer.algorithms.polca
+        import opto.trainer.summarizer
+    import opto.trainers.algorithms
+
+    assert opto.trainer.POLCA is opto.trainer.algorithms.POLCA is POLCA
+    assert opto.trainer.algorithms.polca.POLCA is opto.trainers.algorithms.POLCA is POLCA
+    assert opto.trainer.summarizer.Summarizer is opto.trainer.Summarizer is Summarizer
+    assert opto.trainers.algorithms.Summarizer is Summarizer
+
+
+def test_vectors_of_another_length_than_the_stored_ones_are_refused():
+    trainer, _, _ = S.make(POLCA)
+    trainer.train(S.TargetGuide(), S.DATA, num_steps=1, embedding_model=CircleEmbedder(), **TRAIN)
+    trainer.embedder = lambda texts: [[1.0, 0.0, 0.0] for _ in texts]  # another model
+    with pytest.raises(EmbeddingShapeError, match="stored vectors of lengths \\[2\\]"):
+        trainer.filter_candidates([Candidate({"a": 9}, created=99)], [])

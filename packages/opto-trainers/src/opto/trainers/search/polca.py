@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
+from opto.utils.errors import OptoError
 from opto.utils.llm.embeddings import get_embedder
 from opto.utils.llm.errors import LLMError
 
@@ -34,12 +35,16 @@ from ..utils import to_jsonable
 from .candidate import Candidate
 from .summarizer import Summarizer, SummaryFormatError
 
-__all__ = ["POLCA", "POLCAOptions", "epsilon_net", "parameter_text"]
+__all__ = ["POLCA", "EmbeddingShapeError", "POLCAOptions", "epsilon_net", "parameter_text"]
 
 logger = logging.getLogger(__name__)
 
 #: The heading of the summary in the optimizer's feedback.
 SUMMARY_HEADING = "--- Summary of past attempts ---"
+
+
+class EmbeddingShapeError(OptoError, ValueError):
+    """The embedding model did not return one vector of one fixed length per text."""
 
 
 def _epsilon(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -177,11 +182,13 @@ class POLCA(PrioritySearch):
             return
         texts = list(dict.fromkeys(parameter_text(c.paramset) for c in missing))
         vectors = self.embedder(texts)
-        if len(vectors) != len(texts) or len({len(v) for v in vectors}) > 1:
-            raise ValueError(
+        known = {len(c.embedding) for c in candidates if c.embedding is not None}
+        if len(vectors) != len(texts) or len({len(v) for v in vectors} | known) > 1:
+            raise EmbeddingShapeError(
                 f"the embedding model returned {len(vectors)} vectors (of lengths "
-                f"{sorted({len(v) for v in vectors})}) for {len(texts)} texts; it must return "
-                "one vector of one fixed length per text"
+                f"{sorted({len(v) for v in vectors})}) for {len(texts)} texts, next to stored "
+                f"vectors of lengths {sorted(known)}; it must return one vector of one fixed "
+                "length per text (resume with the embedding_model the run started with)"
             )
         by_text = {text: _unit(vector) for text, vector in zip(texts, vectors)}
         for candidate in missing:
