@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 from opto.utils.errors import OptoError
-from opto.utils.llm.embeddings import get_embedder
+from opto.utils.llm.embeddings import get_embedder, unit_vector
 from opto.utils.llm.errors import LLMError
 
 from ..algorithms.priority_search import PrioritySearch, PrioritySearchOptions
@@ -110,11 +110,6 @@ def parameter_text(paramset: Mapping[str, Any]) -> str:
     return "\n".join(f"{path}: {value}" for path, value in sorted(paramset.items()))
 
 
-def _unit(vector: Sequence[float]) -> list[float]:
-    norm = math.sqrt(math.fsum(float(v) * float(v) for v in vector))
-    return [float(v) / norm for v in vector] if norm else [float(v) for v in vector]
-
-
 def epsilon_net(
     new: Sequence[Candidate], known: Sequence[Candidate], epsilon: float
 ) -> list[Candidate]:
@@ -190,7 +185,7 @@ class POLCA(PrioritySearch):
                 f"vectors of lengths {sorted(known)}; it must return one vector of one fixed "
                 "length per text (resume with the embedding_model the run started with)"
             )
-        by_text = {text: _unit(vector) for text, vector in zip(texts, vectors)}
+        by_text = {text: unit_vector(vector) for text, vector in zip(texts, vectors)}
         for candidate in missing:
             candidate.embedding = by_text[parameter_text(candidate.paramset)]
 

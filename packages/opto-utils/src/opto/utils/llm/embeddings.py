@@ -45,6 +45,7 @@ __all__ = [
     "NgramEmbedder",
     "embed",
     "get_embedder",
+    "unit_vector",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,13 @@ NGRAM_MODEL = "ngram"
 Embedder = Callable[[Sequence[str]], list[list[float]]]
 
 _DEFAULT_LOGGED = threading.Event()
+
+
+def unit_vector(vector: Sequence[float]) -> list[float]:
+    """`vector` scaled to Euclidean length 1 (the zero vector stays zero)."""
+    values = [float(v) for v in vector]
+    norm = math.sqrt(math.fsum(v * v for v in values))
+    return [v / norm for v in values] if norm else values
 
 
 class NgramEmbedder:
@@ -104,8 +112,7 @@ class NgramEmbedder:
                 digest = hashlib.blake2b(padded[start : start + n].encode(), digest_size=8)
                 value = int.from_bytes(digest.digest(), "little")
                 vector[(value >> 1) % self.dimensions] += 1.0 if value & 1 else -1.0
-        norm = math.sqrt(math.fsum(v * v for v in vector))
-        return [v / norm for v in vector] if norm else vector
+        return unit_vector(vector)
 
     def __call__(self, texts: Sequence[str]) -> list[list[float]]:
         return [self.embed_one(_text(t)) for t in _texts(texts)]
