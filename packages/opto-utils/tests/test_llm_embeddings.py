@@ -31,8 +31,8 @@ def test_ngram_vectors_are_pinned_unit_vectors():
     # Pinned: the vectors must not change across runs, machines or Python versions (a
     # resumed search compares them with vectors computed before the restart).
     (vector,) = NgramEmbedder(dimensions=8)(["ab"])
-    half = 1 / math.sqrt(2)
-    assert vector == pytest.approx([0.0, -half, 0.0, 0.0, 0.0, half, 0.0, 0.0])
+    s = 1 / math.sqrt(6)
+    assert vector == pytest.approx([-s, 0.0, 0.0, 0.0, -2 * s, 0.0, s, 0.0])
     a, b = NgramEmbedder()([PROMPT, "Solve it."])
     assert math.fsum(v * v for v in a) == pytest.approx(1.0)
     assert a == NgramEmbedder()([PROMPT])[0]

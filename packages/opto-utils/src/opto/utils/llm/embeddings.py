@@ -17,12 +17,13 @@ vectorizer (logged once, at INFO).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
 import threading
 import time
+import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,7 +75,7 @@ class NgramEmbedder:
 
     Each text is lower-cased (unless `lowercase=False`), padded with one space on each
     side, and cut into every n-gram with `min_n <= n <= max_n`; each n-gram adds +1 or -1
-    (by a bit of its BLAKE2b hash) to the coordinate its hash selects, so collisions cancel
+    (by a bit of its CRC-32) to the coordinate its hash selects, so collisions cancel
     on average instead of adding up. The vector is scaled to unit length (an empty text
     is the zero vector). `dimensions` trades memory for fewer collisions.
     """
@@ -107,11 +108,14 @@ class NgramEmbedder:
         if not text:
             return vector
         padded = f" {text} "
-        for n in range(self.min_n, self.max_n + 1):
-            for start in range(len(padded) - n + 1):
-                digest = hashlib.blake2b(padded[start : start + n].encode(), digest_size=8)
-                value = int.from_bytes(digest.digest(), "little")
-                vector[(value >> 1) % self.dimensions] += 1.0 if value & 1 else -1.0
+        grams = Counter(
+            padded[start : start + n]
+            for n in range(self.min_n, self.max_n + 1)
+            for start in range(len(padded) - n + 1)
+        )
+        for gram, count in grams.items():
+            value = zlib.crc32(gram.encode("utf-8"))
+            vector[(value >> 1) % self.dimensions] += count if value & 1 else -count
         return unit_vector(vector)
 
     def __call__(self, texts: Sequence[str]) -> list[list[float]]:
