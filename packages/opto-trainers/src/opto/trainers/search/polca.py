@@ -110,16 +110,21 @@ def parameter_text(paramset: Mapping[str, Any]) -> str:
     return "\n".join(f"{path}: {value}" for path, value in sorted(paramset.items()))
 
 
+def _vector(candidate: Candidate) -> list[float]:
+    if candidate.embedding is None:
+        raise ValueError(f"{candidate!r} has no embedding; embed the candidates first")
+    return candidate.embedding
+
+
 def epsilon_net(
     new: Sequence[Candidate], known: Sequence[Candidate], epsilon: float
 ) -> list[Candidate]:
     """The members of `new` admitted farthest-first while their L2 distance to the nearest
     of `known` and of those already admitted exceeds `epsilon` (in `new`'s order; ties go
     to the earlier one). Every candidate must carry an `embedding`."""
-    nearest = [
-        min((math.dist(c.embedding, k.embedding) for k in known), default=math.inf)  # type: ignore[arg-type]
-        for c in new
-    ]
+    points = [_vector(c) for c in new]
+    references = [_vector(k) for k in known]
+    nearest = [min((math.dist(p, r) for r in references), default=math.inf) for p in points]
     remaining = list(range(len(new)))
     chosen: list[int] = []
     while remaining:
@@ -129,7 +134,7 @@ def epsilon_net(
         chosen.append(best)
         remaining.remove(best)
         for i in remaining:
-            nearest[i] = min(nearest[i], math.dist(new[i].embedding, new[best].embedding))  # type: ignore[arg-type]
+            nearest[i] = min(nearest[i], math.dist(points[i], points[best]))
     return [new[i] for i in sorted(chosen)]
 
 
