@@ -465,3 +465,18 @@ def test_vectors_of_another_length_than_the_stored_ones_are_refused():
     trainer.embedder = lambda texts: [[1.0, 0.0, 0.0] for _ in texts]  # another model
     with pytest.raises(EmbeddingShapeError, match="stored vectors of lengths \\[2\\]"):
         trainer.filter_candidates([Candidate({"a": 9}, created=99)], [])
+
+
+def test_the_constructor_takes_the_reference_options_as_train_defaults():
+    embedder = CircleEmbedder()
+    agent = S.Scale(1)
+    optimizer = S.NudgeOptimizer(agent.parameters(), ScriptedLLM(S.nudge))
+    trainer = POLCA(agent, optimizer, seed=0, epsilon=0.2, embedding_model=embedder)
+    trainer.train(S.TargetGuide(), S.DATA, num_steps=2, **TRAIN)
+    assert trainer.epsilon == 0.2 and embedder.calls
+    trainer.train(S.TargetGuide(), S.DATA, num_steps=1, epsilon=0, **TRAIN)
+    assert trainer.epsilon == 0.0 and trainer.embedder is None
+    with pytest.raises(ValueError, match="epsilon must be a finite number"):
+        POLCA(agent, optimizer, epsilon=-0.5)
+    with pytest.raises(TypeError, match="pass other options to train"):
+        POLCA(agent, optimizer, num_candidates=3)

@@ -143,11 +143,42 @@ class POLCA(PrioritySearch):
     embeddings) and can steer its optimizers with a summary of past rollouts.
 
     Takes `PrioritySearch`'s arguments; `train` takes `POLCAOptions` (`epsilon`,
-    `embedding_model`, `use_summarizer`, ...). See the module docstring for the net's
+    `embedding_model`, `use_summarizer`, ...). As in the reference, the constructor also
+    takes `epsilon`, `embedding_model`, `use_summarizer`, `summarizer` and `summarizer_llm`
+    (the defaults of `train`). See the module docstring for the net's
     distance and the summarizer's path into the optimizers' feedback.
     """
 
     options_class = POLCAOptions
+
+    #: `train` keywords the constructor also takes (as the defaults of every `train` call).
+    INIT_OPTIONS = ("epsilon", "embedding_model", "use_summarizer", "summarizer", "summarizer_llm")
+
+    def __init__(
+        self,
+        agent: Any,
+        optimizer: Any = None,
+        num_threads: int | None = None,
+        logger: Any = None,
+        *,
+        executor: Any = None,
+        seed: int | None = None,
+        **options: Any,
+    ) -> None:
+        unknown = sorted(set(options) - set(self.INIT_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"POLCA() got unexpected keyword arguments {unknown}: the constructor takes "
+                f"{', '.join(self.INIT_OPTIONS)}; pass other options to train()"
+            )
+        POLCAOptions(**options)  # fail now on a bad value, not at train()
+        super().__init__(agent, optimizer, num_threads, logger, executor=executor, seed=seed)
+        self.init_options = options
+
+    def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> Any:
+        """`PrioritySearch.train` with `POLCAOptions`; keywords given to the constructor are
+        the defaults, keywords given here win."""
+        return super().train(guide, train_dataset, **{**self.init_options, **kwargs})
 
     def _configure(self, guide: Guide, train_dataset: Any, options: PrioritySearchOptions) -> None:
         super()._configure(guide, train_dataset, options)
