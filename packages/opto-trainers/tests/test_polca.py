@@ -480,3 +480,17 @@ def test_the_constructor_takes_the_reference_options_as_train_defaults():
         POLCA(agent, optimizer, epsilon=-0.5)
     with pytest.raises(TypeError, match="pass other options to train"):
         POLCA(agent, optimizer, num_candidates=3)
+
+
+def test_the_summarizer_defaults_to_the_optimizers_llm():
+    def both(messages, **kwargs):
+        if "# Previous summary" in messages[-1]["content"]:
+            return summary_llm(messages)
+        return S.nudge(messages)
+
+    agent = S.Scale(1)
+    optimizer = S.NudgeOptimizer(agent.parameters(), ScriptedLLM(both))
+    trainer = POLCA(agent, optimizer, num_threads=2, seed=0, use_summarizer=True)
+    trainer.train(S.TargetGuide(), S.DATA, num_steps=3, **TRAIN)
+    assert trainer.summarizer.llm is optimizer.llm
+    assert trainer.summarizer.summary.endswith("too small")
