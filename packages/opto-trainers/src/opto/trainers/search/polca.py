@@ -143,7 +143,7 @@ class POLCA(PrioritySearch):
     embeddings) and can steer its optimizers with a summary of past rollouts.
 
     Takes `PrioritySearch`'s arguments; `train` takes `POLCAOptions` (`epsilon`,
-    `embedding_model`, `use_summarizer`, ...). As in the reference, the constructor also
+    `embedding_model`, `use_summarizer`, ...). The constructor also
     takes `epsilon`, `embedding_model`, `use_summarizer`, `summarizer` and `summarizer_llm`
     (the defaults of `train`). See the module docstring for the net's
     distance and the summarizer's path into the optimizers' feedback.
