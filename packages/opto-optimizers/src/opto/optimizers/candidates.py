@@ -192,6 +192,8 @@ class CandidateSearch(ProposalStrategy):
     step_options: ClassVar[frozenset[str]] = frozenset(
         {"num_responses", "temperature_min_max", "generation_technique", "selection_technique"}
     )
+    #: Attributes a copy shares: the user's selector and the LLM clients built for profiles.
+    _shared_on_copy: ClassVar[tuple[str, ...]] = ("selector", "_profile_llms")
 
     def __init__(
         self,
@@ -229,8 +231,6 @@ class CandidateSearch(ProposalStrategy):
         self.selected: Candidate | None = None
         self.candidate_log: list[dict[str, Any]] = []
         self._profile_llms: dict[str, Any] = {}
-
-    _shared_on_copy: ClassVar[tuple[str, ...]] = ("selector", "_profile_llms")
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CandidateSearch:
         """A copy with its own candidates and log, sharing the selector and profile LLMs."""

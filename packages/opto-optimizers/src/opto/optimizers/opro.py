@@ -74,8 +74,9 @@ class OPROPrompt(PromptBuilder):
     Each step first records the current solution (the variables' values), its feedback
     and its score (``step(score=…)``, else ``score_extractor(feedback)``); the prompt then
     shows the variables and the shown history, best last, and asks for a better solution.
-    The meta-prompt has no problem sections, so a ``mask`` leaves it unchanged, and it
-    keeps no memory of its own (the history is its memory).
+    A ``mask`` naming ``#Instruction``, ``#Variables`` or ``#Feedback`` leaves out the
+    objective, the list of variables or the solutions' feedback (the meta-prompt has no
+    other sections). It keeps no memory of its own (the history is its memory).
 
     Args:
         history_size: how many (solution, feedback, score) entries are kept (None: all).
@@ -162,7 +163,7 @@ class OPROPrompt(PromptBuilder):
         memory: Sequence[Mapping[str, Any]],
     ) -> str:
         """The meta-prompt (:meth:`meta_prompt`)."""
-        return self.meta_prompt(optimizer, summary, limit)
+        return self.meta_prompt(optimizer, summary, limit, mask)
 
     def _shown_history(self) -> list[tuple[bool, dict[str, Any]]]:
         """``(is_current, entry)`` to show: unscored first (chronological), then scored
@@ -182,7 +183,7 @@ class OPROPrompt(PromptBuilder):
         return shown
 
     @staticmethod
-    def _solution_text(entry: Mapping[str, Any], limit: int) -> str:
+    def _solution_text(entry: Mapping[str, Any], limit: int, feedback: bool = True) -> str:
         values = {
             name: truncate_expression(value, limit) if isinstance(value, str) else value
             for name, value in entry["variables"].items()
@@ -190,14 +191,22 @@ class OPROPrompt(PromptBuilder):
         lines = [json.dumps(values, indent=2, ensure_ascii=False)]
         if entry["score"] is not None:
             lines.append(f"score: {entry['score']:g}")
-        if entry["feedback"] not in (None, ""):
+        if feedback and entry["feedback"] not in (None, ""):
             lines.append(f"feedback: {entry['feedback']}")
         return "\n".join(lines)
 
-    def meta_prompt(self, optimizer: Any, summary: FunctionFeedback, limit: int) -> str:
-        """The user prompt: the variables, then the shown history (values cut at
-        ``limit`` characters), and the request for a better solution."""
+    def meta_prompt(
+        self,
+        optimizer: Any,
+        summary: FunctionFeedback,
+        limit: int,
+        mask: Collection[str] | None = None,
+    ) -> str:
+        """The user prompt: the objective and the variables, then the shown history
+        (values cut at ``limit`` characters), and the request for a better solution;
+        without the parts ``mask`` names."""
         s = optimizer.prompt_symbols
+        masked = optimizer.problem_view.masked(mask)
         variables = "\n".join(
             f"({'code' if is_code_name(name) else type(value).__name__}) {name}"
             + (f": {desc}" if desc else "")
@@ -207,12 +216,16 @@ class OPROPrompt(PromptBuilder):
         blocks = []
         for is_current, entry in self._shown_history():
             title = "Current solution" if is_current else "Solution"
-            blocks.append(f"{title}:\n{self._solution_text(entry, limit)}")
+            text = self._solution_text(entry, limit, "feedback" not in masked)
+            blocks.append(f"{title}:\n{text}")
         names = ", ".join(summary.variables)
+        parts = {
+            "instruction": f"{s['instruction']}\n{optimizer.objective}\n\n",
+            "variables": f"{s['variables']}\n{variables}\n\n",
+        }
         return (
-            f"{s['instruction']}\n{optimizer.objective}\n\n"
-            f"{s['variables']}\n{variables}\n\n"
-            f"Below are earlier solutions from the worst to the best ({direction} scores are "
+            "".join(text for key, text in parts.items() if key not in masked)
+            + f"Below are earlier solutions from the worst to the best ({direction} scores are "
             "better); the current solution comes last.\n\n"
             + "\n\n".join(blocks)
             + f"\n\nGive a new solution for {names} that differs from all solutions above and "
@@ -266,9 +279,12 @@ class _OPROOptions:
         """The history entries, oldest first (the reference's name)."""
         return self.history.buffer  # type: ignore[no-any-return]
 
-    def meta_prompt(self, summary: FunctionFeedback, limit: int) -> str:
-        """The user prompt OPRO sends for ``summary`` (values cut at ``limit``)."""
-        return self.history_prompt.meta_prompt(self, summary, limit)
+    def meta_prompt(
+        self, summary: FunctionFeedback, limit: int, mask: Collection[str] | None = None
+    ) -> str:
+        """The user prompt OPRO sends for ``summary`` (values cut at ``limit``, without
+        the parts ``mask`` names)."""
+        return self.history_prompt.meta_prompt(self, summary, limit, mask)
 
     @property
     def history_prompt(self) -> OPROPrompt:
