@@ -167,12 +167,33 @@ def _majority(texts: Sequence[str], threshold: float = MAJORITY_THRESHOLD) -> in
     return min(largest, key=lambda i: (sum(dist[i][j] for j in largest), -i))
 
 
+def _count(instance: Any, attribute: Any, value: Any) -> None:
+    _check_count(value)
+
+
+def _technique(valid: Sequence[str]) -> Callable[[Any, Any, Any], None]:
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        _check_name(value, valid)
+
+    return check
+
+
+def _workers(instance: Any, attribute: Any, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"max_workers must be at least 1, got {value}.")
+
+
+def _list_or_none(values: Sequence[Any] | None) -> list[Any] | None:
+    return list(values) if values else None
+
+
+@attrs.define(slots=False, eq=False)
 class CandidateSearch(ProposalStrategy):
     """Several candidate replies per step, generated and then selected.
 
-    Args:
+    Attributes (all keyword arguments of the constructor too; checked when set):
         num_responses: candidates per step.
-        temperature_min_max: ``[min, max]`` sampling temperatures (default ``[0.0, 1.0]``).
+        temperature_min_max: ``(min, max)`` sampling temperatures (default ``(0.0, 1.0)``).
         selector: ``fn(candidates) -> Candidate | index | reply text | suggestion dict``;
             overrides ``selection_technique``.
         generation_technique: one of :data:`GENERATION_TECHNIQUES`.
@@ -195,42 +216,37 @@ class CandidateSearch(ProposalStrategy):
     #: Attributes a copy shares: the user's selector and the LLM clients built for profiles.
     _shared_on_copy: ClassVar[tuple[str, ...]] = ("selector", "_profile_llms")
 
-    def __init__(
-        self,
-        num_responses: int = 3,
-        temperature_min_max: Sequence[float] | None = None,
-        selector: Callable[[list[Candidate]], Any] | None = None,
-        generation_technique: str = "temperature_variation",
-        selection_technique: str = "best_of_n",
-        experts_list: Sequence[str] | None = None,
-        llm_profiles: Sequence[Any] | None = None,
-        llm_weights: Sequence[float] | None = None,
-        max_workers: int | None = None,
-    ) -> None:
-        self.num_responses = _check_count(num_responses)
-        self.temperature_min_max = _check_temperatures(temperature_min_max or (0.0, 1.0))
-        self.selector = selector
-        self.generation_technique = _check_name(generation_technique, GENERATION_TECHNIQUES)
-        self.selection_technique = _check_name(selection_technique, SELECTION_TECHNIQUES)
-        self.experts_list = list(experts_list) if experts_list else None
-        self.llm_profiles = list(llm_profiles) if llm_profiles else None
-        if llm_weights is not None:
-            if not self.llm_profiles or len(llm_weights) != len(self.llm_profiles):
+    num_responses: int = attrs.field(default=3, validator=_count)
+    temperature_min_max: tuple[float, float] = attrs.field(
+        default=None, converter=lambda pair: _check_temperatures(pair or (0.0, 1.0))
+    )
+    selector: Callable[[list[Candidate]], Any] | None = None
+    generation_technique: str = attrs.field(
+        default="temperature_variation", validator=_technique(GENERATION_TECHNIQUES)
+    )
+    selection_technique: str = attrs.field(
+        default="best_of_n", validator=_technique(SELECTION_TECHNIQUES)
+    )
+    experts_list: list[str] | None = attrs.field(default=None, converter=_list_or_none)
+    llm_profiles: list[Any] | None = attrs.field(default=None, converter=_list_or_none)
+    llm_weights: list[float] | None = attrs.field(default=None, converter=_list_or_none)
+    max_workers: int | None = attrs.field(default=None, validator=_workers)
+    candidates: list[Candidate] = attrs.field(factory=list, init=False, repr=False)
+    selected: Candidate | None = attrs.field(default=None, init=False, repr=False)
+    candidate_log: list[dict[str, Any]] = attrs.field(factory=list, init=False, repr=False)
+    _profile_llms: dict[str, Any] = attrs.field(factory=dict, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        weights = self.llm_weights
+        if weights is not None:
+            if not self.llm_profiles or len(weights) != len(self.llm_profiles):
                 raise ValueError("llm_weights needs one weight per entry of llm_profiles.")
-            if any(w <= 0 for w in llm_weights):
-                raise ValueError(f"llm_weights must be positive, got {list(llm_weights)}.")
-        self.llm_weights = (
-            list(llm_weights) if llm_weights else [1.0] * len(self.llm_profiles or ())
-        )
-        if generation_technique == "multi_llm" and not self.llm_profiles:
+            if any(w <= 0 for w in weights):
+                raise ValueError(f"llm_weights must be positive, got {weights}.")
+        else:
+            self.llm_weights = [1.0] * len(self.llm_profiles or ())
+        if self.generation_technique == "multi_llm" and not self.llm_profiles:
             raise ValueError("generation_technique='multi_llm' needs llm_profiles=[...].")
-        if max_workers is not None and max_workers < 1:
-            raise ValueError(f"max_workers must be at least 1, got {max_workers}.")
-        self.max_workers = max_workers
-        self.candidates: list[Candidate] = []
-        self.selected: Candidate | None = None
-        self.candidate_log: list[dict[str, Any]] = []
-        self._profile_llms: dict[str, Any] = {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CandidateSearch:
         """A copy with its own candidates and log, sharing the selector and profile LLMs."""
@@ -259,18 +275,20 @@ class CandidateSearch(ProposalStrategy):
         candidate holds a suggestion: the step is terminated when a candidate said
         ``TERMINATE``, else a parse failure)."""
         record = optimizer.current_step
-        system, user, options = request.system, request.user, request.options
-        candidates = self.generate_candidates(
+        user, options = request.user, request.options
+        candidates = self.generate(
             optimizer,
-            system,
+            request.system,
             user,
             options,
-            num_responses,
-            generation_technique,
-            temperature_min_max,
+            count=num_responses,
+            technique=generation_technique,
+            temperatures=temperature_min_max,
         )
         self.candidates = candidates
-        selected = self.select_candidate(optimizer, candidates, selection_technique, user, options)
+        selected = self.select(
+            optimizer, candidates, technique=selection_technique, problem=user, options=options
+        )
         self.selected = selected
         self._log(optimizer, request, candidates, selected, generation_technique)
         if selected is None:
@@ -416,23 +434,24 @@ class CandidateSearch(ProposalStrategy):
 
     # --- generation -------------------------------------------------------------------
 
-    def generate_candidates(
+    def generate(
         self,
         optimizer: Any,
         system_prompt: str,
         user_prompt: str,
         options: Mapping[str, Any] | None = None,
-        num_responses: int | None = None,
-        generation_technique: str | None = None,
-        temperature_min_max: Sequence[float] | None = None,
+        *,
+        count: int | None = None,
+        technique: str | None = None,
+        temperatures: Sequence[float] | None = None,
     ) -> list[Candidate]:
-        """Produce the candidates of one step with the given (or configured) technique."""
+        """The candidates for one prompt: ``count`` of them (else :attr:`num_responses`)
+        by ``technique`` (else :attr:`generation_technique`) within ``temperatures``
+        (else :attr:`temperature_min_max`); ``options`` go to every request."""
         options = dict(options or {})
-        n = _check_count(num_responses or self.num_responses)
-        technique = _check_name(
-            generation_technique or self.generation_technique, GENERATION_TECHNIQUES
-        )
-        low, high = _check_temperatures(temperature_min_max or self.temperature_min_max)
+        n = _check_count(count or self.num_responses)
+        technique = _check_name(technique or self.generation_technique, GENERATION_TECHNIQUES)
+        low, high = _check_temperatures(temperatures or self.temperature_min_max)
         if technique == "temperature_variation":
             jobs = [
                 self._job(optimizer, system_prompt, user_prompt, options, i, temperature=t)
@@ -549,18 +568,20 @@ class CandidateSearch(ProposalStrategy):
 
     # --- selection --------------------------------------------------------------------
 
-    def select_candidate(
+    def select(
         self,
         optimizer: Any,
         candidates: Sequence[Candidate | str],
-        selection_technique: str | None = None,
+        *,
+        technique: str | None = None,
         problem: str = "",
         options: Mapping[str, Any] | None = None,
     ) -> Candidate | None:
-        """The candidate to apply (None when no candidate holds a suggestion).
+        """The candidate to apply, by ``technique`` (else :attr:`selection_technique`;
+        a :attr:`selector` wins); None when no candidate holds a suggestion.
 
-        ``candidates`` may also be reply texts (the reference's form). ``problem`` is the
-        user prompt (problem instance and feedback) the judge sees.
+        ``candidates`` may be reply texts too. ``problem`` is the user prompt (problem
+        instance and feedback) the judge sees; ``options`` go to a synthesis request.
         """
         candidates = [
             c if isinstance(c, Candidate) else self.parse_candidate(optimizer, str(c))
@@ -571,9 +592,7 @@ class CandidateSearch(ProposalStrategy):
             return self._from_selector(optimizer, candidates)
         if not valid:
             return None
-        technique = _check_name(
-            selection_technique or self.selection_technique, SELECTION_TECHNIQUES
-        )
+        technique = _check_name(technique or self.selection_technique, SELECTION_TECHNIQUES)
         if len(valid) == 1 or technique == "last_of_n":
             return valid[-1]
         if technique == "majority":

@@ -10,11 +10,11 @@ conversion, code checks, step records) is OptoPrime's.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opto.optimizers.optoprime import OptoPrime
-from opto.optimizers.prompts import ProblemPrompt
+from opto.optimizers.prompts import Mask, Memory, ProblemPrompt
 from opto.optimizers.reply_formats import JSONReplyFormat
 from opto.optimizers.utils import jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
@@ -96,12 +96,7 @@ class CompactPrompt(ProblemPrompt):
         return self.text
 
     def user_prompt(
-        self,
-        optimizer: Any,
-        summary: FunctionFeedback,
-        mask: Collection[str] | None,
-        limit: int,
-        memory: Sequence[Mapping[str, Any]],
+        self, optimizer: Any, summary: FunctionFeedback, mask: Mask, limit: int, memory: Memory
     ) -> str:
         """Variables, outputs, memory, then the feedback right before the request."""
         lines = ["Variables:"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, ClassVar
 
 import attrs
@@ -22,7 +22,7 @@ from opto.optimizers.buffers import FIFOBuffer
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.optoprime_v2 import OptimizerPromptSymbolSet, OptoPrimeV2
 from opto.optimizers.problem import ProblemView
-from opto.optimizers.prompts import PromptBuilder
+from opto.optimizers.prompts import Mask, Memory, PromptBuilder
 from opto.optimizers.reply_formats import ReplyGuide
 from opto.optimizers.utils import Delegated, jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
@@ -155,12 +155,7 @@ class OPROPrompt(PromptBuilder):
         """Nothing: :meth:`build` already recorded the step in the history."""
 
     def user_prompt(
-        self,
-        optimizer: Any,
-        summary: FunctionFeedback,
-        mask: Collection[str] | None,
-        limit: int,
-        memory: Sequence[Mapping[str, Any]],
+        self, optimizer: Any, summary: FunctionFeedback, mask: Mask, limit: int, memory: Memory
     ) -> str:
         """The meta-prompt (:meth:`meta_prompt`)."""
         return self.meta_prompt(optimizer, summary, limit, mask)

@@ -42,25 +42,14 @@ logger = logging.getLogger(__name__)
 class OptoPrimeMulti(OptoPrime):
     """OptoPrime that generates several candidates per step and applies the selected one.
 
-    Takes OptoPrime's arguments plus those of
-    :class:`~opto.optimizers.candidates.CandidateSearch` (its ``proposer``):
-
-    Args:
-        num_responses: candidates per step.
-        temperature_min_max: ``[min, max]`` sampling temperatures (default ``[0.0, 1.0]``).
-        selector: ``fn(candidates) -> Candidate | index | reply text | suggestion dict``;
-            overrides ``selection_technique``.
-        generation_technique: one of :data:`GENERATION_TECHNIQUES`.
-        selection_technique: one of :data:`SELECTION_TECHNIQUES`.
-        experts_list: expert personas for ``multi_experts`` (else the LLM proposes them).
-        llm_profiles: for ``multi_llm``: LLMFactory profile names or LLM objects.
-        llm_weights: relative share of candidates per profile (default: equal).
-        max_workers: how many requests run at once (default ``num_responses``).
-
-    ``step`` also accepts per-step ``num_responses``, ``temperature_min_max``,
-    ``generation_technique`` and ``selection_technique``. The settings and the results
-    (:attr:`candidates`, :attr:`selected`, :attr:`candidate_log`) are the candidate
-    search's, reachable under their names here.
+    Takes OptoPrime's arguments plus the settings of its
+    :class:`~opto.optimizers.candidates.CandidateSearch` (``num_responses``,
+    ``temperature_min_max``, ``selector``, ``generation_technique``,
+    ``selection_technique``, ``experts_list``, ``llm_profiles``, ``llm_weights``,
+    ``max_workers``; see there). ``step`` also accepts ``num_responses``,
+    ``temperature_min_max``, ``generation_technique`` and ``selection_technique`` per step.
+    The settings and the results (:attr:`candidates`, :attr:`selected`,
+    :attr:`candidate_log`) are the search's, reachable under their names here.
     """
 
     num_responses = Delegated("proposer")
@@ -144,15 +133,16 @@ class OptoPrimeMulti(OptoPrime):
         generation_technique: str | None = None,
         temperature_min_max: Sequence[float] | None = None,
     ) -> list[Candidate]:
-        """Produce the candidates of one step with the given (or configured) technique."""
-        return self.search.generate_candidates(
+        """Produce the candidates of one step with the given (or configured) technique
+        (the candidate search's :meth:`~CandidateSearch.generate`)."""
+        return self.search.generate(
             self,
             system_prompt,
             user_prompt,
             options,
-            num_responses,
-            generation_technique,
-            temperature_min_max,
+            count=num_responses,
+            technique=generation_technique,
+            temperatures=temperature_min_max,
         )
 
     def select_candidate(
@@ -162,9 +152,8 @@ class OptoPrimeMulti(OptoPrime):
         problem: str = "",
         options: Mapping[str, Any] | None = None,
     ) -> Candidate | None:
-        """The candidate to apply (None when no candidate holds a suggestion).
-
-        ``candidates`` may also be reply texts (the reference's form). ``problem`` is the
-        user prompt (problem instance and feedback) the judge sees.
-        """
-        return self.search.select_candidate(self, candidates, selection_technique, problem, options)
+        """The candidate to apply, None when no candidate holds a suggestion (the
+        candidate search's :meth:`~CandidateSearch.select`; candidates may be reply texts)."""
+        return self.search.select(
+            self, candidates, technique=selection_technique, problem=problem, options=options
+        )

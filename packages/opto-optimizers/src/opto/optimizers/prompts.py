@@ -24,7 +24,12 @@ from opto.optimizers.problem import FENCE_LINE, ProblemView
 from opto.optimizers.reply_formats import ReplyGuide
 from opto.trace.propagators import FunctionFeedback
 
-__all__ = ["ProblemPrompt", "PromptBuilder"]
+__all__ = ["Mask", "Memory", "ProblemPrompt", "PromptBuilder"]
+
+#: The problem sections a step leaves out (by key, header or name; None: none).
+Mask = Collection[str] | None
+#: Remembered ``{variables, feedback}`` entries of earlier steps, oldest first.
+Memory = Sequence[Mapping[str, Any]]
 
 
 class PromptBuilder(abc.ABC):
@@ -63,12 +68,7 @@ class PromptBuilder(abc.ABC):
 
     @abc.abstractmethod
     def user_prompt(
-        self,
-        optimizer: Any,
-        summary: FunctionFeedback,
-        mask: Collection[str] | None,
-        limit: int,
-        memory: Sequence[Mapping[str, Any]],
+        self, optimizer: Any, summary: FunctionFeedback, mask: Mask, limit: int, memory: Memory
     ) -> str:
         """The user prompt with values cut at ``limit`` characters and ``memory`` (earlier
         ``{variables, feedback}`` entries, oldest first) shown."""
@@ -116,12 +116,13 @@ class PromptBuilder(abc.ABC):
             )
 
     def state_dict(self) -> dict[str, Any]:
-        """State to save with the optimizer's (JSON-able; merged into its state dict)."""
+        """What the builder remembers across steps, JSON-able, saved inside the optimizer's
+        state dict (e.g. OPRO's history); nothing by default."""
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s keys from the optimizer's saved state."""
-        return None  # stateless by default
+        """Take back the keys of :meth:`state_dict` from the optimizer's saved state."""
+        return None  # a builder without state has nothing to restore
 
 
 class ProblemPrompt(PromptBuilder):
@@ -130,12 +131,7 @@ class ProblemPrompt(PromptBuilder):
     variables (``highlight_variables``) and the closing line."""
 
     def user_prompt(
-        self,
-        optimizer: Any,
-        summary: FunctionFeedback,
-        mask: Collection[str] | None,
-        limit: int,
-        memory: Sequence[Mapping[str, Any]],
+        self, optimizer: Any, summary: FunctionFeedback, mask: Mask, limit: int, memory: Memory
     ) -> str:
         """The problem instance between fence lines, with example, memory and question."""
         instance = optimizer.problem_instance(summary, mask, limit)
