@@ -22,7 +22,7 @@ LAYERS = [
     "optoprime",
     "candidates",
     "optimizer | prompts | proposals",
-    "problem | reply_formats | llm_calls | conversion | code_proposals | buffers",
+    "problem | reply_formats | llm_calls | conversion | code_proposals | buffers | candidate_helpers",
     "prompt_budget | parsing | xml_parsing",
     "utils",
 ]

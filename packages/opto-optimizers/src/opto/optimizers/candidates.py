@@ -15,20 +15,27 @@ suggestions (``majority``), the last one, or a user ``selector``.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
+from opto.optimizers.candidate_helpers import (
+    check_count,
+    check_name,
+    check_temperatures,
+    chosen_index,
+    majority,
+    profile_name,
+    spread,
+    string_list,
+    weighted_order,
+)
 from opto.optimizers.llm_calls import LLMRequest, chat_messages, send_all
 from opto.optimizers.parsing import (
     ParsedReply,
     SuggestionParseError,
-    iter_json_objects,
-    load_json_like,
 )
 from opto.optimizers.proposals import ProposalStrategy, StepRequest
 from opto.optimizers.utils import drop_oldest, jsonable
@@ -67,9 +74,6 @@ DEFAULT_EXPERTS = (
     "Domain Specialist",
     "Creative Problem Solver",
 )
-MAJORITY_THRESHOLD = 0.2
-"""Largest distance (1 - similarity ratio) between two suggestions of one cluster."""
-
 _JUDGE_SYSTEM = (
     "You compare candidate responses to an optimization problem and pick the one most "
     "likely to improve the output according to the feedback, while respecting the "
@@ -122,58 +126,13 @@ class Candidate:
         return jsonable(attrs.asdict(self))
 
 
-def _spread(low: float, high: float, n: int) -> list[float]:
-    """``n`` temperatures from ``high`` down to ``low``."""
-    step = (high - low) / max(1, n - 1)
-    return [round(high - i * step, 6) for i in range(n)]
-
-
-def _weighted_order(names: Sequence[str], weights: Sequence[float], n: int) -> list[int]:
-    """Indexes of ``names`` for ``n`` slots, shares proportional to ``weights`` (smooth
-    weighted round robin: deterministic and evenly interleaved)."""
-    current = [0.0] * len(names)
-    total = sum(weights)
-    order = []
-    for _ in range(n):
-        for i, weight in enumerate(weights):
-            current[i] += weight
-        best = max(range(len(names)), key=lambda i: current[i])
-        current[best] -= total
-        order.append(best)
-    return order
-
-
-def _distance(a: str, b: str) -> float:
-    return 1.0 - difflib.SequenceMatcher(None, a, b).ratio()
-
-
-def _majority(texts: Sequence[str], threshold: float = MAJORITY_THRESHOLD) -> int:
-    """Index of the medoid of the largest complete-linkage cluster (ties: latest)."""
-    n = len(texts)
-    dist = [[_distance(texts[i], texts[j]) if i != j else 0.0 for j in range(n)] for i in range(n)]
-    clusters = [[i] for i in range(n)]
-    while len(clusters) > 1:
-        best: tuple[float, int, int] | None = None
-        for a in range(len(clusters)):
-            for b in range(a + 1, len(clusters)):
-                link = max(dist[i][j] for i in clusters[a] for j in clusters[b])
-                if link <= threshold and (best is None or link < best[0]):
-                    best = (link, a, b)
-        if best is None:
-            break
-        _, a, b = best
-        clusters[a] = clusters[a] + clusters.pop(b)
-    largest = max(clusters, key=lambda c: (len(c), max(c)))
-    return min(largest, key=lambda i: (sum(dist[i][j] for j in largest), -i))
-
-
 def _count(instance: Any, attribute: Any, value: Any) -> None:
-    _check_count(value)
+    check_count(value)
 
 
 def _technique(valid: Sequence[str]) -> Callable[[Any, Any, Any], None]:
     def check(instance: Any, attribute: Any, value: Any) -> None:
-        _check_name(value, valid)
+        check_name(value, valid)
 
     return check
 
@@ -218,7 +177,7 @@ class CandidateSearch(ProposalStrategy):
 
     num_responses: int = attrs.field(default=3, validator=_count)
     temperature_min_max: tuple[float, float] = attrs.field(
-        default=None, converter=lambda pair: _check_temperatures(pair or (0.0, 1.0))
+        default=None, converter=lambda pair: check_temperatures(pair or (0.0, 1.0))
     )
     selector: Callable[[list[Candidate]], Any] | None = None
     generation_technique: str = attrs.field(
@@ -449,13 +408,13 @@ class CandidateSearch(ProposalStrategy):
         by ``technique`` (else :attr:`generation_technique`) within ``temperatures``
         (else :attr:`temperature_min_max`); ``options`` go to every request."""
         options = dict(options or {})
-        n = _check_count(count or self.num_responses)
-        technique = _check_name(technique or self.generation_technique, GENERATION_TECHNIQUES)
-        low, high = _check_temperatures(temperatures or self.temperature_min_max)
+        n = check_count(count or self.num_responses)
+        technique = check_name(technique or self.generation_technique, GENERATION_TECHNIQUES)
+        low, high = check_temperatures(temperatures or self.temperature_min_max)
         if technique == "temperature_variation":
             jobs = [
                 self._job(optimizer, system_prompt, user_prompt, options, i, temperature=t)
-                for i, t in enumerate(_spread(low, high, n))
+                for i, t in enumerate(spread(low, high, n))
             ]
             return self._candidates(optimizer, jobs, self._run(optimizer, jobs))
         if technique == "n_samples":
@@ -486,10 +445,10 @@ class CandidateSearch(ProposalStrategy):
                 for i, expert in enumerate(experts)
             ]
             return self._candidates(optimizer, jobs, self._run(optimizer, jobs))
-        names = [_profile_name(p) for p in self.llm_profiles or ()]
+        names = [profile_name(p) for p in self.llm_profiles or ()]
         if not names:
             raise ValueError("generation_technique='multi_llm' needs llm_profiles=[...].")
-        order = _weighted_order(names, self.llm_weights, n)
+        order = weighted_order(names, self.llm_weights, n)
         jobs = [
             self._job(
                 optimizer,
@@ -542,7 +501,7 @@ class CandidateSearch(ProposalStrategy):
         (result,) = self._run(optimizer, [job])
         experts: list[str] = []
         if isinstance(result, ChatResponse):
-            experts = _string_list(result.content or "")
+            experts = string_list(result.content or "")
         experts = experts[:n]
         defaults = [d for d in DEFAULT_EXPERTS if d not in experts] or list(DEFAULT_EXPERTS)
         experts.extend(defaults[i % len(defaults)] for i in range(n - len(experts)))
@@ -592,19 +551,19 @@ class CandidateSearch(ProposalStrategy):
             return self._from_selector(optimizer, candidates)
         if not valid:
             return None
-        technique = _check_name(technique or self.selection_technique, SELECTION_TECHNIQUES)
+        technique = check_name(technique or self.selection_technique, SELECTION_TECHNIQUES)
         if len(valid) == 1 or technique == "last_of_n":
             return valid[-1]
         if technique == "majority":
             texts = [json.dumps(jsonable(c.suggestion), sort_keys=True) for c in valid]
-            return valid[_majority(texts)]
+            return valid[majority(texts)]
         listing = "\n\n".join(f"Candidate {k + 1}:\n{c.text}" for k, c in enumerate(valid))
         user = f"Problem:\n{problem}\n\nCandidates:\n{listing}"
         if technique in ("best_of_n", "bestofn"):
             job = self._job(optimizer, _JUDGE_SYSTEM, user, {}, 0, temperature=0.0)
             (result,) = self._run(optimizer, [job])
             index = (
-                _chosen_index(result.content or "", len(valid))
+                chosen_index(result.content or "", len(valid))
                 if isinstance(result, ChatResponse)
                 else None
             )
@@ -638,67 +597,3 @@ class CandidateSearch(ProposalStrategy):
             "selector must return a Candidate, an index, a reply text or a suggestion dict, "
             f"got {type(chosen).__name__}."
         )
-
-
-def _check_count(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"num_responses must be a positive int, got {n!r}.")
-    return n
-
-
-def _check_temperatures(pair: Sequence[float]) -> tuple[float, float]:
-    try:
-        low, high = (float(t) for t in pair)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"temperature_min_max must be two numbers [min, max], got {pair!r}."
-        ) from None
-    if not 0.0 <= low <= high:
-        raise ValueError(f"temperature_min_max needs 0 <= min <= max, got {pair!r}.")
-    return low, high
-
-
-def _check_name(name: str, valid: Sequence[str]) -> str:
-    if name not in valid:
-        raise ValueError(f"unknown technique {name!r}; choose one of {list(valid)}.")
-    return name
-
-
-def _profile_name(profile: Any) -> str:
-    if isinstance(profile, str):
-        return profile
-    return str(getattr(profile, "model_name", "") or type(profile).__name__)
-
-
-def _string_list(text: str) -> list[str]:
-    """A list of strings from a reply: a JSON array, or an object holding one."""
-    values: Any = None
-    start, end = text.find("["), text.rfind("]")
-    if 0 <= start < end:
-        try:
-            values = load_json_like(text[start : end + 1])
-        except ValueError:
-            values = None
-    if not isinstance(values, list):
-        for obj in iter_json_objects(text):
-            lists = [v for v in obj.values() if isinstance(v, list)]
-            if len(lists) == 1:
-                values = lists[0]
-                break
-    if not isinstance(values, list):
-        return []
-    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
-
-
-def _chosen_index(text: str, count: int) -> int | None:
-    """0-based index of the candidate a judge named (``"best": k``, or ``Candidate k``)."""
-    for obj in iter_json_objects(text):
-        best = obj.get("best")
-        if isinstance(best, str) and best.strip().isdigit():
-            best = int(best.strip())
-        if isinstance(best, int) and not isinstance(best, bool) and 1 <= best <= count:
-            return best - 1
-    match = re.search(r"(?:candidate\s*#?\s*|^\s*)(\d+)\b", text, re.IGNORECASE)
-    if match and 1 <= int(match.group(1)) <= count:
-        return int(match.group(1)) - 1
-    return None

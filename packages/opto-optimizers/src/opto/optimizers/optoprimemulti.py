@@ -17,7 +17,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-# The names below (private ones included) stay importable from here.
+from opto.optimizers import candidate_helpers
+from opto.optimizers.candidate_helpers import MAJORITY_THRESHOLD as MAJORITY_THRESHOLD
 from opto.optimizers.candidates import DEFAULT_EXPERTS as DEFAULT_EXPERTS
 from opto.optimizers.candidates import (
     GENERATION_TECHNIQUES,
@@ -25,11 +26,6 @@ from opto.optimizers.candidates import (
     Candidate,
     CandidateSearch,
 )
-from opto.optimizers.candidates import MAJORITY_THRESHOLD as MAJORITY_THRESHOLD
-from opto.optimizers.candidates import _chosen_index as _chosen_index
-from opto.optimizers.candidates import _majority as _majority
-from opto.optimizers.candidates import _string_list as _string_list
-from opto.optimizers.candidates import _weighted_order as _weighted_order
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.utils import Delegated
 from opto.trace.nodes import ParameterNode
@@ -37,6 +33,12 @@ from opto.trace.nodes import ParameterNode
 __all__ = ["GENERATION_TECHNIQUES", "SELECTION_TECHNIQUES", "Candidate", "OptoPrimeMulti"]
 
 logger = logging.getLogger(__name__)
+
+# The helpers of the candidate search stay importable from here under their old names.
+_chosen_index = candidate_helpers.chosen_index
+_majority = candidate_helpers.majority
+_string_list = candidate_helpers.string_list
+_weighted_order = candidate_helpers.weighted_order
 
 
 class OptoPrimeMulti(OptoPrime):
