@@ -153,3 +153,18 @@ def test_optoprimemulti_keeps_the_summary_log_beside_the_log():
     one_step(multi, x + 1, "larger")
     assert len(multi.log) == len(multi.summary_log) == 1
     assert multi.log[0]["candidates"] and multi.summary_log[0]["user_feedback"] == "larger"
+
+
+def test_candidate_search_settings_are_checked_when_built_and_when_set():
+    x = trace.node(3, trainable=True)
+    with pytest.raises(ValueError, match="unknown technique 'best'"):
+        CandidateSearch(selection_technique="best")
+    with pytest.raises(ValueError, match="needs llm_profiles"):
+        CandidateSearch(generation_technique="multi_llm")
+    multi = OptoPrimeMulti([x], llm=ScriptedLLM([]))
+    with pytest.raises(ValueError, match="num_responses must be a positive int"):
+        multi.num_responses = 0
+    with pytest.raises(ValueError, match="max_workers must be at least 1"):
+        multi.max_workers = 0
+    multi.temperature_min_max = [0.2, 0.4]
+    assert multi.temperature_min_max == (0.2, 0.4) and multi.num_responses == 3

@@ -188,7 +188,9 @@ class CandidateSearch(ProposalStrategy):
     )
     experts_list: list[str] | None = attrs.field(default=None, converter=_list_or_none)
     llm_profiles: list[Any] | None = attrs.field(default=None, converter=_list_or_none)
-    llm_weights: list[float] | None = attrs.field(default=None, converter=_list_or_none)
+    llm_weights: list[float] = attrs.field(
+        default=None, converter=lambda weights: None if weights is None else list(weights)
+    )
     max_workers: int | None = attrs.field(default=None, validator=_workers)
     candidates: list[Candidate] = attrs.field(factory=list, init=False, repr=False)
     selected: Candidate | None = attrs.field(default=None, init=False, repr=False)
@@ -202,7 +204,7 @@ class CandidateSearch(ProposalStrategy):
                 raise ValueError("llm_weights needs one weight per entry of llm_profiles.")
             if any(w <= 0 for w in weights):
                 raise ValueError(f"llm_weights must be positive, got {weights}.")
-        else:
+        if not weights:  # equal shares
             self.llm_weights = [1.0] * len(self.llm_profiles or ())
         if self.generation_technique == "multi_llm" and not self.llm_profiles:
             raise ValueError("generation_technique='multi_llm' needs llm_profiles=[...].")
