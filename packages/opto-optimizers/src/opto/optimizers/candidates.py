@@ -37,7 +37,7 @@ from opto.optimizers.parsing import (
     ParsedReply,
     SuggestionParseError,
 )
-from opto.optimizers.proposals import ProposalStrategy, StepRequest
+from opto.optimizers.proposals import ProposalHost, ProposalStrategy, StepRequest
 from opto.optimizers.utils import drop_oldest, jsonable
 from opto.utils.llm.types import ChatResponse
 
@@ -224,7 +224,7 @@ class CandidateSearch(ProposalStrategy):
 
     def propose(
         self,
-        optimizer: Any,
+        optimizer: ProposalHost,
         request: StepRequest,
         num_responses: int | None = None,
         temperature_min_max: Sequence[float] | None = None,
@@ -274,7 +274,7 @@ class CandidateSearch(ProposalStrategy):
 
     def _log(
         self,
-        optimizer: Any,
+        optimizer: ProposalHost,
         request: StepRequest,
         candidates: Sequence[Candidate],
         selected: Candidate | None,
@@ -309,7 +309,7 @@ class CandidateSearch(ProposalStrategy):
     # --- requests ---------------------------------------------------------------------
 
     def _run(
-        self, optimizer: Any, jobs: Sequence[LLMRequest]
+        self, optimizer: ProposalHost, jobs: Sequence[LLMRequest]
     ) -> list[ChatResponse | BaseException]:
         """Send the requests concurrently (at most ``max_workers`` at once); responses or
         exceptions in order, usage counted, a spent budget raised."""
@@ -322,7 +322,7 @@ class CandidateSearch(ProposalStrategy):
         )
 
     def _candidates(
-        self, optimizer: Any, jobs: Sequence[LLMRequest], results: Sequence[Any]
+        self, optimizer: ProposalHost, jobs: Sequence[LLMRequest], results: Sequence[Any]
     ) -> list[Candidate]:
         """Parse the results; when every request failed, re-raise the first error."""
         if results and all(isinstance(r, BaseException) for r in results):
@@ -339,7 +339,7 @@ class CandidateSearch(ProposalStrategy):
             out.extend(self.parse_candidate(optimizer, text, **job.meta) for text in texts)
         return out
 
-    def parse_candidate(self, optimizer: Any, text: str, **meta: Any) -> Candidate:
+    def parse_candidate(self, optimizer: ProposalHost, text: str, **meta: Any) -> Candidate:
         """A candidate of reply ``text`` parsed in the optimizer's reply format (a parse
         failure is counted in ``optimizer.parse_failures``)."""
         try:
@@ -358,7 +358,7 @@ class CandidateSearch(ProposalStrategy):
 
     @staticmethod
     def _job(
-        optimizer: Any,
+        optimizer: ProposalHost,
         system: str,
         user: str,
         options: Mapping[str, Any],
@@ -373,7 +373,7 @@ class CandidateSearch(ProposalStrategy):
 
     def request_texts(
         self,
-        optimizer: Any,
+        optimizer: ProposalHost,
         system_prompt: str,
         user_prompt: str,
         num_responses: int = 1,
@@ -397,7 +397,7 @@ class CandidateSearch(ProposalStrategy):
 
     def generate(
         self,
-        optimizer: Any,
+        optimizer: ProposalHost,
         system_prompt: str,
         user_prompt: str,
         options: Mapping[str, Any] | None = None,
@@ -468,7 +468,7 @@ class CandidateSearch(ProposalStrategy):
 
     def _sequential(
         self,
-        optimizer: Any,
+        optimizer: ProposalHost,
         technique: str,
         system: str,
         user: str,
@@ -490,7 +490,7 @@ class CandidateSearch(ProposalStrategy):
             found.extend(self._candidates(optimizer, [job], self._run(optimizer, [job])))
         return found
 
-    def _experts(self, optimizer: Any, user_prompt: str, n: int) -> list[str]:
+    def _experts(self, optimizer: ProposalHost, user_prompt: str, n: int) -> list[str]:
         """``n`` expert personas: the configured list (cycled), else asked from the LLM,
         padded with defaults."""
         if self.experts_list:
@@ -509,7 +509,7 @@ class CandidateSearch(ProposalStrategy):
         experts.extend(defaults[i % len(defaults)] for i in range(n - len(experts)))
         return experts
 
-    def _profile_llm(self, optimizer: Any, profile: Any) -> Any:
+    def _profile_llm(self, optimizer: ProposalHost, profile: Any) -> Any:
         """The LLM of a profile (built once; the default LLM if it cannot be built)."""
         if callable(profile):
             return profile
@@ -531,7 +531,7 @@ class CandidateSearch(ProposalStrategy):
 
     def select(
         self,
-        optimizer: Any,
+        optimizer: ProposalHost,
         candidates: Sequence[Candidate | str],
         *,
         technique: str | None = None,
@@ -583,7 +583,9 @@ class CandidateSearch(ProposalStrategy):
             return valid[-1]
         return synthesis
 
-    def _from_selector(self, optimizer: Any, candidates: Sequence[Candidate]) -> Candidate | None:
+    def _from_selector(
+        self, optimizer: ProposalHost, candidates: Sequence[Candidate]
+    ) -> Candidate | None:
         chosen = self.selector(list(candidates))  # type: ignore[misc]
         if chosen is None or isinstance(chosen, Candidate):
             return chosen

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opto.optimizers.optoprime import OptoPrime
-from opto.optimizers.prompts import Mask, Memory, ProblemPrompt
+from opto.optimizers.prompts import Mask, Memory, ProblemPrompt, PromptHost
 from opto.optimizers.reply_formats import JSONReplyFormat
 from opto.optimizers.utils import jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
@@ -91,12 +91,17 @@ class CompactPrompt(ProblemPrompt):
         self.choices = choices
         self.text = system_prompt
 
-    def system_prompt(self, optimizer: Any) -> str:
+    def system_prompt(self, optimizer: PromptHost) -> str:
         """The two-sentence system prompt (no section legend, no format rules)."""
         return self.text
 
     def user_prompt(
-        self, optimizer: Any, summary: FunctionFeedback, mask: Mask, limit: int, memory: Memory
+        self,
+        optimizer: PromptHost,
+        summary: FunctionFeedback,
+        mask: Mask,
+        limit: int,
+        memory: Memory,
     ) -> str:
         """Variables, outputs, memory, then the feedback right before the request."""
         lines = ["Variables:"]

@@ -22,7 +22,7 @@ from opto.optimizers.buffers import FIFOBuffer
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.optoprime_v2 import OptimizerPromptSymbolSet, OptoPrimeV2
 from opto.optimizers.problem import ProblemView
-from opto.optimizers.prompts import Mask, Memory, PromptBuilder
+from opto.optimizers.prompts import Mask, Memory, PromptBuilder, PromptHost
 from opto.optimizers.reply_formats import ReplyGuide
 from opto.optimizers.utils import Delegated, jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
@@ -105,7 +105,7 @@ class OPROPrompt(PromptBuilder):
         self.maximize = maximize
         self.score_extractor = score_extractor or score_from_feedback
 
-    def system_prompt(self, optimizer: Any) -> str:
+    def system_prompt(self, optimizer: PromptHost) -> str:
         """OPRO's description of the task followed by the reply-format section."""
         representation = optimizer.problem_view.representation(self.representation)
         return representation + "\n\n" + optimizer.output_format_prompt()
@@ -124,7 +124,7 @@ class OPROPrompt(PromptBuilder):
 
     def build(
         self,
-        optimizer: Any,
+        optimizer: PromptHost,
         summary: FunctionFeedback,
         mask: Collection[str] | None = None,
         score: float | None = None,
@@ -147,15 +147,20 @@ class OPROPrompt(PromptBuilder):
         )
         return super().build(optimizer, summary, mask)
 
-    def shown_memory(self, optimizer: Any) -> list[Mapping[str, Any]]:
+    def shown_memory(self, optimizer: PromptHost) -> list[Mapping[str, Any]]:
         """None: the meta-prompt shows the history instead."""
         return []
 
-    def remember(self, optimizer: Any, summary: FunctionFeedback) -> None:
+    def remember(self, optimizer: PromptHost, summary: FunctionFeedback) -> None:
         """Nothing: :meth:`build` already recorded the step in the history."""
 
     def user_prompt(
-        self, optimizer: Any, summary: FunctionFeedback, mask: Mask, limit: int, memory: Memory
+        self,
+        optimizer: PromptHost,
+        summary: FunctionFeedback,
+        mask: Mask,
+        limit: int,
+        memory: Memory,
     ) -> str:
         """The meta-prompt (:meth:`meta_prompt`)."""
         return self.meta_prompt(optimizer, summary, limit, mask)
@@ -192,7 +197,7 @@ class OPROPrompt(PromptBuilder):
 
     def meta_prompt(
         self,
-        optimizer: Any,
+        optimizer: PromptHost,
         summary: FunctionFeedback,
         limit: int,
         mask: Collection[str] | None = None,

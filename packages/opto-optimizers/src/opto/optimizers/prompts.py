@@ -16,15 +16,15 @@ A builder is given the optimizer being stepped: it reads that optimizer's config
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Collection, Mapping, MutableSequence, Sequence
+from typing import Any, ClassVar, Protocol
 
 from opto.optimizers import prompt_budget
 from opto.optimizers.problem import FENCE_LINE, ProblemView
 from opto.optimizers.reply_formats import ReplyGuide
 from opto.trace.propagators import FunctionFeedback
 
-__all__ = ["Mask", "Memory", "ProblemPrompt", "PromptBuilder"]
+__all__ = ["Mask", "Memory", "ProblemPrompt", "PromptBuilder", "PromptHost"]
 
 #: The problem sections a step leaves out (by key, header or name; None: none).
 Mask = Collection[str] | None
@@ -32,11 +32,43 @@ Mask = Collection[str] | None
 Memory = Sequence[Mapping[str, Any]]
 
 
+class PromptHost(Protocol):
+    """What a prompt builder reads from the optimizer it builds for (an OptoPrime)."""
+
+    problem_view: ProblemView
+    prompt_symbols: Mapping[str, str]
+    objective: str
+    representation_prompt: str
+    memory_prompt: str
+    highlight_prompt: str
+    final_prompt: str
+    include_example: bool
+    highlight_variables: bool
+    max_value_chars: int
+    max_prompt_tokens: int | None
+    token_counter: Callable[[str], int]
+    memory_size: int
+    memory: MutableSequence[dict[str, Any]]
+
+    @property
+    def section_titles(self) -> Mapping[str, str]: ...
+
+    def system_prompt(self) -> str: ...
+
+    def output_format_prompt(self) -> str: ...
+
+    def example_prompt(self) -> str: ...
+
+    def problem_instance(
+        self, summary: FunctionFeedback, mask: Mask = None, max_value_chars: int | None = None
+    ) -> Any: ...
+
+
 class PromptBuilder(abc.ABC):
     """How one step's ``(system, user)`` prompt is built (the strategy's interface).
 
     Subclasses implement :meth:`user_prompt`; the other methods have OptoPrime's
-    behaviour. ``optimizer`` is always the OptoPrime-family optimizer being stepped.
+    behaviour. ``optimizer`` is the OptoPrime-family optimizer being stepped.
     """
 
     #: Keyword arguments of ``step()`` this builder takes (passed to :meth:`build`).
@@ -45,7 +77,7 @@ class PromptBuilder(abc.ABC):
     #: The ``#Instruction`` when no objective is given (None: the optimizer's default).
     default_objective: str | None = None
 
-    def system_prompt(self, optimizer: Any) -> str:
+    def system_prompt(self, optimizer: PromptHost) -> str:
         """The optimizer's description of the problem followed by its reply-format section."""
         view: ProblemView = optimizer.problem_view
         representation = view.representation(optimizer.representation_prompt)
@@ -68,14 +100,19 @@ class PromptBuilder(abc.ABC):
 
     @abc.abstractmethod
     def user_prompt(
-        self, optimizer: Any, summary: FunctionFeedback, mask: Mask, limit: int, memory: Memory
+        self,
+        optimizer: PromptHost,
+        summary: FunctionFeedback,
+        mask: Mask,
+        limit: int,
+        memory: Memory,
     ) -> str:
         """The user prompt with values cut at ``limit`` characters and ``memory`` (earlier
         ``{variables, feedback}`` entries, oldest first) shown."""
 
     def build(
         self,
-        optimizer: Any,
+        optimizer: PromptHost,
         summary: FunctionFeedback,
         mask: Collection[str] | None = None,
         **step_options: Any,
@@ -99,12 +136,12 @@ class PromptBuilder(abc.ABC):
         self.remember(optimizer, summary)
         return system, user
 
-    def shown_memory(self, optimizer: Any) -> list[Mapping[str, Any]]:
+    def shown_memory(self, optimizer: PromptHost) -> list[Mapping[str, Any]]:
         """The remembered entries the prompt may show, oldest first (the optimizer's
         memory of its last ``memory_size`` steps)."""
         return list(optimizer.memory)
 
-    def remember(self, optimizer: Any, summary: FunctionFeedback) -> None:
+    def remember(self, optimizer: PromptHost, summary: FunctionFeedback) -> None:
         """Push the step's variables and feedback to the optimizer's memory (when it has
         ``memory_size``), for the next steps' prompts."""
         if optimizer.memory_size:
@@ -131,7 +168,12 @@ class ProblemPrompt(PromptBuilder):
     variables (``highlight_variables``) and the closing line."""
 
     def user_prompt(
-        self, optimizer: Any, summary: FunctionFeedback, mask: Mask, limit: int, memory: Memory
+        self,
+        optimizer: PromptHost,
+        summary: FunctionFeedback,
+        mask: Mask,
+        limit: int,
+        memory: Memory,
     ) -> str:
         """The problem instance between fence lines, with example, memory and question."""
         instance = optimizer.problem_instance(summary, mask, limit)

@@ -16,13 +16,15 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Collection, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import attrs
+from opto.optimizers.optimizer import StepRecord
 from opto.optimizers.parsing import ParsedReply, SuggestionParseError
 from opto.trace.propagators import FunctionFeedback
+from opto.utils.llm.types import Usage
 
-__all__ = ["ProposalStrategy", "SingleReply", "StepRequest"]
+__all__ = ["ProposalHost", "ProposalStrategy", "SingleReply", "StepRequest"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +42,38 @@ class StepRequest:
     verbose: bool | str = False
 
 
+class ProposalHost(Protocol):
+    """What a proposal strategy uses of the optimizer it proposes for (an OptoPrime)."""
+
+    llm: Any
+    max_tokens: int
+    ignore_extraction_error: bool
+    parse_failures: int
+    step_count: int
+
+    @property
+    def current_step(self) -> StepRecord: ...
+
+    @property
+    def max_history(self) -> int: ...
+
+    def _count_call(self, usage: Usage | None) -> None: ...
+
+    def call_llm(
+        self, system_prompt: str, user_prompt: str, verbose: bool | str = False, **options: Any
+    ) -> str: ...
+
+    def parse_reply(self, reply: str) -> ParsedReply: ...
+
+    def output_format_prompt(self) -> str: ...
+
+    def log_exchange(self, request: StepRequest, response: str | None, **extra: Any) -> None: ...
+
+
 class ProposalStrategy(abc.ABC):
     """How a step's reply is obtained (the strategy's interface).
 
-    ``optimizer`` is always the OptoPrime-family optimizer being stepped.
+    ``optimizer`` is the OptoPrime-family optimizer being stepped.
     """
 
     #: Keyword arguments of ``step()`` this strategy takes (passed to :meth:`propose`).
@@ -51,7 +81,7 @@ class ProposalStrategy(abc.ABC):
 
     @abc.abstractmethod
     def propose(
-        self, optimizer: Any, request: StepRequest, **step_options: Any
+        self, optimizer: ProposalHost, request: StepRequest, **step_options: Any
     ) -> ParsedReply | None:
         """Ask the LLM for ``request`` and return the parsed reply to apply.
 
@@ -73,7 +103,7 @@ class SingleReply(ProposalStrategy):
     """One request (``optimizer.call_llm``) and its reply, parsed in the reply format."""
 
     def propose(
-        self, optimizer: Any, request: StepRequest, **step_options: Any
+        self, optimizer: ProposalHost, request: StepRequest, **step_options: Any
     ) -> ParsedReply | None:
         """The parsed reply of one request; logged to ``optimizer.log``."""
         record = optimizer.current_step
