@@ -168,3 +168,20 @@ def test_candidate_search_settings_are_checked_when_built_and_when_set():
         multi.max_workers = 0
     multi.temperature_min_max = [0.2, 0.4]
     assert multi.temperature_min_max == (0.2, 0.4) and multi.num_responses == 3
+
+
+@pytest.mark.parametrize("variant", [OptoPrime, OPRO, CompactOptoPrime, OptoPrimeMulti])
+def test_every_variant_offers_what_the_strategies_read(variant):
+    import inspect
+
+    from opto.optimizers.prompts import PromptHost
+    from opto.optimizers.proposals import ProposalHost
+
+    optimizer = variant([trace.node(3, trainable=True)], llm=ScriptedLLM([]))
+    for protocol in (PromptHost, ProposalHost):
+        members = set(protocol.__annotations__) | {
+            name for name in vars(protocol) if not name.startswith("__") and name != "_is_protocol"
+        }
+        members -= {"_abc_impl", "_is_runtime_protocol"}
+        for name in sorted(members):
+            inspect.getattr_static(optimizer, name)  # AttributeError names what is missing
