@@ -6,7 +6,8 @@ paper) and proposes a new solution that should score higher. Scores come from
 ``step(score=…)`` or are read from the feedback text (``"0.8"``, ``"score: 0.8"``); without
 any score the feedback text alone guides the search. ``OPRO`` asks for OptoPrime's JSON
 suggestion, ``OPROv2`` for OptoPrimeV2's XML-style reply; both keep OptoPrime's typed
-conversion and code checks.
+conversion and code checks. The meta-prompt and the history are an :class:`OPROPrompt`,
+the prompt builder both configure (any OptoPrime takes it as ``prompt_builder=``).
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ class _OPROOptions:
 
     @property
     def buffer(self) -> list[dict[str, Any]]:
-        """The history entries, oldest first (the reference's name)."""
+        """The history entries, oldest first (a list; :attr:`history` is the buffer)."""
         return self.history.buffer  # type: ignore[no-any-return]
 
     def meta_prompt(
@@ -309,11 +310,11 @@ class OPROPromptSymbolSet(OptimizerPromptSymbolSet):
 
 
 class OPROv2(_OPROOptions, OptoPrimeV2):
-    """OPRO with OptoPrimeV2's XML-style reply (the reference's ``OPROv2``).
+    """OPRO with OptoPrimeV2's XML-style problem and reply.
 
     Takes OptoPrimeV2's arguments (``optimizer_prompt_symbol_set`` defaults to
     :class:`OPROPromptSymbolSet`) plus OPRO's. The titles in the system prompt and in the
-    meta-prompt are the same (the reference mixed two sets of names).
+    meta-prompt are the same.
     """
 
     def __init__(

@@ -113,7 +113,7 @@ class OptoPrimeMulti(OptoPrime):
         **options: Any,
     ) -> list[str]:
         """The reply texts of one request for ``num_responses`` choices (the candidate
-        search's :meth:`~CandidateSearch.request_texts`; reference API).
+        search's :meth:`~CandidateSearch.request_texts`).
 
         Errors of the LLM propagate; usage is added to the current step record.
         """
