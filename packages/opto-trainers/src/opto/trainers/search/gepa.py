@@ -55,7 +55,13 @@ from ..scoring import reward, scalar
 from ..utils import ParamSet, get_paramset, paramset_key, safe_mean
 from .candidate import Candidate
 from .engine import ExplorationJob
-from .gepa_frontier import choose_merge_pair, count_wins, crossover, rank_key, sample_parent
+from .gepa_frontier import (
+    choose_merge_pair,
+    count_wins,
+    fresh_crossover,
+    rank_key,
+    sample_parent,
+)
 from .pareto import best_candidate
 from .trainer import SearchTrainer
 
@@ -394,11 +400,12 @@ class GEPAAlgorithmBase(SearchTrainer):
             if pair is None:
                 continue
             a, b = by_id[pair[0]], by_id[pair[1]]
-            mixed = crossover(a.paramset, b.paramset, self._search_rng)
-            if _digest(mixed) in self._scored:
-                continue
+            mixed = fresh_crossover(
+                a.paramset, b.paramset, self._search_rng, lambda p: _digest(p) in self._scored
+            )
             self._tried.add(pair)
-            return self._evaluate_merge(a, b, mixed)
+            if mixed is not None:
+                return self._evaluate_merge(a, b, mixed)
         return None
 
     def _evaluate_merge(self, a: Candidate, b: Candidate, mixed: ParamSet) -> dict[str, Any]:

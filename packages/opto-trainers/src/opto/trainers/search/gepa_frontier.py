@@ -9,8 +9,9 @@ so each has a vector of per-instance scores. The functions here decide from thos
   a candidate's wins are the instances it wins, so one that is best on a few instances
   only stays on the frontier even if its mean is low;
 * `sample_parent`: a frontier member drawn with weight `wins ** (1 / temperature)`;
-* `choose_merge_pair` and `crossover`: two frontier members that are not ancestor and
-  descendant and were not tried together before, and a uniform per-parameter mix of them;
+* `choose_merge_pair` and `crossover` / `fresh_crossover`: two frontier members that are
+  not ancestor and descendant and were not tried together before, and a uniform
+  per-parameter mix of them (one not seen before);
 * `rank_key`: the (wins, mean) order used to trim a buffer.
 
 An unscored instance (None) never wins; an instance every candidate failed gives no wins.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..objectives import ObjectiveConfig, apply_minimize, dominates
@@ -32,6 +33,7 @@ __all__ = [
     "choose_merge_pair",
     "count_wins",
     "crossover",
+    "fresh_crossover",
     "instance_winners",
     "rank_key",
     "sample_parent",
@@ -121,9 +123,9 @@ def sample_parent(wins: Sequence[int], temperature: float, rng: random.Random) -
         return max(range(len(wins)), key=lambda i: (wins[i], -i))
     if not any(wins):
         return rng.randrange(len(wins))
-    weights = [float(w) ** (1.0 / temperature) if w > 0 else 0.0 for w in wins]
-    if not all(math.isfinite(w) for w in weights):  # a tiny temperature overflows: argmax
-        return max(range(len(wins)), key=lambda i: (wins[i], -i))
+    # (w / top) ** (1/T) is the same distribution, and never overflows for a small T
+    top = math.log(max(wins))
+    weights = [math.exp((math.log(w) - top) / temperature) if w > 0 else 0.0 for w in wins]
     return rng.choices(range(len(wins)), weights=weights)[0]
 
 
@@ -172,3 +174,19 @@ def crossover(a: ParamSet, b: ParamSet, rng: random.Random) -> ParamSet:
         take_b = rng.random() >= 0.5 and path in b
         mixed[path] = b[path] if take_b else a[path]
     return mixed
+
+
+def fresh_crossover(
+    a: ParamSet,
+    b: ParamSet,
+    rng: random.Random,
+    known: Callable[[ParamSet], bool],
+    tries: int = 16,
+) -> ParamSet | None:
+    """A `crossover` of `a` and `b` that `known` does not recognize (e.g. values already
+    scored, which include both parents), or None after `tries` draws."""
+    for _ in range(tries):
+        mixed = crossover(a, b, rng)
+        if not known(mixed):
+            return mixed
+    return None
