@@ -337,6 +337,17 @@ def test_ucb_parent_is_the_frontier_member_with_the_highest_bound():
     assert trainer.compute_ucb(newest) > newest.mean_score() + 0.5
 
 
+def test_several_optimizers_take_turns_at_mutating():
+    agent = Pair()
+    first = PairOptimizer(agent.parameters(), ScriptedLLM(["p=3 q=0", "p=3 q=1"]))
+    second = PairOptimizer(agent.parameters(), ScriptedLLM(["p=0 q=2"]))
+    trainer = GEPABeamPareto(agent, [first, second], seed=0)
+    trainer.train(PairGuide(), DATA, num_search_iterations=3, merge_every=0, minibatch_gate=False)
+    assert (first.llm.calls, second.llm.calls) == (2, 1)
+    made = {(c.paramset["p"], c.paramset["q"]): c.optimizer_index for c in trainer.buffer}
+    assert made == {(0, 0): 0, (3, 0): 0, (0, 2): 1, (3, 1): 0}
+
+
 def test_options_aliases_and_errors():
     trainer, _, _ = make(GEPAUCBSearch)
     val = {"inputs": ["p9", "q9"], "infos": [3, 2]}

@@ -117,7 +117,8 @@ class GEPAAlgorithmBase(SearchTrainer):
 
     Args:
         agent, optimizer, num_threads, logger, executor, seed: as for every search trainer
-            (`optimizer` may be a list; `seed` orders the training minibatches).
+            (`optimizer` may be a list: the optimizers take turns at mutating; `seed`
+            orders the training minibatches).
         max_buffer_size: how many candidates the buffer keeps (16).
         rng_seed: seeds the search's own RNG (Pareto subset, parents, merges); None uses
             `seed`.
@@ -288,11 +289,11 @@ class GEPAAlgorithmBase(SearchTrainer):
         candidate.add_scores(row, self.options.objective_config)
         self._scored.add(_digest(candidate.paramset))
 
-    def _new(self, paramset: ParamSet, parent: Candidate, state: Any) -> Candidate:
+    def _new(self, paramset: ParamSet, optimizer_index: int, state: Any) -> Candidate:
         self._created += 1
         return Candidate(
             paramset,
-            optimizer_index=parent.optimizer_index,
+            optimizer_index=optimizer_index,
             optimizer_state=state,
             created=self._created,
         )
@@ -333,6 +334,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         parent = self.buffer[self.select_parent(self.wins())]
         self._pulls[parent.created] = self._pulls.get(parent.created, 0) + 1
         xs, infos = self.loader.sample()
+        index = self.n_iters % len(self.optimizers)  # several optimizers take turns
         (result,) = self.engine.explore(
             [
                 ExplorationJob(
@@ -340,8 +342,11 @@ class GEPAAlgorithmBase(SearchTrainer):
                     xs=xs,
                     infos=infos,
                     num_proposals=1,
-                    optimizer_index=parent.optimizer_index,
-                    optimizer_state=parent.optimizer_state,
+                    optimizer_index=index,
+                    # a parent from another optimizer's chain starts this one's afresh
+                    optimizer_state=parent.optimizer_state
+                    if parent.optimizer_index == index
+                    else None,
                 )
             ],
             guide,
@@ -357,7 +362,7 @@ class GEPAAlgorithmBase(SearchTrainer):
             record["info"]["outcome"] = "no proposal"
             return record
         proposal = result.proposals[0]
-        child = self._new(proposal.paramset, parent, proposal.optimizer_state)
+        child = self._new(proposal.paramset, proposal.optimizer_index, proposal.optimizer_state)
         if _digest(child.paramset) in self._scored:
             record["info"]["outcome"] = "already scored"
             return record
@@ -411,7 +416,7 @@ class GEPAAlgorithmBase(SearchTrainer):
     def _evaluate_merge(self, a: Candidate, b: Candidate, mixed: ParamSet) -> dict[str, Any]:
         config = self.options.objective_config
         lead = max((a, b), key=lambda c: (score_key(c.mean_score()), -c.created))
-        child = self._new(mixed, lead, lead.optimizer_state)
+        child = self._new(mixed, lead.optimizer_index, lead.optimizer_state)
         self._score_on_subset(child)
         bar = max(score_key(a.mean_score()), score_key(b.mean_score()))
         accepted = score_key(child.mean_score()) > bar
