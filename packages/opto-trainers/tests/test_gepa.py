@@ -29,6 +29,7 @@ from opto.trainers.search.gepa import GEPAAlgorithmBase
 from opto.trainers.search.gepa_frontier import (
     ancestors,
     choose_merge_pair,
+    common_ancestor,
     count_wins,
     crossover,
     fresh_crossover,
@@ -142,6 +143,9 @@ def test_every_candidate_tied_at_an_instances_best_wins_it_and_failures_never_wi
     assert instance_winners(vectors) == [[0, 1], [2], [], [0]]
     assert count_wins(vectors) == [2, 1, 1]
     assert count_wins([[float("-inf")], [None]]) == [0, 0]  # every candidate failed
+    # an instance every candidate wins (all tied) tells them apart on nothing: no winner
+    assert instance_winners([[1.0, 0.0], [1.0, 0.5]]) == [[], [1]]
+    assert instance_winners([[0.5]]) == [[0]]  # a lone candidate wins what it scores on
 
 
 def test_in_pareto_mode_the_undominated_candidates_of_each_instance_win():
@@ -198,6 +202,12 @@ def test_crossover_takes_each_parameter_from_one_parent():
     fresh = fresh_crossover(a, b, rng, lambda m: (m["x"], m["y"], m["z"]) in seen)
     assert fresh is not None and (fresh["x"], fresh["y"], fresh["z"]) not in seen
     assert fresh_crossover(a, a, rng, lambda m: m == a) is None  # no new mix exists
+    # over a common ancestor, a value only one parent changed comes from that parent
+    base = {"x": 1, "y": 20, "z": 0}
+    guided = {tuple(crossover(a, b, rng, base).values()) for _ in range(100)}
+    assert guided == {(10, 2, 3), (10, 2, 30)}  # x: b changed it, y: a did, z: both
+    assert common_ancestor(4, 5, {4: [2], 5: [3], 2: [0, 1], 3: [1], 1: [0]}) == 1
+    assert common_ancestor(4, 5, {4: [2], 5: [3]}) is None
 
 
 # -- the search ------------------------------------------------------------------------------
@@ -255,11 +265,13 @@ def test_the_candidate_the_agent_holds_is_never_evicted():
 
 
 def test_a_merge_better_than_both_parents_is_kept_with_both_as_parents():
-    # (3, 0) and (0, 2) are siblings (with this seed the second mutation's parent is the
-    # start again); the only new mix is (3, 2), better than both
-    trainer, agent, _ = make(GEPABeamPareto, ["p=3 q=0", "p=0 q=2"], rng_seed=2)
+    # (3, 5): 1.0 / 0.4 -> mean 0.7, and (0, 2): 0.4 / 1.0 -> mean 0.7, are siblings: the
+    # start (0, 0) keeps the q-instances (0.6) from (3, 5), and with this seed the second
+    # mutation's parent is the start again. Only (3, 5) changed p since the start, so
+    # the mix takes its p; both changed q: (3, 2) is the only new mix, better than both.
+    trainer, agent, _ = make(GEPABeamPareto, ["p=3 q=5", "p=0 q=2"], rng_seed=2)
     result = trainer.train(
-        PairGuide(), DATA, num_search_iterations=3, merge_every=3, minibatch_gate=False
+        PairGuide(), DATA, num_search_iterations=3, merge_every=3, selection_temperature=1.0
     )
     info = result.history[-1]["scores"]
     assert info["merge_mean"] == 1.0
@@ -271,24 +283,25 @@ def test_a_merge_better_than_both_parents_is_kept_with_both_as_parents():
 
 
 def test_a_merge_not_better_than_both_parents_is_dropped_and_its_pair_never_retried():
-    # (3, 0): 1.0 / 0.6 -> mean 0.8, and (1, 2): 0.6 / 1.0 -> mean 0.8; their new mixes
-    # are (3, 2) = 1.0 and (1, 0) = 0.6. The start keeps its wins (it ties (3, 0) on the
+    # (3, 5): 1.0 / 0.4 -> mean 0.7, and (1, 2): 0.6 / 1.0 -> mean 0.8 both changed both
+    # values of the start (0, 0), so each value of the mix is drawn: the new mixes are
+    # (3, 2) = 1.0 and (1, 5) = 0.5. The start keeps its wins (it beats (3, 5) on the
     # q-instances), so some seeds mutate it again and make the two siblings.
     outcomes = {}
     for rng_seed in range(12):
         trainer, _, optimizer = make(
-            GEPABeamPareto, ["p=3 q=0", "p=1 q=2"], rng_seed=rng_seed, num_threads=2
+            GEPABeamPareto, ["p=3 q=5", "p=1 q=2"], rng_seed=rng_seed, num_threads=2
         )
         optimizer.llm.default = "p=0 q=0"  # later mutations propose the start (no change)
         result = trainer.train(
-            PairGuide(), DATA, num_search_iterations=6, merge_every=3, minibatch_gate=False
+            PairGuide(), DATA, num_search_iterations=6, merge_every=3, selection_temperature=1.0
         )
         merges = [h["scores"].get("merge_mean") for h in result.history]
         if trainer._parents[2] == [0]:  # siblings (else related: no merge)
             outcomes[round(merges[2], 6)] = (trainer, merges)
-    assert set(outcomes) == {1.0, 0.6}  # both mixes occur over the seeds
-    trainer, merges = outcomes[0.6]
-    assert (1, 0) not in values(trainer) and trainer._merges == 0
+    assert set(outcomes) == {1.0, 0.5}  # both mixes occur over the seeds
+    trainer, merges = outcomes[0.5]
+    assert (1, 5) not in values(trainer) and trainer._merges == 0
     assert trainer._tried == {(1, 2)}
     assert merges[5] is None  # the only pair was tried: iteration 6 mutates instead
 
@@ -443,8 +456,10 @@ def test_the_objective_decides_wins_and_the_final_pick(cls, config, winner):
     scores = result.history[-1]["scores"]
     assert "best_mean/closeness" in scores and "best_mean/size" in scores
     if config.mode == "pareto":
-        # on every instance each candidate trades closeness for size: all undominated
-        assert trainer.wins() == [6, 6, 6]
+        # on every instance each candidate trades closeness for size: all undominated, so
+        # no instance tells them apart and none has a win (the scalar would give some)
+        assert trainer.wins() == [0, 0, 0]
+        assert count_wins([c.scores for c in trainer.buffer]) != [0, 0, 0]
 
 
 # -- resume ----------------------------------------------------------------------------------

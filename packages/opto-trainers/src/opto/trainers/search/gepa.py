@@ -14,8 +14,10 @@ iteration then:
   `minibatch_gate` the child must beat the parent on that minibatch before it is scored
   on the Pareto subset (every example at once, `SearchEngine.score`);
 * or, every `merge_every` iterations, **merges** two frontier members that are not
-  ancestor and descendant and were not tried together: a uniform per-parameter crossover,
-  kept only if its mean beats both parents' means (no pair found: it mutates instead);
+  ancestor and descendant and were not tried together: a per-parameter crossover (a
+  parameter only one of them changed since their newest common ancestor comes from that
+  one, any other from either at random), kept only if its mean beats both parents'
+  means (no pair or new mix found: it mutates instead);
 * **trims** the buffer by (wins, mean) (`trim_buffer`), never dropping the candidate the
   agent holds, and gives the agent the best candidate by mean (under an
   `objective_config`, the one `objectives.select_best` prefers by per-metric means).
@@ -32,6 +34,7 @@ resumed run continues exactly.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import random
@@ -57,6 +60,7 @@ from .candidate import Candidate
 from .engine import ExplorationJob
 from .gepa_frontier import (
     choose_merge_pair,
+    common_ancestor,
     count_wins,
     fresh_crossover,
     rank_key,
@@ -68,7 +72,7 @@ from .trainer import SearchTrainer
 __all__ = ["GEPAAlgorithmBase", "GEPAOptions"]
 
 
-def _finite_temperature(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _number(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"{attribute.name} must be a number, not {value!r}")
 
@@ -84,9 +88,10 @@ class GEPAOptions(TrainOptions):
     conditions. `train_batch_size` (default: `batch_size` if given, else 2) sizes each
     mutation's minibatch. `merge_every` (5; 0 or None: never merge) schedules merges,
     each trying up to `merge_attempts` (8) random frontier pairs. `selection_temperature`
-    (1.0; <= 0: the most wins) shapes parent sampling. `minibatch_gate` (True): a child
-    is scored on the Pareto subset only if it beats its parent on the minibatch it came
-    from (saves metric calls on poor proposals; False scores every child).
+    (1.0; <= 0: the most wins) shapes parent sampling. `minibatch_gate` (False): with it, a
+    child is scored on the Pareto subset only if it strictly beats its parent on the
+    minibatch it came from (fewer metric calls per poor proposal, but a step that
+    improves without changing the minibatch's scores is dropped).
     """
 
     num_epochs: int | None = attrs.field(default=None, validator=optional_positive_int)  # type: ignore[assignment]
@@ -97,8 +102,8 @@ class GEPAOptions(TrainOptions):
     train_batch_size: int | None = attrs.field(default=None, validator=optional_positive_int)
     merge_every: int | None = attrs.field(default=5, validator=optional_non_negative_int)
     merge_attempts: int = attrs.field(default=8, validator=positive_int)
-    selection_temperature: float = attrs.field(default=1.0, validator=_finite_temperature)
-    minibatch_gate: bool = True
+    selection_temperature: float = attrs.field(default=1.0, validator=_number)
+    minibatch_gate: bool = False
 
     ALIASES: ClassVar[dict[str, str]] = {
         **TrainOptions.ALIASES,
@@ -213,6 +218,8 @@ class GEPAAlgorithmBase(SearchTrainer):
         self.buffer = [Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())]
         self._created = 0
         self._parents: dict[int, list[int]] = {0: []}
+        # every accepted candidate's values: merges read their common ancestor's
+        self._values: dict[int, ParamSet] = {0: dict(self.buffer[0].paramset)}
         self._tried: set[tuple[int, int]] = set()
         self._scored: set[str] = set()
         self._pulls: dict[int, int] = {}
@@ -241,8 +248,17 @@ class GEPAAlgorithmBase(SearchTrainer):
 
     def select_parent(self, wins: list[int]) -> int:
         """Index of the buffer candidate to mutate: drawn with weight
-        `wins ** (1 / selection_temperature)` among the candidates with wins."""
-        return sample_parent(wins, float(self.options.selection_temperature), self._search_rng)
+        `wins ** (1 / selection_temperature)` among the candidates with wins; with a
+        temperature <= 0, the top by (wins, mean) (ties: the oldest)."""
+        temperature = float(self.options.selection_temperature)
+        if temperature <= 0:
+            return max(
+                range(len(self.buffer)),
+                key=lambda i: rank_key(
+                    wins[i], self.buffer[i].mean_score(), self.buffer[i].created
+                ),
+            )
+        return sample_parent(wins, temperature, self._search_rng)
 
     def best_entry(self) -> Candidate:
         """The candidate the agent gets: the best mean (ties: the oldest); under an
@@ -301,6 +317,7 @@ class GEPAAlgorithmBase(SearchTrainer):
     def _accept(self, child: Candidate, parents: list[Candidate]) -> None:
         self.buffer.append(child)
         self._parents[child.created] = [p.created for p in parents]
+        self._values[child.created] = dict(child.paramset)
 
     def _iterate(self, guide: Guide) -> dict[str, Any]:
         step = self.n_iters + 1
@@ -405,8 +422,13 @@ class GEPAAlgorithmBase(SearchTrainer):
             if pair is None:
                 continue
             a, b = by_id[pair[0]], by_id[pair[1]]
+            ancestor = common_ancestor(a.created, b.created, self._parents)
             mixed = fresh_crossover(
-                a.paramset, b.paramset, self._search_rng, lambda p: _digest(p) in self._scored
+                a.paramset,
+                b.paramset,
+                self._search_rng,
+                lambda p: _digest(p) in self._scored,
+                base=None if ancestor is None else self._values.get(ancestor),
             )
             self._tried.add(pair)
             if mixed is not None:
@@ -446,6 +468,7 @@ class GEPAAlgorithmBase(SearchTrainer):
             "buffer": [c.to_dict() for c in self.buffer],
             "created": self._created,
             "parents": [[k, v] for k, v in sorted(self._parents.items())],
+            "values": [[k, copy.deepcopy(v)] for k, v in sorted(self._values.items())],
             "tried": sorted([list(p) for p in self._tried]),
             "scored": sorted(self._scored),
             "pulls": [[k, v] for k, v in sorted(self._pulls.items())],
@@ -460,6 +483,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         self.buffer = [Candidate.from_dict(c) for c in state["buffer"]]
         self._created = int(state["created"])
         self._parents = {int(k): [int(p) for p in v] for k, v in state["parents"]}
+        self._values = {int(k): dict(v) for k, v in state["values"]}
         self._tried = {(int(a), int(b)) for a, b in state["tried"]}
         self._scored = set(state["scored"])
         self._pulls = {int(k): int(v) for k, v in state["pulls"]}

@@ -10,11 +10,14 @@ so each has a vector of per-instance scores. The functions here decide from thos
   only stays on the frontier even if its mean is low;
 * `sample_parent`: a frontier member drawn with weight `wins ** (1 / temperature)`;
 * `choose_merge_pair` and `crossover` / `fresh_crossover`: two frontier members that are
-  not ancestor and descendant and were not tried together before, and a uniform
-  per-parameter mix of them (one not seen before);
+  not ancestor and descendant and were not tried together before, and a per-parameter
+  mix of them (one not seen before): a parameter only one of them changed since their
+  newest common ancestor comes from that one, any other from either at random;
 * `rank_key`: the (wins, mean) order used to trim a buffer.
 
-An unscored instance (None) never wins; an instance every candidate failed gives no wins.
+An unscored instance (None) never wins. An instance on which every candidate wins (all
+tied, e.g. all failed or all solved) tells them apart on nothing and gives no wins, so
+such instances do not flatten the parent weights.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ..utils import ParamSet
 __all__ = [
     "ancestors",
     "choose_merge_pair",
+    "common_ancestor",
     "count_wins",
     "crossover",
     "fresh_crossover",
@@ -51,7 +55,8 @@ def _scalar_winners(values: Sequence[Any]) -> list[int]:
     best = max(real)
     if best == -math.inf:
         return []
-    return [i for i, v in enumerate(values) if is_score(v) and float(v) == best]
+    winners = [i for i, v in enumerate(values) if is_score(v) and float(v) == best]
+    return [] if len(winners) == len(values) > 1 else winners
 
 
 def _pareto_winners(
@@ -60,11 +65,12 @@ def _pareto_winners(
     signed = [None if d is None else apply_minimize(d, config.minimize) for d in dicts]
     metrics = config.pareto_metrics
     members = [i for i, d in enumerate(signed) if d]
-    return [
+    winners = [
         i
         for i in members
         if not any(dominates(signed[j], signed[i], metrics) for j in members if j != i)  # type: ignore[arg-type]
     ]
+    return [] if len(winners) == len(dicts) > 1 else winners
 
 
 def instance_winners(
@@ -76,7 +82,8 @@ def instance_winners(
     """For each instance, the indices of the candidates that win it.
 
     `vectors[c][i]` is candidate c's (scalar) score on instance i. Every candidate tied at
-    the instance's best score wins it. With `config` in "pareto" mode and `score_dicts`
+    the instance's best score wins it, unless that is every candidate (of two or more):
+    then the instance has no winner. With `config` in "pareto" mode and `score_dicts`
     (`score_dicts[c][i]` the score dict), the winners are the candidates whose dict no
     other candidate's dominates (minimized metrics negated, `pareto_metrics` only).
     """
@@ -167,12 +174,32 @@ def choose_merge_pair(
     return None
 
 
-def crossover(a: ParamSet, b: ParamSet, rng: random.Random) -> ParamSet:
-    """Each parameter's value from `a` or `b` with equal chance (paths in sorted order)."""
+def common_ancestor(a: int, b: int, parents: Mapping[int, Sequence[int]]) -> int | None:
+    """The newest (largest id) candidate both `a` and `b` descend from, or None."""
+    shared = ancestors(a, parents) & ancestors(b, parents)
+    return max(shared) if shared else None
+
+
+def crossover(
+    a: ParamSet, b: ParamSet, rng: random.Random, base: ParamSet | None = None
+) -> ParamSet:
+    """Each parameter's value from `a` or `b` (paths in sorted order).
+
+    With `base` (the values of a common ancestor), a parameter only one of them changed
+    from `base` comes from that one, so the mix keeps both lines' edits; every other
+    parameter comes from either with equal chance (uniform crossover).
+    """
     mixed = {}
     for path in sorted(a):
-        take_b = rng.random() >= 0.5 and path in b
-        mixed[path] = b[path] if take_b else a[path]
+        draw = rng.random()
+        if path not in b or a[path] == b[path]:
+            mixed[path] = a[path]
+        elif base is not None and path in base and a[path] == base[path]:
+            mixed[path] = b[path]
+        elif base is not None and path in base and b[path] == base[path]:
+            mixed[path] = a[path]
+        else:
+            mixed[path] = b[path] if draw >= 0.5 else a[path]
     return mixed
 
 
@@ -182,11 +209,12 @@ def fresh_crossover(
     rng: random.Random,
     known: Callable[[ParamSet], bool],
     tries: int = 16,
+    base: ParamSet | None = None,
 ) -> ParamSet | None:
-    """A `crossover` of `a` and `b` that `known` does not recognize (e.g. values already
-    scored, which include both parents), or None after `tries` draws."""
+    """A `crossover` of `a` and `b` (over `base`) that `known` does not recognize (e.g.
+    values already scored, which include both parents), or None after `tries` draws."""
     for _ in range(tries):
-        mixed = crossover(a, b, rng)
+        mixed = crossover(a, b, rng, base)
         if not known(mixed):
             return mixed
     return None

@@ -7,8 +7,9 @@ bandit's parent choice and a bounded buffer, or with a beam of the best by (wins
   `ucb_exploration_factor` and `score_range=(low, high)` scales the bonus (ties: the
   oldest); beyond `max_buffer_size` it evicts the lowest (wins, mean) one at a time,
   recounting wins after each eviction.
-* `GEPABeamPareto` draws parents by wins like the base and keeps the top `beam_width`
-  by (wins, mean) after every iteration.
+* `GEPABeamPareto` mutates the top of its beam by (wins, mean) (with a positive
+  `selection_temperature`, draws parents by wins like the base) and keeps the top
+  `beam_width` by (wins, mean) after every iteration.
 
 Neither ever evicts the candidate the agent holds (the best by mean).
 """
@@ -24,7 +25,7 @@ from opto.trace.modules import Module
 
 from ..options import optional_non_negative_int, positive_int, require_positive_int
 from ..ranking import rank_value, score_key
-from .gepa import GEPAAlgorithmBase, GEPAOptions
+from .gepa import GEPAAlgorithmBase, GEPAOptions, _number
 from .gepa_frontier import rank_key
 
 __all__ = [
@@ -128,11 +129,14 @@ class GEPAUCBSearch(GEPAAlgorithmBase):
 
 @attrs.frozen(kw_only=True)
 class GEPABeamParetoOptions(GEPAOptions):
-    """`GEPABeamPareto.train`'s keywords: `GEPAOptions` with `num_search_iterations` 120
-    and `merge_every` 6, plus `beam_width` (16): how many candidates the beam keeps."""
+    """`GEPABeamPareto.train`'s keywords: `GEPAOptions` with `num_search_iterations` 120,
+    `merge_every` 6 and `selection_temperature` 0 (mutate the top of the beam by (wins,
+    mean); a positive temperature samples parents by wins instead), plus `beam_width`
+    (16): how many candidates the beam keeps."""
 
     num_search_iterations: int = attrs.field(default=120, validator=positive_int)
     merge_every: int | None = attrs.field(default=6, validator=optional_non_negative_int)
+    selection_temperature: float = attrs.field(default=0.0, validator=_number)
     beam_width: int = attrs.field(default=16, validator=positive_int)
 
 
