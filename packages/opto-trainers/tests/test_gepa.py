@@ -397,6 +397,34 @@ def test_exported_under_the_reference_names():
         assert cls is getattr(opto.trainer.algorithms, name) is getattr(gepa_algorithms, name)
 
 
+def test_the_train_entry_point_runs_them_by_name():
+    from opto.trainers import train
+
+    for name in ("GEPAUCBSearch", "GEPABeamPareto", "GEPAAlgorithmBase"):
+        agent = Pair()
+        optimizer = PairOptimizer(agent.parameters(), ScriptedLLM(nudge_pair))
+        result = train(
+            model=agent,
+            train_dataset=DATA,
+            algorithm=name,
+            optimizer=optimizer,
+            guide=PairGuide(),
+            seed=0,
+            num_search_iterations=8,
+        )
+        assert (agent.p.data, agent.q.data) == (3, 2) and result.n_iters == 8
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_stop_conditions_end_the_search(cls):
+    trainer, _, _ = make(cls)
+    result = trainer.train(PairGuide(), DATA, num_search_iterations=10, max_steps=2)
+    assert result.n_iters == 2 and result.stopped == "max_steps"
+    trainer, _, _ = make(cls)
+    result = trainer.train(PairGuide(), DATA, num_search_iterations=50, num_epochs=1)
+    assert result.n_iters == 3  # 6 examples, 2 per minibatch: one pass
+
+
 # -- executors, budgets, objectives ----------------------------------------------------------
 
 
