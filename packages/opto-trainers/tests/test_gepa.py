@@ -494,16 +494,20 @@ def test_the_objective_decides_wins_and_the_final_pick(cls, config, winner):
 
 
 @pytest.mark.parametrize("cls", CLASSES)
-def test_resume_continues_exactly(tmp_path, cls):
-    kwargs = dict(merge_every=3, pareto_subset_size=4)
+@pytest.mark.parametrize(
+    "config", [None, ObjectiveConfig(mode="pareto", minimize={"size"})], ids=["scalar", "pareto"]
+)
+def test_resume_continues_exactly(tmp_path, cls, config):
+    kwargs = dict(merge_every=3, pareto_subset_size=4, objective_config=config)
+    guide = PairGuide if config is None else PairMetricsGuide
     straight, agent, _ = make(cls)
-    expected = straight.train(PairGuide(), DATA, num_search_iterations=7, **kwargs)
+    expected = straight.train(guide(), DATA, num_search_iterations=7, **kwargs)
     storage = f"sqlite:///{tmp_path / 'runs.db'}"
     first, _, _ = make(cls)
-    first.train(PairGuide(), DATA, num_search_iterations=3, storage=storage, run_name="r", **kwargs)
+    first.train(guide(), DATA, num_search_iterations=3, storage=storage, run_name="r", **kwargs)
     second, resumed_agent, _ = make(cls)
     resumed = second.train(
-        PairGuide(),
+        guide(),
         DATA,
         num_search_iterations=7,
         storage=storage,

@@ -339,7 +339,7 @@ class GEPAAlgorithmBase(SearchTrainer):
             "merges_accepted": self._merges,
         }
         for name, value in {"best_mean_score": best_mean, **info}.items():
-            if not isinstance(value, str):
+            if value is None or isinstance(value, (int, float)):  # numbers, not labels
                 self.logger.log(f"GEPA/{name}", value, step)
         scores = record.pop("scores")
         scores["best_mean"] = best_mean if config is None else best.mean_score_dict()
