@@ -580,4 +580,4 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
 if __name__ == "__main__":
     db_path, name, resume_flag = sys.argv[1:4]
     slow = len(sys.argv) > 4
-    print(json.dumps(train_script(db_path, name, resume_flag == "1", 0.05 if slow else 0.0)))
+    print(json.dumps(train_script(db_path, name, resume_flag == "1", 0.1 if slow else 0.0)))
