@@ -336,6 +336,18 @@ def test_values_already_scored_are_not_scored_again():
     assert guide.calls[0] == 6 + 3 * 2 + 6
 
 
+def test_at_temperature_zero_a_parent_whose_picks_add_nothing_steps_aside():
+    # (3, 0) tops the beam; its mutations keep proposing values already scored, so after
+    # three fruitless picks the next parent, the start, is mutated into (0, 2)
+    script = ["p=3 q=0", "p=0 q=0", "p=3 q=0", "p=0 q=0", "p=0 q=2"]
+    trainer, _, _ = make(GEPABeamPareto, script)
+    result = trainer.train(PairGuide(), DATA, num_search_iterations=5, merge_every=0)
+    assert [h["scores"].get("child_mean") for h in result.history][-1] is not None
+    assert values(trainer) == [(0, 0), (3, 0), (0, 2)]
+    assert trainer._parents[trainer.buffer[2].created] == [0]  # not (3, 0)'s child
+    assert trainer._fruitless == {0: 0, 1: 3}
+
+
 def test_ucb_parent_is_the_frontier_member_with_the_highest_bound():
     trainer, _, _ = make(GEPAUCBSearch, ucb_exploration_factor=1.0)
     trainer.train(PairGuide(), DATA, num_search_iterations=3, pareto_subset_size=6)

@@ -112,6 +112,10 @@ class GEPAOptions(TrainOptions):
     }
 
 
+#: Fruitless picks in a row after which a parent steps aside (temperature <= 0).
+_STALE_PICKS = 3
+
+
 def _digest(paramset: ParamSet) -> str:
     """A short identity of a parameter set's values (what "already scored" remembers)."""
     return hashlib.sha256(paramset_key(paramset).encode()).hexdigest()[:24]
@@ -223,6 +227,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         self._tried: set[tuple[int, int]] = set()
         self._scored: set[str] = set()
         self._pulls: dict[int, int] = {}
+        self._fruitless: dict[int, int] = {}  # picks in a row that added no candidate
         self._merges = 0
 
     def _use_pareto_indices(self, indices: list[int]) -> None:
@@ -249,11 +254,18 @@ class GEPAAlgorithmBase(SearchTrainer):
     def select_parent(self, wins: list[int]) -> int:
         """Index of the buffer candidate to mutate: drawn with weight
         `wins ** (1 / selection_temperature)` among the candidates with wins; with a
-        temperature <= 0, the top by (wins, mean) (ties: the oldest)."""
+        temperature <= 0, the top by (wins, mean) (ties: the oldest) among the candidates
+        whose last `_STALE_PICKS` picks were not all fruitless (so the search never stalls
+        on one parent whose proposals repeat)."""
         temperature = float(self.options.selection_temperature)
         if temperature <= 0:
+            fresh = [
+                i
+                for i, c in enumerate(self.buffer)
+                if self._fruitless.get(c.created, 0) < _STALE_PICKS
+            ]
             return max(
-                range(len(self.buffer)),
+                fresh or range(len(self.buffer)),
                 key=lambda i: rank_key(
                     wins[i], self.buffer[i].mean_score(), self.buffer[i].created
                 ),
@@ -326,6 +338,8 @@ class GEPAAlgorithmBase(SearchTrainer):
             record = self._merge()
         if record is None:
             record = self._mutate(guide)
+            parent, added = record["info"]["parent"], record["info"]["outcome"] == "added"
+            self._fruitless[parent] = 0 if added else self._fruitless.get(parent, 0) + 1
         self.trim_buffer()
         best = self.best_entry()
         self._adopt_candidate(best)
@@ -472,6 +486,7 @@ class GEPAAlgorithmBase(SearchTrainer):
             "tried": sorted([list(p) for p in self._tried]),
             "scored": sorted(self._scored),
             "pulls": [[k, v] for k, v in sorted(self._pulls.items())],
+            "fruitless": [[k, v] for k, v in sorted(self._fruitless.items())],
             "merges": self._merges,
             "pareto_indices": list(self.pareto_indices),
             "rng": [version, list(internal), gauss],
@@ -487,6 +502,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         self._tried = {(int(a), int(b)) for a, b in state["tried"]}
         self._scored = set(state["scored"])
         self._pulls = {int(k): int(v) for k, v in state["pulls"]}
+        self._fruitless = {int(k): int(v) for k, v in state["fruitless"]}
         self._merges = int(state["merges"])
         self._use_pareto_indices([int(i) for i in state["pareto_indices"]])
         version, internal, gauss = state["rng"]
