@@ -7,9 +7,10 @@ bandit's parent choice and a bounded buffer, or with a beam of the best by (wins
   `ucb_exploration_factor` and `score_range=(low, high)` scales the bonus (ties: the
   oldest); beyond `max_buffer_size` it evicts the lowest (wins, mean) one at a time,
   recounting wins after each eviction.
-* `GEPABeamPareto` mutates the top of its beam by (wins, mean) (with a positive
-  `selection_temperature`, draws parents by wins like the base) and keeps the top
-  `beam_width` by (wins, mean) after every iteration.
+* `GEPABeamPareto` mutates the top of its beam by (wins, mean), passing over a parent
+  whose last three picks added nothing (with a positive `selection_temperature`, it
+  draws parents by wins like the base), and keeps the top `beam_width` by (wins, mean)
+  after every iteration.
 
 Neither ever evicts the candidate the agent holds (the best by mean).
 """
