@@ -22,14 +22,11 @@ iteration then:
   agent holds, and gives the agent the best candidate by mean (under an
   `objective_config`, the one `objectives.select_best` prefers by per-metric means).
 
-A candidate wins an instance when no other candidate beats it there: every candidate tied
-at the best score wins, so a child equal to its parent shares its wins; under an
-`ObjectiveConfig` in "pareto" mode, every candidate whose score dict no other one
-dominates on the instance wins, and in the other modes the objective's scalar decides.
-A candidate best on only a few instances keeps its wins and its place in the buffer.
-Values already scored on the subset are never scored again. The search state (buffer,
-lineage, tried pairs, the seeded RNG) is checkpointed after every iteration, so a
-resumed run continues exactly.
+Wins are counted by `gepa_frontier.count_wins` (under an `ObjectiveConfig`, on the
+objective's scalar, or by per-instance dominance in "pareto" mode); a candidate best on
+only a few instances keeps its wins and its place. Values already scored on the subset
+are never scored again. The search state (buffer, lineage, tried pairs, the seeded RNG)
+is checkpointed after every iteration, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
