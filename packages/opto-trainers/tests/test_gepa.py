@@ -325,6 +325,23 @@ def test_the_minibatch_gate_scores_only_children_better_on_their_minibatch():
     assert calls[False] == (6 + 2 + 6 + 2 + 6, [(0, 0), (0, 9), (3, 2)])
 
 
+def test_the_pareto_subset_is_scored_by_the_validate_guide():
+    guide, validate_guide = CountingGuide(), CountingGuide()
+    trainer, _, _ = make(GEPAUCBSearch, ["p=3 q=0", "p=3 q=2"])
+    val = {"inputs": ["p7", "q7", "p8", "q8"], "infos": [3, 2, 3, 2]}
+    trainer.train(
+        guide,
+        DATA,
+        validation_dataset=val,
+        validate_guide=validate_guide,
+        num_search_iterations=2,
+        merge_every=0,
+    )
+    assert sorted(trainer._pareto_xs) == sorted(val["inputs"])
+    assert validate_guide.calls[0] == 3 * 4  # the start and two children, 4 examples each
+    assert guide.calls[0] == 2 * 2  # two minibatches of training rollouts
+
+
 def test_values_already_scored_are_not_scored_again():
     guide = CountingGuide()
     trainer, _, _ = make(GEPAAlgorithmBase, ["p=3 q=2", "p=0 q=0", "p=3 q=2"])
