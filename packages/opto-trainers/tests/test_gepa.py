@@ -469,6 +469,17 @@ def test_every_executor_reaches_the_same_result(cls):
     assert outcomes[0] == outcomes[1] == outcomes[2]
 
 
+@pytest.mark.parametrize("executor", ["asyncio", "threads"])
+def test_an_async_agent_reaches_the_target(executor):
+    import opto_trainers_test_support as S
+
+    agent = S.AsyncScale()
+    optimizer = S.NudgeOptimizer(agent.parameters(), ScriptedLLM(S.nudge))
+    trainer = GEPABeamPareto(agent, optimizer, num_threads=3, executor=executor, seed=0)
+    trainer.train(S.TargetGuide(), S.DATA, num_search_iterations=4)
+    assert agent.a.data == S.TARGET
+
+
 @pytest.mark.parametrize("cls", CLASSES)
 def test_an_llm_budget_stops_after_the_last_complete_iteration(cls):
     trainer, _, optimizer = make(cls)
