@@ -27,6 +27,8 @@ from .minibatch import (
 )
 
 if TYPE_CHECKING:
+    from ..search.gepa import GEPAAlgorithmBase
+    from ..search.gepa_variants import GEPABeamPareto, GEPAUCBSearch
     from ..search.polca import POLCA, POLCAOptions
     from ..search.summarizer import Summarizer
     from .beamsearch import (
@@ -46,6 +48,9 @@ __all__ = [
     "BeamSearchHistory",
     "BeamsearchAlgorithm",
     "BeamsearchHistoryAlgorithm",
+    "GEPAAlgorithmBase",
+    "GEPABeamPareto",
+    "GEPAUCBSearch",
     "Minibatch",
     "MinibatchAlgorithm",
     "POLCAOptions",
@@ -73,6 +78,9 @@ _LAZY = {
     "POLCA": "..search.polca",
     "POLCAOptions": "..search.polca",
     "Summarizer": "..search.summarizer",
+    "GEPAAlgorithmBase": "..search.gepa",
+    "GEPABeamPareto": "..search.gepa_variants",
+    "GEPAUCBSearch": "..search.gepa_variants",
 }
 
 
