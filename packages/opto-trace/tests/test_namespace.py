@@ -54,6 +54,17 @@ def test_import_loads_no_heavy_or_optional_modules():
     assert out.stdout.strip() == "[]"
 
 
+def test_import_defers_saving_and_exporting_machinery():
+    # Module.save/load/export import these when called; `import opto.trace` stays cheap.
+    code = (
+        "import sys; before = set(sys.modules); import opto.trace; "
+        "deferred = ('opto.trace.export', 'opto.utils.files', 'json', 'pickle', 'tempfile'); "
+        "print([m for m in deferred if m in sys.modules and m not in before])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_bundle_works_in_python_dash_c_b13():
     code = (
         "from opto.trace import bundle, node\n"
