@@ -43,6 +43,7 @@ from opto.trace._calls import (
     input_node,
     record,
 )
+from opto.trace._message import _new_message
 from opto.trace._signature import bind, plan_of
 from opto.trace._sources import signature_hint
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
@@ -234,6 +235,14 @@ class FunModule(OperatorInfo, Module):
             else None
         )
         self._is_async = inspect.iscoroutinefunction(fun)
+        #: Input keys when a call of nodes, positionally, needs none of the optional steps
+        #: (see ``forward``); None for trainable, async, method-bound and recursion-guarded
+        #: functions and primitives.
+        self._plain: tuple[str, ...] | None = (
+            self._positional
+            if not (trainable or overwrite_python_recursion or self._is_async)
+            else None
+        )
         self._primitive: Primitive | None = None
         self.parameter: ParameterNode[str] | None = None
         self._static: dict[str, Any] | None = None
@@ -266,6 +275,7 @@ class FunModule(OperatorInfo, Module):
         """The primitive operator as a FunModule: calling it runs the primitive."""
         new = cls(primitive._fun)
         new._primitive = primitive
+        new._plain = None
         return new
 
     # -- properties --------------------------------------------------------------------------
@@ -402,6 +412,48 @@ class FunModule(OperatorInfo, Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function on the data of the (wrapped) inputs; return the output node."""
+        keys = self._plain
+        if keys is not None and not kwargs and len(args) == len(keys):
+            data = []
+            for value in args:
+                if not isinstance(value, Node):
+                    break
+                data.append(value._data)
+            else:  # the hot path: nodes in, positionally; bind, run and record inline
+                frame = UsedNodes()
+                token = USED_NODES.set([*USED_NODES.get(), frame])
+                error = None
+                try:
+                    output = self._fun(*data)
+                except Exception as e:
+                    if not self.catch_execution_error:
+                        raise
+                    output = error = e
+                finally:
+                    USED_NODES.reset(token)
+                if (
+                    error is None
+                    and not frame
+                    and frame.created is None
+                    and not isinstance(output, Exception)
+                ):
+                    if isinstance(output, Node):
+                        output = output._data
+                    name = self.output_name or self._op_name
+                    if _TRACING.get():
+                        return _new_message(output, name, self.description, keys, args, self)
+                    return _new_message(output, name, self.description, (), (), self)
+                call = CallRecord(self, self._fun, keys, args, data, kwargs)
+                call.frame = frame
+                call.output = output
+                call.error = error
+                return record(call)
+        return self._forward(args, kwargs)
+
+    __call__ = forward
+
+    def _forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Every call ``forward`` does not handle inline: bind, run, record."""
         if self._primitive is not None:
             return self._primitive(*args, **kwargs)
         fun = self.fun if self.parameter is not None else self._fun
@@ -441,8 +493,6 @@ class FunModule(OperatorInfo, Module):
             if rtoken is not None:
                 _RUNNING.reset(rtoken)
         return record(call)
-
-    __call__ = forward
 
     async def _run_async(self, call: CallRecord) -> Any:
         """The run step of an ``async def`` function (awaited by the caller)."""
@@ -562,6 +612,7 @@ class FunModule(OperatorInfo, Module):
     def _bound(self, self_node: Node[Any]) -> FunModule:
         new = self.__copy__()
         new._self_node = self_node
+        new._plain = None
         if self.parameter is not None:
             new.parameter = copy.deepcopy(self.parameter)
             _inherit_code_spec(self.parameter, new.parameter)
