@@ -52,6 +52,7 @@ from opto.trace.broadcast import recursive_conversion
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
 from opto.trace.modules import Module
 from opto.trace.nodes import ExceptionNode, Node, ParameterNode, get_op_name, node
+from opto.utils.once import get_or_create
 
 if TYPE_CHECKING:
     from opto.trace.code_policy import CodePolicy
@@ -593,15 +594,15 @@ class FunModule(OperatorInfo, Module):
         if d is None:
             return self._bound(Node(obj))
         bound = d.get(key)
-        if bound is not None:
-            return bound
-        with _BIND_LOCK:
-            bound = d.get(key)
-            if bound is None:
-                self_node = d.get(_RESERVED_SELF)
-                if self_node is None:
-                    self_node = d[_RESERVED_SELF] = Node(obj)
-                bound = d[key] = self._bound(self_node)
+        if bound is None:  # first access on this instance: one bound copy, even under threads
+            bound = get_or_create(
+                d,
+                key,
+                _BIND_LOCK,  # an RLock: creating the bound copy creates the self node
+                lambda: self._bound(
+                    get_or_create(d, _RESERVED_SELF, _BIND_LOCK, lambda: Node(obj))
+                ),
+            )
         return bound
 
     def __copy__(self) -> FunModule:
