@@ -82,6 +82,18 @@ def test_keyword_only_and_unexpected_keywords():
         kwonly(2, scale=3, other=1)
     with pytest.raises(TypeError, match="positional"):
         add_offset(1, 2, 3)
+    with pytest.raises(TypeError, match="missing required keyword argument: 'scale'"):
+        kwonly(2)
+
+
+def test_positional_only_parameters_bind_like_python():
+    @bundle()
+    def po(a, /, b=2, **kw):
+        return (a, b, sorted(kw))
+
+    assert po(1, a=5).data == (1, 2, ["a"])  # a keyword named like a positional-only one
+    with pytest.raises(TypeError, match="missing required argument: 'a'"):
+        po(a=1)
 
 
 def test_existing_nodes_keep_their_names_and_mixed_args():
