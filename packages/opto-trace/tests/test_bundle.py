@@ -908,3 +908,34 @@ def test_method_bundles_live_in_documented_instance_attributes():
     self_node = vars(g)["__TRACE_RESERVED_self_node"]
     assert self_node.data is g
     assert g.greet("x").data == "hi x"
+
+
+def test_calls_on_nodes_report_errors_like_every_other_call():
+    # Nodes passed positionally take the inline path; its errors match the general path.
+    @bundle(catch_execution_error=False)
+    def raw(x):
+        raise KeyError("k")
+
+    @bundle()
+    def caught(x):
+        raise KeyError("k")
+
+    class Agent(trace.Module):
+        @bundle(catch_execution_error=False)
+        def raw(self, x):
+            raise KeyError("k")
+
+        @bundle()
+        def caught(self, x):
+            raise KeyError("k")
+
+    x = node(1, name="x")
+    agent = Agent()
+    for fun in (raw, agent.raw):
+        with pytest.raises(KeyError):
+            fun(x)
+    for fun in (caught, agent.caught):
+        with pytest.raises(ExecutionError) as failed:
+            fun(x)
+        exc_node = failed.value.exception_node
+        assert exc_node.data == "(KeyError) 'k'" and x in exc_node.parents
