@@ -19,6 +19,7 @@ from opto.utils.storage import RunStatus
 from opto.utils.usage import Budget, BudgetExceeded, UsageLedger, track_usage
 
 from .checkpoint import RunStore, default_storage_url
+from .evalcache import EvalCache, agent_scope
 from .evaluation import ErrorBudget, TooManyErrorsError
 from .guide import Guide
 from .loader import as_dataset
@@ -46,6 +47,8 @@ _USAGE_KEYS = (
     "total_tokens",
     "cost_usd",
     "unknown_cost_calls",
+    "eval_cache_hits",
+    "eval_cache_misses",
 )
 
 
@@ -93,6 +96,7 @@ class TrainSession:
         self.options = options
         self.config = config
         trainer.errors = ErrorBudget(options.max_errors)
+        trainer.eval_cache = None
         self.test_data = (
             None
             if options.test_dataset is None
@@ -128,6 +132,7 @@ class TrainSession:
         status = RunStatus.COMPLETED
         try:
             self._open_store()
+            self._open_eval_cache()
             budget = options.llm_budget
             if budget is not None:
                 budget = _remaining(budget, self._prior_usage)
@@ -176,10 +181,21 @@ class TrainSession:
             self._checkpoint()
             self.result = self._result()
         finally:
+            trainer.eval_cache = None
             if self.store is not None:
                 with contextlib.suppress(Exception):
                     self.store.finish(status)
                 self.store.close()
+
+    def _open_eval_cache(self) -> None:
+        """Give the trainer the run storage's evaluation cache (unless `eval_cache=False`)."""
+        setting = self.options.eval_cache
+        if self.store is None or setting is False:
+            return
+        namespace = setting if isinstance(setting, str) else None
+        self.trainer.eval_cache = EvalCache(
+            self.store.storage, agent_scope(self.trainer.agent, namespace)
+        )
 
     def _open_store(self) -> None:
         options, trainer = self.options, self.trainer
