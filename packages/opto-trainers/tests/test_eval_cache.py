@@ -157,7 +157,9 @@ def test_score_dicts_are_cached_for_multi_objective_searches(db):
             S.DATA,
             validate_guide=Metrics(),
             storage=db,
-            objective_config=ObjectiveConfig(mode="weighted", weights={"closeness": 1.0, "size": 0.0}),
+            objective_config=ObjectiveConfig(
+                mode="weighted", weights={"closeness": 1.0, "size": 0.0}
+            ),
             **SEARCH,
         )
         return result, agent
