@@ -315,6 +315,20 @@ def test_a_batch_cut_short_by_the_budget_keeps_what_completed(db):
         assert CountingGuide.calls == [(3, 9), (4, 12)]
 
 
+def test_evaluations_finished_on_many_threads_are_all_stored(db):
+    from opto.trainers.executors import ThreadExecutor
+
+    xs = list(range(1, 61))
+    with open_storage(db) as storage, ThreadExecutor(8) as executor:
+        cache = EvalCache(storage, "scope")
+        for _ in range(2):
+            evaluate(
+                S.Scale(3), CountingGuide(), xs, [3 * x for x in xs], executor=executor, cache=cache
+            )
+        assert storage.count_cached_evaluations("scope") == 60
+    assert len(CountingGuide.calls) == 60 and (cache.hits, cache.misses) == (60, 60)
+
+
 def test_samples_of_one_evaluation_are_kept_apart(db):
     with open_storage(db) as storage:
         cache = EvalCache(storage, "scope")

@@ -118,6 +118,8 @@ class EvalCache:
         self.misses = 0
         self._lock = threading.Lock()
         self._told: set[str] = set()
+        self._pending: dict[str, Any] = {}  # kept entries not yet written (see `_keep`)
+        self._flushing = False
 
     def __repr__(self) -> str:
         return f"EvalCache({self.storage!r}, scope={self.scope!r})"
@@ -190,9 +192,9 @@ class EvalCache:
         def keep(i: int, record: Rollout) -> Rollout:
             key = keys[i]
             if key is not None and is_cacheable(record):
-                self._store({key: _entry(record)})
                 with self._lock:
                     kept.add(i)
+                self._keep(key, _entry(record))
             return record
 
         computed = compute(todo, keep) if todo else []
@@ -206,6 +208,7 @@ class EvalCache:
             if key is not None and i not in kept and is_cacheable(record):
                 fresh[key] = _entry(record)
         self._store(fresh)
+        self._keep("")  # whatever is still pending (normally nothing)
         for i, key in enumerate(keys):
             if results[i] is None:
                 assert key is not None
@@ -245,6 +248,33 @@ class EvalCache:
                 key = self.key(identity, paramset, x, info, mode=mode, sample=sample)
             keys.append(key)
         return keys
+
+    def _keep(self, key: str, entry: dict[str, Any] | None = None) -> None:
+        """Store one entry now, grouped with those other threads keep meanwhile (with no
+        entry: write whatever is pending).
+
+        The first thread to keep an entry writes every pending one in one transaction,
+        and again until none is left; the others only add theirs (group commit: one
+        transaction per batch of finished evaluations, not one each).
+        """
+        with self._lock:
+            if entry is not None:
+                self._pending[key] = entry
+            if self._flushing:
+                return
+            self._flushing = True
+        try:
+            while True:
+                with self._lock:
+                    batch, self._pending = self._pending, {}
+                    if not batch:
+                        self._flushing = False
+                        return
+                self._store(batch)
+        except BaseException:
+            with self._lock:
+                self._flushing = False
+            raise
 
     def _lookup(self, keys: list[str]) -> dict[str, Any]:
         if not keys:
