@@ -13,6 +13,7 @@ from pathlib import Path
 
 import opto_trainers_test_support as S
 import pytest
+from opto import trace
 
 pytest.importorskip("sqlalchemy", reason="the evaluation cache lives in opto-utils[storage]")
 
@@ -422,6 +423,36 @@ def test_function_guides_are_identified_by_code_and_captured_values():
     judge_b = LLMJudge(llm=ScriptedLLM(lambda m, **kw: "", model="judge-b"))
     assert judge_a.cache_identity() != judge_b.cache_identity()
     assert Guide().cache_identity() == Guide().cache_identity()
+
+
+@trace.model
+class Offset:
+    """`a * x + offset`: `offset` is configuration, not a trainable parameter."""
+
+    def __init__(self, offset, llm=None):
+        self.a = trace.node(3, trainable=True)
+        self.offset = offset
+        self.llm = llm
+
+    def forward(self, x):
+        return self.a * x + self.offset
+
+
+def test_agents_built_differently_do_not_share_evaluations(db):
+    def llm(model):
+        return ScriptedLLM(lambda m, **kw: "", model=model)
+
+    assert agent_scope(S.Scale(1)) == agent_scope(S.Scale(5))  # values are in the key
+    assert agent_scope(Offset(0)) != agent_scope(Offset(1))
+    assert agent_scope(Offset(0, llm("a"))) != agent_scope(Offset(0, llm("b")))
+    assert agent_scope(Offset(0, llm("a"))) == agent_scope(Offset(0, llm("a")))
+    with open_storage(db) as storage:
+        scores = [
+            _evaluate(EvalCache(storage, agent_scope(agent)), CountingGuide(), agent=agent)
+            for agent in (Offset(0), Offset(3))
+        ]
+    assert scores[0] == [1.0] * 4 and scores[1] != scores[0]
+    assert len(CountingGuide.calls) == 8
 
 
 # -- executors that ship tasks ---------------------------------------------------------------

@@ -16,7 +16,8 @@ SHA-256 of:
   `num_samples`) is sample k, so repeated samples are kept apart.
 
 Entries live in the storage's `opto_eval_cache` table under a scope naming the agent's
-class (plus an optional namespace), shared by every run of that storage: a resumed run
+class and a digest of its other attributes (`agent_config`: e.g. the LLM it calls), plus
+an optional namespace, shared by every run of that storage: a resumed run
 and a repeated search with the same seed read back what was already evaluated. Only
 completed evaluations are stored (output, score, score dict, feedback); a rollout whose
 agent or guide raised (an LLM error, a timeout...) or that was skipped is run again next
@@ -43,15 +44,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opto.trace.modules import Module
+from opto.trace.nodes import Node, ParameterNode
 from opto.utils.jsonable import jsonable
 from opto.utils.storage import StorageError
 from opto.utils.usage import record_evaluations
 
 from .evaluation import Rollout
-from .identity import qualified_name
+from .identity import Unidentifiable, describe, qualified_name
 from .utils import ParamSet, paramset_key
 
-__all__ = ["CACHE_FORMAT", "EvalCache", "Keep", "agent_scope", "is_cacheable"]
+__all__ = ["CACHE_FORMAT", "EvalCache", "Keep", "agent_config", "agent_scope", "is_cacheable"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +65,36 @@ CACHE_FORMAT = 1
 
 
 def agent_scope(agent: Module, namespace: str | None = None) -> str:
-    """The cache scope of `agent`'s evaluations: its class, and `namespace` if given."""
-    scope = qualified_name(type(agent))
+    """The cache scope of `agent`'s evaluations: its class, a digest of its configuration
+    (`agent_config`), and `namespace` if given."""
+    digest = hashlib.sha256(_canonical(agent_config(agent)).encode()).hexdigest()[:16]
+    scope = f"{qualified_name(type(agent))}#{digest}"
     return scope if namespace is None else f"{scope}:{namespace}"
+
+
+def agent_config(agent: Module, _depth: int = 0) -> dict[str, Any]:
+    """What identifies an agent besides its trainable values: its attributes that are not
+    trainable parameters (sub-modules by their own configuration, other nodes by their
+    data), as `identity.describe` sees them; one without a stable identity counts by its
+    type. So two agents of one class built differently (e.g. on other LLMs) never share
+    cached evaluations."""
+    config: dict[str, Any] = {}
+    for name, value in sorted(vars(agent).items()):
+        if isinstance(value, ParameterNode):
+            continue  # part of every key
+        if isinstance(value, Module) and _depth < 10:
+            config[name] = {
+                "module": qualified_name(type(value)),
+                "config": agent_config(value, _depth + 1),
+            }
+            continue
+        if isinstance(value, Node):
+            value = value.data
+        try:
+            config[name] = describe(value)
+        except Unidentifiable:
+            config[name] = {"type": qualified_name(type(value))}
+    return config
 
 
 def is_cacheable(record: Rollout) -> bool:
