@@ -147,6 +147,29 @@ def test_hits_are_free_in_the_ledger_and_counted_in_the_step_records(db):
     assert all(step.usage["eval_cache_misses"] == 0 for step in steps)
 
 
+def test_basic_search_validations_and_test_evaluations_are_cached(db):
+    from opto.trainers import BasicSearchAlgorithm
+
+    def run():
+        agent = S.EchoAgent()
+        optimizer = S.StepOptimizer(agent.parameters(), ScriptedLLM(S.increment))
+        trainer = BasicSearchAlgorithm(agent, optimizer, num_threads=2)
+        data = {"inputs": ["a", "b"], "infos": ["v2", "v2"]}
+        return trainer.train(
+            ExactMatchGuide(), data, test_dataset=data, storage=db, batch_size=2,
+            num_proposals=2, max_steps=2,
+        )  # fmt: skip
+
+    first, second = run(), run()
+    assert first.usage["eval_cache_misses"] > 0
+    assert second.usage["eval_cache_misses"] == 0
+    assert second.usage["eval_cache_hits"] == (
+        first.usage["eval_cache_hits"] + first.usage["eval_cache_misses"]
+    )
+    assert second.test_scores == first.test_scores
+    assert second.final_parameters == first.final_parameters
+
+
 def test_score_dicts_are_cached_for_multi_objective_searches(db):
     class Metrics(CountingGuide, S.MetricsGuide):
         pass
