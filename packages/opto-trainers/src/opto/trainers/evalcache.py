@@ -17,11 +17,13 @@ SHA-256 of:
 
 Entries live in the storage's `opto_eval_cache` table under a scope naming the agent's
 class and a digest of its other attributes (`agent_config`: e.g. the LLM it calls), plus
-an optional namespace, shared by every run of that storage: a resumed run
-and a repeated search with the same seed read back what was already evaluated. Only
-completed evaluations are stored (output, score, score dict, feedback); a rollout whose
-agent or guide raised (an LLM error, a timeout...) or that was skipped is run again next
-time, and one cut short by `BudgetExceeded` or `KeyboardInterrupt` stores nothing.
+an optional namespace, shared by every run of that storage: a resumed run and a repeated
+search with the same seed read back what was already evaluated. Only completed
+evaluations are stored: output and feedback (as JSON data, `opto.utils.jsonable`), score
+and score dict. A rollout whose agent or guide raised (an LLM error, a timeout...) or that
+was skipped runs again next time. With an in-process executor each evaluation is stored
+as soon as it finishes, so a batch cut short (`BudgetExceeded`, Ctrl-C, a kill) keeps
+the finished ones; out of process (Ray) the driver stores a batch when it returns.
 
 The cache treats an evaluation as reproducible: with an agent or judge that samples
 (temperature > 0) and a search that means to re-draw on re-evaluation, turn it off
@@ -108,6 +110,13 @@ def _canonical(value: Any) -> str:
     return json.dumps(jsonable(value), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+def _digest(identity: str, params: str, x: str, info: str, mode: str, sample: int) -> str:
+    text = "\n".join(
+        [f"opto-eval-cache/{CACHE_FORMAT}", identity, params, x, info, mode, str(sample)]
+    )
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _entry(record: Rollout) -> dict[str, Any]:
     return {
         "output": jsonable(record.output),
@@ -182,18 +191,9 @@ class EvalCache:
         self, identity: str, paramset: ParamSet, x: Any, info: Any, *, mode: str, sample: int
     ) -> str:
         """The key of one evaluation (see the module docstring)."""
-        text = "\n".join(
-            [
-                f"opto-eval-cache/{CACHE_FORMAT}",
-                identity,
-                paramset_key(paramset),
-                _canonical(x),
-                _canonical(info),
-                mode,
-                str(sample),
-            ]
+        return _digest(
+            identity, paramset_key(paramset), _canonical(x), _canonical(info), mode, sample
         )
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
     def run(
         self,
@@ -261,6 +261,7 @@ class EvalCache:
         """Each evaluation's key (None: its guide is not cacheable); the k-th repeat of one
         evaluation in the batch is sample k."""
         identities: dict[int, str | None] = {}
+        params: dict[int, str] = {}  # a batch repeats few parameter sets many times
         keys: list[str | None] = []
         seen: dict[str, int] = {}
         for guide, paramset, x, info in zip(guides, paramsets, xs, infos):
@@ -270,12 +271,13 @@ class EvalCache:
             if identity is None:
                 keys.append(None)
                 continue
-            key = self.key(identity, paramset, x, info, mode=mode, sample=0)
+            if id(paramset) not in params:
+                params[id(paramset)] = paramset_key(paramset)
+            parts = (identity, params[id(paramset)], _canonical(x), _canonical(info), mode)
+            key = _digest(*parts, 0)
             sample = seen.get(key, 0)
             seen[key] = sample + 1
-            if sample:
-                key = self.key(identity, paramset, x, info, mode=mode, sample=sample)
-            keys.append(key)
+            keys.append(_digest(*parts, sample) if sample else key)
         return keys
 
     def _keep(self, key: str, entry: dict[str, Any] | None = None) -> None:
