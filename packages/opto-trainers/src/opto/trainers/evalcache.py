@@ -176,7 +176,8 @@ class EvalCache:
         if identity is None:
             name = qualified_name(type(guide))
             with self._lock:
-                told, self._told = name in self._told, self._told | {name}
+                told = name in self._told
+                self._told.add(name)
             if not told:
                 logger.info(
                     "evaluations judged by %s are not cached: %s (override "
@@ -186,14 +187,6 @@ class EvalCache:
                 )
             return None
         return _canonical({"class": qualified_name(type(guide)), "identity": identity})
-
-    def key(
-        self, identity: str, paramset: ParamSet, x: Any, info: Any, *, mode: str, sample: int
-    ) -> str:
-        """The key of one evaluation (see the module docstring)."""
-        return _digest(
-            identity, paramset_key(paramset), _canonical(x), _canonical(info), mode, sample
-        )
 
     def run(
         self,
@@ -237,7 +230,7 @@ class EvalCache:
             if key is not None and i not in kept and is_cacheable(record):
                 fresh[key] = _entry(record)
         self._store(fresh)
-        self._keep("")  # whatever is still pending (normally nothing)
+        self._flush()  # whatever is still pending (normally nothing)
         for i, key in enumerate(keys):
             if results[i] is None:
                 assert key is not None
@@ -280,17 +273,18 @@ class EvalCache:
             keys.append(_digest(*parts, sample) if sample else key)
         return keys
 
-    def _keep(self, key: str, entry: dict[str, Any] | None = None) -> None:
-        """Store one entry now, grouped with those other threads keep meanwhile (with no
-        entry: write whatever is pending).
-
-        The first thread to keep an entry writes every pending one in one transaction,
-        and again until none is left; the others only add theirs (group commit: one
-        transaction per batch of finished evaluations, not one each).
-        """
+    def _keep(self, key: str, entry: dict[str, Any]) -> None:
+        """Store one finished evaluation now, grouped with those other threads keep
+        meanwhile (group commit, see `_flush`)."""
         with self._lock:
-            if entry is not None:
-                self._pending[key] = entry
+            self._pending[key] = entry
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write the pending entries: the first thread to get here writes all of them in
+        one transaction, and again until none is left; a thread arriving meanwhile leaves
+        its entry to it (one transaction per batch of finished evaluations, not one each)."""
+        with self._lock:
             if self._flushing:
                 return
             self._flushing = True
