@@ -119,7 +119,7 @@ def test_a_namespace_keeps_its_own_entries(db):
 
 
 def test_hits_are_free_in_the_ledger_and_counted_in_the_step_records(db):
-    judge_llm = ScriptedLLM(lambda messages, **kw: "Correct [TERMINATE]")
+    judge_llm = ScriptedLLM(lambda messages, **kw: "Correct [TERMINATE]", cost_per_call=0.25)
 
     def run():
         trainer, _, _ = S.make(UCBSearch)
@@ -137,6 +137,7 @@ def test_hits_are_free_in_the_ledger_and_counted_in_the_step_records(db):
     second = run()
     assert judged > 0 and judge_llm.calls == judged  # no judge call in the second run
     assert second.usage["calls"] == first.usage["calls"] - judged
+    assert first.usage["cost_usd"] == 0.25 * judged and second.usage["cost_usd"] == 0
     assert first.usage["eval_cache_misses"] == judged  # one judge call per miss
     total = first.usage["eval_cache_hits"] + judged  # (a search re-scores some candidates)
     assert second.usage["eval_cache_hits"] == total and second.usage["eval_cache_misses"] == 0
@@ -299,6 +300,41 @@ def test_a_transient_failure_is_never_cached(db):
         assert _evaluate(cache, FlakyOnce()) == [1.0, 1.0, 1.0, 1.0]
         assert CountingGuide.calls == [(S.BAD, 3 * S.BAD)]  # only the failed one ran again
         assert (cache.hits, cache.misses) == (3, 5)
+
+
+def test_an_llm_judge_whose_llm_failed_is_asked_again(db):
+    from opto.utils.llm.errors import LLMTimeoutError
+
+    down = [True]
+
+    def grade(messages, **kwargs):
+        if down[0] and "Student answer:\n6" in messages[-1]["content"]:
+            raise LLMTimeoutError("no reply in 60s", model="scripted")
+        return "Correct [TERMINATE]"
+
+    llm = ScriptedLLM(grade)
+    with open_storage(db) as storage:
+        cache = EvalCache(storage, "scope")
+        assert _evaluate(cache, LLMJudge(llm=llm)) == [1.0, 0.0, 1.0, 1.0]
+        assert storage.count_cached_evaluations("scope") == 3
+        down[0], asked = False, len(llm.requests)
+        assert _evaluate(cache, LLMJudge(llm=llm)) == [1.0] * 4
+        assert len(llm.requests) == asked + 1  # only the example whose judge timed out
+
+
+def test_a_guide_that_breaks_its_contract_stores_nothing_it_broke_on(db):
+    from opto.trainers.guide import GuideError
+
+    class NoScoreOn2(CountingGuide):
+        def get_feedback(self, query, response, reference=None, **kwargs):
+            score, feedback = super().get_feedback(query, response, reference)
+            return (None if query == 2 else score), feedback
+
+    with open_storage(db) as storage:
+        cache = EvalCache(storage, "scope")
+        with pytest.raises(GuideError, match="NoScoreOn2"):
+            _evaluate(cache, NoScoreOn2())
+        assert storage.count_cached_evaluations("scope") == 1  # x=1, judged before x=2
 
 
 def test_an_agent_that_raised_is_never_cached(db):
