@@ -514,6 +514,45 @@ def test_agents_built_differently_do_not_share_evaluations(db):
     assert len(CountingGuide.calls) == 8
 
 
+def test_describe_identifies_plain_configuration_and_refuses_the_rest():
+    import dataclasses
+    import enum
+    import functools
+    import math
+
+    from opto.trainers.identity import Unidentifiable, describe
+
+    class Mode(enum.Enum):
+        FAST = 1
+
+    @dataclasses.dataclass
+    class Settings:
+        level: int
+
+    def scale(x, k=2):
+        return x * k
+
+    config = {
+        "numbers": (1, 2.5, math.inf, True, None),
+        "tags": {"b", "a"},
+        "mode": Mode.FAST,
+        "settings": Settings(3),
+        "partial": functools.partial(scale, k=3),
+        "kind": Settings,
+    }
+    assert describe(config) == describe(dict(reversed(list(config.items()))))
+    assert describe({"tags": {"a", "b"}}) == describe({"tags": {"b", "a"}})
+    assert describe(Settings(3)) != describe(Settings(4))
+    assert describe(functools.partial(scale, k=3)) != describe(functools.partial(scale, k=4))
+    for opaque in (object(), {1: "non-string key"}, [threading.Lock()]):
+        with pytest.raises(Unidentifiable):
+            describe(opaque)
+    nested = []
+    nested.append(nested)
+    with pytest.raises(Unidentifiable, match="nests too deeply"):
+        describe(nested)
+
+
 # -- executors that ship tasks ---------------------------------------------------------------
 
 
