@@ -144,8 +144,9 @@ def test_hits_are_free_in_the_ledger_and_counted_in_the_step_records(db):
     with open_storage(db) as storage:
         run_name = second.run_name
         steps = storage.list_steps(run_name)
-    assert sum(step.usage["eval_cache_hits"] for step in steps) == total
-    assert all(step.usage["eval_cache_misses"] == 0 for step in steps)
+    assert sum(step.info["eval_cache"]["hits"] for step in steps) == total
+    assert all(step.info["eval_cache"]["misses"] == 0 for step in steps)
+    assert all("eval_cache_hits" not in entry["usage"] for entry in second.history)
 
 
 def test_basic_search_validations_and_test_evaluations_are_cached(db):

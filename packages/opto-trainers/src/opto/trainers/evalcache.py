@@ -31,9 +31,10 @@ The cache treats an evaluation as reproducible: with an agent or judge that samp
 after changing it, clear the cache (`Storage.clear_cached_evaluations`) or pass a new
 namespace (`eval_cache="v2"`).
 
-Hits and misses are counted in the usage ledger (`opto.utils.usage.record_evaluations`,
-shown as `eval_cache_hits` / `eval_cache_misses` in a run's usage); a hit makes no call,
-so it costs nothing and uses no budget.
+Hits and misses are counted in the usage ledger (`opto.utils.usage.record_evaluations`),
+so a run's usage shows `eval_cache_hits` / `eval_cache_misses` (and each step record's
+`info["eval_cache"]` the step's); a hit makes no call, so it costs nothing and uses no
+budget.
 """
 
 from __future__ import annotations

@@ -47,13 +47,14 @@ _USAGE_KEYS = (
     "total_tokens",
     "cost_usd",
     "unknown_cost_calls",
-    "eval_cache_hits",
-    "eval_cache_misses",
 )
+# Evaluation-cache lookups: in the run's usage, and per step in the step record's info
+# (not in the step's LLM usage, which is the same with or without run storage).
+_EVAL_CACHE_KEYS = ("eval_cache_hits", "eval_cache_misses")
 
 
 def _add_usage(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: a.get(key, 0) + b.get(key, 0) for key in _USAGE_KEYS}
+    return {key: a.get(key, 0) + b.get(key, 0) for key in (*_USAGE_KEYS, *_EVAL_CACHE_KEYS)}
 
 
 def _remaining(budget: Budget, used: Mapping[str, Any]) -> Budget:
@@ -114,9 +115,9 @@ class TrainSession:
         self.stopped: str | None = None
         self.resumed = False
         self.store: RunStore | None = None
-        self._prior_usage: dict[str, Any] = dict.fromkeys(_USAGE_KEYS, 0)
+        self._prior_usage: dict[str, Any] = dict.fromkeys((*_USAGE_KEYS, *_EVAL_CACHE_KEYS), 0)
         self._ledger: UsageLedger | None = None
-        self._step_usage_mark: dict[str, Any] = dict.fromkeys(_USAGE_KEYS, 0)
+        self._step_usage_mark: dict[str, Any] = dict(self._prior_usage)
         self._last_state: dict[str, Any] | None = None
         self._test_metrics: dict[str, float] | None = None
         self.result: TrainResult | None = None
@@ -255,11 +256,13 @@ class TrainSession:
         current = self._ledger.summary() if self._ledger is not None else {}
         return _add_usage(self._prior_usage, current)
 
-    def _step_usage(self) -> dict[str, Any]:
+    def _step_usage(self) -> tuple[dict[str, Any], dict[str, int]]:
+        """The step's LLM usage and its evaluation-cache `{"hits", "misses"}`."""
         now = self.usage
         delta = {k: now[k] - self._step_usage_mark.get(k, 0) for k in _USAGE_KEYS}
+        hits, misses = (now[k] - self._step_usage_mark.get(k, 0) for k in _EVAL_CACHE_KEYS)
         self._step_usage_mark = now
-        return delta
+        return delta, {"hits": hits, "misses": misses}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -332,7 +335,9 @@ class TrainSession:
 
         `observe` is the score that drives best-so-far and patience when there is no test
         set (e.g. a validation score); `scores` are extra named scores for the record. The
-        examples that failed since the last step go to the record's `info["failures"]`.
+        examples that failed since the last step go to the record's `info["failures"]`, and
+        the step's evaluation-cache lookups (with the cache on) to `info["eval_cache"]`
+        (`{"hits": ..., "misses": ...}`).
         """
         trainer, options = self.trainer, self.options
         trainer.n_iters += 1
@@ -356,9 +361,11 @@ class TrainSession:
             if self._test_metrics is not None:
                 all_scores.update(split_scores({"test": self._test_metrics}))
         all_scores.update(split_scores(scores or {}, options.objective_config))
-        usage = self._step_usage()
+        usage, cache = self._step_usage()
         failures = trainer.errors.drain()  # the examples whose agent or guide raised
         info = {**(info or {}), **({"failures": failures} if failures else {})}
+        if trainer.eval_cache is not None:
+            info["eval_cache"] = cache
         entry = {"step": step, "epoch": trainer.n_epochs, "scores": all_scores, "usage": usage}
         trainer.history.append(entry)
         if step % self.log_frequency == 0:
