@@ -26,6 +26,8 @@ from .minibatch import (
 )
 
 if TYPE_CHECKING:
+    from ..search.classical import ParetobasedPS, SequentialSearch, SequentialUpdate
+    from ..search.streaming import StreamingPrioritySearch
     from .beamsearch import (
         BeamSearch,
         BeamsearchAlgorithm,
@@ -44,8 +46,12 @@ __all__ = [
     "BeamsearchHistoryAlgorithm",
     "Minibatch",
     "MinibatchAlgorithm",
+    "ParetobasedPS",
     "PrioritySearch",
     "Proposal",
+    "SequentialSearch",
+    "SequentialUpdate",
+    "StreamingPrioritySearch",
     "TrainOptions",
     "TrainResult",
     "TrainSession",
@@ -64,6 +70,10 @@ _LAZY = {
     "UCBSearch": ".ucb",
     "UCBSearchAlgorithm": ".ucb",
     "PrioritySearch": ".priority_search",
+    "ParetobasedPS": "..search.classical",
+    "SequentialSearch": "..search.classical",
+    "SequentialUpdate": "..search.classical",
+    "StreamingPrioritySearch": "..search.streaming",
 }
 
 

@@ -10,7 +10,7 @@ import copy
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -140,13 +140,16 @@ class PrioritySearch(SearchTrainer):
     they pop from the Pareto front) and `exploit` uses `objectives.select_best`.
     """
 
+    #: The options class `train` builds from its keywords (variants extend it).
+    options_class: ClassVar[type[PrioritySearchOptions]] = PrioritySearchOptions
+
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
         """Search over `train_dataset` with feedback from `guide`.
 
-        Keywords: the fields of `PrioritySearchOptions` (`TrainOptions` plus the search's
-        own, e.g. `num_candidates`, `num_proposals`, `score_function`).
+        Keywords: the fields of `options_class` (`PrioritySearchOptions`: `TrainOptions`
+        plus the search's own, e.g. `num_candidates`, `num_proposals`, `score_function`).
         """
-        options = PrioritySearchOptions.from_kwargs(kwargs, algorithm=type(self).__name__)
+        options = self.options_class.from_kwargs(kwargs, algorithm=type(self).__name__)
         self._configure(guide, train_dataset, options)
         config = {"algorithm": type(self).__name__, **self._config}
         self._initialize_memory()
@@ -326,7 +329,7 @@ class PrioritySearch(SearchTrainer):
             for c in explorers
             for bx, bi in batches
         ]
-        results = self.engine.explore(jobs, guide)
+        results = self._run_jobs(jobs, explorers, guide)
         train_records: list[Rollout] = []
         proposals: list[Candidate] = []
         seen = {c.key for c in explorers}
@@ -370,6 +373,12 @@ class PrioritySearch(SearchTrainer):
             "info": info,
             "observe": best_mean,
         }
+
+    def _run_jobs(
+        self, jobs: list[ExplorationJob], explorers: list[Candidate], guide: Guide
+    ) -> list[ExplorationResult]:
+        """Explore the jobs (explorer `i // num_batches` runs job `i`) on the engine."""
+        return self.engine.explore(jobs, guide)
 
     def _validate(
         self,
