@@ -130,7 +130,11 @@ def test_pareto_search_explores_the_frontier_and_logs_its_size():
         trainer.memory.push(trainer.compute_exploration_priority(candidate), candidate)
     explorers = trainer.explore()
     assert explorers == [a, b] and list(trainer.memory) == [c]
-    assert logger.values("Update/num_pareto_candidates") == [1, 2]
+    trainer.num_candidates = 1
+    trainer.memory.push(1.0, a)
+    trainer.memory.push(1.0, b)
+    assert trainer.explore() == [a]  # the frontier, cut to num_candidates
+    assert logger.values("Update/num_pareto_candidates") == [1, 2, 2]
 
 
 def test_pareto_memory_keeps_each_rollouts_input():

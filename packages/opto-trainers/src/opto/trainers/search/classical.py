@@ -144,7 +144,7 @@ class ParetobasedPS(PrioritySearch):
     input, or best on a strict subset of the inputs another candidate is best on, is
     dropped; the rest (the frontier) are sorted by mean score and the first
     `num_candidates` explore. Candidates never scored yet explore first. The frontier
-    size is logged as `Update/num_pareto_candidates`. Under an `objective_config` a
+    size (before that cut) is logged as `Update/num_pareto_candidates`. Under an `objective_config` a
     rollout's score is its score dict reduced by the config. The agent still gets the
     best candidate by mean score (`exploit`); `use_best_candidate_to_explore` does not
     apply (the frontier decides who explores).
@@ -175,9 +175,10 @@ class ParetobasedPS(PrioritySearch):
     def explore(self) -> list[Candidate]:
         """The frontier candidates (at most `num_candidates`), removed from memory."""
         pool = [c for memory in self._memories() for c in memory]
-        chosen = pareto_frontier(pool)[: self.num_candidates]
-        self.num_pareto_candidates = len(chosen)
-        self.logger.log("Update/num_pareto_candidates", len(chosen), self.n_iters + 1)
+        frontier = pareto_frontier(pool)
+        chosen = frontier[: self.num_candidates]
+        self.num_pareto_candidates = len(frontier)
+        self.logger.log("Update/num_pareto_candidates", len(frontier), self.n_iters + 1)
         if not chosen:  # nothing scored on any input (e.g. every rollout failed)
             return super().explore()
         for candidate in chosen:
