@@ -102,16 +102,36 @@ def test_frontier_keeps_per_input_winners_and_drops_strict_subsets():
 
 
 def test_frontier_uses_per_input_means_and_ignores_inputs_a_candidate_never_saw():
-    # Unseen inputs are not a 0 score: with negative scores each candidate wins its own input.
-    a = scored(1, x1=[-1.0, -3.0])
-    b = scored(2, x2=[-0.5])
-    assert per_input_means(a) == {input_key("x1"): -2.0}
-    assert pareto_frontier([a, b]) == [b, a]  # by mean score
+    # Unseen inputs are not a 0 score (c would then win x1 and x2 over negative scores);
+    # an input only one candidate saw (c's x3) tells nothing apart.
+    a = scored(1, x1=[-1.0, -3.0], x2=[-5.0])
+    b = scored(2, x1=[-2.5], x2=[-0.5])
+    c = scored(3, x3=[-9.0])
+    assert per_input_means(a) == {input_key("x1"): -2.0, input_key("x2"): -5.0}
+    assert pareto_frontier([a, b, c]) == [b, a]  # by mean score
 
 
-def test_frontier_ties_keep_every_winner():
-    a, b = scored(1, x1=[1.0]), scored(2, x1=[1.0])
-    assert pareto_frontier([b, a]) == [a, b]  # equal means: the older first
+def test_frontier_ties_keep_every_winner_newest_first():
+    a, b = scored(1, x1=[1.0], x2=[0.0]), scored(2, x1=[1.0], x2=[0.0])
+    c = scored(3, x1=[0.0], x2=[0.4])
+    assert pareto_frontier([a, b, c]) == [b, a, c]  # a and b tie: the newer first
+
+
+def test_inputs_where_all_tie_are_skipped():
+    # The old candidate saw more inputs; on a plateau (all 0) it must not win by coverage.
+    old = scored(1, x1=[0.0], x2=[0.0], x3=[0.0])
+    new = scored(2, x3=[0.0])
+    assert pareto_frontier([old, new]) == []
+
+
+def test_pareto_search_moves_on_along_a_plateau():
+    # From a = -3 every candidate scores 0 until a = 1: all tie on every input, and the
+    # newest must explore, or the search keeps re-exploring its first candidates.
+    trainer, agent, _ = S.make(ParetobasedPS, a=-3)
+    trainer.train(
+        S.TargetGuide(), S.DATA, batch_size=1, num_batches=2, num_candidates=2, num_steps=10
+    )
+    assert agent.a.data == S.TARGET
 
 
 def test_unhashable_inputs_have_stable_keys():
@@ -129,11 +149,11 @@ def test_pareto_search_explores_the_frontier_and_logs_its_size():
     for candidate in (a, b, c):
         trainer.memory.push(trainer.compute_exploration_priority(candidate), candidate)
     explorers = trainer.explore()
-    assert explorers == [a, b] and list(trainer.memory) == [c]
+    assert explorers == [b, a] and list(trainer.memory) == [c]  # equal means: newest first
     trainer.num_candidates = 1
     trainer.memory.push(1.0, a)
     trainer.memory.push(1.0, b)
-    assert trainer.explore() == [a]  # the frontier, cut to num_candidates
+    assert trainer.explore() == [b]  # the frontier (equal means: newest first), cut to 1
     assert logger.values("Update/num_pareto_candidates") == [1, 2, 2]
 
 

@@ -139,7 +139,7 @@ class ParetobasedPS(PrioritySearch):
     """`PrioritySearch` that explores the per-input Pareto frontier (GEPA-style).
 
     Every rollout a candidate earns (training and validation) is kept with its input.
-    Each iteration, for every input that some candidate in memory was scored on, the
+    Each iteration, for every input on which candidates in memory scored differently, the
     candidates with the highest mean score on it are "best on" it; a candidate best on no
     input, or best on a strict subset of the inputs another candidate is best on, is
     dropped; the rest (the frontier) are sorted by mean score and the first
@@ -152,7 +152,9 @@ class ParetobasedPS(PrioritySearch):
     Unlike the reference, an input a candidate was never scored on does not count as a
     score of 0 (which let every candidate tie on unseen inputs and outrank negative
     scores); the inputs are those actually scored, so proposals validated on a separate
-    validation set take part.
+    validation set take part. Inputs seen by one candidate only, or on which all tie, are
+    skipped (see `pareto_frontier`); when no candidate is on the frontier, the explorers
+    are taken by priority as in `PrioritySearch`.
     """
 
     options_class = ParetobasedPSOptions
@@ -231,9 +233,12 @@ def per_input_means(candidate: Candidate) -> dict[str, float]:
 def pareto_frontier(candidates: list[Candidate]) -> list[Candidate]:
     """The per-input Pareto frontier of `candidates`, best mean score first.
 
+    Only inputs that tell candidates apart count: scored by at least two of them, not all
+    alike (otherwise a candidate that saw more inputs would win them all by coverage).
     Never-scored candidates come first (oldest first); then every candidate that is best
     on some input and whose set of such inputs is not a strict subset of another's, by
-    mean score (ties: the older).
+    mean score (ties: the newer first, as `HeapMemory` pops, so a search on a plateau
+    moves on instead of re-exploring its oldest candidates).
     """
     unscored = sorted((c for c in candidates if not c.num_rollouts), key=lambda c: c.created)
     means = {id(c): per_input_means(c) for c in candidates}
@@ -241,11 +246,13 @@ def pareto_frontier(candidates: list[Candidate]) -> list[Candidate]:
     best_on: dict[int, set[str]] = {id(c): set() for c in candidates}
     for key in inputs:
         scored = [(means[id(c)][key], c) for c in candidates if key in means[id(c)]]
+        if len({value for value, _ in scored}) < 2:
+            continue  # one candidate, or all tie: the input tells none apart
         top = max(value for value, _ in scored)
         for value, c in scored:
             if value == top:
                 best_on[id(c)].add(key)
     pool = [c for c in candidates if best_on[id(c)]]
     frontier = [c for c in pool if not any(best_on[id(c)] < best_on[id(other)] for other in pool)]
-    frontier.sort(key=lambda c: (-rank_value(c.mean_score()), c.created))
+    frontier.sort(key=lambda c: (-rank_value(c.mean_score()), -c.created))
     return unscored + frontier
