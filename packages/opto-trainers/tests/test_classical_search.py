@@ -25,7 +25,7 @@ from opto.utils.testing import ScriptedLLM
     [
         (SequentialUpdate, {"num_candidates": 3}, "num_candidates=1"),
         (SequentialUpdate, {"num_proposals": 2}, "num_proposals=1"),
-        (SequentialUpdate, {"memory_size": 4}, "long_term_memory_size=1"),
+        (SequentialUpdate, {"memory_size": 4}, r"long_term_memory_size=1 .*alias memory_size"),
         (SequentialUpdate, {"long_term_memory_size": None}, "long_term_memory_size=1"),
         (SequentialUpdate, {"memory_update_frequency": 2}, "memory_update_frequency=0"),
         (SequentialSearch, {"num_candidates": 2}, "num_candidates=1"),

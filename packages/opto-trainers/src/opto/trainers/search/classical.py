@@ -52,9 +52,11 @@ def check_fixed_options(options: Any, algorithm: str, fixed: Mapping[str, Any]) 
         given = getattr(options, name)
         same = given is None if value is None else (given is not None and given == value)
         if not same:
+            aliases = [a for a, field in getattr(options, "ALIASES", {}).items() if field == name]
+            also = f" (alias {', '.join(aliases)})" if aliases else ""
             raise FixedOptionError(
                 f"{algorithm} runs with {name}={value!r} and cannot take {name}={given!r}; "
-                f"drop {name} (or use PrioritySearch, where it is free)"
+                f"drop {name}{also} (or use PrioritySearch, where it is free)"
             )
 
 

@@ -125,6 +125,10 @@ class StreamingPrioritySearch(PrioritySearch):
     with the trainer's seeded `rng`), and only those make `num_proposals` proposals each.
     The proposals go to memory unscored and explore on the next training batch. The
     agent gets the best scored candidate by mean score.
+
+    On an out-of-process executor (Ray) the K drawn pairs run their minibatch once more
+    in the task that proposes (a trace graph cannot outlive its task); those repeated
+    rollouts feed the proposals only, not the scores.
     """
 
     options_class = StreamingPrioritySearchOptions
