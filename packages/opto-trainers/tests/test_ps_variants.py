@@ -118,3 +118,18 @@ def test_exported_under_every_name():
     assert classical_algorithms.SequentialSearch is SequentialSearch
     assert classical_algorithms.ParetobasedPS is ParetobasedPS
     assert streaming_priority_search.StreamingPrioritySearch is StreamingPrioritySearch
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=ids)
+def test_stop_conditions(tmp_path, cls, kwargs):
+    stop = tmp_path / "STOP"
+    stop.touch()
+    trainer, agent, _ = S.make(cls)
+    result = trainer.train(S.TargetGuide(), S.DATA, stop_file=str(stop), num_steps=5, **kwargs)
+    assert result.stopped == "stop_file" and result.n_iters == 0 and agent.a.data == 1
+    # An optimizer that only proposes the current value never improves: patience ends it.
+    agent = S.Scale(1)
+    optimizer = S.NudgeOptimizer(agent.parameters(), S.ScriptedLLM(default="1"))
+    trainer = cls(agent, optimizer, num_threads=2, seed=0)
+    result = trainer.train(S.TargetGuide(), S.DATA, patience=2, num_steps=8, **kwargs)
+    assert result.stopped == "no_improvement" and result.n_iters < 8
