@@ -189,3 +189,29 @@ def test_an_interrupt_mid_step_resumes_to_the_uninterrupted_result(tmp_path):
     assert resumed.train_scores == expected.train_scores
     assert agent.a.data == straight_agent.a.data
     assert [c.to_dict() for c in second.memory] == [c.to_dict() for c in straight.memory]
+
+
+@pytest.mark.parametrize("executor", ["threads", "pickling"])
+def test_engine_proposes_only_from_the_selected_jobs(executor):
+    from opto.trainers.executors import ThreadExecutor
+    from opto.trainers.search.engine import ExplorationJob
+
+    agent = S.Scale(1)
+    optimizer = S.NudgeOptimizer(agent.parameters(), S.ScriptedLLM(S.nudge))
+    runner = ThreadExecutor(4) if executor == "threads" else S.PicklingExecutor()
+    engine = SearchEngine(agent, [optimizer], runner)
+    jobs = [
+        ExplorationJob(paramset={"a": a}, xs=[1, 2], infos=[3, 6], num_proposals=2) for a in (1, 5)
+    ]
+    seen = []
+
+    def select(rollouts):
+        seen.append([[r.score for r in rows] for rows in rollouts])
+        return [1]
+
+    results = engine.explore(jobs, S.TargetGuide(), select=select)
+    assert seen == [[[pytest.approx(1 / 3)] * 2] * 2]  # a=1 and a=5 both miss by 2/3
+    assert [len(r.rollouts) for r in results] == [2, 2]
+    assert [r.proposals for r in results][0] == []
+    assert [p.paramset for p in results[1].proposals] == [{"a": 4}, {"a": 4}]
+    assert agent.a.data == 1
