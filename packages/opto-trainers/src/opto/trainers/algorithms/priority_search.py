@@ -140,14 +140,14 @@ class PrioritySearch(SearchTrainer):
     they pop from the Pareto front) and `exploit` uses `objectives.select_best`.
     """
 
-    #: The options class `train` builds from its keywords (variants extend it).
+    #: The attrs class of `train`'s keywords (a subclass may extend it).
     options_class: ClassVar[type[PrioritySearchOptions]] = PrioritySearchOptions
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
         """Search over `train_dataset` with feedback from `guide`.
 
-        Keywords: the fields of `options_class` (`PrioritySearchOptions`: `TrainOptions`
-        plus the search's own, e.g. `num_candidates`, `num_proposals`, `score_function`).
+        Keywords: the fields of `PrioritySearchOptions` (`TrainOptions` plus the search's
+        own, e.g. `num_candidates`, `num_proposals`, `score_function`).
         """
         options = self.options_class.from_kwargs(kwargs, algorithm=type(self).__name__)
         self._configure(guide, train_dataset, options)
@@ -310,6 +310,12 @@ class PrioritySearch(SearchTrainer):
 
     # -- one iteration ----------------------------------------------------------------------
 
+    def _run_jobs(
+        self, jobs: list[ExplorationJob], explorers: list[Candidate], guide: Guide
+    ) -> list[ExplorationResult]:
+        """Explore the jobs (explorer `i // num_batches` runs job `i`) on the engine."""
+        return self.engine.explore(jobs, guide)
+
     def _iterate(self, guide: Guide) -> dict[str, Any]:
         self._swap_memory()
         explorers = self.explore()
@@ -373,12 +379,6 @@ class PrioritySearch(SearchTrainer):
             "info": info,
             "observe": best_mean,
         }
-
-    def _run_jobs(
-        self, jobs: list[ExplorationJob], explorers: list[Candidate], guide: Guide
-    ) -> list[ExplorationResult]:
-        """Explore the jobs (explorer `i // num_batches` runs job `i`) on the engine."""
-        return self.engine.explore(jobs, guide)
 
     def _validate(
         self,
