@@ -215,3 +215,19 @@ def test_engine_proposes_only_from_the_selected_jobs(executor):
     assert [r.proposals for r in results][0] == []
     assert [p.paramset for p in results[1].proposals] == [{"a": 4}, {"a": 4}]
     assert agent.a.data == 1
+
+
+def test_a_resume_with_other_exploration_knobs_is_refused(tmp_path):
+    pytest.importorskip("sqlalchemy", reason="checkpoints need opto-utils[storage]")
+    from opto.trainers.resume_check import ResumeMismatchError
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    options = dict(batch_size=2, num_candidates=2, storage=url, run_name="r")
+    first, _, _ = S.make(StreamingPrioritySearch)
+    first.train(S.TargetGuide(), S.DATA, num_steps=1, **options)
+    second, _, _ = S.make(StreamingPrioritySearch)
+    with pytest.raises(ResumeMismatchError, match="exploration_temperature"):
+        second.train(
+            S.TargetGuide(), S.DATA, num_steps=2, resume=True, exploration_temperature=0.1,
+            **options,
+        )  # fmt: skip
