@@ -134,8 +134,10 @@ def test_pareto_search_moves_on_along_a_plateau():
     assert agent.a.data == S.TARGET
 
 
-def test_unhashable_inputs_have_stable_keys():
+def test_unhashable_and_long_inputs_have_short_stable_keys():
     assert input_key({"q": [1, 2]}) == input_key({"q": [1, 2]}) != input_key({"q": [2, 1]})
+    assert input_key({"b": 1, "a": 2}) == input_key({"a": 2, "b": 1})
+    assert len(input_key("x" * 10_000)) == 24 and input_key(1) != input_key("1")
 
 
 def test_pareto_search_explores_the_frontier_and_logs_its_size():

@@ -14,6 +14,7 @@ default; passing another value raises `FixedOptionError` naming the knob.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -133,8 +134,10 @@ class ParetobasedPSOptions(PrioritySearchOptions):
 
 
 def input_key(x: Any) -> str:
-    """A stable identity of an input (JSON of it; `repr` for what JSON cannot hold)."""
-    return json.dumps(x, sort_keys=True, default=repr)
+    """A short stable identity of an input: a digest of its JSON (`repr` for what JSON
+    cannot hold), so rollouts of long inputs stay small in memory and checkpoints."""
+    text = json.dumps(x, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
 class ParetobasedPS(PrioritySearch):
