@@ -150,6 +150,7 @@ class StreamingPrioritySearch(PrioritySearch):
     def _run_jobs(
         self, jobs: list[ExplorationJob], explorers: list[Candidate], guide: Guide
     ) -> list[ExplorationResult]:
+        """Roll every job out, then let only the K drawn (explorer, minibatch) pairs propose."""
         per_explorer = len(jobs) // len(explorers) if explorers else 1
 
         def select(rollouts: list[list[Rollout]]) -> list[int]:
