@@ -27,6 +27,8 @@ from .minibatch import (
 
 if TYPE_CHECKING:
     from ..search.classical import ParetobasedPS, SequentialSearch, SequentialUpdate
+    from ..search.gepa import GEPAAlgorithmBase
+    from ..search.gepa_variants import GEPABeamPareto, GEPAUCBSearch
     from ..search.streaming import StreamingPrioritySearch
     from .beamsearch import (
         BeamSearch,
@@ -44,6 +46,9 @@ __all__ = [
     "BeamSearchHistory",
     "BeamsearchAlgorithm",
     "BeamsearchHistoryAlgorithm",
+    "GEPAAlgorithmBase",
+    "GEPABeamPareto",
+    "GEPAUCBSearch",
     "Minibatch",
     "MinibatchAlgorithm",
     "ParetobasedPS",
@@ -74,6 +79,9 @@ _LAZY = {
     "SequentialSearch": "..search.classical",
     "SequentialUpdate": "..search.classical",
     "StreamingPrioritySearch": "..search.streaming",
+    "GEPAAlgorithmBase": "..search.gepa",
+    "GEPABeamPareto": "..search.gepa_variants",
+    "GEPAUCBSearch": "..search.gepa_variants",
 }
 
 
