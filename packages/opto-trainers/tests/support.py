@@ -24,6 +24,7 @@ from typing import Any
 
 from opto import trace
 from opto.optimizers.optimizer import Optimizer
+from opto.trainers.executors import SerialExecutor
 from opto.trainers.guide import Guide
 from opto.trainers.loggers import BaseLogger
 from opto.utils.testing import ScriptedLLM
@@ -301,3 +302,16 @@ def steps_done(db: Any, name: str) -> int:
             return len(storage.list_steps(name))
         except RunNotFoundError:
             return 0
+
+
+class PicklingExecutor(SerialExecutor):
+    """Stands in for a remote executor: tasks and results must survive pickling."""
+
+    in_process = False
+    max_workers = 2
+
+    def map(self, fn: Any, items: Any) -> list[Any]:
+        import pickle
+
+        remote_fn = pickle.loads(pickle.dumps(fn))
+        return [pickle.loads(pickle.dumps(remote_fn(pickle.loads(pickle.dumps(i))))) for i in items]

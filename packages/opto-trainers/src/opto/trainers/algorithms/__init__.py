@@ -27,9 +27,11 @@ from .minibatch import (
 )
 
 if TYPE_CHECKING:
+    from ..search.classical import ParetobasedPS, SequentialSearch, SequentialUpdate
     from ..search.gepa import GEPAAlgorithmBase
     from ..search.gepa_variants import GEPABeamPareto, GEPAUCBSearch
     from ..search.polca import POLCA, POLCAOptions
+    from ..search.streaming import StreamingPrioritySearch
     from ..search.summarizer import Summarizer
     from .beamsearch import (
         BeamSearch,
@@ -54,8 +56,12 @@ __all__ = [
     "Minibatch",
     "MinibatchAlgorithm",
     "POLCAOptions",
+    "ParetobasedPS",
     "PrioritySearch",
     "Proposal",
+    "SequentialSearch",
+    "SequentialUpdate",
+    "StreamingPrioritySearch",
     "Summarizer",
     "TrainOptions",
     "TrainResult",
@@ -78,6 +84,10 @@ _LAZY = {
     "POLCA": "..search.polca",
     "POLCAOptions": "..search.polca",
     "Summarizer": "..search.summarizer",
+    "ParetobasedPS": "..search.classical",
+    "SequentialSearch": "..search.classical",
+    "SequentialUpdate": "..search.classical",
+    "StreamingPrioritySearch": "..search.streaming",
     "GEPAAlgorithmBase": "..search.gepa",
     "GEPABeamPareto": "..search.gepa_variants",
     "GEPAUCBSearch": "..search.gepa_variants",

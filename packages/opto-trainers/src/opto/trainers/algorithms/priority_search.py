@@ -312,6 +312,12 @@ class PrioritySearch(SearchTrainer):
 
     # -- one iteration ----------------------------------------------------------------------
 
+    def _run_jobs(
+        self, jobs: list[ExplorationJob], explorers: list[Candidate], guide: Guide
+    ) -> list[ExplorationResult]:
+        """Explore the jobs (explorer `i // num_batches` runs job `i`) on the engine."""
+        return self.engine.explore(jobs, guide)
+
     def _iterate(self, guide: Guide) -> dict[str, Any]:
         self._swap_memory()
         explorers = self.explore()
@@ -333,7 +339,7 @@ class PrioritySearch(SearchTrainer):
             for c in explorers
             for bx, bi in batches
         ]
-        results = self.engine.explore(jobs, guide)
+        results = self._run_jobs(jobs, explorers, guide)
         train_records: list[Rollout] = []
         proposals: list[Candidate] = []
         seen = {c.key for c in explorers}
