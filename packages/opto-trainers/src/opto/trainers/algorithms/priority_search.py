@@ -139,7 +139,7 @@ class PrioritySearch(SearchTrainer):
     objective's scalar of its dict, the memories are `ParetoHeapMemory` (in "pareto" mode
     they pop from the Pareto front) and `exploit` uses `objectives.select_best`.
 
-    Subclass hooks: `options_class`, `filter_candidates`, `exploration_context`.
+    Subclass hooks: `options_class`, `filter_candidates`, `exploration_context`, `_run_jobs`.
     """
 
     #: The attrs class of `train`'s keywords (a subclass may extend it).
