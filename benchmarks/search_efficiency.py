@@ -1,0 +1,596 @@
+"""Search efficiency of opto.trainers' search algorithms, with a seeded noisy oracle.
+
+Each search trainer runs on the tasks of `search_tasks.py` with `NoisyOracle` in place of
+the LLM (a proposer that follows the feedback with probability `--p-improve`, else makes
+a random edit; seeded, so results depend only on the search), and three things are
+measured:
+
+* **efficiency** - the true score of the trainer's current parameters (its incumbent,
+  scored on the whole task without the guide) against the metric calls (rollouts the
+  guide scored) and the proposals spent. Every run stops at the same metric-call budget;
+  the table gives the area under the score curve up to that budget (mean and std over
+  `--seeds` seeds, the curve normalised by the budget), the score at the budget, and the
+  area against proposals up to the fewest proposals any run of the task made;
+* **latency** - wall time when each proposal takes `--latency` seconds (the guide is
+  instant) against the critical path: the algorithm's sequential LLM rounds (from its
+  structure: e.g. one round of parallel proposals per PrioritySearch iteration) times
+  the latency. "waves" counts the rounds the run really made (proposals overlapping in
+  time form one); waves above the structural rounds means calls were serialised;
+* **resume** - a run killed during step k+1 (at its first proposal) and resumed to step
+  2k: how many metric calls after the resume re-scored a (candidate, example) pair that
+  was already scored before the kill, and how many more calls the two parts made than
+  one uninterrupted run of 2k steps.
+
+Trainers are one row each of `TRAINERS` (name, constructor keywords, train keywords,
+rounds per step); a trainer that opto.trainers does not export yet is skipped with a note.
+
+    python benchmarks/search_efficiency.py            # everything (a few minutes)
+    python benchmarks/search_efficiency.py --quick    # smoke test: tiny budgets, 2 seeds
+    python benchmarks/search_efficiency.py --tasks multiinstance --trainers PrioritySearch
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from search_baseline import RandomSearch  # noqa: E402
+from search_tasks import TASKS, Meter, NoisyOracle, Task, TaskGuide  # noqa: E402
+
+from opto.trainers.loggers import BaseLogger  # noqa: E402
+
+Kwargs = dict[str, Any]
+BIG = 10**6  # "no limit" for epochs and iterations: the budgets stop every run
+
+
+@dataclass
+class TrainerSpec:
+    """One trainer of the comparison.
+
+    `train(task, max_steps)` gives `train`'s keywords; `rounds(steps, train_kwargs)` the
+    sequential LLM rounds of a run of `steps` steps (its critical path in latencies).
+    """
+
+    name: str
+    train: Callable[[Task, int], Kwargs]
+    make: Kwargs = field(default_factory=dict)
+    rounds: Callable[[int, Kwargs], int] = lambda steps, kwargs: steps
+    source: str = "opto.trainers"
+
+
+def _common(task: Task, max_steps: int) -> Kwargs:
+    kwargs: Kwargs = {"max_steps": max_steps, "eval_frequency": 0}
+    if task.objective is not None:
+        kwargs["objective_config"] = task.objective
+    return kwargs
+
+
+def _n(task: Task) -> int:
+    return len(task.data["inputs"])
+
+
+def _priority(task: Task, steps: int) -> Kwargs:
+    return {
+        **_common(task, steps),
+        "batch_size": task.batch_size,
+        "num_epochs": BIG,
+        "num_candidates": 4,
+        "num_proposals": 2,
+    }
+
+
+def _gepa(task: Task, steps: int) -> Kwargs:
+    return {
+        **_common(task, steps),
+        "num_search_iterations": BIG,
+        "train_batch_size": task.batch_size,
+        "pareto_subset_size": min(8, _n(task)),
+        "merge_every": 3,
+    }
+
+
+TRAINERS: list[TrainerSpec] = [
+    TrainerSpec(
+        "BasicSearchAlgorithm",
+        lambda t, s: {
+            **_common(t, s),
+            "batch_size": t.batch_size,
+            "num_epochs": BIG,
+            "num_proposals": 4,
+        },
+    ),
+    TrainerSpec(
+        "RandomSearch",
+        lambda t, s: {**_common(t, s), "batch_size": t.batch_size, "num_proposals": 4},
+        source="benchmark",
+    ),
+    TrainerSpec("PrioritySearch", _priority),
+    TrainerSpec(
+        "BeamSearch",
+        lambda t, s: {
+            **_common(t, s),
+            "batch_size": t.batch_size,
+            "beam_width": 3,
+            "num_proposals": 2,
+            "max_depth": BIG,
+            "validation_dataset_size": min(6, _n(t)),
+        },
+    ),
+    TrainerSpec(
+        "UCBSearch",
+        lambda t, s: {
+            **_common(t, s),
+            "num_search_iterations": BIG,
+            "train_batch_size": t.batch_size,
+            "evaluation_batch_size": min(6, _n(t)),
+        },
+    ),
+    TrainerSpec("POLCA", _priority),
+    TrainerSpec("GEPAUCBSearch", _gepa),
+    TrainerSpec("GEPABeamPareto", _gepa),
+    TrainerSpec("StreamingPrioritySearch", _priority),
+    TrainerSpec(
+        "SequentialUpdate",
+        lambda t, s: {**_common(t, s), "batch_size": t.batch_size, "num_epochs": BIG},
+    ),
+    TrainerSpec(
+        "SequentialSearch",
+        lambda t, s: {
+            **_common(t, s),
+            "batch_size": t.batch_size,
+            "num_epochs": BIG,
+            "num_proposals": 4,
+        },
+    ),
+    TrainerSpec("ParetobasedPS", _priority),
+]
+
+
+def trainer_class(spec: TrainerSpec) -> tuple[Any, str | None]:
+    """The trainer class, or None and why it cannot be used yet."""
+    if spec.source == "benchmark":
+        return RandomSearch, None
+    try:
+        module = importlib.import_module(spec.source)
+        return getattr(module, spec.name), None
+    except (ImportError, AttributeError) as exc:
+        return None, f"not importable from {spec.source} ({type(exc).__name__}: {exc})"
+
+
+class CurveLogger(BaseLogger):
+    """Records (metric calls, proposals, true score of the agent) after every step."""
+
+    verbose = False
+
+    def __init__(self, task: Task, meter: Meter) -> None:
+        self.task, self.meter = task, meter
+        self.agent: Any = None
+        self.points: list[tuple[int, int, float]] = []
+
+    def log(self, name: str, data: Any, step: int, **kwargs: Any) -> None:
+        return
+
+    def snapshot(self) -> None:
+        values = {path: node.data for path, node in self.agent.named_parameters()}
+        score = self.task.true_score(values)
+        self.points.append((self.meter.metric_calls, self.meter.proposals, score))
+
+    def advance(self, step: int) -> None:
+        self.snapshot()
+
+
+@dataclass
+class Setup:
+    """A trainer built for one run: its agent, oracle, guide, meter and curve."""
+
+    trainer: Any
+    guide: TaskGuide
+    meter: Meter
+    curve: CurveLogger
+    kwargs: Kwargs
+
+
+def build(
+    spec: TrainerSpec,
+    task: Task,
+    seed: int,
+    *,
+    max_steps: int,
+    meter: Meter,
+    p_improve: float,
+    latency: float = 0.0,
+    threads: int = 8,
+) -> Setup:
+    cls, missing = trainer_class(spec)
+    if cls is None:
+        raise RuntimeError(missing)
+    agent = task.make_agent()
+    oracle = NoisyOracle(agent, task, meter, seed=seed, p_improve=p_improve, latency=latency)
+    curve = CurveLogger(task, meter)
+    curve.agent = agent
+    trainer = cls(
+        agent,
+        oracle,
+        logger=curve,
+        num_threads=threads,
+        executor="threads",
+        seed=seed,
+        **spec.make,
+    )
+    return Setup(trainer, TaskGuide(task, meter), meter, curve, spec.train(task, max_steps))
+
+
+def efficiency_run(
+    spec: TrainerSpec, task_name: str, seed: int, budget: int, p_improve: float
+) -> dict[str, Any]:
+    """One run to the metric-call budget; returns its curve."""
+    task = TASKS[task_name]()
+    meter = Meter(metric_budget=budget)
+    setup = build(spec, task, seed, max_steps=BIG, meter=meter, p_improve=p_improve)
+    setup.curve.snapshot()  # the initial parameters, before any call
+    result = setup.trainer.train(setup.guide, task.data, **setup.kwargs)
+    setup.curve.snapshot()  # after any final selection
+    return {
+        "points": setup.curve.points,
+        "steps": result.n_iters,
+        "stopped": str(result.stopped),
+        "metric_calls": meter.metric_calls,
+        "proposals": meter.proposals,
+    }
+
+
+def area(points: Sequence[tuple[int, int, float]], axis: int, limit: float) -> float:
+    """Mean over [0, limit] of the step curve score(x), x = points' `axis` coordinate
+    (the score at x is the last one recorded at or before x)."""
+    if limit <= 0:
+        return points[0][2]
+    total, last_x, last_score = 0.0, 0.0, points[0][2]
+    for point in points:
+        x = min(float(point[axis]), limit)
+        total += (x - last_x) * last_score
+        last_x, last_score = x, point[2]
+    total += (limit - last_x) * last_score
+    return total / limit
+
+
+def score_at(points: Sequence[tuple[int, int, float]], axis: int, limit: float) -> float:
+    """The score recorded last at or before `limit` on `axis`."""
+    score = points[0][2]
+    for point in points:
+        if point[axis] <= limit:
+            score = point[2]
+    return score
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def efficiency(
+    specs: Sequence[TrainerSpec],
+    tasks: Sequence[str],
+    seeds: int,
+    budgets: dict[str, int],
+    p_improve: float,
+) -> dict[str, Any]:
+    """Every trainer on every task, `seeds` runs each; the table rows."""
+    rows: dict[str, Any] = {}
+    for task_name in tasks:
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for spec in specs:
+            if trainer_class(spec)[0] is None:
+                continue
+            start = time.perf_counter()
+            try:
+                runs[spec.name] = [
+                    efficiency_run(spec, task_name, seed, budgets[task_name], p_improve)
+                    for seed in range(seeds)
+                ]
+            except Exception as exc:
+                rows.setdefault(task_name, {})[spec.name] = {
+                    "error": f"{type(exc).__name__}: {exc}"
+                }
+                print(f"  {task_name:<15} {spec.name:<24} error: {exc}", file=sys.stderr)
+                continue
+            print(
+                f"  {task_name:<15} {spec.name:<24} {time.perf_counter() - start:6.1f}s",
+                file=sys.stderr,
+            )
+        if not runs:
+            continue
+        common_proposals = min(r["proposals"] for rs in runs.values() for r in rs)
+        budget = budgets[task_name]
+        for name, rs in runs.items():
+            auc = _mean_std([area(r["points"], 0, budget) for r in rs])
+            final = _mean_std([score_at(r["points"], 0, budget) for r in rs])
+            auc_p = _mean_std([area(r["points"], 1, common_proposals) for r in rs])
+            rows.setdefault(task_name, {})[name] = {
+                "auc_calls": auc,
+                "final": final,
+                "auc_proposals": auc_p,
+                "proposal_budget": common_proposals,
+                "metric_budget": budget,
+                "initial": rs[0]["points"][0][2],
+                "proposals": statistics.fmean(r["proposals"] for r in rs),
+                "steps": statistics.fmean(r["steps"] for r in rs),
+                "stopped": sorted({r["stopped"] for r in rs}),
+            }
+    return rows
+
+
+def latency_run(
+    spec: TrainerSpec, task_name: str, seed: int, steps: int, latency: float, p_improve: float
+) -> dict[str, Any]:
+    """Wall time of `steps` steps at `latency` s per proposal vs the critical path."""
+    task = TASKS[task_name]()
+    meter = Meter()
+    setup = build(
+        spec,
+        task,
+        seed,
+        max_steps=steps,
+        meter=meter,
+        p_improve=p_improve,
+        latency=latency,
+        threads=32,
+    )
+    start = time.perf_counter()
+    result = setup.trainer.train(setup.guide, task.data, **setup.kwargs)
+    wall = time.perf_counter() - start
+    rounds = spec.rounds(result.n_iters, setup.kwargs)
+    return {
+        "wall_s": wall,
+        "critical_s": rounds * latency,
+        "rounds": rounds,
+        "waves": meter.waves(),
+        "steps": result.n_iters,
+        "proposals": meter.proposals,
+    }
+
+
+def latency(
+    specs: Sequence[TrainerSpec],
+    task_name: str,
+    seeds: int,
+    steps: int,
+    seconds: float,
+    p_improve: float,
+) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    for spec in specs:
+        if trainer_class(spec)[0] is None:
+            continue
+        try:
+            runs = [
+                latency_run(spec, task_name, seed, steps, seconds, p_improve)
+                for seed in range(seeds)
+            ]
+        except Exception as exc:
+            rows[spec.name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        wall = statistics.fmean(r["wall_s"] for r in runs)
+        critical = statistics.fmean(r["critical_s"] for r in runs)
+        rows[spec.name] = {
+            "wall_s": wall,
+            "critical_s": critical,
+            "ratio": wall / critical if critical else math.inf,
+            "rounds": statistics.fmean(r["rounds"] for r in runs),
+            "waves": statistics.fmean(r["waves"] for r in runs),
+            "steps": statistics.fmean(r["steps"] for r in runs),
+            "proposals": statistics.fmean(r["proposals"] for r in runs),
+        }
+        print(f"  latency {spec.name:<24} {wall:6.2f}s", file=sys.stderr)
+    return rows
+
+
+class _Kill(KeyboardInterrupt):
+    """The simulated kill (a KeyboardInterrupt: trainers checkpoint and stop on it)."""
+
+
+class KillingMeter(Meter):
+    """A meter that raises `_Kill` at proposal number `kill_at` (1-based)."""
+
+    def __init__(self, kill_at: int) -> None:
+        super().__init__()
+        self.kill_at = kill_at
+
+    def proposal(self) -> None:
+        if self.proposals + 1 == self.kill_at:
+            self.kill_at = -1
+            raise _Kill("simulated kill")
+        super().proposal()
+
+
+def resume_run(
+    spec: TrainerSpec, task_name: str, seed: int, steps: int, p_improve: float
+) -> dict[str, Any]:
+    """Kill during step `steps + 1`, resume to `2 * steps`; count re-evaluations."""
+    task = TASKS[task_name]()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/runs.db"
+        # One uninterrupted run of 2k steps (the reference count).
+        whole = Meter()
+        setup = build(spec, task, seed, max_steps=2 * steps, meter=whole, p_improve=p_improve)
+        setup.trainer.train(setup.guide, task.data, **{**setup.kwargs, "storage": url})
+        # k steps, then killed at the first proposal of step k+1.
+        probe = Meter()
+        setup = build(spec, task, seed, max_steps=steps, meter=probe, p_improve=p_improve)
+        setup.trainer.train(setup.guide, task.data, **setup.kwargs)
+        first = KillingMeter(kill_at=probe.proposals + 1)
+        setup = build(spec, task, seed, max_steps=2 * steps, meter=first, p_improve=p_improve)
+        kwargs = {**setup.kwargs, "storage": url, "run_name": "killed"}
+        killed = setup.trainer.train(setup.guide, task.data, **kwargs)
+        # The resumed run, on a fresh agent, oracle and guide.
+        second = Meter()
+        setup = build(spec, task, seed, max_steps=2 * steps, meter=second, p_improve=p_improve)
+        resumed = setup.trainer.resume(setup.guide, task.data, **kwargs)
+    repeated = sum(n for pair, n in second.pairs.items() if pair in first.pairs)
+    return {
+        "killed_after_step": killed.n_iters,
+        "stopped": str(killed.stopped),
+        "resumed_steps": resumed.n_iters,
+        "calls_before_kill": first.metric_calls,
+        "calls_after_resume": second.metric_calls,
+        "reevaluated": repeated,
+        "extra_vs_uninterrupted": first.metric_calls + second.metric_calls - whole.metric_calls,
+    }
+
+
+def resume(
+    specs: Sequence[TrainerSpec], task_name: str, steps: int, p_improve: float
+) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    for spec in specs:
+        if trainer_class(spec)[0] is None:
+            continue
+        try:
+            rows[spec.name] = resume_run(spec, task_name, 0, steps, p_improve)
+        except Exception as exc:
+            rows[spec.name] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"  resume {spec.name:<24} {rows[spec.name]}", file=sys.stderr)
+    return rows
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _pm(value: tuple[float, float]) -> str:
+    return f"{value[0]:.3f} ± {value[1]:.3f}"
+
+
+def render(results: dict[str, Any]) -> str:
+    """The results as Markdown tables (the README's format)."""
+    lines: list[str] = []
+    for task_name, rows in results["efficiency"].items():
+        budget = next((r["metric_budget"] for r in rows.values() if "metric_budget" in r), "?")
+        common = next((r["proposal_budget"] for r in rows.values() if "proposal_budget" in r), "?")
+        lines += [
+            f"**{task_name}** (budget {budget} metric calls; proposals axis to {common})",
+            "",
+            "| trainer | AUC vs metric calls | score at budget | AUC vs proposals "
+            "| proposals | steps |",
+            "|---|---|---|---|---|---|",
+        ]
+        ranked = sorted(rows.items(), key=lambda kv: -kv[1].get("auc_calls", (-1, 0))[0])
+        for name, row in ranked:
+            if "error" in row:
+                lines.append(f"| {name} | error: {row['error']} | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {_pm(row['auc_calls'])} | {_pm(row['final'])} | "
+                f"{_pm(row['auc_proposals'])} | {row['proposals']:.0f} | {row['steps']:.1f} |"
+            )
+        lines.append("")
+    if results.get("latency"):
+        info = results["latency_setup"]
+        lines += [
+            f"**Latency** ({info['task']}, {info['steps']} steps, {info['latency']} s per "
+            f"proposal, {info['seeds']} seeds, 32 threads)",
+            "",
+            "| trainer | wall s | critical path s | ratio | rounds | waves | proposals |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, row in results["latency"].items():
+            if "error" in row:
+                lines.append(f"| {name} | error: {row['error']} | | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {row['wall_s']:.2f} | {row['critical_s']:.2f} | "
+                f"{row['ratio']:.3f} | {row['rounds']:.0f} | {row['waves']:.0f} | "
+                f"{row['proposals']:.0f} |"
+            )
+        lines.append("")
+    if results.get("resume"):
+        info = results["resume_setup"]
+        lines += [
+            f"**Resume** ({info['task']}: killed at the first proposal of step "
+            f"{info['steps'] + 1}, resumed to step {2 * info['steps']})",
+            "",
+            "| trainer | calls before kill | calls after resume | re-scored pairs "
+            "| extra calls vs uninterrupted |",
+            "|---|---|---|---|---|",
+        ]
+        for name, row in results["resume"].items():
+            if "error" in row:
+                lines.append(f"| {name} | error: {row['error']} | | | |")
+                continue
+            lines.append(
+                f"| {name} | {row['calls_before_kill']} | {row['calls_after_resume']} | "
+                f"{row['reevaluated']} | {row['extra_vs_uninterrupted']} |"
+            )
+        lines.append("")
+    if results.get("skipped"):
+        lines += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items())]
+    return "\n".join(lines)
+
+
+QUICK = {"seeds": 2, "budget": 40, "latency_steps": 1, "latency_seeds": 1, "resume_steps": 1}
+FULL_BUDGETS = {"convex": 120, "multiobjective": 120, "multiinstance": 600, "code": 400}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke test)")
+    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    parser.add_argument("--trainers", nargs="+", help="names from TRAINERS (default: all)")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budget", type=int, help="metric calls per run (default: per task)")
+    parser.add_argument("--p-improve", type=float, default=0.5)
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds per proposal")
+    parser.add_argument("--latency-task", default="multiinstance", choices=sorted(TASKS))
+    parser.add_argument("--latency-steps", type=int, default=4)
+    parser.add_argument("--latency-seeds", type=int, default=2)
+    parser.add_argument("--resume-steps", type=int, default=3)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["latency", "resume"])
+    parser.add_argument("--json", help="write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds = QUICK["seeds"]
+        args.budget = args.budget or QUICK["budget"]
+        args.latency_steps, args.latency_seeds = QUICK["latency_steps"], QUICK["latency_seeds"]
+        args.resume_steps = QUICK["resume_steps"]
+    specs = [s for s in TRAINERS if not args.trainers or s.name in args.trainers]
+    skipped = {s.name: trainer_class(s)[1] for s in specs if trainer_class(s)[0] is None}
+    for name, why in skipped.items():
+        print(f"skipping {name}: {why}", file=sys.stderr)
+    budgets = {t: args.budget or FULL_BUDGETS[t] for t in args.tasks}
+    results: dict[str, Any] = {"skipped": skipped, "p_improve": args.p_improve}
+    results["efficiency"] = efficiency(specs, args.tasks, args.seeds, budgets, args.p_improve)
+    if "latency" not in args.skip:
+        results["latency_setup"] = {
+            "task": args.latency_task,
+            "steps": args.latency_steps,
+            "latency": args.latency,
+            "seeds": args.latency_seeds,
+        }
+        results["latency"] = latency(
+            specs,
+            args.latency_task,
+            args.latency_seeds,
+            args.latency_steps,
+            args.latency,
+            args.p_improve,
+        )
+    if "resume" not in args.skip:
+        results["resume_setup"] = {"task": "multiinstance", "steps": args.resume_steps}
+        results["resume"] = resume(specs, "multiinstance", args.resume_steps, args.p_improve)
+    print(render(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    return results
+
+
+if __name__ == "__main__":
+    main()
