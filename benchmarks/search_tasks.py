@@ -181,7 +181,7 @@ class NoisyOracle(Optimizer):
         start = time.perf_counter()
         params = list(self.parameters)
         values = {path: p.data for path, p in zip(self.paths, params)}
-        feedback = str(self.trace_graph.user_feedback)
+        feedback = str(getattr(self.trace_graph, "user_feedback", ""))  # 0 without feedback
         key = json.dumps(
             [self.seed, values, feedback, self.step_count, self.draw], default=repr
         ).encode()
