@@ -12,17 +12,20 @@ measured:
   `--seeds` seeds, the curve normalised by the budget), the score at the budget, and the
   area against proposals up to the fewest proposals any run of the task made;
 * **latency** - wall time when each proposal takes `--latency` seconds (the guide is
-  instant) against the critical path: the algorithm's sequential LLM rounds (from its
-  structure: e.g. one round of parallel proposals per PrioritySearch iteration) times
-  the latency. "waves" counts the rounds the run really made (proposals overlapping in
-  time form one); waves above the structural rounds means calls were serialised;
-* **resume** - a run killed during step k+1 (at its first proposal) and resumed to step
-  2k: how many metric calls after the resume re-scored a (candidate, example) pair that
-  was already scored before the kill, and how many more calls the two parts made than
-  one uninterrupted run of 2k steps.
+  instant) against the critical path: the algorithm's sequential LLM rounds times the
+  latency. Every trainer here makes a step's proposals from the state at the step's
+  start, so they could all run at once: the rounds are the steps that made a proposal.
+  "waves" counts the rounds the run really made (proposals overlapping in time form
+  one); more waves than rounds means a step's calls were serialised. The same run with
+  instant proposals gives the framework's own time, which the critical path leaves out;
+* **resume** - a run killed during step k+1 (at its first proposal, after that step's
+  rollouts) and resumed from run storage to step 2k: the metric calls the killed step
+  had made, and how many calls after the resume re-scored a (candidate, example) pair
+  that was already scored before the kill (an evaluation cache in run storage makes
+  every such call free).
 
-Trainers are one row each of `TRAINERS` (name, constructor keywords, train keywords,
-rounds per step); a trainer that opto.trainers does not export yet is skipped with a note.
+Trainers are one row each of `TRAINERS` (name, train keywords, constructor keywords); a
+trainer that opto.trainers does not export yet is skipped with a note.
 
     python benchmarks/search_efficiency.py            # everything (a few minutes)
     python benchmarks/search_efficiency.py --quick    # smoke test: tiny budgets, 2 seeds
@@ -58,14 +61,12 @@ BIG = 10**6  # "no limit" for epochs and iterations: the budgets stop every run
 class TrainerSpec:
     """One trainer of the comparison.
 
-    `train(task, max_steps)` gives `train`'s keywords; `rounds(steps, train_kwargs)` the
-    sequential LLM rounds of a run of `steps` steps (its critical path in latencies).
+    `train(task, max_steps)` gives `train`'s keywords, `make` the constructor's.
     """
 
     name: str
     train: Callable[[Task, int], Kwargs]
     make: Kwargs = field(default_factory=dict)
-    rounds: Callable[[int, Kwargs], int] = lambda steps, kwargs: steps
     source: str = "opto.trainers"
 
 
@@ -187,6 +188,7 @@ class CurveLogger(BaseLogger):
         self.points.append((self.meter.metric_calls, self.meter.proposals, score))
 
     def advance(self, step: int) -> None:
+        self.meter.step = step
         self.snapshot()
 
 
@@ -348,7 +350,7 @@ def latency_run(
     start = time.perf_counter()
     result = setup.trainer.train(setup.guide, task.data, **setup.kwargs)
     wall = time.perf_counter() - start
-    rounds = spec.rounds(result.n_iters, setup.kwargs)
+    rounds = meter.rounds()
     # The same run with instant proposals: the framework's own time (tracing, copies,
     # rollouts, bookkeeping), which the critical path leaves out.
     instant = build(
@@ -427,33 +429,28 @@ def resume_run(
 ) -> dict[str, Any]:
     """Kill during step `steps + 1`, resume to `2 * steps`; count re-evaluations."""
     task = TASKS[task_name]()
+    # Where step k+1 makes its first proposal: a dry run of k steps.
+    probe = Meter()
+    setup = build(spec, task, seed, max_steps=steps, meter=probe, p_improve=p_improve)
+    setup.trainer.train(setup.guide, task.data, **setup.kwargs)
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/runs.db"
-        # One uninterrupted run of 2k steps (the reference count).
-        whole = Meter()
-        setup = build(spec, task, seed, max_steps=2 * steps, meter=whole, p_improve=p_improve)
-        setup.trainer.train(setup.guide, task.data, **{**setup.kwargs, "storage": url})
-        # k steps, then killed at the first proposal of step k+1.
-        probe = Meter()
-        setup = build(spec, task, seed, max_steps=steps, meter=probe, p_improve=p_improve)
-        setup.trainer.train(setup.guide, task.data, **setup.kwargs)
         first = KillingMeter(kill_at=probe.proposals + 1)
         setup = build(spec, task, seed, max_steps=2 * steps, meter=first, p_improve=p_improve)
-        kwargs = {**setup.kwargs, "storage": url, "run_name": "killed"}
+        kwargs = {**setup.kwargs, "storage": f"sqlite:///{tmp}/runs.db", "run_name": "killed"}
         killed = setup.trainer.train(setup.guide, task.data, **kwargs)
+        completed = setup.curve.points[-1][0]  # metric calls when the last step completed
         # The resumed run, on a fresh agent, oracle and guide.
         second = Meter()
         setup = build(spec, task, seed, max_steps=2 * steps, meter=second, p_improve=p_improve)
         resumed = setup.trainer.resume(setup.guide, task.data, **kwargs)
-    repeated = sum(n for pair, n in second.pairs.items() if pair in first.pairs)
     return {
         "killed_after_step": killed.n_iters,
         "stopped": str(killed.stopped),
         "resumed_steps": resumed.n_iters,
         "calls_before_kill": first.metric_calls,
+        "calls_lost_in_killed_step": first.metric_calls - completed,
         "calls_after_resume": second.metric_calls,
-        "reevaluated": repeated,
-        "extra_vs_uninterrupted": first.metric_calls + second.metric_calls - whole.metric_calls,
+        "reevaluated": sum(n for pair, n in second.pairs.items() if pair in first.pairs),
     }
 
 
@@ -528,8 +525,8 @@ def render(results: dict[str, Any]) -> str:
             f"**Resume** ({info['task']}: killed at the first proposal of step "
             f"{info['steps'] + 1}, resumed to step {2 * info['steps']})",
             "",
-            "| trainer | calls before kill | calls after resume | re-scored pairs "
-            "| extra calls vs uninterrupted |",
+            "| trainer | calls before kill | of which in the killed step "
+            "| calls after resume | re-scored pairs |",
             "|---|---|---|---|---|",
         ]
         for name, row in results["resume"].items():
@@ -537,8 +534,8 @@ def render(results: dict[str, Any]) -> str:
                 lines.append(f"| {name} | error: {row['error']} | | | |")
                 continue
             lines.append(
-                f"| {name} | {row['calls_before_kill']} | {row['calls_after_resume']} | "
-                f"{row['reevaluated']} | {row['extra_vs_uninterrupted']} |"
+                f"| {name} | {row['calls_before_kill']} | {row['calls_lost_in_killed_step']} | "
+                f"{row['calls_after_resume']} | {row['reevaluated']} |"
             )
         lines.append("")
     if results.get("skipped"):

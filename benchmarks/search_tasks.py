@@ -4,9 +4,12 @@ The oracle (`NoisyOracle`) is an `opto.optimizers.Optimizer` that stands in for 
 each step reads its parameters' values and the joined batch feedback, and with
 probability `p_improve` makes the task's *informed* move (one that follows the feedback,
 so it usually improves the examples the feedback came from) and otherwise a random
-perturbation (neutral or worse). Its randomness is a hash of (seed, values, feedback,
-chain length, fork index), so a run depends only on the trainer's decisions, not on
-thread timing; it can sleep `latency` seconds per proposal to simulate an LLM call.
+perturbation (neutral or worse). Its randomness is a hash of the seed and the request
+(values, feedback, chain length, fork index) and of how many times that exact request
+was made before (a repeated request gets a fresh sample, as from an LLM), so a run
+depends only on the trainer's decisions, not on thread timing (two identical requests in
+flight at once may swap their replies); it can sleep `latency` seconds per proposal to
+simulate an LLM call.
 
 `Meter` counts proposals and metric calls (one per rollout that reached the guide),
 stops a run at a budget (`BudgetExceeded`, which every trainer treats as a clean stop),
@@ -77,6 +80,9 @@ class Meter:
         self.proposals = 0
         self.pairs: dict[str, int] = {}
         self.spans: list[tuple[float, float]] = []
+        self.requests: dict[bytes, int] = {}  # how often each exact request was made
+        self.step = 0  # the trainer's completed steps (set by the benchmark's logger)
+        self.proposal_steps: set[int] = set()  # steps that made a proposal
         self.lock = threading.Lock()
 
     def metric_call(self) -> None:
@@ -106,10 +112,24 @@ class Meter:
                     used=self.proposals,
                 )
             self.proposals += 1
+            self.proposal_steps.add(self.step)
+
+    def occurrence(self, request: bytes) -> int:
+        """How many times `request` was made before (a fresh sample each time, like an
+        LLM at a non-zero temperature)."""
+        with self.lock:
+            count = self.requests.get(request, 0)
+            self.requests[request] = count + 1
+        return count
 
     def span(self, start: float, end: float) -> None:
         with self.lock:
             self.spans.append((start, end))
+
+    def rounds(self) -> int:
+        """The critical path in LLM latencies: a trainer's proposals within one step never
+        depend on each other, so one step with proposals is one round."""
+        return len(self.proposal_steps)
 
     def waves(self) -> int:
         """Groups of proposals that overlapped in time (each group ran as one round)."""
@@ -182,10 +202,10 @@ class NoisyOracle(Optimizer):
         params = list(self.parameters)
         values = {path: p.data for path, p in zip(self.paths, params)}
         feedback = str(getattr(self.trace_graph, "user_feedback", ""))  # 0 without feedback
-        key = json.dumps(
-            [self.seed, values, feedback, self.step_count, self.draw], default=repr
-        ).encode()
-        rng = random.Random(hashlib.sha256(key).digest())
+        request = json.dumps([values, feedback, self.step_count, self.draw], default=repr)
+        digest = hashlib.sha256(request.encode()).digest()
+        nth = self.meter.occurrence(digest)
+        rng = random.Random(hashlib.sha256(b"%d:%d:" % (self.seed, nth) + digest).digest())
         if rng.random() < self.p_improve:
             new = self.task.improve(values, feedback, rng)
         else:
