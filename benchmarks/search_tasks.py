@@ -21,9 +21,13 @@ Tasks (`TASKS`), every score in [0, 1] except the multi-objective scalar:
   gradient);
 * `multiobjective`: the same point scored on two metrics, `fit` (maximise) and `norm`
   (minimise), compared with a weighted `ObjectiveConfig`;
-* `multiinstance`: four skill levels, 16 instances of four kinds and four difficulties;
-  fixing one kind tends to break the others (the oracle's edits interfere), so different
-  candidates win on different instances and keeping/merging specialists pays;
+* `multiinstance`: four skill levels, 16 instances of four kinds and four difficulties
+  (an instance passes when its kind's level reaches its difficulty). The informed move
+  fixes a failed case of the minibatch and, like an LLM overfitting its minibatch, may
+  lose a level of each kind the minibatch did not show: candidates specialise, different
+  ones win on different instances, and a proposal that looks good on its own minibatch
+  may be worse overall, so validating beyond the minibatch and keeping or merging
+  specialists pays;
 * `code`: a trainable `slugify` method the oracle edits line by line; each example is a
   unit test, so a candidate's mean score is the fraction of tests it passes.
 """
@@ -339,7 +343,7 @@ def _mo_truth(values: Values) -> float:
 _KINDS = ["alpha", "beta", "gamma", "delta"]
 _LEVELS = [2, 4, 6, 8]
 _MAX_LEVEL = 10
-_INTERFERENCE = 0.35
+_FORGET = 0.5
 
 
 def _skills_feedback(x: Any, response: Any, info: Any) -> tuple[float, str]:
@@ -351,15 +355,20 @@ def _skills_feedback(x: Any, response: Any, info: Any) -> tuple[float, str]:
 
 
 def _skills_improve(values: Values, feedback: str, rng: random.Random) -> Values:
-    """Fix one failed case of the batch; the rewrite may weaken the other kinds."""
+    """Fix one failed case of the batch; the rewrite may lose what the batch did not show.
+
+    Kinds the feedback mentions stay as they are (the proposer sees them); every other kind
+    loses a level with probability `_FORGET` (it overfits the minibatch).
+    """
     failed = re.findall(r"(\w+) case failed: needs \w+ >= (\d+)", feedback)
     if not failed:
         return _skills_perturb(values, rng)
+    seen = set(re.findall(r"(\w+) case", feedback))
     kind, _ = rng.choice(failed)
     new = dict(values)
     new[kind] = min(_MAX_LEVEL, new[kind] + rng.choice((1, 2)))
     for other in _KINDS:
-        if other != kind and rng.random() < _INTERFERENCE:
+        if other not in seen and rng.random() < _FORGET:
             new[other] = max(0, new[other] - 1)
     return new
 

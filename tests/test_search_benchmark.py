@@ -88,7 +88,7 @@ def test_waves_group_overlapping_proposals(bench):
     assert meter.waves() == 3
 
 
-def test_the_informed_move_fixes_a_failed_case_of_the_feedback(bench):
+def test_the_informed_move_fixes_a_failed_case_and_may_forget_unseen_kinds(bench):
     task = _load("search_tasks").TASKS["multiinstance"]()
     values = dict.fromkeys(task.names, 0)
     feedback = "ID [0]: beta case failed: needs beta >= 4, has 0"
