@@ -20,9 +20,11 @@ measured:
   instant proposals gives the framework's own time, which the critical path leaves out;
 * **resume** - a run killed during step k+1 (at its first proposal, after that step's
   rollouts) and resumed from run storage to step 2k: the metric calls the killed step
-  had made, and how many calls after the resume re-scored a (candidate, example) pair
-  that was already scored before the kill (an evaluation cache in run storage makes
-  every such call free).
+  had made, and the calls after the resume on (candidate, example) pairs already scored
+  before the kill, split into validation re-scores (score-only rollouts of pairs
+  validated before, which an evaluation cache in run storage answers), validations of
+  pairs that before were only training rollouts, and training rollouts run again (their
+  trace graph feeds the next proposal, so they run again after a resume).
 
 Trainers are one row each of `TRAINERS` (name, train keywords, constructor keywords); a
 trainer that opto.trainers does not export yet is skipped with a note.
@@ -405,8 +407,25 @@ def resume_run(
         "calls_before_kill": first.metric_calls,
         "calls_lost_in_killed_step": first.metric_calls - completed,
         "calls_after_resume": second.metric_calls,
-        "reevaluated": sum(n for pair, n in second.pairs.items() if pair in first.pairs),
+        "rescored": _repeats(second, first, "score", {"score"}),
+        "validated_after_training": _repeats(second, first, "score", {"feedback"})
+        - _repeats(second, first, "score", {"score"}, {"feedback"}),
+        "training_rerun": _repeats(second, first, "feedback", {"score", "feedback"}),
     }
+
+
+def _repeats(
+    after: Meter, before: Meter, kind: str, kinds: set[str], also: set[str] = frozenset()
+) -> int:
+    """Calls of `kind` in `after` on (candidate, example) pairs that `before` called with
+    one of `kinds` (and, if given, with one of `also` too)."""
+    by_kind: dict[str, set[str]] = {}
+    for k, pair in before.pairs:
+        by_kind.setdefault(k, set()).add(pair)
+    seen = set().union(*(by_kind.get(k, set()) for k in kinds))
+    if also:
+        seen &= set().union(*(by_kind.get(k, set()) for k in also))
+    return sum(n for (k, pair), n in after.pairs.items() if k == kind and pair in seen)
 
 
 def resume(
@@ -447,7 +466,7 @@ def render(results: dict[str, Any]) -> str:
         ranked = sorted(rows.items(), key=lambda kv: -kv[1].get("auc_calls", (-1, 0))[0])
         for name, row in ranked:
             if "error" in row:
-                lines.append(f"| {name} | error: {row['error']} | | | | |")
+                lines.append(f"| {name} | error: {row['error']} | | | | | |")
                 continue
             lines.append(
                 f"| {name} | {_pm(row['auc_calls'])} | {_pm(row['final'])} | "
@@ -481,16 +500,18 @@ def render(results: dict[str, Any]) -> str:
             f"{info['steps'] + 1}, resumed to step {2 * info['steps']})",
             "",
             "| trainer | calls before kill | of which in the killed step "
-            "| calls after resume | re-scored pairs |",
-            "|---|---|---|---|---|",
+            "| calls after resume | validation re-scores | validations of pairs only "
+            "trained on before | training rollouts re-run |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, row in results["resume"].items():
             if "error" in row:
-                lines.append(f"| {name} | error: {row['error']} | | | |")
+                lines.append(f"| {name} | error: {row['error']} | | | | | |")
                 continue
             lines.append(
                 f"| {name} | {row['calls_before_kill']} | {row['calls_lost_in_killed_step']} | "
-                f"{row['calls_after_resume']} | {row['reevaluated']} |"
+                f"{row['calls_after_resume']} | {row['rescored']} | "
+                f"{row['validated_after_training']} | {row['training_rerun']} |"
             )
         lines.append("")
     if results.get("skipped"):

@@ -82,15 +82,19 @@ class Meter:
         self.proposal_budget = proposal_budget
         self.metric_calls = 0
         self.proposals = 0
-        self.pairs: dict[str, int] = {}
+        self.pairs: dict[tuple[str, str], int] = {}  # (kind, pair) -> calls
         self.spans: list[tuple[float, float]] = []
         self.requests: dict[bytes, int] = {}  # how often each exact request was made
         self.step = 0  # the trainer's completed steps (set by the benchmark's logger)
         self.proposal_steps: set[int] = set()  # steps that made a proposal
         self.lock = threading.Lock()
 
-    def metric_call(self) -> None:
-        """Count the current rollout once (a guide asked twice for it counts once)."""
+    def metric_call(self, kind: str) -> None:
+        """Count the current rollout once (a guide asked twice for it counts once).
+
+        `kind`: "feedback" for a rollout whose feedback the guide wrote (a training
+        rollout, whose trace feeds a proposal), "score" for a score-only one (validation).
+        """
         if getattr(_ROLLOUT, "counted", True):
             return
         with self.lock:
@@ -102,8 +106,8 @@ class Meter:
                     used=self.metric_calls,
                 )
             self.metric_calls += 1
-            pair = _ROLLOUT.pair
-            self.pairs[pair] = self.pairs.get(pair, 0) + 1
+            key = (kind, _ROLLOUT.pair)
+            self.pairs[key] = self.pairs.get(key, 0) + 1
         _ROLLOUT.counted = True
 
     def proposal(self) -> None:
@@ -255,18 +259,27 @@ class TaskGuide(Guide):
     def copy(self) -> TaskGuide:
         return self  # stateless; copies would only hide the shared meter
 
+    def cache_identity(self) -> Any:
+        """The task decides every verdict (the meter only counts)."""
+        return f"opto-search-benchmark/{self.task.name}"
+
     def get_feedback(
         self, query: Any, response: Any, reference: Any = None, **kwargs: Any
     ) -> tuple[Any, Any]:
-        self.meter.metric_call()
+        self.meter.metric_call("feedback")
         return self.task.feedback(query, response, reference)
+
+    def metric(self, query: Any, response: Any, reference: Any = None, **kwargs: Any) -> Any:
+        """The score alone (what trainers ask for validation rollouts)."""
+        self.meter.metric_call("score")
+        return self.task.feedback(query, response, reference)[0]
 
     def get_score_dict(
         self, query: Any, response: Any, reference: Any = None, **kwargs: Any
     ) -> dict[str, float]:
         if self.task.score_dict is None:
             return super().get_score_dict(query, response, reference, **kwargs)
-        self.meter.metric_call()
+        self.meter.metric_call("score")
         return self.task.score_dict(query, response, reference)
 
 
