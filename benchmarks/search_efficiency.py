@@ -191,14 +191,24 @@ def build(
 
 
 def efficiency_run(
-    spec: TrainerSpec, task_name: str, seed: int, budget: int, p_improve: float
+    spec: TrainerSpec,
+    task_name: str,
+    seed: int,
+    budget: int,
+    p_improve: float,
+    storage: bool = False,
 ) -> dict[str, Any]:
-    """One run to the metric-call budget; returns its curve."""
+    """One run to the metric-call budget; returns its curve. With `storage`, the run
+    keeps its checkpoints (and evaluation cache) in a fresh SQLite run storage."""
     task = TASKS[task_name]()
     meter = Meter(metric_budget=budget)
     setup = build(spec, task, seed, max_steps=BIG, meter=meter, p_improve=p_improve)
     setup.curve.snapshot()  # the initial parameters, before any call
-    result = setup.trainer.train(setup.guide, task.data, **setup.kwargs)
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs = (
+            {**setup.kwargs, "storage": f"sqlite:///{tmp}/runs.db"} if storage else setup.kwargs
+        )
+        result = setup.trainer.train(setup.guide, task.data, **kwargs)
     setup.curve.snapshot()  # after any final selection
     return {
         "points": setup.curve.points,
@@ -242,6 +252,7 @@ def efficiency(
     seeds: int,
     budgets: dict[str, int],
     p_improve: float,
+    storage: bool = False,
 ) -> dict[str, Any]:
     """Every trainer on every task, `seeds` runs each; the table rows."""
     rows: dict[str, Any] = {}
@@ -253,7 +264,7 @@ def efficiency(
             start = time.perf_counter()
             try:
                 runs[spec.name] = [
-                    efficiency_run(spec, task_name, seed, budgets[task_name], p_improve)
+                    efficiency_run(spec, task_name, seed, budgets[task_name], p_improve, storage)
                     for seed in range(seeds)
                 ]
             except Exception as exc:
@@ -453,11 +464,14 @@ def _pm(value: tuple[float, float]) -> str:
 def render(results: dict[str, Any]) -> str:
     """The results as Markdown tables (the README's format)."""
     lines: list[str] = []
-    for task_name, rows in results["efficiency"].items():
+    tables = [("", results["efficiency"])]
+    if results.get("efficiency_storage"):
+        tables.append((", runs in SQLite run storage", results["efficiency_storage"]))
+    for suffix, task_name, rows in [(x, t, r) for x, e in tables for t, r in e.items()]:
         budget = next((r["metric_budget"] for r in rows.values() if "metric_budget" in r), "?")
         common = next((r["proposal_budget"] for r in rows.values() if "proposal_budget" in r), "?")
         lines += [
-            f"**{task_name}** (budget {budget} metric calls; proposals axis to {common})",
+            f"**{task_name}** (budget {budget} metric calls; proposals axis to {common}{suffix})",
             "",
             "| trainer | AUC vs metric calls | score at budget | AUC vs proposals "
             "| proposals | steps |",
@@ -537,6 +551,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--latency-seeds", type=int, default=2)
     parser.add_argument("--resume-steps", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[], choices=["latency", "resume"])
+    parser.add_argument(
+        "--storage",
+        action="store_true",
+        help="also run the efficiency tables with run storage (its evaluation cache on)",
+    )
     parser.add_argument("--json", help="write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -551,6 +570,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     budgets = {t: args.budget or FULL_BUDGETS[t] for t in args.tasks}
     results: dict[str, Any] = {"skipped": skipped, "p_improve": args.p_improve}
     results["efficiency"] = efficiency(specs, args.tasks, args.seeds, budgets, args.p_improve)
+    if args.storage:
+        results["efficiency_storage"] = efficiency(
+            specs, args.tasks, args.seeds, budgets, args.p_improve, storage=True
+        )
     if "latency" not in args.skip:
         results["latency_setup"] = {
             "task": args.latency_task,

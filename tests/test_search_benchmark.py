@@ -127,3 +127,15 @@ def test_the_resume_measurement_kills_and_resumes(bench):
     assert row["killed_after_step"] == 1
     assert row["resumed_steps"] == 2
     assert row["calls_before_kill"] > 0 and row["calls_after_resume"] > 0
+
+
+def test_resume_repeats_are_counted_by_kind(bench):
+    tasks = _load("search_tasks")
+    before, after = tasks.Meter(), tasks.Meter()
+    before.pairs = {("score", "a"): 1, ("feedback", "b"): 1, ("feedback", "c"): 1}
+    before.pairs[("score", "c")] = 1
+    after.pairs = {("score", "a"): 2, ("score", "b"): 1, ("score", "c"): 1, ("feedback", "b"): 3}
+    after.pairs[("score", "new")] = 5
+    assert bench._repeats(after, before, "score", {"score"}) == 3  # a twice, c once
+    assert bench._repeats(after, before, "score", {"feedback"}, {"score"}) == 1  # c
+    assert bench._repeats(after, before, "feedback", {"score", "feedback"}) == 3
