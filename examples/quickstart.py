@@ -28,6 +28,7 @@ with matplotlib) to the output folder (`examples/output/` by default).
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
 import json
 import logging
@@ -59,6 +60,8 @@ DATA = HERE / "data" / "support_tickets.json"
 BATCH_SIZE = 2  # tickets per step: small prompts, fast steps
 DEFAULT_STEPS = 4
 DEFAULT_PROPOSALS = 4
+RUN_PREFIX = "quickstart"  # this script's runs, among others in a shared storage
+LATEST = "latest"  # `--resume` without a run name
 #: OptoPrime's options here: a short reasoning and the suggestion, no "answer" field.
 OPTIMIZER_OPTIONS: dict[str, Any] = {
     "max_tokens": 450,
@@ -392,12 +395,25 @@ def write_plot(history: list[dict[str, Any]], test_scores: list[dict[str, Any]],
     console.print(f"Score plot: {path}")
 
 
+def quickstart_runs(url: str) -> list[str]:
+    """The names of this script's runs in the storage at `url`, oldest first (the storage
+    may hold other programs' runs too)."""
+    with open_storage(url) as storage:
+        return [r.name for r in storage.list_runs() if r.name.startswith(f"{RUN_PREFIX}-")]
+
+
+def new_run_name() -> str:
+    """A fresh run name: the prefix and the UTC time."""
+    return f"{RUN_PREFIX}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S.%f}"
+
+
 def inspect_runs(url: str) -> int:
-    """Print the runs kept in the storage at `url` and the steps of the latest one."""
+    """Print the runs kept in the storage at `url` and the steps of the latest quickstart run."""
     with open_storage(url) as storage:
         runs = storage.list_runs()
-        if not runs:
-            console.print(f"No runs in {url} yet: run the quickstart first.")
+        ours = [r for r in runs if r.name.startswith(f"{RUN_PREFIX}-")]
+        if not ours:
+            console.print(f"No quickstart runs in {url} yet: run the quickstart first.")
             return 1
         table = Table(title=f"Runs in {url}")
         for column in ("run", "status", "created (UTC)"):
@@ -406,7 +422,7 @@ def inspect_runs(url: str) -> int:
             created = run.created_at.strftime("%Y-%m-%d %H:%M:%S")
             table.add_row(run.name, run.status.value, created)
         console.print(table)
-        latest = runs[-1]
+        latest = ours[-1]
         steps = Table(title=f"Steps of {latest.name}")
         for column in ("step", "scores", "closing line"):
             steps.add_column(column)
@@ -474,7 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=HERE / "output", help="output folder")
     parser.add_argument(
-        "--resume", action="store_true", help="continue the latest run (up to --steps in all)"
+        "--resume",
+        nargs="?",
+        const=LATEST,
+        metavar="RUN",
+        help="continue a quickstart run, by default the latest one (up to --steps in all)",
     )
     parser.add_argument("--inspect", action="store_true", help="show the stored runs and exit")
     parser.add_argument(
@@ -489,6 +509,13 @@ def main(argv: list[str] | None = None) -> int:
     storage_url = storage_url_of(args.storage) if args.storage else default_storage_url()
     if args.inspect:
         return inspect_runs(storage_url)
+    run_name = new_run_name()
+    if args.resume is not None:
+        known = quickstart_runs(storage_url)
+        if not known:
+            console.print(f"No quickstart run in {storage_url} to resume: run without --resume.")
+            return 1
+        run_name = known[-1] if args.resume == LATEST else args.resume
     # Library warnings (e.g. rejected code suggestions) go to a log file, not the screen.
     logging.basicConfig(
         filename=out / "quickstart.log",
@@ -533,9 +560,10 @@ def main(argv: list[str] | None = None) -> int:
         validate_dataset=train,
         test_dataset={"inputs": [t["question"] for t in test], "infos": [t["team"] for t in test]},
         storage=storage_url,
-        resume=args.resume,
+        run_name=run_name,
+        resume=args.resume is not None,
         # The run storage is this script's own file: resuming may run the code it trained.
-        trust_code=args.resume,
+        trust_code=args.resume is not None,
         verbose=True,
     )
     elapsed = time.perf_counter() - started
@@ -551,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     show_outcome(changed_parameters(start, agent.state_dict()), mean_before, mean_after)
     show_usage(result.usage)
     console.print(f"Run stored in {result.storage_url} as {result.run_name!r}")
-    more = f"--resume --steps {result.n_iters + DEFAULT_STEPS}"
+    more = f"--resume {result.run_name} --steps {result.n_iters + DEFAULT_STEPS}"
     where = "" if storage_url == default_storage_url() else f"--storage {storage_url}"
     extra = [where] if where else []
     console.print(f"  continue it: {rerun_command(args, llm_kind, more, *extra)}", markup=False)

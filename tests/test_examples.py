@@ -75,7 +75,8 @@ def _storage_steps(path: Path) -> tuple[list[str], list[dict]]:
 
     with open_storage(f"sqlite:///{path}") as storage:
         runs = storage.list_runs()
-        steps = storage.list_steps(runs[-1].name) if runs else []
+        ours = [r.name for r in runs if r.name.startswith("quickstart-")]
+        steps = storage.list_steps(ours[-1]) if ours else []
         return [r.name for r in runs], [{"scores": s.scores, "params": s.parameters} for s in steps]
 
 
@@ -98,13 +99,14 @@ def test_quickstart_scripted_improves_the_held_out_score_and_writes_its_files(tm
     assert re.search(r"│ +2 │ .*route\(\)", output)
     assert "BasicSearchAlgorithm" in output and "4/4" in output  # the progress bar
     # The printed commands carry the options of this run.
-    assert f"examples/quickstart.py --llm scripted --output {tmp_path} --resume --steps 8" in output
+    resume = re.search(r"--resume (quickstart-\S+) --steps 8", output)
+    assert resume and f"--llm scripted --output {tmp_path} {resume.group(0)}" in output
     assert f"examples/quickstart.py --llm scripted --output {tmp_path} --inspect" in output
     log = (tmp_path / "quickstart.log").read_text()
     assert "does not compile" in log
 
     runs, steps = _storage_steps(tmp_path / "runs.db")
-    assert len(runs) == 1 and f"as {runs[0]!r}" in output
+    assert runs == [resume.group(1)] and f"as {runs[0]!r}" in output
     assert f"inspect it:  opto-runs show {runs[0]}" in output  # OPTO_STORAGE_URL is the default
     assert len(steps) == 4
     assert steps[-1]["scores"]["test"] == pytest.approx(0.9375)
@@ -124,6 +126,12 @@ def test_quickstart_resumes_its_run_and_lists_it(tmp_path):
     _quickstart(tmp_path, "--llm", "scripted", "--steps", "2")
     runs, steps = _storage_steps(tmp_path / "runs.db")
     assert len(steps) == 2
+    # Another program's newer run in the same storage is neither resumed nor listed as latest.
+    from opto.utils.storage import open_storage
+
+    with open_storage(f"sqlite:///{tmp_path / 'runs.db'}") as storage:
+        storage.create_run("BasicSearchAlgorithm-other")
+    runs.append("BasicSearchAlgorithm-other")
 
     output = _quickstart(tmp_path, "--llm", "scripted", "--steps", "4", "--resume")
     resumed_runs, steps = _storage_steps(tmp_path / "runs.db")
@@ -134,6 +142,7 @@ def test_quickstart_resumes_its_run_and_lists_it(tmp_path):
 
     listing = _quickstart(tmp_path, "--inspect")
     assert runs[0] in listing and "Thank you for contacting Acme!" in listing
+    assert f"Steps of {runs[0]}" in listing
 
 
 def test_quickstart_says_so_when_nothing_improved(tmp_path, monkeypatch, capsys):

@@ -147,3 +147,27 @@ def test_rollouts_on_copies_all_reach_the_shared_parameter():
     outputs = [agent.copy()(str(i)) for i in range(5)]
     assert [o.data for o in outputs] == [">0", ">1", ">2", ">3", ">4"]
     assert len(agent.prefix.children) == 5
+
+
+_PICKLE_IN_MAIN = """
+import pickle, sys
+from opto import trace
+
+@trace.bundle()
+def shout(text):
+    return text.upper()
+
+sys.stdout.buffer.write(pickle.dumps(shout))
+"""
+
+
+def test_a_bundle_defined_in_a_script_unpickles_elsewhere_with_an_error_naming_the_fix():
+    import pickle
+    import subprocess
+    import sys
+
+    payload = subprocess.run(
+        [sys.executable, "-c", _PICKLE_IN_MAIN], capture_output=True, check=True
+    ).stdout
+    with pytest.raises(ImportError, match=r"shout.*__main__.*move the agent and its bundles"):
+        pickle.loads(payload)

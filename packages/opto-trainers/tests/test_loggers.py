@@ -55,6 +55,8 @@ def test_jsonl_logger_writes_one_line_per_record(tmp_path):
     names = {r["name"] for r in records}
     assert {"Average test score", "Instantaneous train score", "Parameter: prompt"} <= names
     assert [r["data"] for r in records if r["name"] == "Parameter: prompt"] == ["v1", "v2"]
+    test_steps = [r["step"] for r in records if r["name"] == "Average test score"]
+    assert test_steps == sorted(set(test_steps))  # one record per evaluation
 
 
 def test_jsonl_lines_follow_the_export_rule_and_repr_what_json_cannot_hold(tmp_path):

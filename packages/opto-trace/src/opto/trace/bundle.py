@@ -631,12 +631,26 @@ class _FunRef:
 
 
 def _resolve_fun(module: str, qualname: str) -> Any:
+    """The bundled function `module.qualname` of this process (unpickling a `_FunRef`)."""
     import importlib
 
     obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        if isinstance(obj, type):  # static lookup: do not trigger the descriptor
-            obj = next(k.__dict__[part] for k in obj.__mro__ if part in k.__dict__)
-        else:
-            obj = getattr(obj, part)
+    try:
+        for part in qualname.split("."):
+            if isinstance(obj, type):  # static lookup: do not trigger the descriptor
+                obj = next(k.__dict__[part] for k in obj.__mro__ if part in k.__dict__)
+            else:
+                obj = getattr(obj, part)
+    except (AttributeError, StopIteration):
+        where = (
+            "it was defined in the script that started the run (__main__), which other "
+            "processes (Ray workers, multiprocessing spawn) do not run: move the agent and "
+            "its bundles into a module that they can import"
+            if module == "__main__"
+            else f"check that this process imports the same version of {module!r}"
+        )
+        raise ImportError(
+            f"Cannot unpickle the bundled function {qualname} from {module!r}: this process "
+            f"has no such function; {where}."
+        ) from None
     return obj._fun if isinstance(obj, FunModule) else obj

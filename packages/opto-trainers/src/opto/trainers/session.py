@@ -290,7 +290,6 @@ class TrainSession:
         if self._test_metrics is not None:
             entry["metrics"] = dict(self._test_metrics)
         trainer.test_scores.append(entry)
-        trainer.logger.log("Average test score", score, trainer.n_iters, color="green")
         trainer.logger.log_table(trainer.n_iters, {"Average test score": score})
         self._observe(score)
         return score
