@@ -131,9 +131,8 @@ class CurveLogger(BaseLogger):
 
     verbose = False
 
-    def __init__(self, task: Task, meter: Meter) -> None:
-        self.task, self.meter = task, meter
-        self.agent: Any = None
+    def __init__(self, agent: Any, task: Task, meter: Meter) -> None:
+        self.agent, self.task, self.meter = agent, task, meter
         self.points: list[tuple[int, int, float]] = []
 
     def log(self, name: str, data: Any, step: int, **kwargs: Any) -> None:
@@ -176,8 +175,7 @@ def build(
         raise RuntimeError(missing)
     agent = task.make_agent()
     oracle = NoisyOracle(agent, task, meter, seed=seed, p_improve=p_improve, latency=latency)
-    curve = CurveLogger(task, meter)
-    curve.agent = agent
+    curve = CurveLogger(agent, task, meter)
     trainer = cls(
         agent,
         oracle,
@@ -547,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--p-improve", type=float, default=0.5)
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per proposal")
     parser.add_argument("--latency-task", default="multiinstance", choices=sorted(TASKS))
-    parser.add_argument("--latency-steps", type=int, default=4)
+    parser.add_argument("--latency-steps", type=int, default=8)
     parser.add_argument("--latency-seeds", type=int, default=2)
     parser.add_argument("--resume-steps", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[], choices=["latency", "resume"])

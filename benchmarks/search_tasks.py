@@ -44,7 +44,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opto import trace
@@ -246,7 +246,6 @@ class Task:
     score_dict: Callable[[Any, Any, Any], dict[str, float]] | None = None
     objective: ObjectiveConfig | None = None
     batch_size: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskGuide(Guide):
