@@ -357,7 +357,8 @@ def loggers(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff, the layers contracts (packages: trainers > optimizers > trace > utils; inside
-    opto.trace: bundle > modules > graph services > graph core), no opto/__init__.py."""
+    opto.trace: bundle > modules > graph services > graph core; inside opto.optimizers:
+    configurations > OptoPrime > strategies > pieces > parsers), no opto/__init__.py."""
     stray = sorted(str(p) for p in ROOT.glob("packages/*/src/opto/__init__.py"))
     if stray:
         session.error(f"opto is a PEP 420 namespace; remove {', '.join(stray)}")

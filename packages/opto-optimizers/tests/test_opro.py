@@ -170,3 +170,17 @@ def test_max_prompt_tokens_shortens_the_solutions_shown():
     system, user = (m["content"] for m in llm.requests[-1].messages)
     assert "w" * 1000 not in user and "...(skipped due to length limit)" in user
     assert len(system + user) <= 800 * 4
+
+
+def test_a_mask_leaves_out_the_instruction_variables_or_feedback_of_the_meta_prompt():
+    x = trace.node(0, trainable=True, description="a knob")
+    llm = ScriptedLLM([suggestion(x.py_name, 1), suggestion(x.py_name, 2)])
+    optimizer = OPRO([x], llm=llm)
+    one_step(optimizer, x + 0, "too small, score: 0.1")
+    full = llm.requests[-1].last
+    assert "#Instruction" in full and "feedback: too small" in full and "a knob" in full
+    one_step(optimizer, x + 0, "closer, score: 0.2", mask=["#Instruction", "#Feedback"])
+    masked = llm.requests[-1].last
+    assert "#Instruction" not in masked and optimizer.objective not in masked
+    assert "feedback:" not in masked and "score: 0.1" in masked and "a knob" in masked
+    assert optimizer.meta_prompt(optimizer.summarize(), -1, mask=["variables"]).count("knob") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -246,3 +247,11 @@ def test_a_reply_cut_inside_the_suggestion_keeps_the_completely_written_values(
 def test_a_complete_reply_has_no_cut_off():
     assert parse_suggestion_reply('{"reasoning": "r", "suggestion": {"x0": 2}}').cut_off is None
     assert parse_suggestion_reply('{"reasoning": "r", "suggestion": {"x0": 2}').cut_off is None
+
+
+def test_surrogate_pair_escapes_decode_to_one_character_when_python_literal_parsing_is_used():
+    # The trailing "#" makes the text invalid JSON but a valid Python expression (a comment).
+    body = json.dumps({"reasoning": "", "suggestion": {"A": ["\U00010000"], "B": "\ud800"}})
+    assert "\\ud800\\udc00" in body
+    reply = parse_suggestion_reply(f"\n{body}\n#")
+    assert reply.suggestion == {"A": ["\U00010000"], "B": "\ud800"}

@@ -17,6 +17,7 @@ from opto.trainers.algorithms.beamsearch import BeamSearch, BeamSearchHistory
 from opto.trainers.algorithms.priority_search import PrioritySearch
 from opto.trainers.algorithms.ucb import UCBSearch
 from opto.trainers.executors import make_executor
+from opto.trainers.search.gepa_variants import GEPABeamPareto, GEPAUCBSearch
 from opto.utils.usage import BudgetExceeded, track_usage
 
 try:
@@ -133,6 +134,12 @@ CASES = [
         {"max_buffer_size": 3},
         dict(num_search_iterations=4, train_batch_size=2, evaluation_batch_size=3),
     ),
+    (
+        GEPAUCBSearch,
+        {"max_buffer_size": 3},
+        dict(num_search_iterations=4, train_batch_size=2, pareto_subset_size=3, merge_every=2),
+    ),
+    (GEPABeamPareto, {}, dict(num_search_iterations=4, train_batch_size=2, beam_width=2)),
 ]
 
 

@@ -6,7 +6,8 @@ paper) and proposes a new solution that should score higher. Scores come from
 ``step(score=…)`` or are read from the feedback text (``"0.8"``, ``"score: 0.8"``); without
 any score the feedback text alone guides the search. ``OPRO`` asks for OptoPrime's JSON
 suggestion, ``OPROv2`` for OptoPrimeV2's XML-style reply; both keep OptoPrime's typed
-conversion and code checks.
+conversion and code checks. The meta-prompt and the history are an :class:`OPROPrompt`,
+the prompt builder both configure (any OptoPrime takes it as ``prompt_builder=``).
 """
 
 from __future__ import annotations
@@ -15,20 +16,21 @@ import json
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
-from opto.optimizers import prompt_budget
 from opto.optimizers.buffers import FIFOBuffer
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.optoprime_v2 import OptimizerPromptSymbolSet, OptoPrimeV2
+from opto.optimizers.problem import ProblemView
+from opto.optimizers.prompts import Mask, Memory, PromptBuilder, PromptHost
 from opto.optimizers.reply_formats import ReplyGuide
-from opto.optimizers.utils import jsonable, truncate_expression
+from opto.optimizers.utils import Delegated, jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
 from opto.trace.propagators import FunctionFeedback
 from opto.trace.utils import is_code_name
 
-__all__ = ["OPRO", "OPROPromptSymbolSet", "OPROv2", "score_from_feedback"]
+__all__ = ["OPRO", "OPROPrompt", "OPROPromptSymbolSet", "OPROv2", "score_from_feedback"]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _SCORE = re.compile(
@@ -56,10 +58,26 @@ def score_from_feedback(feedback: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class _OPROHistory:
-    """The OPRO meta-prompt over a scored history, for OptoPrime-family optimizers.
+OPRO_OBJECTIVE = "Come up with a new solution that scores higher than all earlier ones."
 
-    Takes the optimizer's arguments plus:
+OPRO_REPRESENTATION = (
+    "You are an optimizer. You see solutions tried earlier, each with the feedback it "
+    "received and, when known, its score, sorted from the worst to the best. Propose "
+    "a new solution that differs from all of them and scores better.\n\n"
+    "{variables} lists the variables a solution sets, with their types and "
+    "descriptions. A (code) value is the source of a Python function."
+)
+
+
+class OPROPrompt(PromptBuilder):
+    """OPRO's meta-prompt over a scored history of solutions.
+
+    Each step first records the current solution (the variables' values), its feedback
+    and its score (``step(score=…)``, else ``score_extractor(feedback)``); the prompt then
+    shows the variables and the shown history, best last, and asks for a better solution.
+    A ``mask`` naming ``#Instruction``, ``#Variables`` or ``#Feedback`` leaves out the
+    objective, the list of variables or the solutions' feedback (the meta-prompt has no
+    other sections). It keeps no memory of its own (the history is its memory).
 
     Args:
         history_size: how many (solution, feedback, score) entries are kept (None: all).
@@ -70,43 +88,83 @@ class _OPROHistory:
             score; :func:`score_from_feedback` by default.
     """
 
-    default_objective = "Come up with a new solution that scores higher than all earlier ones."
-
-    representation_prompt = (
-        "You are an optimizer. You see solutions tried earlier, each with the feedback it "
-        "received and, when known, its score, sorted from the worst to the best. Propose "
-        "a new solution that differs from all of them and scores better.\n\n"
-        "{variables} lists the variables a solution sets, with their types and "
-        "descriptions. A (code) value is the source of a Python function."
-    )
+    step_options: ClassVar[frozenset[str]] = frozenset({"score"})
+    default_objective = OPRO_OBJECTIVE
+    representation = OPRO_REPRESENTATION
 
     def __init__(
         self,
-        parameters: Iterable[ParameterNode],
-        llm: Any = None,
-        *args: Any,
         history_size: int | None = None,
         max_num_solutions: int = 20,
         maximize: bool = True,
         score_extractor: Callable[[Any], float | None] | None = None,
-        json_keys: Mapping[str, str | None] | None = None,
-        **kwargs: Any,
     ) -> None:
         if max_num_solutions < 1:
             raise ValueError(f"max_num_solutions must be at least 1, got {max_num_solutions}.")
-        super().__init__(
-            parameters, llm, *args, json_keys={"answer": None, **(json_keys or {})}, **kwargs
-        )
         self.history: FIFOBuffer[dict[str, Any]] = FIFOBuffer(history_size)
         self.max_num_solutions = max_num_solutions
         self.maximize = maximize
         self.score_extractor = score_extractor or score_from_feedback
-        self._step_score: float | None = None
 
-    @property
-    def buffer(self) -> list[dict[str, Any]]:
-        """The history entries, oldest first (the reference's name)."""
-        return self.history.buffer
+    def system_prompt(self, optimizer: PromptHost) -> str:
+        """OPRO's description of the task followed by the reply-format section."""
+        representation = optimizer.problem_view.representation(self.representation)
+        return representation + "\n\n" + optimizer.output_format_prompt()
+
+    def reply_guide(self, view: ProblemView) -> ReplyGuide:
+        """The wording of the reply section: a better-scoring solution, no answer."""
+        return attrs.evolve(
+            super().reply_guide(view),
+            reasoning_hint="why the new solution should score better",
+            reasoning_rule=None,
+            question=None,
+            constraints=None,
+            terminate_when="no solution can do better",
+            skeleton_variables={"variable_name": "new value"},
+        )
+
+    def build(
+        self,
+        optimizer: PromptHost,
+        summary: FunctionFeedback,
+        mask: Collection[str] | None = None,
+        score: float | None = None,
+        **step_options: Any,
+    ) -> tuple[str, str]:
+        """Record the current solution with its score (``score``, else read from the
+        feedback) in the history, then build the ``(system, user)`` meta-prompt, its values
+        shortened to fit ``max_prompt_tokens`` when set."""
+        if score is None:
+            score = self.score_extractor(summary.user_feedback)
+        self.history.add(
+            {
+                # a JSON-able snapshot: later in-place changes of a value do not alter it
+                "variables": {
+                    name: jsonable(value) for name, (value, _) in summary.variables.items()
+                },
+                "feedback": summary.user_feedback,
+                "score": None if score is None else float(score),
+            }
+        )
+        return super().build(optimizer, summary, mask)
+
+    def shown_memory(self, optimizer: PromptHost) -> list[Mapping[str, Any]]:
+        """None: the meta-prompt shows the history instead."""
+        return []
+
+    def remember(self, optimizer: PromptHost, summary: FunctionFeedback) -> None:
+        """Nothing: :meth:`build` already recorded the step in the history."""
+
+    def user_prompt(
+        self,
+        optimizer: PromptHost,
+        summary: FunctionFeedback,
+        mask: Mask,
+        limit: int,
+        memory: Memory,
+    ) -> str:
+        """The meta-prompt (:meth:`meta_prompt`)."""
+        return self.meta_prompt(optimizer, summary, limit, mask)
 
     def _shown_history(self) -> list[tuple[bool, dict[str, Any]]]:
         """``(is_current, entry)`` to show: unscored first (chronological), then scored
@@ -125,7 +183,8 @@ class _OPROHistory:
             shown.append((True, current))
         return shown
 
-    def _solution_text(self, entry: Mapping[str, Any], limit: int) -> str:
+    @staticmethod
+    def _solution_text(entry: Mapping[str, Any], limit: int, feedback: bool = True) -> str:
         values = {
             name: truncate_expression(value, limit) if isinstance(value, str) else value
             for name, value in entry["variables"].items()
@@ -133,14 +192,22 @@ class _OPROHistory:
         lines = [json.dumps(values, indent=2, ensure_ascii=False)]
         if entry["score"] is not None:
             lines.append(f"score: {entry['score']:g}")
-        if entry["feedback"] not in (None, ""):
+        if feedback and entry["feedback"] not in (None, ""):
             lines.append(f"feedback: {entry['feedback']}")
         return "\n".join(lines)
 
-    def meta_prompt(self, summary: FunctionFeedback, limit: int) -> str:
-        """The user prompt: the variables, then the shown history (values cut at
-        ``limit`` characters), and the request for a better solution."""
-        s = self.prompt_symbols
+    def meta_prompt(
+        self,
+        optimizer: PromptHost,
+        summary: FunctionFeedback,
+        limit: int,
+        mask: Collection[str] | None = None,
+    ) -> str:
+        """The user prompt: the objective and the variables, then the shown history
+        (values cut at ``limit`` characters), and the request for a better solution;
+        without the parts ``mask`` names."""
+        s = optimizer.prompt_symbols
+        masked = optimizer.problem_view.masked(mask)
         variables = "\n".join(
             f"({'code' if is_code_name(name) else type(value).__name__}) {name}"
             + (f": {desc}" if desc else "")
@@ -150,95 +217,83 @@ class _OPROHistory:
         blocks = []
         for is_current, entry in self._shown_history():
             title = "Current solution" if is_current else "Solution"
-            blocks.append(f"{title}:\n{self._solution_text(entry, limit)}")
+            text = self._solution_text(entry, limit, "feedback" not in masked)
+            blocks.append(f"{title}:\n{text}")
         names = ", ".join(summary.variables)
+        parts = {
+            "instruction": f"{s['instruction']}\n{optimizer.objective}\n\n",
+            "variables": f"{s['variables']}\n{variables}\n\n",
+        }
         return (
-            f"{s['instruction']}\n{self.objective}\n\n"
-            f"{s['variables']}\n{variables}\n\n"
-            f"Below are earlier solutions from the worst to the best ({direction} scores are "
+            "".join(text for key, text in parts.items() if key not in masked)
+            + f"Below are earlier solutions from the worst to the best ({direction} scores are "
             "better); the current solution comes last.\n\n"
             + "\n\n".join(blocks)
             + f"\n\nGive a new solution for {names} that differs from all solutions above and "
-            f"has a {direction} score than any of them.\n\n{self.final_prompt}"
+            f"has a {direction} score than any of them.\n\n{optimizer.final_prompt}"
         )
-
-    def construct_prompt(
-        self,
-        summary: FunctionFeedback,
-        mask: Collection[str] | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> tuple[str, str]:
-        """Record the current solution with its score (given to ``step`` or read from the
-        feedback) in the history, then build the ``(system, user)`` meta-prompt, its values
-        shortened to fit ``max_prompt_tokens`` when set. ``mask`` has no effect: the
-        meta-prompt has no problem sections."""
-        score = self._step_score
-        if score is None:
-            score = self.score_extractor(summary.user_feedback)
-        self.history.add(
-            {
-                # a JSON-able snapshot: later in-place changes of a value do not alter it
-                "variables": {
-                    name: jsonable(value) for name, (value, _) in summary.variables.items()
-                },
-                "feedback": summary.user_feedback,
-                "score": None if score is None else float(score),
-            }
-        )
-        system = self.system_prompt()
-        user = prompt_budget.fit_to_tokens(
-            lambda limit, _: self.meta_prompt(summary, limit),
-            system,
-            self.max_value_chars,
-            [],
-            self.max_prompt_tokens,
-            self.token_counter,
-        )
-        return system, user
-
-    def reply_guide(self) -> ReplyGuide:
-        """The wording of the reply section: a better-scoring solution, no answer."""
-        return attrs.evolve(
-            super().reply_guide(),  # type: ignore[misc]
-            reasoning_hint="why the new solution should score better",
-            reasoning_rule=None,
-            question=None,
-            constraints=None,
-            terminate_when="no solution can do better",
-            skeleton_variables={"variable_name": "new value"},
-        )
-
-    def _step(
-        self,
-        verbose: bool | str = False,
-        mask: Collection[str] | None = None,
-        *args: Any,
-        score: float | None = None,
-        **kwargs: Any,
-    ) -> dict[ParameterNode, Any]:
-        """OptoPrime's step over the OPRO meta-prompt; ``score`` scores the current
-        solution (else it is read from the feedback)."""
-        self._step_score = score
-        try:
-            return super()._step(verbose, mask, *args, **kwargs)
-        finally:
-            self._step_score = None
 
     def state_dict(self) -> dict[str, Any]:
-        """OptoPrime's state plus the (solution, feedback, score) history."""
-        state = super().state_dict()
-        state["history"] = jsonable(self.history.buffer)
-        return state
+        """The (solution, feedback, score) history."""
+        return {"history": jsonable(self.history.buffer)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output, history included."""
-        super().load_state_dict(state)
+        """Restore the history."""
         self.history.clear()
         self.history.extend(state.get("history") or ())
 
 
-class OPRO(_OPROHistory, OptoPrime):
+class _OPROOptions:
+    """OPRO's options for an OptoPrime-family optimizer: an :class:`OPROPrompt` as its
+    prompt builder and a reply without an answer. The history and its settings are the
+    builder's, reachable under their names on the optimizer."""
+
+    history = Delegated("prompt_builder")
+    max_num_solutions = Delegated("prompt_builder")
+    maximize = Delegated("prompt_builder")
+    score_extractor = Delegated("prompt_builder")
+
+    def __init__(
+        self,
+        parameters: Iterable[ParameterNode],
+        llm: Any = None,
+        *args: Any,
+        history_size: int | None = None,
+        max_num_solutions: int = 20,
+        maximize: bool = True,
+        score_extractor: Callable[[Any], float | None] | None = None,
+        json_keys: Mapping[str, str | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        builder = OPROPrompt(history_size, max_num_solutions, maximize, score_extractor)
+        super().__init__(  # type: ignore[call-arg]
+            parameters,
+            llm,
+            *args,
+            json_keys={"answer": None, **(json_keys or {})},
+            prompt_builder=builder,
+            **kwargs,
+        )
+
+    @property
+    def buffer(self) -> list[dict[str, Any]]:
+        """The history entries, oldest first (a list; :attr:`history` is the buffer)."""
+        return self.history.buffer  # type: ignore[no-any-return]
+
+    def meta_prompt(
+        self, summary: FunctionFeedback, limit: int, mask: Collection[str] | None = None
+    ) -> str:
+        """The user prompt OPRO sends for ``summary`` (values cut at ``limit``, without
+        the parts ``mask`` names)."""
+        return self.history_prompt.meta_prompt(self, summary, limit, mask)
+
+    @property
+    def history_prompt(self) -> OPROPrompt:
+        """The :class:`OPROPrompt` this optimizer is configured with."""
+        return self.prompt_builder  # type: ignore[attr-defined,no-any-return]
+
+
+class OPRO(_OPROOptions, OptoPrime):
     """The OPRO optimizer: a meta-prompt of past solutions and their scores, JSON replies.
 
     Takes OptoPrime's arguments plus ``history_size``, ``max_num_solutions``,
@@ -254,12 +309,12 @@ class OPROPromptSymbolSet(OptimizerPromptSymbolSet):
     variables_section_title: str = "# Solution"
 
 
-class OPROv2(_OPROHistory, OptoPrimeV2):
-    """OPRO with OptoPrimeV2's XML-style reply (the reference's ``OPROv2``).
+class OPROv2(_OPROOptions, OptoPrimeV2):
+    """OPRO with OptoPrimeV2's XML-style problem and reply.
 
     Takes OptoPrimeV2's arguments (``optimizer_prompt_symbol_set`` defaults to
     :class:`OPROPromptSymbolSet`) plus OPRO's. The titles in the system prompt and in the
-    meta-prompt are the same (the reference mixed two sets of names).
+    meta-prompt are the same.
     """
 
     def __init__(

@@ -7,18 +7,19 @@ value}}`` whose schema names exactly the trainable variables), parses the reply 
 and converts each suggested value to its parameter's type. What happened is kept in the
 step record (``optimizer.last_step``).
 
-The pieces live in their own modules: the problem's sections in
-:mod:`~opto.optimizers.problem`, size limits in :mod:`~opto.optimizers.prompt_budget`, the
-reply format (prompt section, schema, parser) in :mod:`~opto.optimizers.reply_formats`,
-requests in :mod:`~opto.optimizers.llm_calls`, typed conversion in
-:mod:`~opto.optimizers.conversion`.
+The optimizer is a configuration of pieces, each in its own module: the problem's
+sections in :mod:`~opto.optimizers.problem`, the prompt (``prompt_builder``) in
+:mod:`~opto.optimizers.prompts`, size limits in :mod:`~opto.optimizers.prompt_budget`,
+the reply format (prompt section, schema, parser) in :mod:`~opto.optimizers.reply_formats`,
+how replies are obtained (``proposer``) in :mod:`~opto.optimizers.proposals`, requests in
+:mod:`~opto.optimizers.llm_calls`, typed conversion in :mod:`~opto.optimizers.conversion`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -27,7 +28,7 @@ from opto.optimizers.code_proposals import restrict_parameters
 from opto.optimizers.conversion import ConversionError, Converter, convert_suggestion
 from opto.optimizers.llm_calls import chat_messages, check_llm, send
 from opto.optimizers.optimizer import Optimizer
-from opto.optimizers.parsing import ParsedReply, SuggestionParseError
+from opto.optimizers.parsing import ParsedReply
 from opto.optimizers.problem import (
     DEFAULT_PROMPT_SYMBOLS,
     FENCE_LINE,
@@ -37,6 +38,8 @@ from opto.optimizers.problem import (
     merged_overrides,
     trace_representation,
 )
+from opto.optimizers.prompts import ProblemPrompt, PromptBuilder
+from opto.optimizers.proposals import ProposalStrategy, SingleReply, StepRequest
 from opto.optimizers.reply_formats import JSONReplyFormat, ReplyFormat, ReplyGuide
 from opto.optimizers.utils import drop_oldest, estimate_tokens, jsonable
 from opto.trace.nodes import ParameterNode
@@ -111,6 +114,14 @@ class OptoPrime(Optimizer):
         reply_format: how the LLM replies (prompt section, schema, parser); a
             :class:`~opto.optimizers.reply_formats.JSONReplyFormat` over ``json_keys`` when
             None, e.g. ``XMLReplyFormat(OptimizerPromptSymbolSet())`` for XML-style replies.
+        prompt_builder: how the prompt is built (:mod:`~opto.optimizers.prompts`);
+            :class:`~opto.optimizers.prompts.ProblemPrompt` when None.
+        proposer: how the reply to apply is obtained (:mod:`~opto.optimizers.proposals`);
+            one request (:class:`~opto.optimizers.proposals.SingleReply`) when None, e.g.
+            :class:`~opto.optimizers.candidates.CandidateSearch` for several candidates.
+
+    ``step()`` also takes the keyword arguments the prompt builder and the proposer name
+    in their ``step_options`` (e.g. OPRO's ``score``).
     """
 
     #: Section headers and reply keys before per-instance overrides (read-only mappings;
@@ -162,6 +173,8 @@ class OptoPrime(Optimizer):
         reasoning_max_chars: int | None = 1000,
         max_history: int = 100,
         reply_format: ReplyFormat | None = None,
+        prompt_builder: PromptBuilder | None = None,
+        proposer: ProposalStrategy | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -172,11 +185,19 @@ class OptoPrime(Optimizer):
         if max_prompt_tokens is not None and max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens must be positive, got {max_prompt_tokens}.")
         check_llm(llm)
-        if reply_format is not None and not isinstance(reply_format, ReplyFormat):
-            raise TypeError(
-                f"reply_format must be a ReplyFormat (opto.optimizers.reply_formats), got "
-                f"{type(reply_format).__name__}."
-            )
+        for name, given, kind, where in (
+            ("reply_format", reply_format, ReplyFormat, "reply_formats"),
+            ("prompt_builder", prompt_builder, PromptBuilder, "prompts"),
+            ("proposer", proposer, ProposalStrategy, "proposals"),
+        ):
+            if given is not None and not isinstance(given, kind):
+                raise TypeError(
+                    f"{name} must be a {kind.__name__} (opto.optimizers.{where}), got "
+                    f"{type(given).__name__}."
+                )
+        #: How the prompt is built, and how the reply to apply is obtained.
+        self.prompt_builder: PromptBuilder = prompt_builder or ProblemPrompt()
+        self.proposer: ProposalStrategy = proposer or SingleReply()
         self.ignore_extraction_error = ignore_extraction_error
         self.include_example = include_example
         self.max_tokens = max_tokens
@@ -191,10 +212,9 @@ class OptoPrime(Optimizer):
         self.problem_view: ProblemView = LineProblemView(
             self.prompt_symbols, self.default_prompt_symbols
         )
+        default = self.prompt_builder.default_objective or self.default_objective
         self.objective = (
-            objective
-            if objective is not None
-            else self.default_objective.format(**self.prompt_symbols)
+            objective if objective is not None else default.format(**self.prompt_symbols)
         )
         self.use_json_object_format = use_json_object_format
         self.highlight_variables = highlight_variables
@@ -255,29 +275,18 @@ class OptoPrime(Optimizer):
         )
 
     def reply_guide(self) -> ReplyGuide:
-        """The wording of the reply-format section for this optimizer's task."""
-        view = self.problem_view
-        s = view.names
-        return ReplyGuide(
-            reasoning_rule=(
-                f"say what {s['instruction']} asks; explain what {s['feedback']} means for "
-                f"the variables, using {s['code']}, {s['documentation']}, {s['inputs']} and "
-                f"{s['others']}; then state the change and the result you expect."
-            ),
-            question=s["instruction"],
-            variables=s["variables"],
-            constraints=view.constraints_ref.format(**s),
-            code_value=view.code_value,
-        )
+        """The wording of the reply-format section for this optimizer's task (the prompt
+        builder's)."""
+        return self.prompt_builder.reply_guide(self.problem_view)
 
     def output_format_prompt(self) -> str:
         """The part of the system prompt that asks for the reply (the reply format's)."""
         return self.reply_format.prompt_section(self.reply_guide())
 
     def system_prompt(self) -> str:
-        """Representation prompt followed by the output-format prompt."""
-        representation = self.problem_view.representation(self.representation_prompt)
-        return representation + "\n\n" + self.output_format_prompt()
+        """The prompt builder's system prompt: by default the representation prompt
+        followed by the output-format prompt."""
+        return self.prompt_builder.system_prompt(self)
 
     def example_problem(self) -> ProblemInstance:
         """The problem of the worked example (its reply suggests ``a = 14``)."""
@@ -301,31 +310,6 @@ class OptoPrime(Optimizer):
         """The header of each problem section as rendered."""
         return self.problem_view.titles
 
-    def _memory_text(self, entries: Sequence[Mapping[str, Any]], limit: int) -> str:
-        if not entries:
-            return ""
-        return self.memory_prompt + "\n" + self.problem_view.memory(entries, limit) + "\n\n"
-
-    def _user_prompt(
-        self,
-        summary: FunctionFeedback,
-        mask: Collection[str] | None,
-        limit: int,
-        memory: Sequence[Mapping[str, Any]],
-    ) -> str:
-        instance = self.problem_instance(summary, mask, limit)
-        parts = [self.example_prompt()] if self.include_example else []
-        parts.append(
-            "Now you see problem instance:\n\n"
-            f"{FENCE_LINE}\n{instance.render(self.section_titles)}\n{FENCE_LINE}\n\n"
-        )
-        parts.append(self._memory_text(memory, limit))
-        if self.highlight_variables:
-            names = ", ".join(summary.variables)
-            parts.append(self.highlight_prompt.format(names=names) + "\n\n")
-        parts.append(self.final_prompt)
-        return "".join(parts)
-
     def construct_prompt(
         self,
         summary: FunctionFeedback,
@@ -333,28 +317,16 @@ class OptoPrime(Optimizer):
         *args: Any,
         **kwargs: Any,
     ) -> tuple[str, str]:
-        """``(system_prompt, user_prompt)`` for ``summary``; pushes it to the memory.
+        """``(system_prompt, user_prompt)`` for ``summary`` from the prompt builder, which
+        then remembers the step (OptoPrime: pushes it to the memory). ``kwargs`` named in
+        the builder's ``step_options`` reach it (e.g. OPRO's ``score``).
 
         With ``max_prompt_tokens``, values are shortened and then the oldest memory entries
         dropped until the prompt fits.
         """
-        system = self.system_prompt()
-        user = prompt_budget.fit_to_tokens(
-            lambda limit, memory: self._user_prompt(summary, mask, limit, memory),
-            system,
-            self.max_value_chars,
-            list(self.memory),
-            self.max_prompt_tokens,
-            self.token_counter,
-        )
-        if self.memory_size:
-            self.memory.append(
-                {
-                    "variables": {k: v[0] for k, v in summary.variables.items()},
-                    "feedback": summary.user_feedback,
-                }
-            )
-        return system, user
+        builder = self.prompt_builder
+        options = {k: v for k, v in kwargs.items() if k in builder.step_options}
+        return builder.build(self, summary, mask, **options)
 
     def response_format(self, summary: FunctionFeedback) -> dict[str, Any] | None:
         """The reply format's structured-output option for the trainable variables of
@@ -463,10 +435,10 @@ class OptoPrime(Optimizer):
     # --- the step ---------------------------------------------------------------------
 
     def _prepare_step(
-        self, mask: Collection[str] | None
-    ) -> tuple[FunctionFeedback, str, str, dict[str, Any]] | None:
-        """The summary, system prompt, user prompt and LLM options of this step, with the
-        prompts recorded on :attr:`current_step`.
+        self, mask: Collection[str] | None, verbose: bool | str, options: Mapping[str, Any]
+    ) -> StepRequest | None:
+        """The request of this step (summary, prompts, LLM options), with the prompts
+        recorded on :attr:`current_step`; ``options`` are ``step()``'s keyword arguments.
 
         None (the step recorded as skipped) when no trainable parameter received feedback.
         """
@@ -476,13 +448,17 @@ class OptoPrime(Optimizer):
             record.skipped = "no trainable parameter received feedback; call backward() first"
             logger.warning("%s.step: %s.", type(self).__name__, record.skipped)
             return None
-        system_prompt, user_prompt = self.construct_prompt(summary, mask=mask)
+        system_prompt, user_prompt = self.construct_prompt(summary, mask, **options)
         record.system_prompt, record.user_prompt = system_prompt, user_prompt
-        options: dict[str, Any] = {}
         response_format = self.response_format(summary)
-        if response_format is not None:
-            options["response_format"] = response_format
-        return summary, system_prompt, user_prompt, options
+        return StepRequest(
+            summary=summary,
+            mask=mask,
+            system=system_prompt,
+            user=user_prompt,
+            options={} if response_format is None else {"response_format": response_format},
+            verbose=verbose,
+        )
 
     def _step(
         self,
@@ -491,48 +467,36 @@ class OptoPrime(Optimizer):
         *args: Any,
         **kwargs: Any,
     ) -> dict[ParameterNode, Any]:
+        request = self._prepare_step(mask, verbose, kwargs)
+        if request is None:
+            return {}
+        proposer = self.proposer
+        options = {k: v for k, v in kwargs.items() if k in proposer.step_options}
+        parsed = proposer.propose(self, request, **options)
+        if parsed is None:
+            return {}
         record = self.current_step
-        prepared = self._prepare_step(mask)
-        if prepared is None:
-            return {}
-        summary, system_prompt, user_prompt, options = prepared
-        reply = self.call_llm(system_prompt, user_prompt, verbose=verbose, **options)
-        record.raw_reply = reply
-        if self.log is not None:
-            self.log.append(
-                {"system_prompt": system_prompt, "user_prompt": user_prompt, "response": reply}
-            )
-            self.summary_log.append(  # type: ignore[union-attr]
-                {
-                    "problem_instance": str(self.problem_instance(summary, mask)),
-                    "user_feedback": jsonable(summary.user_feedback),
-                }
-            )
-            drop_oldest(self.log, self.max_history)
-            drop_oldest(self.summary_log, self.max_history)  # type: ignore[arg-type]
-        try:
-            parsed = self.parse_reply(reply)
-        except SuggestionParseError as error:
-            self.parse_failures += 1
-            record.parse_error = str(error)
-            logger.warning(
-                "%s could not parse the LLM reply (%d failures so far): %s; reply: %.300r",
-                type(self).__name__,
-                self.parse_failures,
-                error,
-                reply,
-            )
-            if not self.ignore_extraction_error:
-                raise
-            return {}
-        if parsed.terminate:
-            record.terminated = True
-            return {}
         record.reasoning, record.answer = parsed.reasoning, parsed.answer
         record.suggestion = dict(parsed.suggestion)
         update = self.construct_update_dict(parsed.suggestion)
         self._reject_cut_off(parsed.cut_off)
         return update
+
+    def log_exchange(self, request: StepRequest, response: str | None, **extra: Any) -> None:
+        """Append the prompts and the reply of a step to :attr:`log` (with ``extra``
+        fields) and its problem and feedback to :attr:`summary_log`, when logging."""
+        if self.log is None:
+            return
+        entry = {"system_prompt": request.system, "user_prompt": request.user}
+        self.log.append({**entry, "response": response, **extra})
+        self.summary_log.append(  # type: ignore[union-attr]
+            {
+                "problem_instance": str(self.problem_instance(request.summary, request.mask)),
+                "user_feedback": jsonable(request.summary.user_feedback),
+            }
+        )
+        drop_oldest(self.log, self.max_history)
+        drop_oldest(self.summary_log, self.max_history)  # type: ignore[arg-type]
 
     def _reject_cut_off(self, cut_off: str | None) -> None:
         """Record the value a reply cut off (at ``max_tokens``) was writing as rejected
@@ -558,6 +522,8 @@ class OptoPrime(Optimizer):
             summary_log=None if self.summary_log is None else jsonable(self.summary_log),
             parse_failures=self.parse_failures,
         )
+        state.update(self.prompt_builder.state_dict())
+        state.update(self.proposer.state_dict())
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -570,6 +536,8 @@ class OptoPrime(Optimizer):
         if self.summary_log is not None and state.get("summary_log") is not None:
             self.summary_log[:] = state["summary_log"]
         self.parse_failures = int(state.get("parse_failures", 0))
+        self.prompt_builder.load_state_dict(state)
+        self.proposer.load_state_dict(state)
 
 
 OptoPrimeV1 = OptoPrime

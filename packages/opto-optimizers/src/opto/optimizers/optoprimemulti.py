@@ -1,185 +1,71 @@
 """OptoPrimeMulti: several candidate replies per step, then one is selected.
 
-Candidates come from one of several generation techniques — a temperature spread, ``n``
-samples of one request, self-refinement, deliberately different alternatives, expert
-personas, or several LLM profiles — and independent requests run concurrently. A
-selection technique then picks the reply to apply: an LLM judge that sees the problem and
-names the best candidate (``best_of_n``), an LLM synthesis of the candidates (``moa``),
-the medoid of the largest cluster of similar suggestions (``majority``), the last one, or
-a user ``selector``. ``step`` applies the selection; :attr:`candidates` holds them all.
+OptoPrime configured with a :class:`~opto.optimizers.candidates.CandidateSearch` as its
+proposal strategy: candidates come from one of several generation techniques — a
+temperature spread, ``n`` samples of one request, self-refinement, deliberately different
+alternatives, expert personas, or several LLM profiles — and independent requests run
+concurrently. A selection technique then picks the reply to apply: an LLM judge that sees
+the problem and names the best candidate (``best_of_n``), an LLM synthesis of the
+candidates (``moa``), the medoid of the largest cluster of similar suggestions
+(``majority``), the last one, or a user ``selector``. ``step`` applies the selection;
+:attr:`~OptoPrimeMulti.candidates` holds them all.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-import attrs
-from opto.optimizers.llm_calls import LLMRequest, chat_messages, send_all
+from opto.optimizers import candidate_helpers
+from opto.optimizers.candidate_helpers import MAJORITY_THRESHOLD as MAJORITY_THRESHOLD
+from opto.optimizers.candidates import DEFAULT_EXPERTS as DEFAULT_EXPERTS
+from opto.optimizers.candidates import (
+    GENERATION_TECHNIQUES,
+    SELECTION_TECHNIQUES,
+    Candidate,
+    CandidateSearch,
+)
 from opto.optimizers.optoprime import OptoPrime
-from opto.optimizers.parsing import SuggestionParseError, iter_json_objects, load_json_like
-from opto.optimizers.utils import drop_oldest, jsonable
+from opto.optimizers.utils import Delegated
 from opto.trace.nodes import ParameterNode
-from opto.utils.llm.types import ChatResponse
 
 __all__ = ["GENERATION_TECHNIQUES", "SELECTION_TECHNIQUES", "Candidate", "OptoPrimeMulti"]
 
 logger = logging.getLogger(__name__)
 
-GENERATION_TECHNIQUES = (
-    "temperature_variation",
-    "n_samples",
-    "self_refinement",
-    "iterative_alternatives",
-    "multi_experts",
-    "multi_llm",
-)
-SELECTION_TECHNIQUES = (
-    "best_of_n",
-    "bestofn",
-    "moa",
-    "mixture_of_agents",
-    "majority",
-    "last_of_n",
-)
-
-DEFAULT_EXPERTS = (
-    "Algorithm Expert",
-    "Performance Optimizer",
-    "Careful Reviewer who checks every constraint",
-    "Domain Specialist",
-    "Creative Problem Solver",
-)
-MAJORITY_THRESHOLD = 0.2
-"""Largest distance (1 - similarity ratio) between two suggestions of one cluster."""
-
-_JUDGE_SYSTEM = (
-    "You compare candidate responses to an optimization problem and pick the one most "
-    "likely to improve the output according to the feedback, while respecting the "
-    "constraints. Reply with one JSON object: "
-    '{"reasoning": <your comparison>, "best": <the number of the best candidate>}.'
-)
-_MOA_SYSTEM = (
-    "You are given an optimization problem and several candidate responses. Write one "
-    "response that combines their best elements into the most promising change."
-)
-_REFINE = (
-    "\n\nA previous solution is quoted between <<< and >>>. Refine it: fix its mistakes "
-    "and improve it, keep the reply format, and change only the variables you may change."
-    "\n<<<\n{previous}\n>>>"
-)
-_ALTERNATIVE = (
-    "\n\nCandidate responses proposed so far:\n{previous}\n\nPropose a new candidate that is "
-    "very different from all of them (a different approach, not a small variation), in the "
-    "same reply format."
-)
-_EXPERTS_PROMPT = (
-    "List {n} different kinds of experts who could best solve the problem below, as a "
-    "JSON array of short role names and nothing else.\n\n{problem}"
-)
-
-
-@attrs.define(kw_only=True)
-class Candidate:
-    """One candidate reply: its text, what it parses to, and how it was produced."""
-
-    text: str
-    suggestion: dict[str, Any] = attrs.field(factory=dict)
-    reasoning: str = ""
-    terminate: bool = False
-    cut_off: str | None = None
-    parse_error: str | None = None
-    error: str | None = None
-    temperature: float | None = None
-    profile: str | None = None
-    expert: str | None = None
-    source: str = "generated"
-
-    @property
-    def valid(self) -> bool:
-        """The reply parsed into a non-empty suggestion."""
-        return bool(self.suggestion) and self.error is None and self.parse_error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return jsonable(attrs.asdict(self))
-
-
-def _spread(low: float, high: float, n: int) -> list[float]:
-    """``n`` temperatures from ``high`` down to ``low``."""
-    step = (high - low) / max(1, n - 1)
-    return [round(high - i * step, 6) for i in range(n)]
-
-
-def _weighted_order(names: Sequence[str], weights: Sequence[float], n: int) -> list[int]:
-    """Indexes of ``names`` for ``n`` slots, shares proportional to ``weights`` (smooth
-    weighted round robin: deterministic and evenly interleaved)."""
-    current = [0.0] * len(names)
-    total = sum(weights)
-    order = []
-    for _ in range(n):
-        for i, weight in enumerate(weights):
-            current[i] += weight
-        best = max(range(len(names)), key=lambda i: current[i])
-        current[best] -= total
-        order.append(best)
-    return order
-
-
-def _distance(a: str, b: str) -> float:
-    return 1.0 - difflib.SequenceMatcher(None, a, b).ratio()
-
-
-def _majority(texts: Sequence[str], threshold: float = MAJORITY_THRESHOLD) -> int:
-    """Index of the medoid of the largest complete-linkage cluster (ties: latest)."""
-    n = len(texts)
-    dist = [[_distance(texts[i], texts[j]) if i != j else 0.0 for j in range(n)] for i in range(n)]
-    clusters = [[i] for i in range(n)]
-    while len(clusters) > 1:
-        best: tuple[float, int, int] | None = None
-        for a in range(len(clusters)):
-            for b in range(a + 1, len(clusters)):
-                link = max(dist[i][j] for i in clusters[a] for j in clusters[b])
-                if link <= threshold and (best is None or link < best[0]):
-                    best = (link, a, b)
-        if best is None:
-            break
-        _, a, b = best
-        clusters[a] = clusters[a] + clusters.pop(b)
-    largest = max(clusters, key=lambda c: (len(c), max(c)))
-    return min(largest, key=lambda i: (sum(dist[i][j] for j in largest), -i))
+# The helpers of the candidate search stay importable from here under their old names.
+_chosen_index = candidate_helpers.chosen_index
+_majority = candidate_helpers.majority
+_string_list = candidate_helpers.string_list
+_weighted_order = candidate_helpers.weighted_order
 
 
 class OptoPrimeMulti(OptoPrime):
     """OptoPrime that generates several candidates per step and applies the selected one.
 
-    Takes OptoPrime's arguments plus:
-
-    Args:
-        num_responses: candidates per step.
-        temperature_min_max: ``[min, max]`` sampling temperatures (default ``[0.0, 1.0]``).
-        selector: ``fn(candidates) -> Candidate | index | reply text | suggestion dict``;
-            overrides ``selection_technique``.
-        generation_technique: one of :data:`GENERATION_TECHNIQUES`.
-        selection_technique: one of :data:`SELECTION_TECHNIQUES`.
-        experts_list: expert personas for ``multi_experts`` (else the LLM proposes them).
-        llm_profiles: for ``multi_llm``: LLMFactory profile names or LLM objects.
-        llm_weights: relative share of candidates per profile (default: equal).
-        max_workers: how many requests run at once (default ``num_responses``).
-
-    ``step`` also accepts per-step ``num_responses``, ``temperature_min_max``,
-    ``generation_technique`` and ``selection_technique``.
+    Takes OptoPrime's arguments plus the settings of its
+    :class:`~opto.optimizers.candidates.CandidateSearch` (``num_responses``,
+    ``temperature_min_max``, ``selector``, ``generation_technique``,
+    ``selection_technique``, ``experts_list``, ``llm_profiles``, ``llm_weights``,
+    ``max_workers``; see there). ``step`` also accepts ``num_responses``,
+    ``temperature_min_max``, ``generation_technique`` and ``selection_technique`` per step.
+    The settings and the results (:attr:`candidates`, :attr:`selected`,
+    :attr:`candidate_log`) are the search's, reachable under their names here.
     """
 
-    _shared_on_copy: ClassVar[tuple[str, ...]] = (
-        *OptoPrime._shared_on_copy,
-        "selector",
-        "_profile_llms",
-    )
+    num_responses = Delegated("proposer")
+    temperature_min_max = Delegated("proposer")
+    selector = Delegated("proposer")
+    generation_technique = Delegated("proposer")
+    selection_technique = Delegated("proposer")
+    experts_list = Delegated("proposer")
+    llm_profiles = Delegated("proposer")
+    llm_weights = Delegated("proposer")
+    max_workers = Delegated("proposer")
+    candidates = Delegated("proposer")
+    selected = Delegated("proposer")
+    candidate_log = Delegated("proposer")
 
     def __init__(
         self,
@@ -197,89 +83,23 @@ class OptoPrimeMulti(OptoPrime):
         max_workers: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(parameters, llm, *args, **kwargs)
-        self.num_responses = _check_count(num_responses)
-        self.temperature_min_max = _check_temperatures(temperature_min_max or (0.0, 1.0))
-        self.selector = selector
-        self.generation_technique = _check_name(generation_technique, GENERATION_TECHNIQUES)
-        self.selection_technique = _check_name(selection_technique, SELECTION_TECHNIQUES)
-        self.experts_list = list(experts_list) if experts_list else None
-        self.llm_profiles = list(llm_profiles) if llm_profiles else None
-        if llm_weights is not None:
-            if not self.llm_profiles or len(llm_weights) != len(self.llm_profiles):
-                raise ValueError("llm_weights needs one weight per entry of llm_profiles.")
-            if any(w <= 0 for w in llm_weights):
-                raise ValueError(f"llm_weights must be positive, got {list(llm_weights)}.")
-        self.llm_weights = (
-            list(llm_weights) if llm_weights else [1.0] * len(self.llm_profiles or ())
+        search = CandidateSearch(
+            num_responses=num_responses,
+            temperature_min_max=temperature_min_max,
+            selector=selector,
+            generation_technique=generation_technique,
+            selection_technique=selection_technique,
+            experts_list=experts_list,
+            llm_profiles=llm_profiles,
+            llm_weights=llm_weights,
+            max_workers=max_workers,
         )
-        if generation_technique == "multi_llm" and not self.llm_profiles:
-            raise ValueError("generation_technique='multi_llm' needs llm_profiles=[...].")
-        if max_workers is not None and max_workers < 1:
-            raise ValueError(f"max_workers must be at least 1, got {max_workers}.")
-        self.max_workers = max_workers
-        self.candidates: list[Candidate] = []
-        self.selected: Candidate | None = None
-        self.candidate_log: list[dict[str, Any]] = []
-        self._profile_llms: dict[str, Any] = {}
+        super().__init__(parameters, llm, *args, proposer=search, **kwargs)
 
-    # --- requests ---------------------------------------------------------------------
-
-    def _run(self, jobs: Sequence[LLMRequest]) -> list[ChatResponse | BaseException]:
-        """Send the requests concurrently (at most ``max_workers`` at once); responses or
-        exceptions in order, usage counted, a spent budget raised."""
-        return send_all(
-            jobs,
-            llm=self.llm,
-            on_call=self._count_call,
-            max_workers=self.max_workers,
-            return_exceptions=True,
-        )
-
-    def _candidates(self, jobs: Sequence[LLMRequest], results: Sequence[Any]) -> list[Candidate]:
-        """Parse the results; when every request failed, re-raise the first error."""
-        if results and all(isinstance(r, BaseException) for r in results):
-            raise results[0]
-        out = []
-        for job, result in zip(jobs, results):
-            if isinstance(result, BaseException):
-                logger.warning("A candidate request failed: %s: %s", type(result).__name__, result)
-                out.append(
-                    Candidate(text="", error=f"{type(result).__name__}: {result}", **job.meta)
-                )
-                continue
-            texts = [c.message.content or "" for c in result.choices] or [""]
-            out.extend(self._parse_candidate(text, **job.meta) for text in texts)
-        return out
-
-    def _parse_candidate(self, text: str, **meta: Any) -> Candidate:
-        try:
-            parsed = self.parse_reply(text)
-        except SuggestionParseError as error:
-            self.parse_failures += 1
-            return Candidate(text=text, parse_error=str(error), **meta)
-        return Candidate(
-            text=text,
-            suggestion=dict(parsed.suggestion),
-            reasoning=parsed.reasoning,
-            terminate=parsed.terminate,
-            cut_off=parsed.cut_off,
-            **meta,
-        )
-
-    def _job(
-        self,
-        system: str,
-        user: str,
-        options: Mapping[str, Any],
-        index: int,
-        llm: Any = None,
-        **meta: Any,
-    ) -> LLMRequest:
-        opts = {"max_tokens": self.max_tokens, **options, "rollout_id": f"candidate-{index}"}
-        if meta.get("temperature") is not None:
-            opts["temperature"] = meta["temperature"]
-        return LLMRequest(messages=chat_messages(system, user), options=opts, llm=llm, meta=meta)
+    @property
+    def search(self) -> CandidateSearch:
+        """The :class:`CandidateSearch` this optimizer is configured with."""
+        return self.proposer  # type: ignore[return-value]
 
     def call_llm(  # type: ignore[override]
         self,
@@ -292,24 +112,19 @@ class OptoPrimeMulti(OptoPrime):
         llm: Any = None,
         **options: Any,
     ) -> list[str]:
-        """The reply texts of one request for ``num_responses`` choices (reference API).
+        """The reply texts of one request for ``num_responses`` choices (the candidate
+        search's :meth:`~CandidateSearch.request_texts`).
 
         Errors of the LLM propagate; usage is added to the current step record.
         """
         if max_tokens is not None:
             options["max_tokens"] = max_tokens
-        if num_responses > 1:
-            options["n"] = num_responses
-        job = self._job(system_prompt, user_prompt, options, 0, llm=llm, temperature=temperature)
-        (result,) = self._run([job])
-        if isinstance(result, BaseException):
-            raise result
-        texts = [choice.message.content or "" for choice in result.choices]
+        texts = self.search.request_texts(
+            self, system_prompt, user_prompt, num_responses, temperature, llm, **options
+        )
         if verbose:
             logger.info("LLM responses:\n%s", "\n\n".join(texts))
         return texts
-
-    # --- generation -------------------------------------------------------------------
 
     def generate_candidates(
         self,
@@ -320,121 +135,17 @@ class OptoPrimeMulti(OptoPrime):
         generation_technique: str | None = None,
         temperature_min_max: Sequence[float] | None = None,
     ) -> list[Candidate]:
-        """Produce the candidates of one step with the given (or configured) technique."""
-        options = dict(options or {})
-        n = _check_count(num_responses or self.num_responses)
-        technique = _check_name(
-            generation_technique or self.generation_technique, GENERATION_TECHNIQUES
+        """Produce the candidates of one step with the given (or configured) technique
+        (the candidate search's :meth:`~CandidateSearch.generate`)."""
+        return self.search.generate(
+            self,
+            system_prompt,
+            user_prompt,
+            options,
+            count=num_responses,
+            technique=generation_technique,
+            temperatures=temperature_min_max,
         )
-        low, high = _check_temperatures(temperature_min_max or self.temperature_min_max)
-        if technique == "temperature_variation":
-            jobs = [
-                self._job(system_prompt, user_prompt, options, i, temperature=t)
-                for i, t in enumerate(_spread(low, high, n))
-            ]
-            return self._candidates(jobs, self._run(jobs))
-        if technique == "n_samples":
-            job = self._job(system_prompt, user_prompt, {**options, "n": n}, 0, temperature=high)
-            found = self._candidates([job], self._run([job]))
-            if len(found) < n:
-                logger.info("The LLM returned %d of the %d samples asked for.", len(found), n)
-            return found
-        if technique in ("self_refinement", "iterative_alternatives"):
-            return self._sequential(technique, system_prompt, user_prompt, options, n, low, high)
-        if technique == "multi_experts":
-            experts = self._experts(user_prompt, options, n)
-            jobs = [
-                self._job(
-                    f"You are a {expert}. Solve the problem from your expertise.\n\n"
-                    + system_prompt,
-                    user_prompt,
-                    options,
-                    i,
-                    temperature=high,
-                    expert=expert,
-                )
-                for i, expert in enumerate(experts)
-            ]
-            return self._candidates(jobs, self._run(jobs))
-        names = [_profile_name(p) for p in self.llm_profiles or ()]
-        if not names:
-            raise ValueError("generation_technique='multi_llm' needs llm_profiles=[...].")
-        order = _weighted_order(names, self.llm_weights, n)
-        jobs = [
-            self._job(
-                system_prompt,
-                user_prompt,
-                options,
-                i,
-                llm=self._profile_llm(self.llm_profiles[k]),  # type: ignore[index]
-                profile=names[k],
-                temperature=high,
-            )
-            for i, k in enumerate(order)
-        ]
-        return self._candidates(jobs, self._run(jobs))
-
-    def _sequential(
-        self,
-        technique: str,
-        system: str,
-        user: str,
-        options: Mapping[str, Any],
-        n: int,
-        low: float,
-        high: float,
-    ) -> list[Candidate]:
-        found: list[Candidate] = []
-        for i in range(n):
-            sys_i, user_i = system, user
-            if found and technique == "self_refinement":
-                sys_i = system + _REFINE.format(previous=found[-1].text)
-            elif found:
-                previous = "\n\n".join(f"Candidate {k + 1}:\n{c.text}" for k, c in enumerate(found))
-                user_i = user + _ALTERNATIVE.format(previous=previous)
-            temperature = low if technique == "self_refinement" else high
-            job = self._job(sys_i, user_i, options, i, temperature=temperature)
-            found.extend(self._candidates([job], self._run([job])))
-        return found
-
-    def _experts(self, user_prompt: str, options: Mapping[str, Any], n: int) -> list[str]:
-        """``n`` expert personas: the configured list (cycled), else asked from the LLM,
-        padded with defaults."""
-        if self.experts_list:
-            return [self.experts_list[i % len(self.experts_list)] for i in range(n)]
-        prompt = _EXPERTS_PROMPT.format(n=n, problem=user_prompt)
-        job = LLMRequest(
-            messages=chat_messages(None, prompt),
-            options={"max_tokens": self.max_tokens, "temperature": 0.0},
-        )
-        (result,) = self._run([job])
-        experts: list[str] = []
-        if isinstance(result, ChatResponse):
-            experts = _string_list(result.content or "")
-        experts = experts[:n]
-        defaults = [d for d in DEFAULT_EXPERTS if d not in experts] or list(DEFAULT_EXPERTS)
-        experts.extend(defaults[i % len(defaults)] for i in range(n - len(experts)))
-        return experts
-
-    def _profile_llm(self, profile: Any) -> Any:
-        """The LLM of a profile (built once; the default LLM if it cannot be built)."""
-        if callable(profile):
-            return profile
-        if profile not in self._profile_llms:
-            from opto.utils.llm import LLMFactory
-
-            try:
-                self._profile_llms[profile] = LLMFactory.get_llm(profile)
-            except Exception as error:
-                logger.warning(
-                    "Cannot build the LLM of profile %r (%s); using the default LLM.",
-                    profile,
-                    error,
-                )
-                self._profile_llms[profile] = self.llm
-        return self._profile_llms[profile]
-
-    # --- selection --------------------------------------------------------------------
 
     def select_candidate(
         self,
@@ -443,215 +154,8 @@ class OptoPrimeMulti(OptoPrime):
         problem: str = "",
         options: Mapping[str, Any] | None = None,
     ) -> Candidate | None:
-        """The candidate to apply (None when no candidate holds a suggestion).
-
-        ``candidates`` may also be reply texts (the reference's form). ``problem`` is the
-        user prompt (problem instance and feedback) the judge sees.
-        """
-        candidates = [
-            c if isinstance(c, Candidate) else self._parse_candidate(str(c)) for c in candidates
-        ]
-        valid = [c for c in candidates if c.valid]
-        if self.selector is not None:
-            return self._from_selector(candidates)
-        if not valid:
-            return None
-        technique = _check_name(
-            selection_technique or self.selection_technique, SELECTION_TECHNIQUES
+        """The candidate to apply, None when no candidate holds a suggestion (the
+        candidate search's :meth:`~CandidateSearch.select`; candidates may be reply texts)."""
+        return self.search.select(
+            self, candidates, technique=selection_technique, problem=problem, options=options
         )
-        if len(valid) == 1 or technique == "last_of_n":
-            return valid[-1]
-        if technique == "majority":
-            texts = [json.dumps(jsonable(c.suggestion), sort_keys=True) for c in valid]
-            return valid[_majority(texts)]
-        listing = "\n\n".join(f"Candidate {k + 1}:\n{c.text}" for k, c in enumerate(valid))
-        user = f"Problem:\n{problem}\n\nCandidates:\n{listing}"
-        if technique in ("best_of_n", "bestofn"):
-            job = self._job(_JUDGE_SYSTEM, user, {}, 0, temperature=0.0)
-            (result,) = self._run([job])
-            index = (
-                _chosen_index(result.content or "", len(valid))
-                if isinstance(result, ChatResponse)
-                else None
-            )
-            if index is None:
-                logger.warning("The judge named no valid candidate; using the last one.")
-                return valid[-1]
-            return valid[index]
-        system = _MOA_SYSTEM + "\n\n" + self.output_format_prompt()
-        job = self._job(system, user, dict(options or {}), 0, temperature=0.0, source="moa")
-        (synthesis,) = self._candidates([job], self._run([job]))
-        if not synthesis.valid:
-            logger.warning("The synthesis of the candidates did not parse; using the last one.")
-            return valid[-1]
-        return synthesis
-
-    def _from_selector(self, candidates: Sequence[Candidate]) -> Candidate | None:
-        chosen = self.selector(list(candidates))  # type: ignore[misc]
-        if chosen is None or isinstance(chosen, Candidate):
-            return chosen
-        if isinstance(chosen, int) and not isinstance(chosen, bool):
-            return candidates[chosen]
-        if isinstance(chosen, str):
-            return self._parse_candidate(chosen, source="selector")
-        if isinstance(chosen, Mapping):
-            return Candidate(
-                text=json.dumps(jsonable(chosen)), suggestion=dict(chosen), source="selector"
-            )
-        raise TypeError(
-            "selector must return a Candidate, an index, a reply text or a suggestion dict, "
-            f"got {type(chosen).__name__}."
-        )
-
-    # --- the step ---------------------------------------------------------------------
-
-    def _step(
-        self,
-        verbose: bool | str = False,
-        mask: Any = None,
-        *args: Any,
-        num_responses: int | None = None,
-        temperature_min_max: Sequence[float] | None = None,
-        generation_technique: str | None = None,
-        selection_technique: str | None = None,
-        **kwargs: Any,
-    ) -> dict[ParameterNode, Any]:
-        record = self.current_step
-        prepared = self._prepare_step(mask)
-        if prepared is None:
-            return {}
-        _, system, user, options = prepared
-        candidates = self.generate_candidates(
-            system, user, options, num_responses, generation_technique, temperature_min_max
-        )
-        self.candidates = candidates
-        selected = self.select_candidate(candidates, selection_technique, user, options)
-        self.selected = selected
-        self._log_candidates(system, user, candidates, selected, generation_technique, verbose)
-        if selected is None:
-            if any(c.terminate for c in candidates):
-                record.terminated = True
-            else:
-                errors = [c.parse_error for c in candidates if c.parse_error]
-                record.parse_error = errors[0] if errors else "no candidate was produced"
-                if not self.ignore_extraction_error:
-                    raise SuggestionParseError(
-                        f"no candidate reply held a suggestion: {record.parse_error}",
-                        raw="\n\n".join(c.text for c in candidates),
-                    )
-            return {}
-        record.raw_reply = selected.text
-        record.reasoning = selected.reasoning
-        record.suggestion = dict(selected.suggestion)
-        update = self.construct_update_dict(selected.suggestion)
-        self._reject_cut_off(selected.cut_off)
-        return update
-
-    def _log_candidates(
-        self,
-        system: str,
-        user: str,
-        candidates: Sequence[Candidate],
-        selected: Candidate | None,
-        technique: str | None,
-        verbose: bool | str,
-    ) -> None:
-        if verbose:
-            for k, candidate in enumerate(candidates):
-                logger.info("Candidate %d:\n%s", k + 1, candidate.text)
-        self.candidate_log.append(
-            {
-                "step": self.step_count,
-                "technique": technique or self.generation_technique,
-                "candidates": [c.to_dict() for c in candidates],
-                "selected": None if selected is None else selected.to_dict(),
-            }
-        )
-        drop_oldest(self.candidate_log, self.max_history)
-        if self.log is not None:
-            self.log.append(
-                {
-                    "system_prompt": system,
-                    "user_prompt": user,
-                    "response": None if selected is None else selected.text,
-                    "candidates": [c.text for c in candidates],
-                }
-            )
-            drop_oldest(self.log, self.max_history)
-
-    # --- state ------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        """OptoPrime's state plus the candidates of the recent steps."""
-        state = super().state_dict()
-        state["candidate_log"] = jsonable(self.candidate_log)
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output."""
-        super().load_state_dict(state)
-        self.candidate_log = list(state.get("candidate_log") or [])
-
-
-def _check_count(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"num_responses must be a positive int, got {n!r}.")
-    return n
-
-
-def _check_temperatures(pair: Sequence[float]) -> tuple[float, float]:
-    try:
-        low, high = (float(t) for t in pair)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"temperature_min_max must be two numbers [min, max], got {pair!r}."
-        ) from None
-    if not 0.0 <= low <= high:
-        raise ValueError(f"temperature_min_max needs 0 <= min <= max, got {pair!r}.")
-    return low, high
-
-
-def _check_name(name: str, valid: Sequence[str]) -> str:
-    if name not in valid:
-        raise ValueError(f"unknown technique {name!r}; choose one of {list(valid)}.")
-    return name
-
-
-def _profile_name(profile: Any) -> str:
-    if isinstance(profile, str):
-        return profile
-    return str(getattr(profile, "model_name", "") or type(profile).__name__)
-
-
-def _string_list(text: str) -> list[str]:
-    """A list of strings from a reply: a JSON array, or an object holding one."""
-    values: Any = None
-    start, end = text.find("["), text.rfind("]")
-    if 0 <= start < end:
-        try:
-            values = load_json_like(text[start : end + 1])
-        except ValueError:
-            values = None
-    if not isinstance(values, list):
-        for obj in iter_json_objects(text):
-            lists = [v for v in obj.values() if isinstance(v, list)]
-            if len(lists) == 1:
-                values = lists[0]
-                break
-    if not isinstance(values, list):
-        return []
-    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
-
-
-def _chosen_index(text: str, count: int) -> int | None:
-    """0-based index of the candidate a judge named (``"best": k``, or ``Candidate k``)."""
-    for obj in iter_json_objects(text):
-        best = obj.get("best")
-        if isinstance(best, str) and best.strip().isdigit():
-            best = int(best.strip())
-        if isinstance(best, int) and not isinstance(best, bool) and 1 <= best <= count:
-            return best - 1
-    match = re.search(r"(?:candidate\s*#?\s*|^\s*)(\d+)\b", text, re.IGNORECASE)
-    if match and 1 <= int(match.group(1)) <= count:
-        return int(match.group(1)) - 1
-    return None

@@ -154,10 +154,24 @@ _LITERAL_NAMES = {
 }
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _joined_surrogates(text: str) -> str:
+    """``text`` with each UTF-16 surrogate pair as the one character it encodes, as JSON
+    decodes ``"\\ud800\\udc00"`` (a Python literal keeps the two halves apart); a lone
+    half stays as it is."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+
+
 def _literal(node: ast.AST) -> Any:
     """Evaluate a JSON-like Python expression: literals, containers, true/false/null."""
     if isinstance(node, ast.Constant):
-        if isinstance(node.value, (str, int, float, bool)) or node.value is None:
+        if isinstance(node.value, str):
+            return _joined_surrogates(node.value)
+        if isinstance(node.value, (int, float, bool)) or node.value is None:
             return node.value
         raise ValueError(f"unsupported constant {node.value!r}")
     if isinstance(node, ast.Dict):

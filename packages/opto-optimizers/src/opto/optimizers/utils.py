@@ -19,6 +19,7 @@ from opto.utils.lazy import lazy_exports
 
 __all__ = [
     "TRUNCATION_MARKER",
+    "Delegated",
     "atomic_write_text",
     "dumps",
     "estimate_tokens",
@@ -82,6 +83,30 @@ def truncate_expression(value: Any, limit: int) -> str:
     if limit < 0 or len(text) <= limit:
         return text
     return text[:limit] + TRUNCATION_MARKER
+
+
+class Delegated:
+    """A class attribute that reads and writes the same-named attribute of a part.
+
+    ``num_responses = Delegated("proposer")`` on an optimizer makes ``optimizer.num_responses``
+    the ``num_responses`` of ``optimizer.proposer``: a configured optimizer keeps the
+    attribute names of its configuration while the part owns the value.
+    """
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return getattr(getattr(instance, self.part), self.name)
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        setattr(getattr(instance, self.part), self.name, value)
 
 
 def estimate_tokens(text: str) -> int:

@@ -26,6 +26,8 @@ from .minibatch import (
 )
 
 if TYPE_CHECKING:
+    from ..search.gepa import GEPAAlgorithmBase
+    from ..search.gepa_variants import GEPABeamPareto, GEPAUCBSearch
     from .beamsearch import (
         BeamSearch,
         BeamsearchAlgorithm,
@@ -42,6 +44,9 @@ __all__ = [
     "BeamSearchHistory",
     "BeamsearchAlgorithm",
     "BeamsearchHistoryAlgorithm",
+    "GEPAAlgorithmBase",
+    "GEPABeamPareto",
+    "GEPAUCBSearch",
     "Minibatch",
     "MinibatchAlgorithm",
     "PrioritySearch",
@@ -64,6 +69,9 @@ _LAZY = {
     "UCBSearch": ".ucb",
     "UCBSearchAlgorithm": ".ucb",
     "PrioritySearch": ".priority_search",
+    "GEPAAlgorithmBase": "..search.gepa",
+    "GEPABeamPareto": "..search.gepa_variants",
+    "GEPAUCBSearch": "..search.gepa_variants",
 }
 
 
