@@ -103,9 +103,9 @@ TRAINERS: list[TrainerSpec] = [
     TrainerSpec("POLCA", _epochs),
     TrainerSpec("GEPAUCBSearch", _bandit),
     TrainerSpec("GEPABeamPareto", _bandit),
-    TrainerSpec(  # ablation: no minibatch gate (every child is scored on the Pareto subset)
-        "GEPAUCBSearch, no gate",
-        lambda t, s: {**_bandit(t, s), "minibatch_gate": False},
+    TrainerSpec(  # ablation: a child must beat its parent on the minibatch to be scored
+        "GEPAUCBSearch, minibatch gate",
+        lambda t, s: {**_bandit(t, s), "minibatch_gate": True},
         cls="GEPAUCBSearch",
     ),
     TrainerSpec("StreamingPrioritySearch", _epochs),
