@@ -82,6 +82,18 @@ def test_keyword_only_and_unexpected_keywords():
         kwonly(2, scale=3, other=1)
     with pytest.raises(TypeError, match="positional"):
         add_offset(1, 2, 3)
+    with pytest.raises(TypeError, match="missing required keyword argument: 'scale'"):
+        kwonly(2)
+
+
+def test_positional_only_parameters_bind_like_python():
+    @bundle()
+    def po(a, /, b=2, **kw):
+        return (a, b, sorted(kw))
+
+    assert po(1, a=5).data == (1, 2, ["a"])  # a keyword named like a positional-only one
+    with pytest.raises(TypeError, match="missing required argument: 'a'"):
+        po(a=1)
 
 
 def test_existing_nodes_keep_their_names_and_mixed_args():
@@ -896,3 +908,34 @@ def test_method_bundles_live_in_documented_instance_attributes():
     self_node = vars(g)["__TRACE_RESERVED_self_node"]
     assert self_node.data is g
     assert g.greet("x").data == "hi x"
+
+
+def test_calls_on_nodes_report_errors_like_every_other_call():
+    # Nodes passed positionally take the inline path; its errors match the general path.
+    @bundle(catch_execution_error=False)
+    def raw(x):
+        raise KeyError("k")
+
+    @bundle()
+    def caught(x):
+        raise KeyError("k")
+
+    class Agent(trace.Module):
+        @bundle(catch_execution_error=False)
+        def raw(self, x):
+            raise KeyError("k")
+
+        @bundle()
+        def caught(self, x):
+            raise KeyError("k")
+
+    x = node(1, name="x")
+    agent = Agent()
+    for fun in (raw, agent.raw):
+        with pytest.raises(KeyError):
+            fun(x)
+    for fun in (caught, agent.caught):
+        with pytest.raises(ExecutionError) as failed:
+            fun(x)
+        exc_node = failed.value.exception_node
+        assert exc_node.data == "(KeyError) 'k'" and x in exc_node.parents

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -44,14 +45,25 @@ def test_bundle_attribute_stays_the_decorator_after_submodule_imports():
     assert callable(trace.bundle) and trace.bundle.__name__ == "bundle"
 
 
-def test_import_loads_no_heavy_or_optional_modules():
+def _loaded_by_import(candidates: tuple[str, ...]) -> list[str]:
+    """Which of `candidates` a fresh `import opto.trace` loads (not loaded before it)."""
     code = (
-        "import sys, opto.trace; "
-        "bad = [m for m in ('numpy', 'graphviz', 'litellm', 'black', 'opto.trace.operators', "
-        "'opto.trace.propagators', 'opto.optimizers') if m in sys.modules]; print(bad)"
+        "import sys; before = set(sys.modules); import opto.trace; "
+        f"print([m for m in {candidates!r} if m in sys.modules and m not in before])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    return ast.literal_eval(out.stdout)
+
+
+def test_import_loads_no_heavy_or_optional_modules():
+    heavy = ("numpy", "graphviz", "litellm", "black", "opto.trace.operators")
+    assert _loaded_by_import((*heavy, "opto.trace.propagators", "opto.optimizers")) == []
+
+
+def test_import_defers_saving_and_exporting_machinery():
+    # Module.save/load/export import these when called; `import opto.trace` stays cheap.
+    deferred = ("opto.trace.export", "opto.utils.files", "json", "pickle", "tempfile")
+    assert _loaded_by_import(deferred) == []
 
 
 def test_bundle_works_in_python_dash_c_b13():

@@ -226,3 +226,26 @@ def test_async_agents_and_failing_examples_on_ray(ray_runtime):
         run(S.FlakyScale(), "ray", max_errors=1)
     assert caught.value.failures[0]["x"] == S.BAD
     assert "ConnectionError" in caught.value.failures[0]["error"]
+
+
+@needs_ray
+@pytest.mark.parametrize(("cls", "init", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", ""))
+def test_a_repeated_search_on_ray_reads_its_scores_from_the_driver_cache(
+    ray_executor, cls, init, kwargs, tmp_path
+):
+    pytest.importorskip("sqlalchemy", reason="the evaluation cache lives in run storage")
+    storage = f"sqlite:///{tmp_path / 'runs.db'}"
+    runs = []
+    for _ in range(2):
+        trainer, agent, _ = S.make(cls, executor=ray_executor, num_threads=3, **init)
+        result = trainer.train(
+            S.TargetGuide(), S.DATA, test_dataset=S.DATA, storage=storage, **kwargs
+        )
+        runs.append((result, agent.a.data))
+    (first, first_value), (second, second_value) = runs
+    assert first.usage["eval_cache_misses"] > 0
+    assert second.usage["eval_cache_misses"] == 0
+    assert second.usage["eval_cache_hits"] == (
+        first.usage["eval_cache_hits"] + first.usage["eval_cache_misses"]
+    )
+    assert (second.test_scores, second_value) == (first.test_scores, first_value)

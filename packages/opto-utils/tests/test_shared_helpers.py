@@ -245,3 +245,53 @@ def test_jsonable_cycles_become_repr_instead_of_recursing():
     assert jsonable(loop) == [1, "[1, [...]]"]
     shared = [1]
     assert jsonable([shared, shared]) == [[1], [1]]  # repeated, not cyclic
+
+
+# -- get_or_create --------------------------------------------------------------------------
+
+
+def test_get_or_create_runs_create_once_for_concurrent_callers():
+    import threading
+
+    from opto.utils.once import get_or_create
+
+    cache: dict[str, object] = {}
+    lock = threading.Lock()
+    calls = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def create() -> object:
+        calls.append(1)
+        inside.set()
+        release.wait(5)  # hold the lock while the other threads arrive
+        return object()
+
+    results: list[object] = []
+    first = threading.Thread(target=lambda: results.append(get_or_create(cache, "k", lock, create)))
+    first.start()
+    inside.wait(5)
+    others = [
+        threading.Thread(target=lambda: results.append(get_or_create(cache, "k", lock, create)))
+        for _ in range(4)
+    ]
+    for t in others:
+        t.start()
+    release.set()
+    for t in [first, *others]:
+        t.join(5)
+    assert len(calls) == 1
+    assert len(results) == 5 and all(r is cache["k"] for r in results)
+
+
+def test_get_or_create_hits_without_the_lock_and_recreates_a_stored_none():
+    import threading
+
+    from opto.utils.once import get_or_create
+
+    lock = threading.Lock()
+    cache: dict[str, object | None] = {"hit": "value", "none": None}
+    with lock:  # a hit never takes the lock (this would deadlock otherwise)
+        assert get_or_create(cache, "hit", lock, lambda: "other") == "value"
+    assert get_or_create(cache, "none", lock, lambda: "made") == "made"
+    assert cache["none"] == "made"

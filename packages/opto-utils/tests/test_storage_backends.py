@@ -40,6 +40,7 @@ from opto.utils.storage import (  # noqa: E402
     StorageReadOnlyError,
     open_storage,
 )
+from opto.utils.storage._schema import SCHEMA_VERSION  # noqa: E402
 from opto.utils.storage.testing import PostgresServer, find_postgres_bindir  # noqa: E402
 
 
@@ -298,7 +299,7 @@ def test_export_is_json_and_complete(storage):
     storage.set_status(run, "completed")
     exported = storage.export_run("exp")
     assert json.loads(json.dumps(exported)) == exported
-    assert exported["format"] == "opto-run" and exported["schema_version"] == 1
+    assert exported["format"] == "opto-run" and exported["schema_version"] == SCHEMA_VERSION
     assert exported["run"]["name"] == "exp" and exported["run"]["status"] == "completed"
     assert exported["run"]["seed"] == 7 and exported["run"]["config"] == {"k": "v"}
     assert exported["steps"] == [storage.get_step(run, 0).to_dict()]
@@ -509,3 +510,84 @@ def test_postgres_database_of_another_application_gets_no_opto_tables_unless_ask
                 storage.create_run("another")
     finally:
         engine.dispose()
+
+
+# -- evaluation cache ----------------------------------------------------------------------
+
+
+def test_cached_evaluations_round_trip_by_scope_and_keep_the_first_value(storage):
+    assert storage.get_cached_evaluations("agent", ["k1"]) == {}
+    storage.put_cached_evaluations("agent", {"k1": {"score": 0.5, "out": [1, "x"]}, "k2": 1})
+    storage.put_cached_evaluations("agent", {"k1": {"score": 0.9}, "k3": float("nan")})
+    storage.put_cached_evaluations("other", {"k1": "elsewhere"})
+    found = storage.get_cached_evaluations("agent", ["k1", "k2", "k3", "missing"])
+    assert found["k1"] == {"score": 0.5, "out": [1, "x"]} and found["k2"] == 1
+    assert math.isnan(found["k3"]) and "missing" not in found
+    assert storage.get_cached_evaluations("other", ["k1", "k2"]) == {"k1": "elsewhere"}
+    assert storage.count_cached_evaluations() == 4
+    assert storage.count_cached_evaluations("agent") == 3
+    assert storage.clear_cached_evaluations("agent") == 3
+    assert storage.count_cached_evaluations() == 1
+
+
+def test_cached_evaluations_outlive_runs_and_need_many_statements_for_many_keys(storage):
+    run = storage.create_run("exp")
+    values = {f"key-{i}": {"score": i} for i in range(1234)}
+    storage.put_cached_evaluations("agent", values)
+    storage.delete_run(run)
+    found = storage.get_cached_evaluations("agent", [*values, "absent"])
+    assert found == values
+
+
+def test_cached_evaluations_refuse_bad_scopes_keys_and_values(storage):
+    with pytest.raises(ValueError, match="scope"):
+        storage.get_cached_evaluations("", ["k"])
+    with pytest.raises(ValueError, match="key"):
+        storage.put_cached_evaluations("agent", {"k" * 129: 1})
+    with pytest.raises(NotJSONableError, match="cached evaluation k"):
+        storage.put_cached_evaluations("agent", {"k": object()})
+    assert storage.count_cached_evaluations() == 0
+
+
+def test_concurrent_writers_of_one_evaluation_never_conflict(url):
+    with open_storage(url) as storage:
+        errors = []
+
+        def put(value):
+            try:
+                for i in range(20):
+                    storage.put_cached_evaluations("agent", {f"k{i}": value, "shared": value})
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=put, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert storage.count_cached_evaluations("agent") == 21
+
+
+def _downgrade_to_version_1(url):
+    """Make `url` look like a storage written by schema version 1 (no evaluation cache)."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE opto_eval_cache"))
+        connection.execute(sa.text("UPDATE opto_schema_version SET version = 1"))
+    engine.dispose()
+
+
+def test_a_version_1_storage_is_migrated_when_opened(url):
+    with open_storage(url) as storage:
+        storage.create_run("old")
+    _downgrade_to_version_1(url)
+    with open_storage(url) as storage:
+        assert [r.name for r in storage.list_runs()] == ["old"]
+        storage.put_cached_evaluations("agent", {"k": 1})
+        assert storage.get_cached_evaluations("agent", ["k"]) == {"k": 1}
+        with storage.engine.connect() as connection:
+            versions = connection.execute(
+                sa.text("SELECT version FROM opto_schema_version ORDER BY version")
+            ).scalars()
+            assert list(versions) == [1, SCHEMA_VERSION]

@@ -134,3 +134,22 @@ def test_a_home_relative_sqlite_path_opens_the_file_in_home(tmp_path, monkeypatc
     with open_storage(pathlib.Path("~/runs/home.db")) as storage:
         assert [run.name for run in storage.list_runs()] == ["in-home"]
     assert (tmp_path / "runs" / "home.db").is_file()
+
+
+def test_a_version_1_file_opened_read_only_is_read_as_it_is(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with open_storage(url) as storage:
+        storage.create_run("old")
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE opto_eval_cache")
+        connection.exec_driver_sql("UPDATE opto_schema_version SET version = 1")
+    engine.dispose()
+    with open_storage(url, read_only=True) as storage:
+        assert [r.name for r in storage.list_runs()] == ["old"]
+        assert storage.get_cached_evaluations("agent", ["k"]) == {}
+        assert storage.count_cached_evaluations() == 0
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        assert not sa.inspect(connection).has_table("opto_eval_cache")
+    engine.dispose()

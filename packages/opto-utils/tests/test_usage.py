@@ -175,4 +175,19 @@ def test_summary_is_jsonable():
     assert led.summary() == {
         "calls": 2, "requests": 0, "errors": 0, "cached_calls": 1, "prompt_tokens": 2,
         "completion_tokens": 3, "total_tokens": 5, "cost_usd": 0.5, "unknown_cost_calls": 0,
+        "eval_cache_hits": 0, "eval_cache_misses": 0,
     }  # fmt: skip
+
+
+def test_evaluation_cache_lookups_are_counted_in_every_scope_and_cost_nothing():
+    from opto.utils.usage import record_evaluations
+
+    with track_usage(max_calls=0) as outer, track_usage() as inner:
+        record_evaluations(hits=3, misses=1)
+        record_evaluations(hits=2)
+    for scope in (outer, inner):
+        summary = scope.summary()
+        assert summary["eval_cache_hits"] == 5 and summary["eval_cache_misses"] == 1
+        assert summary["calls"] == summary["requests"] == 0 and summary["cost_usd"] == 0
+    with pytest.raises(ValueError, match="hits and misses"):
+        record_evaluations(hits=-1)

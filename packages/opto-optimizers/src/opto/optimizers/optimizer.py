@@ -34,6 +34,7 @@ from opto.trace.nodes import Node, ParameterNode
 from opto.trace.propagators import AbstractPropagator, GraphPropagator, TraceGraph
 from opto.trace.utils import sum_feedback
 from opto.utils.llm.types import Usage
+from opto.utils.once import get_or_create
 
 __all__ = ["AbstractOptimizer", "Optimizer", "StepRecord"]
 
@@ -41,6 +42,14 @@ logger = logging.getLogger(__name__)
 
 #: Serializes the first-use construction of default LLM clients.
 _LLM_LOCK = threading.Lock()
+
+
+def _default_llm() -> Any:
+    """``opto.utils.llm.LLM()``, imported on first use (the LLM stack is heavy)."""
+    from opto.utils.llm import LLM
+
+    return LLM()
+
 
 STATE_FORMAT = 1
 """Version of the ``state_dict`` layout; bumped when it changes incompatibly."""
@@ -268,16 +277,7 @@ class Optimizer(AbstractOptimizer):
         Building it lazily lets optimizers be created, copied, saved and exported where no
         LLM is configured; the configuration error surfaces at the first LLM call.
         """
-        llm = self.__dict__.get("_llm")
-        if llm is None:
-            with _LLM_LOCK:
-                llm = self.__dict__.get("_llm")
-                if llm is None:
-                    from opto.utils.llm import LLM
-
-                    llm = LLM()
-                    self.__dict__["_llm"] = llm
-        return llm
+        return get_or_create(self.__dict__, "_llm", _LLM_LOCK, _default_llm)
 
     @llm.setter
     def llm(self, llm: Any) -> None:

@@ -17,6 +17,7 @@ import os
 import textwrap
 import traceback as traceback_module
 import types
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opto.trace._message import ExceptionNode, MessageNode, _new_message
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CallRecord",
     "OperatorInfo",
+    "RunStep",
     "error_comment",
     "exception_data",
     "input_node",
@@ -71,6 +73,8 @@ ALLOW_EXTERNAL_DEPENDENCIES: bool | None = None
 _TRACE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: The frame of calls that neither read nor create nodes (primitive operators).
 NO_FRAME = UsedNodes()
+#: Raw functions currently executing with ``overwrite_python_recursion`` (per context).
+RUNNING: ContextVar[tuple[Any, ...]] = ContextVar("opto_trace_running_bundles", default=())
 
 
 def input_node(value: Any, name: str | None) -> Node[Any]:
@@ -214,6 +218,39 @@ class CallRecord:
         if self.op.trainable:
             info["fun_name"] = "eval"
         return info
+
+
+class RunStep:
+    """The run step of one call, as a ``with`` block around running the function.
+
+    Opens a frame (``call.frame``) recording the nodes the call reads and creates, marks
+    ``guard`` running in :data:`RUNNING` when given, and closes both on exit. With
+    ``catch`` (an operator's ``catch_execution_error``) an ``Exception`` raised in the block
+    becomes the call's ``error`` and ``output`` for :func:`record`; otherwise it propagates.
+    """
+
+    __slots__ = ("_call", "_catch", "_guard", "_rtoken", "_token")
+
+    def __init__(self, call: CallRecord, catch: bool, guard: Any = None) -> None:
+        self._call = call
+        self._catch = catch
+        self._guard = guard
+
+    def __enter__(self) -> CallRecord:
+        frame = self._call.frame = UsedNodes()
+        self._token = USED_NODES.set([*USED_NODES.get(), frame])
+        guard = self._guard
+        self._rtoken = RUNNING.set((*RUNNING.get(), guard)) if guard is not None else None
+        return self._call
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> bool:
+        USED_NODES.reset(self._token)
+        if self._rtoken is not None:
+            RUNNING.reset(self._rtoken)
+        if self._catch and isinstance(error, Exception):
+            self._call.output = self._call.error = error
+            return True
+        return False
 
 
 def _external(call: CallRecord, allowed: bool) -> list[Node[Any]] | None:

@@ -112,24 +112,16 @@ def bind(
             if name in kw and i >= plan.n_posonly:
                 raise TypeError(f"{qualname}() got multiple values for argument {name!r}")
             values.append(args[i])
-        elif i >= plan.n_posonly and name in kw:
-            values.append(kw.pop(name))
-        elif name in plan.defaults:
-            values.append(plan.defaults[name])
-        else:
-            raise TypeError(f"{qualname}() missing required argument: {name!r}")
+        else:  # a positional-only parameter cannot be passed by keyword
+            given = kw if i >= plan.n_posonly else _NO_KEYWORDS
+            values.append(_keyword_or_default(plan, qualname, given, name, "argument"))
         keys.append(name)
     for j, value in enumerate(args[n_named:]):
         keys.append(f"{plan.var_pos}_{j}")
         values.append(value)
     n_call_pos = len(values)
     for name in plan.kwonly:
-        if name in kw:
-            values.append(kw.pop(name))
-        elif name in plan.defaults:
-            values.append(plan.defaults[name])
-        else:
-            raise TypeError(f"{qualname}() missing required keyword argument: {name!r}")
+        values.append(_keyword_or_default(plan, qualname, kw, name, "keyword argument"))
         keys.append(name)
     if kw:
         if plan.var_kw is None:
@@ -137,3 +129,16 @@ def bind(
         keys.extend(kw)
         values.extend(kw.values())
     return keys, values, n_call_pos
+
+
+_NO_KEYWORDS: dict[str, Any] = {}
+
+
+def _keyword_or_default(plan: Plan, qualname: str, kw: dict[str, Any], name: str, kind: str) -> Any:
+    """The value of parameter ``name`` not passed positionally: taken out of ``kw``, else
+    its default; a TypeError naming the ``kind`` of parameter when it has neither."""
+    if name in kw:
+        return kw.pop(name)
+    if name in plan.defaults:
+        return plan.defaults[name]
+    raise TypeError(f"{qualname}() missing required {kind}: {name!r}")

@@ -10,14 +10,11 @@ A call goes through one pipeline: *bind* the arguments to input nodes (:meth:`Fu
 reads and creates, then *record* the output (:func:`opto.trace._calls.record`). One
 :class:`~opto.trace._calls.CallRecord` carries the call through the three steps.
 
-Dependency rule (fixes the reference's blind spot B23): while a bundled function runs, the
-nodes it reads through ``.data`` are recorded. Reading a pre-existing node that is not an
-input is an *external dependency* (an error unless allowed). Nodes read by *nested traced
-operators* (``x + self.param`` inside the function) are not hidden either: every node that
-existed before the call and is a parent of a node created during the call becomes an extra
-parent of the output (input key = its ``py_name``), so feedback reaches it. Nodes created
-during the call are internal and never count. ``traceable_code`` bundles keep the reference
-behaviour (their inner graph is expanded instead).
+Dependencies: reading (``.data``) a pre-existing node that is not an input is an *external
+dependency*, an error unless allowed. A pre-existing parent of a node created during the call
+(``x + self.param`` inside the function) becomes an extra input of the output, keyed by its
+``py_name``, so feedback reaches it; ``traceable_code`` bundles expand their inner graph
+instead. Nodes created during the call never count.
 """
 
 from __future__ import annotations
@@ -30,19 +27,21 @@ import threading
 import traceback as traceback_module
 import types
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from opto.trace import _calls
 from opto.trace._calls import (
     EVAL_DESCRIPTION,
+    RUNNING,
     CallRecord,
     OperatorInfo,
+    RunStep,
     annotate,
     base_message,
     input_node,
     record,
 )
+from opto.trace._message import _new_message
 from opto.trace._signature import bind, plan_of
 from opto.trace._sources import signature_hint
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
@@ -51,14 +50,14 @@ from opto.trace.broadcast import recursive_conversion
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
 from opto.trace.modules import Module
 from opto.trace.nodes import ExceptionNode, Node, ParameterNode, get_op_name, node
+from opto.utils.once import get_or_create
 
 if TYPE_CHECKING:
     from opto.trace.code_policy import CodePolicy
     from opto.trace.primitives import Primitive
 
-# Trainable code is checked and run by code_policy and sandbox, imported when a trainable
-# bundle is created or its code is compiled: ``import opto.trace`` does not load them (nor
-# attrs, which code_policy needs).
+# code_policy and sandbox (and attrs) load when a trainable bundle is created or compiled,
+# not on ``import opto.trace``.
 
 __all__ = [
     "EVAL_DESCRIPTION",
@@ -77,8 +76,6 @@ __all__ = [
 _RESERVED_SELF = "__TRACE_RESERVED_self_node"
 _RESERVED_BUNDLE = "__TRACE_RESERVED_bundle_"
 _BIND_LOCK = threading.RLock()
-#: Raw functions currently executing with ``overwrite_python_recursion`` (per context).
-_RUNNING: ContextVar[tuple[Any, ...]] = ContextVar("opto_trace_running_bundles", default=())
 
 
 def disable_external_dependencies_check(allow_external_dependencies: bool) -> None:
@@ -224,16 +221,16 @@ class FunModule(OperatorInfo, Module):
         self._compiled: tuple[Any, ...] | None = None
         self._source_cache: tuple[str, int | None, str | None, bool] | None = None
         self._plan = plan_of(fun)
-        #: Input keys when a positional call of nodes binds without wrapping (see ``forward``).
-        self._positional: tuple[str, ...] | None = (
+        self._is_async = inspect.iscoroutinefunction(fun)
+        plain = not (trainable or traceable_code or overwrite_python_recursion or self._is_async)
+        #: Input keys when a call of nodes, positionally, needs no optional step and runs
+        #: inline (see ``forward``); None for trainable, traceable, async, recursion-guarded,
+        #: method-bound and primitive functions and for other signatures.
+        self._plain: tuple[str, ...] | None = (
             self._plan.pos
-            if self._plan is not None
-            and self._plan.simple
-            and not traceable_code
-            and _process_inputs
+            if plain and _process_inputs and self._plan is not None and self._plan.simple
             else None
         )
-        self._is_async = inspect.iscoroutinefunction(fun)
         self._primitive: Primitive | None = None
         self.parameter: ParameterNode[str] | None = None
         self._static: dict[str, Any] | None = None
@@ -266,6 +263,7 @@ class FunModule(OperatorInfo, Module):
         """The primitive operator as a FunModule: calling it runs the primitive."""
         new = cls(primitive._fun)
         new._primitive = primitive
+        new._plain = None
         return new
 
     # -- properties --------------------------------------------------------------------------
@@ -402,78 +400,79 @@ class FunModule(OperatorInfo, Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function on the data of the (wrapped) inputs; return the output node."""
+        keys = self._plain
+        if keys is not None and not kwargs:
+            self_node = self._self_node
+            inputs = args if self_node is None else (self_node, *args)
+            if len(inputs) == len(keys):
+                data = []
+                for value in inputs:
+                    if not isinstance(value, Node):
+                        break
+                    data.append(value._data)
+                else:  # nodes in, positionally: nothing to bind
+                    return self._run_plain(keys, inputs, data)
+        return self._forward(args, kwargs)
+
+    def _run_plain(
+        self, keys: tuple[str, ...], inputs: tuple[Node[Any], ...], data: list[Any]
+    ) -> Any:
+        """The hot path, inline: run a plain function on the inputs' data, then record the
+        output directly when the call read and created no nodes and did not fail."""
+        frame = UsedNodes()
+        token = USED_NODES.set([*USED_NODES.get(), frame])
+        error = None
+        try:
+            output = self._fun(*data)
+        except Exception as e:
+            if not self.catch_execution_error:
+                raise
+            output = error = e
+        finally:
+            USED_NODES.reset(token)
+        if (
+            error is None
+            and not frame
+            and frame.created is None
+            and not isinstance(output, Exception)
+        ):
+            if isinstance(output, Node):
+                output = output._data
+            name = self.output_name or self._op_name
+            if _TRACING.get():
+                return _new_message(output, name, self.description, keys, inputs, self)
+            return _new_message(output, name, self.description, (), (), self)
+        call = CallRecord(self, self._fun, keys, inputs, data, {})
+        call.frame = frame
+        call.output = output
+        call.error = error
+        return record(call)
+
+    __call__ = forward
+
+    def _forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Every call ``forward`` does not run inline: bind, run (sync or async), record."""
         if self._primitive is not None:
             return self._primitive(*args, **kwargs)
         fun = self.fun if self.parameter is not None else self._fun
         if self._self_node is not None:
             args = (self._self_node, *args)
-        if self.overwrite_python_recursion and self._fun in _RUNNING.get():
+        if self.overwrite_python_recursion and self._fun in RUNNING.get():
             return self._run_raw(fun, args, kwargs)
-        keys = self._positional
-        call = None
-        if keys is not None and not kwargs and len(args) == len(keys):
-            data = []
-            for value in args:
-                if not isinstance(value, Node):
-                    break
-                data.append(value._data)
-            else:  # the bind step's common case, inline: nodes in, positionally, nothing
-                # to wrap or name (kwargs is the call's own empty dict)
-                call = CallRecord(self, fun, keys, args, data, kwargs)
-        if call is None:
-            call = self._bind(fun, args, kwargs)
+        call = self._bind(fun, args, kwargs)
         if self._is_async:
             return self._run_async(call)
-        frame = call.frame = UsedNodes()  # the run step, inline: it is the hot path
-        token = USED_NODES.set([*USED_NODES.get(), frame])
-        rtoken = (
-            _RUNNING.set((*_RUNNING.get(), self._fun)) if self.overwrite_python_recursion else None
-        )
-        kw = call.kwargs
-        try:
-            call.output = fun(*call.args, **kw) if kw else fun(*call.args)
-        except Exception as e:
-            if not self.catch_execution_error:
-                raise
-            call.output = call.error = e
-        finally:
-            USED_NODES.reset(token)
-            if rtoken is not None:
-                _RUNNING.reset(rtoken)
+        guard = self._fun if self.overwrite_python_recursion else None  # marked running
+        with RunStep(call, self.catch_execution_error, guard):
+            call.output = fun(*call.args, **call.kwargs)
         return record(call)
-
-    __call__ = forward
 
     async def _run_async(self, call: CallRecord) -> Any:
         """The run step of an ``async def`` function (awaited by the caller)."""
-        tokens = self._enter_call(call)
-        try:
+        guard = self._fun if self.overwrite_python_recursion else None
+        with RunStep(call, self.catch_execution_error, guard):
             call.output = await call.fun(*call.args, **call.kwargs)
-        except Exception as e:
-            if not self.catch_execution_error:
-                raise
-            call.output = call.error = e
-        finally:
-            self._exit_call(tokens)
         return record(call)
-
-    def _enter_call(self, call: CallRecord) -> tuple[Any, Any]:
-        """Open the frame recording the nodes the call reads and creates (and, under
-        ``overwrite_python_recursion``, mark this function running)."""
-        frame = call.frame = UsedNodes()
-        token = USED_NODES.set([*USED_NODES.get(), frame])
-        rtoken = (
-            _RUNNING.set((*_RUNNING.get(), self._fun)) if self.overwrite_python_recursion else None
-        )
-        return token, rtoken
-
-    @staticmethod
-    def _exit_call(tokens: tuple[Any, Any]) -> None:
-        """Undo :meth:`_enter_call`."""
-        token, rtoken = tokens
-        USED_NODES.reset(token)
-        if rtoken is not None:
-            _RUNNING.reset(rtoken)
 
     def _run_raw(
         self, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -488,7 +487,8 @@ class FunModule(OperatorInfo, Module):
     ) -> CallRecord:
         """The bind step: input keys, input nodes, and the arguments the function gets.
 
-        ``forward`` binds the common case (nodes passed positionally) inline.
+        ``forward`` binds, runs and records the common case (nodes passed positionally to a
+        plain function) inline.
         """
         plan = self._plan
         keys: list[str] | tuple[str, ...]
@@ -543,15 +543,15 @@ class FunModule(OperatorInfo, Module):
         if d is None:
             return self._bound(Node(obj))
         bound = d.get(key)
-        if bound is not None:
-            return bound
-        with _BIND_LOCK:
-            bound = d.get(key)
-            if bound is None:
-                self_node = d.get(_RESERVED_SELF)
-                if self_node is None:
-                    self_node = d[_RESERVED_SELF] = Node(obj)
-                bound = d[key] = self._bound(self_node)
+        if bound is None:  # first access on this instance: one bound copy, even under threads
+            bound = get_or_create(
+                d,
+                key,
+                _BIND_LOCK,  # an RLock: creating the bound copy creates the self node
+                lambda: self._bound(
+                    get_or_create(d, _RESERVED_SELF, _BIND_LOCK, lambda: Node(obj))
+                ),
+            )
         return bound
 
     def __copy__(self) -> FunModule:

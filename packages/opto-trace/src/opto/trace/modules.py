@@ -8,23 +8,26 @@ as a standalone Python class holding the current code and values.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import pickle
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from opto.trace.containers import (
-    ParameterContainer,
-)
-from opto.trace.export import ExportError, _projections, export_source
+from opto.trace.containers import ParameterContainer
 from opto.utils.errors import OptoError
-from opto.utils.files import atomic_write
+from opto.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    import os
+    from pathlib import Path
+
+    from opto.trace.export import ExportError as ExportError
+
+# Saving, loading and exporting import what they need (json, pickle, pathlib, the exporter)
+# when called: every bundled function is a Module, so this module loads with opto.trace.
 
 __all__ = ["ExportError", "Model", "Module", "ModuleStateError", "model"]
+__getattr__, __dir__ = lazy_exports(__name__, {"ExportError": "opto.trace.export"})
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,11 @@ class Module(ParameterContainer):
         JSON data. `format="pickle"` pickles the same mapping, for values JSON cannot
         hold; such files must only be loaded from trusted sources.
         """
+        import json
+        from pathlib import Path
+
+        from opto.utils.files import atomic_write
+
         target = Path(path)
         document = {
             "format": STATE_FORMAT,
@@ -86,6 +94,10 @@ class Module(ParameterContainer):
         trainable code that differs from its defining source `UntrustedCodeError` unless
         `trust_code=True` (see docs/security.md); the module is then left unchanged.
         """
+        import json
+        import pickle
+        from pathlib import Path
+
         source = Path(path)
         raw = source.read_bytes()
         if format == "json":
@@ -166,6 +178,8 @@ def _check_json(value: Any, key: str, where: str) -> None:
 
 
 def _pickle_document(document: dict[str, Any]) -> bytes:
+    import pickle
+
     try:
         return pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
@@ -216,8 +230,11 @@ class Model(Module):
         then goes through `projections` (default: black formatting when black is
         installed). Raises ExportError when source code is unavailable.
         """
+        from opto.trace.export import _projections, export_source
+        from opto.utils.files import atomic_write
+
         code = export_source(self, Model)
         for projection in _projections(projections):
             code = projection(code)
-        atomic_write(Path(filename), code.encode())
+        atomic_write(filename, code.encode())
         return code

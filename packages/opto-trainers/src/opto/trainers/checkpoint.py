@@ -20,9 +20,9 @@ from opto.utils.storage import (
     RunNotFoundError,
     RunRecord,
     RunStatus,
+    default_storage_url,
     open_storage,
 )
-from opto.utils.storage import default_storage_url as _shared_default
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "RunStore", "default_storage_url"]
 
@@ -34,12 +34,6 @@ CHECKPOINT_VERSION = 1
 
 class CheckpointError(OptoError, RuntimeError):
     """A checkpoint cannot be used to resume (wrong algorithm, version or run)."""
-
-
-def default_storage_url() -> str:
-    """Where trainers keep runs unless given `storage=`: `OPTO_STORAGE_URL`, else
-    `opto-runs.db` in the working directory — the storage `opto-runs` reads by default."""
-    return _shared_default()
 
 
 class RunStore:

@@ -37,7 +37,7 @@ import numbers
 import threading
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from opto.trace.errors import ExecutionError
@@ -49,7 +49,10 @@ from opto.utils.usage import BudgetExceeded
 
 from .executors import Executor, executor_loop, make_executor
 from .guide import Guide, GuideError
-from .utils import batchify
+from .utils import batchify, get_paramset
+
+if TYPE_CHECKING:
+    from .evalcache import EvalCache, Keep
 
 __all__ = [
     "ErrorBudget",
@@ -488,6 +491,7 @@ def run_rollouts(
     copy_agents: bool = True,
     keep_targets: bool = True,
     errors: ErrorBudget | None = None,
+    cache: EvalCache | None = None,
 ) -> list[Rollout]:
     """Run example i on `agents[i]`, all at once on `executor`; results in order.
 
@@ -499,6 +503,8 @@ def run_rollouts(
     `score_dicts` each record's `score_dict` holds the guide's metrics (a failed example's
     is derived from `min_score`: None, its dict, or `{"score": min_score}`). `errors` is an
     `ErrorBudget` to count failures in instead (e.g. a training run's, shared by steps).
+    With a `cache` (`opto.trainers.evalcache.EvalCache`), scoring rollouts (`scores_only`,
+    `keep_targets=False`) already evaluated are read back instead of run.
     """
     if not len(agents) == len(xs) == len(infos):
         raise ValueError(
@@ -526,12 +532,27 @@ def run_rollouts(
         keep_targets,
         budget if in_process else None,
     )
-    results = executor.map(task, list(zip(agents, xs, infos, guides)))
-    if in_process:
-        budget.check()
-    else:
-        budget.count(results)
-    return results
+    tasks = list(zip(agents, xs, infos, guides))
+
+    def run(indices: Sequence[int], keep: Keep | None = None) -> list[Rollout]:
+        if keep is not None and in_process:  # store each completed evaluation at once
+            results = executor.map(lambda i: keep(i, task(tasks[i])), list(indices))
+        else:
+            results = executor.map(task, [tasks[i] for i in indices])
+        if in_process:
+            budget.check()
+        else:
+            budget.count(results)
+        return results
+
+    if cache is None or not scores_only or keep_targets:
+        return run(range(len(tasks)))
+    states: dict[int, dict[str, Any]] = {}
+    for agent in agents:
+        if id(agent) not in states:
+            states[id(agent)] = get_paramset(agent)
+    paramsets = [states[id(agent)] for agent in agents]
+    return cache.run(guides, paramsets, xs, infos, run, score_dicts=score_dicts)
 
 
 def evaluate(
@@ -548,6 +569,7 @@ def evaluate(
     executor: Executor | None = None,
     on_rollouts: Callable[[list[Rollout]], None] | None = None,
     score_dicts: bool = False,
+    cache: EvalCache | None = None,
 ) -> list[Any]:
     """Score `agent` on every (input, info) pair; every call in flight at once.
 
@@ -561,6 +583,8 @@ def evaluate(
     `Guide.get_score_dict`; one guide call per example when the guide overrides it); a
     failed example's is None when `min_score` is None, `min_score` when it is a dict, else
     `{"score": min_score}`. Average them with `objectives.aggregate_score_dicts`.
+    With a `cache` (`opto.trainers.evalcache.EvalCache`) evaluations already made are
+    read back instead of run (sample k of an input is kept apart from sample j).
     """
     if len(inputs) != len(infos):
         raise ValueError(
@@ -585,6 +609,7 @@ def evaluate(
             scores_only=True,
             score_dicts=score_dicts,
             keep_targets=False,
+            cache=cache,
         )
     finally:
         if own:

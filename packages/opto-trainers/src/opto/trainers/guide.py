@@ -84,6 +84,25 @@ class Guide:
             return {str(k): _metric_value(self, k, v) for k, v in score.items()}
         return {"score": _metric_value(self, "score", score)}
 
+    def cache_identity(self) -> Any:
+        """What identifies this guide's verdicts in the evaluation cache; None: never cache.
+
+        Guides with equal identities must judge every output alike, so a result cached
+        for one answers the other (in later runs too). The default is the guide's class
+        and attributes (`opto.trainers.identity.describe`: data, LLMs by model name and
+        options, functions by code and captured values), so changing the configuration
+        misses the cache; it is None when an attribute has no stable identity (e.g. a
+        client object). Override to return JSON-able data (e.g. `"my-judge-v2"`) to make
+        such a guide cacheable, or None to opt out (a judge that must be asked afresh).
+        """
+        from .identity import Unidentifiable, describe, qualified_name
+
+        try:
+            return {"guide": qualified_name(type(self)), "state": describe(dict(vars(self)))}
+        except Unidentifiable as exc:
+            logger.debug("%s has no cache identity: %s", type(self).__name__, exc)
+            return None
+
     def copy(self) -> Guide:
         """An independent deep copy (parallel rollouts each get one) sharing LLM clients.
 
@@ -267,6 +286,17 @@ class LLMJudge(Guide):
                     )
                     raise LLMConfigurationError(msg) from exc
         return self._llm
+
+    def cache_identity(self) -> Any:
+        """The default identity, with the judge LLM resolved first (so it names the model
+        that grades, not "the default LLM"); None when no LLM can be built."""
+        from opto.utils.llm import LLMConfigurationError
+
+        try:
+            _ = self.llm
+        except LLMConfigurationError:
+            return None
+        return super().cache_identity()
 
     def copy(self) -> LLMJudge:
         """A copy that shares the LLM client (clients are thread-safe and hold connections)."""

@@ -71,6 +71,16 @@ def non_negative_int(_instance: Any, attribute: attrs.Attribute[Any], value: Any
         raise ValueError(f"{attribute.name} must be a non-negative int, not {value!r}")
 
 
+def _check_eval_cache(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """attrs validator: True/False or a non-empty namespace string."""
+    if isinstance(value, bool) or (isinstance(value, str) and 0 < len(value) <= 128):
+        return
+    raise ValueError(
+        f"{attribute.name} must be True, False or a namespace string of 1 to 128 "
+        f"characters, not {value!r}"
+    )
+
+
 @attrs.frozen(kw_only=True)
 class TrainOptions:
     """Keyword options common to every algorithm's `train` (reference names).
@@ -91,7 +101,10 @@ class TrainOptions:
     another agent or changed hyperparameters, see `opto.trainers.resume_check`),
     `resume_overrides` (True, or the names of hyperparameters allowed to change),
     `trust_code` (let a resumed checkpoint run code that differs from its defining source;
-    docs/security.md).
+    docs/security.md), `eval_cache` (with run storage, keep scoring results - validation
+    and test evaluations - in it so a resumed or repeated run never pays twice for one;
+    False: off; a string: a namespace of its own, e.g. after changing the agent's code;
+    see `opto.trainers.evalcache`).
 
     Stopping: `max_steps` (alias `num_steps`), `patience`, `min_delta`, `stop_file`,
     LLM budget `budget` or `max_llm_calls` / `max_tokens` / `max_cost` (USD).
@@ -120,6 +133,7 @@ class TrainOptions:
     resume: bool = False
     resume_overrides: bool | Sequence[str] = attrs.field(default=False, validator=check_overrides)
     trust_code: bool = False
+    eval_cache: bool | str = attrs.field(default=True, validator=_check_eval_cache)
     max_steps: int | None = attrs.field(default=None, validator=optional_positive_int)
     patience: int | None = attrs.field(default=None, validator=optional_positive_int)
     min_delta: float = 0.0

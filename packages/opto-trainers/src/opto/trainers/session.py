@@ -19,6 +19,7 @@ from opto.utils.storage import RunStatus
 from opto.utils.usage import Budget, BudgetExceeded, UsageLedger, track_usage
 
 from .checkpoint import RunStore, default_storage_url
+from .evalcache import EvalCache, agent_scope
 from .evaluation import ErrorBudget, TooManyErrorsError
 from .guide import Guide
 from .loader import as_dataset
@@ -47,10 +48,13 @@ _USAGE_KEYS = (
     "cost_usd",
     "unknown_cost_calls",
 )
+# Evaluation-cache lookups: in the run's usage, and per step in the step record's info
+# (not in the step's LLM usage, which is the same with or without run storage).
+_EVAL_CACHE_KEYS = ("eval_cache_hits", "eval_cache_misses")
 
 
 def _add_usage(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: a.get(key, 0) + b.get(key, 0) for key in _USAGE_KEYS}
+    return {key: a.get(key, 0) + b.get(key, 0) for key in (*_USAGE_KEYS, *_EVAL_CACHE_KEYS)}
 
 
 def _remaining(budget: Budget, used: Mapping[str, Any]) -> Budget:
@@ -93,6 +97,7 @@ class TrainSession:
         self.options = options
         self.config = config
         trainer.errors = ErrorBudget(options.max_errors)
+        trainer.eval_cache = None
         self.test_data = (
             None
             if options.test_dataset is None
@@ -110,9 +115,9 @@ class TrainSession:
         self.stopped: str | None = None
         self.resumed = False
         self.store: RunStore | None = None
-        self._prior_usage: dict[str, Any] = dict.fromkeys(_USAGE_KEYS, 0)
+        self._prior_usage: dict[str, Any] = dict.fromkeys((*_USAGE_KEYS, *_EVAL_CACHE_KEYS), 0)
         self._ledger: UsageLedger | None = None
-        self._step_usage_mark: dict[str, Any] = dict.fromkeys(_USAGE_KEYS, 0)
+        self._step_usage_mark: dict[str, Any] = dict(self._prior_usage)
         self._last_state: dict[str, Any] | None = None
         self._test_metrics: dict[str, float] | None = None
         self.result: TrainResult | None = None
@@ -128,6 +133,7 @@ class TrainSession:
         status = RunStatus.COMPLETED
         try:
             self._open_store()
+            self._open_eval_cache()
             budget = options.llm_budget
             if budget is not None:
                 budget = _remaining(budget, self._prior_usage)
@@ -176,10 +182,21 @@ class TrainSession:
             self._checkpoint()
             self.result = self._result()
         finally:
+            trainer.eval_cache = None
             if self.store is not None:
                 with contextlib.suppress(Exception):
                     self.store.finish(status)
                 self.store.close()
+
+    def _open_eval_cache(self) -> None:
+        """Give the trainer the run storage's evaluation cache (unless `eval_cache=False`)."""
+        setting = self.options.eval_cache
+        if self.store is None or setting is False:
+            return
+        namespace = setting if isinstance(setting, str) else None
+        self.trainer.eval_cache = EvalCache(
+            self.store.storage, agent_scope(self.trainer.agent, namespace)
+        )
 
     def _open_store(self) -> None:
         options, trainer = self.options, self.trainer
@@ -239,11 +256,13 @@ class TrainSession:
         current = self._ledger.summary() if self._ledger is not None else {}
         return _add_usage(self._prior_usage, current)
 
-    def _step_usage(self) -> dict[str, Any]:
+    def _step_usage(self) -> tuple[dict[str, Any], dict[str, int]]:
+        """The step's LLM usage and its evaluation-cache `{"hits", "misses"}`."""
         now = self.usage
         delta = {k: now[k] - self._step_usage_mark.get(k, 0) for k in _USAGE_KEYS}
+        hits, misses = (now[k] - self._step_usage_mark.get(k, 0) for k in _EVAL_CACHE_KEYS)
         self._step_usage_mark = now
-        return delta
+        return delta, {"hits": hits, "misses": misses}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -316,7 +335,9 @@ class TrainSession:
 
         `observe` is the score that drives best-so-far and patience when there is no test
         set (e.g. a validation score); `scores` are extra named scores for the record. The
-        examples that failed since the last step go to the record's `info["failures"]`.
+        examples that failed since the last step go to the record's `info["failures"]`, and
+        the step's evaluation-cache lookups (with the cache on) to `info["eval_cache"]`
+        (`{"hits": ..., "misses": ...}`).
         """
         trainer, options = self.trainer, self.options
         trainer.n_iters += 1
@@ -340,9 +361,11 @@ class TrainSession:
             if self._test_metrics is not None:
                 all_scores.update(split_scores({"test": self._test_metrics}))
         all_scores.update(split_scores(scores or {}, options.objective_config))
-        usage = self._step_usage()
+        usage, cache = self._step_usage()
         failures = trainer.errors.drain()  # the examples whose agent or guide raised
         info = {**(info or {}), **({"failures": failures} if failures else {})}
+        if trainer.eval_cache is not None:
+            info["eval_cache"] = cache
         entry = {"step": step, "epoch": trainer.n_epochs, "scores": all_scores, "usage": usage}
         trainer.history.append(entry)
         if step % self.log_frequency == 0:

@@ -13,6 +13,9 @@ when it fails. So `max_calls=N` lets at most N requests leave, however many thre
 them, and concurrent requests pass `max_usd` by at most the estimates reserved by the
 requests in flight when the budget ran out.
 
+Evaluations answered from a run storage's evaluation cache (`record_evaluations`) are
+counted too, as `eval_cache_hits` (free: no call was made) and `eval_cache_misses`.
+
 Plain threads do not inherit context variables: start threads and pools with
 `opto.utils.concurrency` (or use `all_threads=True`) so their calls reach the scope.
 """
@@ -38,6 +41,7 @@ __all__ = [
     "UsageRecord",
     "ledger",
     "record",
+    "record_evaluations",
     "record_remote",
     "remaining_budget",
     "reserve",
@@ -121,6 +125,8 @@ class UsageLedger:
     `calls` counts recorded calls (cached and failed ones included); `requests` counts the
     requests that left the process (each retry is one). `records` keeps the last
     `max_records` calls (all of them when None); totals are exact regardless.
+    `eval_cache_hits` / `eval_cache_misses` count evaluations looked up in an evaluation
+    cache: a hit made no call and costs nothing.
     """
 
     def __init__(self, budget: Budget | None = None, *, max_records: int | None = None) -> None:
@@ -138,6 +144,8 @@ class UsageLedger:
         self.completion_tokens = 0
         self.cost_usd = 0.0
         self.unknown_cost_calls = 0
+        self.eval_cache_hits = 0
+        self.eval_cache_misses = 0
         self._by_model: dict[str, dict[str, float]] = {}
 
     @property
@@ -169,6 +177,8 @@ class UsageLedger:
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
                 "cost_usd": self.cost_usd,
                 "unknown_cost_calls": self.unknown_cost_calls,
+                "eval_cache_hits": self.eval_cache_hits,
+                "eval_cache_misses": self.eval_cache_misses,
             }
 
     def _check(self, estimated_tokens: int) -> None:
@@ -361,6 +371,17 @@ def record(entry: UsageRecord) -> None:
     call whose requests were already counted) in every active ledger."""
     for led in _active():
         led.record(entry)
+
+
+def record_evaluations(*, hits: int = 0, misses: int = 0) -> None:
+    """Count evaluations looked up in an evaluation cache in every active ledger: `hits`
+    were answered from the cache (free, no budget used), `misses` had to run."""
+    if hits < 0 or misses < 0:
+        raise ValueError(f"hits and misses must be >= 0, not {hits} and {misses}")
+    for led in _active():
+        with led._lock:
+            led.eval_cache_hits += hits
+            led.eval_cache_misses += misses
 
 
 def record_remote(entry: UsageRecord) -> None:

@@ -31,6 +31,7 @@ from opto.trace.modules import Module
 from opto.trace.nodes import Node
 
 from ..checkpoint import CHECKPOINT_VERSION
+from ..evalcache import EvalCache
 from ..evaluation import ErrorBudget, Rollout, evaluate, run_rollouts
 from ..executors import Executor, make_executor
 from ..guide import Guide, check_guide
@@ -118,6 +119,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"score": None, "parameters": None, "iteration": None}
         self.errors = ErrorBudget(None)  # failed examples of the current run
+        self.eval_cache: EvalCache | None = None  # the current run's (set by its session)
         self.loader: DataLoader | None = None
         self._executor: Executor | None = None
         self._local_executor: Executor | None = None
@@ -224,6 +226,7 @@ class Trainer:
             score_dicts=objective_config is not None,
             keep_targets=False,
             errors=self.errors if max_errors is None else None,
+            cache=self.eval_cache,
         )
         n = len(xs)
         scores = [r.score if objective_config is None else r.score_dict for r in results]
@@ -325,6 +328,7 @@ class Trainer:
                 max_errors=max_errors,
                 executor=executor,
                 score_dicts=objective_config is not None,
+                cache=self.eval_cache,
             )
         return mean_score(scores, objective_config)
 

@@ -21,7 +21,7 @@ import copy
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from opto.trace.modules import Module
@@ -37,7 +37,10 @@ from ..evaluation import (
 )
 from ..executors import Executor, SerialExecutor, ThreadExecutor
 from ..guide import Guide
-from ..utils import ParamSet, bind, paramset_from_update, safe_mean
+from ..utils import ParamSet, bind, get_paramset, paramset_from_update, safe_mean
+
+if TYPE_CHECKING:
+    from ..evalcache import EvalCache
 
 __all__ = [
     "ExplorationJob",
@@ -327,6 +330,9 @@ class SearchEngine:
         errors: counts the failed examples of every exploration and scoring (default:
             unlimited); it raises `TooManyErrorsError` once its limit is passed.
         score_dicts: score candidates with the guide's score dicts (`Guide.get_score_dict`).
+        cache: an `EvalCache`: scoring rollouts (`rollouts`, `score`) already evaluated
+            are read back instead of run (looked up and stored here, in the driver, on
+            every executor). Exploration rollouts always run: their backward needs graphs.
     """
 
     def __init__(
@@ -339,8 +345,10 @@ class SearchEngine:
         step_kwargs: Mapping[str, Any] | None = None,
         errors: ErrorBudget | None = None,
         score_dicts: bool = False,
+        cache: EvalCache | None = None,
     ) -> None:
         self.agent = agent
+        self.cache = cache
         self.score_dicts = score_dicts
         self.optimizers = list(optimizers)
         self.executor = executor
@@ -401,7 +409,23 @@ class SearchEngine:
             for x, info in zip(xs, infos)
             for _ in range(repeats)
         ]
-        flat = self.executor.map(task, items)
+        if self.cache is None:
+            flat = self.executor.map(task, items)
+        else:  # key on the full values each candidate runs with (the agent's fill gaps)
+            base = get_paramset(self.agent)
+            full = [{**base, **paramset} for paramset in paramsets]
+            flat = self.cache.run(
+                [guide] * len(items),
+                [full[c] for c, _, _ in items],
+                [x for _, x, _ in items],
+                [info for _, _, info in items],
+                lambda todo, keep: (
+                    self.executor.map(lambda i: keep(i, task(items[i])), todo)
+                    if self.in_process  # store each evaluation as it completes
+                    else self.executor.map(task, [items[i] for i in todo])
+                ),
+                score_dicts=self.score_dicts,
+            )
         self.errors.count(flat)
         n = len(xs) * repeats
         return [flat[c * n : (c + 1) * n] for c in range(len(paramsets))]

@@ -62,6 +62,7 @@ class SearchTrainer(Trainer):
             step_kwargs=options.step_kwargs,
             errors=self.errors,
             score_dicts=options.objective_config is not None,
+            cache=self.eval_cache,
         )
 
     def _initial_state(self) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from opto.utils.llm.base import AbstractModel
 from opto.utils.llm.errors import ContextWindowExceededError
 from opto.utils.llm.structured import json_schema_of
 from opto.utils.llm.types import ChatResponse, response_from_openai
+from opto.utils.once import get_or_create
 
 __all__ = ["LocalLLM", "default_gguf_path"]
 
@@ -68,24 +69,18 @@ def default_gguf_path() -> Path:
 
 def _load(path: str, n_ctx: int, n_threads: int | None) -> tuple[Any, threading.Lock]:
     """The llama.cpp model for `path`, loaded once per process."""
-    key = (path, n_ctx, n_threads)
-    loaded = _LOADED.get(key)
-    if loaded is not None:
-        return loaded
-    with _LOAD_LOCK:
-        loaded = _LOADED.get(key)
-        if loaded is None:
-            llama_cpp = _llama_cpp()
-            logger.info("loading local model %s (once per process)", path)
-            start = time.perf_counter()
-            model = llama_cpp.Llama(
-                model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False
-            )
-            logger.info("local model loaded in %.1fs", time.perf_counter() - start)
-            if not _LOADED:
-                atexit.register(_close_all)
-            loaded = _LOADED[key] = (model, threading.Lock())
-    return loaded
+
+    def load() -> tuple[Any, threading.Lock]:
+        llama_cpp = _llama_cpp()
+        logger.info("loading local model %s (once per process)", path)
+        start = time.perf_counter()
+        model = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        logger.info("local model loaded in %.1fs", time.perf_counter() - start)
+        if not _LOADED:
+            atexit.register(_close_all)
+        return model, threading.Lock()
+
+    return get_or_create(_LOADED, (path, n_ctx, n_threads), _LOAD_LOCK, load)
 
 
 def _close_all() -> None:

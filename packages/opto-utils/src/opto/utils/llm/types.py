@@ -41,14 +41,8 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, used by the response cache."""
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost_usd": self.cost_usd,
-            "latency_s": self.latency_s,
-            "cached": self.cached,
-        }
+        """JSON-able form (every field, by name), used by the response cache."""
+        return attrs.asdict(self)
 
 
 @attrs.frozen(kw_only=True)

@@ -7,6 +7,7 @@ PostgreSQL on one code path and lets NaN/infinite floats round-trip.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -18,15 +19,20 @@ __all__ = [
     "check_schema",
     "checkpoints",
     "ensure_schema",
+    "eval_cache",
     "events",
+    "has_eval_cache",
     "metadata",
     "runs",
     "step_scores",
     "steps",
 ]
 
-#: Version of the table layout written by this opto-utils.
-SCHEMA_VERSION = 1
+logger = logging.getLogger(__name__)
+
+#: Version of the table layout written by this opto-utils. Version 2 added
+#: `opto_eval_cache`; a version-1 storage gets it (is migrated) when opened writable.
+SCHEMA_VERSION = 2
 
 # Key of the PostgreSQL advisory lock that serializes schema creation between processes.
 _SCHEMA_LOCK_KEY = 0x6F70746F  # "opto"
@@ -115,6 +121,28 @@ events = sa.Table(
 )
 
 
+# Evaluation results shared by every run of a storage, keyed by (scope, key); see
+# `Storage.get_cached_evaluations`. Not tied to a run: deleting a run keeps them.
+eval_cache = sa.Table(
+    "opto_eval_cache",
+    metadata,
+    sa.Column("scope", sa.String(255), nullable=False),
+    sa.Column("key", sa.String(128), nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.PrimaryKeyConstraint("scope", "key"),
+)
+
+
+def _add_eval_cache(connection: sa.Connection) -> None:
+    """Migration 1 -> 2: the evaluation cache table."""
+    eval_cache.create(connection, checkfirst=True)
+
+
+# Version -> the migration that brings a storage of that version to the next one.
+_MIGRATIONS = {1: _add_eval_cache}
+
+
 def ensure_schema(connection: sa.Connection, where: str, *, create: bool | None) -> None:
     """Create the tables if allowed, or check that the existing ones are readable.
 
@@ -125,7 +153,7 @@ def ensure_schema(connection: sa.Connection, where: str, *, create: bool | None)
     """
     if connection.dialect.name == "postgresql":
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-    if check_schema(connection, where, required=create is False):
+    if check_schema(connection, where, required=create is False, migrate=True):
         return
     others = sorted(
         n for n in sa.inspect(connection).get_table_names() if not n.startswith("opto_")
@@ -145,9 +173,15 @@ def ensure_schema(connection: sa.Connection, where: str, *, create: bool | None)
     )
 
 
-def check_schema(connection: sa.Connection, where: str, *, required: bool) -> bool:
+def check_schema(
+    connection: sa.Connection, where: str, *, required: bool, migrate: bool = False
+) -> bool:
     """Whether the opto tables exist, checking their version; without them, `required`
-    raises `StorageNotFoundError` instead of returning False."""
+    raises `StorageNotFoundError` instead of returning False.
+
+    A storage of an older known version is readable as it is; with `migrate` (inside a
+    write transaction) it is brought to `SCHEMA_VERSION` first.
+    """
     if not sa.inspect(connection).has_table(schema_version.name):
         if required:
             raise StorageNotFoundError(
@@ -159,6 +193,10 @@ def check_schema(connection: sa.Connection, where: str, *, required: bool) -> bo
     found = connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
     if found == SCHEMA_VERSION:
         return True
+    if found in _MIGRATIONS:
+        if migrate:
+            _migrate(connection, found, where)
+        return True
     if found is not None and found > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"storage {where} uses schema version {found}, newer than version "
@@ -169,3 +207,20 @@ def check_schema(connection: sa.Connection, where: str, *, required: bool) -> bo
         f"storage {where} has an unknown schema version ({found}); it was not written by "
         f"this opto-utils (schema version {SCHEMA_VERSION}) — use another database"
     )
+
+
+def _migrate(connection: sa.Connection, found: int, where: str) -> None:
+    """Apply the migrations from version `found` up to `SCHEMA_VERSION` (one transaction)."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    for version in range(found, SCHEMA_VERSION):
+        _MIGRATIONS[version](connection)
+        connection.execute(schema_version.insert().values(version=version + 1, applied_at=now))
+    logger.info(
+        "migrated run storage %s from schema version %d to %d", where, found, SCHEMA_VERSION
+    )
+
+
+def has_eval_cache(connection: sa.Connection) -> bool:
+    """Whether the storage has the evaluation cache table (a read-only version-1 storage
+    does not)."""
+    return sa.inspect(connection).has_table(eval_cache.name)

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from . import _json
 from ._default import default_storage_url
 from ._engine import BEGIN_MODE, create_engine, decide_access, is_memory, parse_url, use_wal
+from ._evalcache import EvalCacheMixin
 from ._redact import redact_url
 from ._rows import (
     check_iteration,
@@ -73,8 +74,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-class Storage:
+class Storage(EvalCacheMixin):
     """Run storage addressed by URL: `sqlite:///path.db` (default) or `postgresql://...`.
+
+    Besides runs it holds an evaluation cache shared by all runs
+    (`get_cached_evaluations`, `put_cached_evaluations`; see `opto.trainers.evalcache`).
 
     Thread-safe; each process (or forked child) uses its own connections. Pickling a
     storage pickles its URL, so it can be handed to worker processes.
