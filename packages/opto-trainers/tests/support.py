@@ -24,6 +24,7 @@ from typing import Any
 
 from opto import trace
 from opto.optimizers.optimizer import Optimizer
+from opto.trainers.executors import SerialExecutor
 from opto.trainers.guide import Guide
 from opto.trainers.loggers import BaseLogger
 from opto.utils.testing import ScriptedLLM
@@ -290,3 +291,27 @@ def code_spec_of(bundle: Any) -> Any:
     from opto.trace.code_policy import code_spec
 
     return code_spec(bundle.parameter)
+
+
+def steps_done(db: Any, name: str) -> int:
+    """How many steps run `name` has recorded in the SQLite file `db` (0 before it exists)."""
+    from opto.utils.storage import RunNotFoundError, open_storage
+
+    with open_storage(f"sqlite:///{db}") as storage:
+        try:
+            return len(storage.list_steps(name))
+        except RunNotFoundError:
+            return 0
+
+
+class PicklingExecutor(SerialExecutor):
+    """Stands in for a remote executor: tasks and results must survive pickling."""
+
+    in_process = False
+    max_workers = 2
+
+    def map(self, fn: Any, items: Any) -> list[Any]:
+        import pickle
+
+        remote_fn = pickle.loads(pickle.dumps(fn))
+        return [pickle.loads(pickle.dumps(remote_fn(pickle.loads(pickle.dumps(i))))) for i in items]

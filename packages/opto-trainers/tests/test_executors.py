@@ -5,6 +5,7 @@ import contextvars
 import threading
 import time
 
+import opto_trainers_test_support as S
 import pytest
 from opto import trace
 from opto.optimizers import Optimizer
@@ -101,19 +102,6 @@ def test_make_executor():
         make_executor(num_threads=0)
 
 
-class PicklingExecutor(SerialExecutor):
-    """Stands in for a remote executor: tasks and results must survive pickling."""
-
-    in_process = False
-    max_workers = 2
-
-    def map(self, fn, items):
-        import pickle
-
-        remote_fn = pickle.loads(pickle.dumps(fn))
-        return [pickle.loads(pickle.dumps(remote_fn(pickle.loads(pickle.dumps(i))))) for i in items]
-
-
 @trace.model
 class EchoAgent:
     def __init__(self):
@@ -132,7 +120,7 @@ class Next(Optimizer):
 def test_out_of_process_executor_gets_plain_tasks_and_same_result():
     data = {"inputs": [1, 2, 3, 4], "infos": ["v1"] * 4}
     results = []
-    for executor in (ThreadExecutor(4), PicklingExecutor()):
+    for executor in (ThreadExecutor(4), S.PicklingExecutor()):
         agent = EchoAgent()
         trainer = BasicSearchAlgorithm(agent, Next(agent.parameters()), executor=executor)
         result = trainer.train(ExactMatchGuide(), data, batch_size=2, num_epochs=2, num_proposals=2)

@@ -17,7 +17,10 @@ from opto.trainers.algorithms.beamsearch import BeamSearch, BeamSearchHistory
 from opto.trainers.algorithms.priority_search import PrioritySearch
 from opto.trainers.algorithms.ucb import UCBSearch
 from opto.trainers.executors import make_executor
+from opto.trainers.search.classical import ParetobasedPS, SequentialSearch
 from opto.trainers.search.gepa_variants import GEPABeamPareto, GEPAUCBSearch
+from opto.trainers.search.polca import POLCA
+from opto.trainers.search.streaming import StreamingPrioritySearch
 from opto.utils.usage import BudgetExceeded, track_usage
 
 try:
@@ -123,6 +126,14 @@ def test_workers_keep_the_code_restrictions_of_the_driver(ray_runtime):
 
 CASES = [
     (PrioritySearch, {}, dict(batch_size=2, num_candidates=2, num_proposals=2, num_steps=3)),
+    (POLCA, {}, dict(batch_size=2, num_candidates=2, num_proposals=2, num_steps=3)),
+    (SequentialSearch, {}, dict(batch_size=2, num_proposals=2, num_steps=3)),
+    (ParetobasedPS, {}, dict(batch_size=1, num_candidates=2, num_proposals=2, num_steps=4)),
+    (
+        StreamingPrioritySearch,
+        {},
+        dict(batch_size=1, num_batches=2, num_candidates=4, num_proposals=2, num_steps=5),
+    ),
     (
         BeamSearch,
         {},

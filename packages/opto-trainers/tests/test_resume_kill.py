@@ -1,7 +1,8 @@
 """A run killed with SIGKILL mid-epoch and resumed ends exactly like an uninterrupted run.
 
-The file is also the training script: `python test_resume_kill.py DB RUN_NAME [resume]`
-trains under a deterministic scripted LLM and prints the result as JSON.
+The file is also the training script: `python test_resume_kill.py DB RUN_NAME RESUME
+[slow] [ALGORITHM]` trains (MinibatchAlgorithm by default, or a search trainer of
+`opto.trainers`) under a deterministic scripted LLM and prints the result as JSON.
 """
 
 import json
@@ -17,10 +18,17 @@ pytest.importorskip("sqlalchemy", reason="checkpoints need opto-utils[storage]")
 
 STEPS = 8  # 16 examples, batch 2, 1 epoch
 
+#: Keywords of the search trainers killed and resumed here (beside MinibatchAlgorithm).
+SEARCHES = {
+    "StreamingPrioritySearch": dict(num_candidates=3, num_proposals=1),
+    "ParetobasedPS": dict(num_candidates=2, num_proposals=1),
+}
 
-def train(db, run_name, resume, delay):
+
+def train(db, run_name, resume, delay, algorithm="MinibatchAlgorithm"):
     # Run as a script, so this file's directory is on sys.path: the shared test support
     # imports as plain `support`.
+    import opto.trainers
     from opto.trainers import ExactMatchGuide, MinibatchAlgorithm
     from opto.utils.testing import ScriptedLLM
     from support import StepOptimizer, prompt_agent
@@ -39,7 +47,11 @@ def train(db, run_name, resume, delay):
 
     agent = Agent()
     optimizer = StepOptimizer(agent.parameters(), ScriptedLLM(propose), show_feedback=True)
-    trainer = MinibatchAlgorithm(agent, optimizer, 2, seed=3)
+    if algorithm == "MinibatchAlgorithm":
+        trainer, options = MinibatchAlgorithm(agent, optimizer, 2, seed=3), {}
+    else:
+        trainer = getattr(opto.trainers, algorithm)(agent, optimizer, num_threads=2, seed=3)
+        options = SEARCHES[algorithm]
     data = {"inputs": list(range(16)), "infos": [f"v{i % 4}" for i in range(16)]}
     result = trainer.train(
         ExactMatchGuide(),
@@ -50,6 +62,7 @@ def train(db, run_name, resume, delay):
         storage=f"sqlite:///{db}",
         run_name=run_name,
         resume=resume,
+        **options,
     )
     return {
         "stopped": result.stopped,
@@ -66,23 +79,25 @@ def _script(tmp_path, name, *extra):
 
 
 def _steps_done(db, name):
-    from opto.utils.storage import RunNotFoundError, open_storage
+    import opto_trainers_test_support as S
 
-    with open_storage(f"sqlite:///{db}") as storage:
-        try:
-            return len(storage.list_steps(name))
-        except RunNotFoundError:
-            return 0
+    return S.steps_done(db, name)
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("algorithm", ["MinibatchAlgorithm", *SEARCHES])
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, algorithm):
     uninterrupted = json.loads(
         subprocess.run(
-            _script(tmp_path, "full", "0"), capture_output=True, check=True, text=True
+            _script(tmp_path, "full", "0", "fast", algorithm),
+            capture_output=True,
+            check=True,
+            text=True,
         ).stdout
     )
     assert uninterrupted["n_iters"] == STEPS
-    child = subprocess.Popen(_script(tmp_path, "killed", "0", "slow"), stdout=subprocess.PIPE)
+    child = subprocess.Popen(
+        _script(tmp_path, "killed", "0", "slow", algorithm), stdout=subprocess.PIPE
+    )
     try:
         while _steps_done(tmp_path / "runs.db", "killed") < 3 and child.poll() is None:
             time.sleep(0.02)
@@ -93,7 +108,10 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert 3 <= _steps_done(tmp_path / "runs.db", "killed") < STEPS
     resumed = json.loads(
         subprocess.run(
-            _script(tmp_path, "killed", "1"), capture_output=True, check=True, text=True
+            _script(tmp_path, "killed", "1", "fast", algorithm),
+            capture_output=True,
+            check=True,
+            text=True,
         ).stdout
     )
     assert resumed == uninterrupted
@@ -126,5 +144,6 @@ def test_ctrl_c_stops_cleanly_and_resume_matches_uninterrupted(tmp_path):
 
 if __name__ == "__main__":
     db_path, name, resume_flag = sys.argv[1:4]
-    slow = len(sys.argv) > 4
-    print(json.dumps(train(db_path, name, resume_flag == "1", 0.05 if slow else 0.0)))
+    slow = len(sys.argv) > 4 and sys.argv[4] == "slow"
+    algorithm = sys.argv[5] if len(sys.argv) > 5 else "MinibatchAlgorithm"
+    print(json.dumps(train(db_path, name, resume_flag == "1", 0.05 if slow else 0.0, algorithm)))

@@ -2,7 +2,7 @@
 
 Every name and module path that trace-opt / OpenTrace code imports from `opto.trainer`
 (`opto.trainer.loader`, `.guide`, `.utils`, `.algorithms`, `.evaluators`, `.objectives`,
-`.sampler`, `.loggers`, `.train`) re-exports the implementation in `opto.trainers`, so such code runs
+`.sampler`, `.summarizer`, `.loggers`, `.train`) re-exports the implementation in `opto.trainers`, so such code runs
 unchanged. Importing it warns once with a `DeprecationWarning`: new code imports
 `opto.trainers`.
 """

@@ -2,7 +2,7 @@
 
 One trainer API (`Trainer`, alias `AlgorithmBase`; every `train` returns a `TrainResult`),
 the algorithms (`MinibatchAlgorithm`, `BasicSearchAlgorithm`, `BeamSearch`, `UCBSearch`,
-`PrioritySearch`), data (`DataLoader`), guides (`Guide`/`AutoGuide`, `ExactMatchGuide`,
+`PrioritySearch`, `POLCA` with its `Summarizer`), data (`DataLoader`), guides (`Guide`/`AutoGuide`, `ExactMatchGuide`,
 `FunctionGuide`, `LLMJudge`), `evaluate`/`evaluate_vector`, `Sampler`, `batch_run`/
 `async_run`, executors (serial, threads, asyncio, Ray), loggers and stop conditions. Checkpoints and step records go to opto.utils run storage.
 Names are imported on first access, so `import opto.trainers` stays cheap.
@@ -26,7 +26,11 @@ if TYPE_CHECKING:
         GEPAUCBSearch,
         Minibatch,
         MinibatchAlgorithm,
+        ParetobasedPS,
         PrioritySearch,
+        SequentialSearch,
+        SequentialUpdate,
+        StreamingPrioritySearch,
         Trainer,
         TrainOptions,
         TrainResult,
@@ -55,6 +59,8 @@ if TYPE_CHECKING:
         TensorboardLogger,
     )
     from opto.trainers.ray_executor import RayExecutor
+    from opto.trainers.search.polca import POLCA, POLCAOptions
+    from opto.trainers.search.summarizer import Summarizer
     from opto.trainers.stopping import StopConditions
     from opto.trainers.utils import batchify
 
@@ -77,7 +83,11 @@ _EXPORTS = {
             "GEPAUCBSearch",
             "Minibatch",
             "MinibatchAlgorithm",
+            "ParetobasedPS",
             "PrioritySearch",
+            "SequentialSearch",
+            "SequentialUpdate",
+            "StreamingPrioritySearch",
             "TrainOptions",
             "TrainResult",
             "Trainer",
@@ -131,6 +141,8 @@ _EXPORTS = {
     **dict.fromkeys(["BatchRollout", "RolloutConfig", "Sampler"], "opto.trainers.sampler"),
     **dict.fromkeys(["deepcopy_module", "is_module_copy", "is_node_copy"], "opto.trainers.utils"),
     "RayExecutor": "opto.trainers.ray_executor",
+    **dict.fromkeys(["POLCA", "POLCAOptions"], "opto.trainers.search.polca"),
+    "Summarizer": "opto.trainers.search.summarizer",
     "ResumeMismatchError": "opto.trainers.resume_check",
     "run_example": "opto.trainers.evaluation",
     "StopConditions": "opto.trainers.stopping",
@@ -138,6 +150,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "POLCA",
     "AlgorithmBase",
     "AsyncioExecutor",
     "AutoGuide",
@@ -161,11 +174,17 @@ __all__ = [
     "Minibatch",
     "MinibatchAlgorithm",
     "MultiLogger",
+    "POLCAOptions",
+    "ParetobasedPS",
     "PrioritySearch",
     "RayExecutor",
     "Rollout",
+    "SequentialSearch",
+    "SequentialUpdate",
     "SerialExecutor",
     "StopConditions",
+    "StreamingPrioritySearch",
+    "Summarizer",
     "TensorboardLogger",
     "ThreadExecutor",
     "TooManyErrorsError",

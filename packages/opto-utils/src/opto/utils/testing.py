@@ -268,6 +268,26 @@ class ServerReply:
         return attrs.evolve(cls.ok(content), byte_interval=byte_interval)
 
     @classmethod
+    def embeddings(
+        cls,
+        vectors: Sequence[Sequence[float]],
+        *,
+        prompt_tokens: int = 5,
+        model: str = "fake-model",
+    ) -> ServerReply:
+        """An embeddings reply (`/v1/embeddings`): one float vector per input, with usage."""
+        payload = {
+            "object": "list",
+            "model": model,
+            "data": [
+                {"object": "embedding", "index": i, "embedding": [float(v) for v in vector]}
+                for i, vector in enumerate(vectors)
+            ],
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+        return cls(body=json.dumps(payload).encode())
+
+    @classmethod
     def malformed(cls) -> ServerReply:
         """A 200 whose body is not valid JSON."""
         return cls(body=b'{"id": "chatcmpl-broken", "choices": [')
@@ -282,10 +302,11 @@ class ServerReply:
 
 
 class OpenAIServer:
-    """An OpenAI-compatible chat server on 127.0.0.1 (random port) for tests.
+    """An OpenAI-compatible chat and embeddings server on 127.0.0.1 (random port) for tests.
 
-    Replies come from the queue filled by `enqueue(...)`, then from `default` (a
-    `ServerReply`, or a function of the request JSON returning one). Every request is
+    `POST .../chat/completions` and `POST .../embeddings` are answered in arrival order from
+    the queue filled by `enqueue(...)`, then from `default` (a `ServerReply`, or a function
+    of the request JSON returning one; `ServerReply.embeddings` builds embedding replies). Every request is
     recorded in `requests` (the parsed JSON body plus `_path` and `_headers`, whose
     names are lower-cased). Use as a
     context manager; `base_url` is what clients take as `api_base`/`base_url`.
@@ -364,7 +385,7 @@ class OpenAIServer:
                     request = {"_raw": raw.decode("utf-8", "replace")}
                 request["_path"] = self.path
                 request["_headers"] = {k.lower(): v for k, v in self.headers.items()}
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                if not self.path.rstrip("/").endswith(("/chat/completions", "/embeddings")):
                     self._send(ServerReply.error(404, f"no route {self.path}"))
                     return
                 self._send(server._next(request))

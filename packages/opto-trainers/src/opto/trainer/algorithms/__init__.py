@@ -1,6 +1,6 @@
 """`opto.trainer.algorithms`: the training algorithms (implemented in
 `opto.trainers.algorithms`), including the trace-opt submodules `algorithm`,
-`basic_algorithm(s)`, `beamsearch_algorithm`, `UCBsearch` and `priority_search`."""
+`basic_algorithm(s)`, `beamsearch_algorithm`, `UCBsearch`, `priority_search` and `polca`."""
 
 from __future__ import annotations
 

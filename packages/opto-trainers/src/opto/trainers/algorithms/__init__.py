@@ -1,6 +1,7 @@
 """Training algorithms: the `Trainer` base, the minibatch family and the search algorithms.
 
-`BeamSearch`, `UCBSearch` and `PrioritySearch` are imported on first access.
+`BeamSearch`, `UCBSearch`, `PrioritySearch` and `POLCA` (with its `Summarizer`) are imported on
+first access.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ from .minibatch import (
 )
 
 if TYPE_CHECKING:
+    from ..search.classical import ParetobasedPS, SequentialSearch, SequentialUpdate
     from ..search.gepa import GEPAAlgorithmBase
     from ..search.gepa_variants import GEPABeamPareto, GEPAUCBSearch
+    from ..search.polca import POLCA, POLCAOptions
+    from ..search.streaming import StreamingPrioritySearch
+    from ..search.summarizer import Summarizer
     from .beamsearch import (
         BeamSearch,
         BeamsearchAlgorithm,
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
     from .ucb import UCBSearch, UCBSearchAlgorithm
 
 __all__ = [
+    "POLCA",
     "AlgorithmBase",
     "BasicSearchAlgorithm",
     "BeamSearch",
@@ -49,8 +55,14 @@ __all__ = [
     "GEPAUCBSearch",
     "Minibatch",
     "MinibatchAlgorithm",
+    "POLCAOptions",
+    "ParetobasedPS",
     "PrioritySearch",
     "Proposal",
+    "SequentialSearch",
+    "SequentialUpdate",
+    "StreamingPrioritySearch",
+    "Summarizer",
     "TrainOptions",
     "TrainResult",
     "TrainSession",
@@ -69,6 +81,13 @@ _LAZY = {
     "UCBSearch": ".ucb",
     "UCBSearchAlgorithm": ".ucb",
     "PrioritySearch": ".priority_search",
+    "POLCA": "..search.polca",
+    "POLCAOptions": "..search.polca",
+    "Summarizer": "..search.summarizer",
+    "ParetobasedPS": "..search.classical",
+    "SequentialSearch": "..search.classical",
+    "SequentialUpdate": "..search.classical",
+    "StreamingPrioritySearch": "..search.streaming",
     "GEPAAlgorithmBase": "..search.gepa",
     "GEPABeamPareto": "..search.gepa_variants",
     "GEPAUCBSearch": "..search.gepa_variants",

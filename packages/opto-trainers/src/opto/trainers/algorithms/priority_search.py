@@ -10,7 +10,7 @@ import copy
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -138,7 +138,12 @@ class PrioritySearch(SearchTrainer):
     With an `objective_config`, rollouts keep the guide's score dicts, every score is the
     objective's scalar of its dict, the memories are `ParetoHeapMemory` (in "pareto" mode
     they pop from the Pareto front) and `exploit` uses `objectives.select_best`.
+
+    Subclass hooks: `options_class`, `filter_candidates`, `exploration_context`.
     """
+
+    #: The attrs class of `train`'s keywords (a subclass may extend it).
+    options_class: ClassVar[type[PrioritySearchOptions]] = PrioritySearchOptions
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
         """Search over `train_dataset` with feedback from `guide`.
@@ -146,7 +151,7 @@ class PrioritySearch(SearchTrainer):
         Keywords: the fields of `PrioritySearchOptions` (`TrainOptions` plus the search's
         own, e.g. `num_candidates`, `num_proposals`, `score_function`).
         """
-        options = PrioritySearchOptions.from_kwargs(kwargs, algorithm=type(self).__name__)
+        options = self.options_class.from_kwargs(kwargs, algorithm=type(self).__name__)
         self._configure(guide, train_dataset, options)
         config = {"algorithm": type(self).__name__, **self._config}
         self._initialize_memory()
@@ -307,9 +312,16 @@ class PrioritySearch(SearchTrainer):
 
     # -- one iteration ----------------------------------------------------------------------
 
+    def _run_jobs(
+        self, jobs: list[ExplorationJob], explorers: list[Candidate], guide: Guide
+    ) -> list[ExplorationResult]:
+        """Explore the jobs (explorer `i // num_batches` runs job `i`) on the engine."""
+        return self.engine.explore(jobs, guide)
+
     def _iterate(self, guide: Guide) -> dict[str, Any]:
         self._swap_memory()
         explorers = self.explore()
+        context = self.exploration_context(explorers)
         assert self.loader is not None
         xs, infos = self.loader.sample()
         size = self.options.batch_size
@@ -322,11 +334,12 @@ class PrioritySearch(SearchTrainer):
                 num_proposals=self.num_proposals,
                 optimizer_index=c.optimizer_index,
                 optimizer_state=c.optimizer_state if self.decouple_optimizers else None,
+                context=context,
             )
             for c in explorers
             for bx, bi in batches
         ]
-        results = self.engine.explore(jobs, guide)
+        results = self._run_jobs(jobs, explorers, guide)
         train_records: list[Rollout] = []
         proposals: list[Candidate] = []
         seen = {c.key for c in explorers}
@@ -341,6 +354,7 @@ class PrioritySearch(SearchTrainer):
                 if candidate.key not in seen:
                     seen.add(candidate.key)
                     proposals.append(candidate)
+        proposals = self.filter_candidates(proposals, explorers)
         self._validate(proposals, explorers, xs, infos)
         if not self.decouple_optimizers:
             self._advance_shared_optimizers(proposals)
@@ -370,6 +384,16 @@ class PrioritySearch(SearchTrainer):
             "info": info,
             "observe": best_mean,
         }
+
+    def filter_candidates(
+        self, proposals: list[Candidate], explorers: list[Candidate]
+    ) -> list[Candidate]:
+        """The proposals worth validating (all of them; POLCA keeps an epsilon-net)."""
+        return proposals
+
+    def exploration_context(self, explorers: list[Candidate]) -> str | None:
+        """Text appended to every explorer's feedback this iteration (none here)."""
+        return None
 
     def _validate(
         self,

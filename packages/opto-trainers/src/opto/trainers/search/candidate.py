@@ -43,6 +43,8 @@ class Candidate:
         optimizer_state: the JSON state of its optimizer chain (None: the optimizer's own).
         created: creation order (larger is newer; ties in rankings favour the older).
         rollouts: plain rollout records (`Rollout.to_dict()`), or `{"score": s}` only.
+        embedding: a cached vector of the parameter text (POLCA's epsilon-net sets it; it
+            is kept in checkpoints so a resumed search does not embed again).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Candidate:
         created: int = 0,
         rollouts: Sequence[Mapping[str, Any]] = (),
         update_dict: Mapping[str, Any] | None = None,
+        embedding: Sequence[float] | None = None,
     ) -> None:
         if (paramset is None) == (update_dict is None):
             raise TypeError("Candidate needs its parameter set: pass paramset= (or update_dict=)")
@@ -63,6 +66,7 @@ class Candidate:
         self.created = int(created)
         self.rollouts: list[dict[str, Any]] = [dict(r) for r in rollouts]
         self._key = f"{self.optimizer_index}:{paramset_key(self._paramset)}"
+        self.embedding = None if embedding is None else [float(v) for v in embedding]
 
     @property
     def paramset(self) -> ParamSet:
@@ -175,7 +179,7 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able state (rollouts reduced to scores; non-finite scores kept as floats)."""
-        return {
+        data = {
             "paramset": copy.deepcopy(self._paramset),
             "optimizer_index": self.optimizer_index,
             "optimizer_state": copy.deepcopy(self.optimizer_state),
@@ -183,6 +187,9 @@ class Candidate:
             "scores": self.scores,
             "score_dicts": [r.get("score_dict") for r in self.rollouts],
         }
+        if self.embedding is not None:
+            data["embedding"] = list(self.embedding)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
@@ -192,6 +199,7 @@ class Candidate:
             optimizer_index=int(data.get("optimizer_index", 0)),
             optimizer_state=copy.deepcopy(data.get("optimizer_state")),
             created=int(data.get("created", 0)),
+            embedding=data.get("embedding"),
             rollouts=[
                 _scores_only({"score": s, "score_dict": d})
                 for s, d in zip(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -51,6 +51,9 @@ __all__ = [
     "bind_worker",
     "chain_state",
 ]
+
+#: Picks the jobs that propose, given every job's rollouts (indices into the jobs).
+JobSelector = Callable[[list[list[Rollout]]], Collection[int]]
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +183,10 @@ def _explore(
     min_score: Any,
     step_kwargs: Mapping[str, Any],
     score_dicts: bool = False,
+    select: JobSelector | None = None,
 ) -> list[ExplorationResult]:
-    """Explore `jobs` in two waves on `executor`: every rollout, then every step."""
+    """Explore `jobs` in two waves on `executor`: every rollout, then every step (of the
+    jobs `select` picks from the rollouts, when given)."""
     workers = [bind_worker(agent, job.paramset) for job in jobs]
     items = [(j, x, info) for j, job in enumerate(jobs) for x, info in zip(job.xs, job.infos)]
     flat = executor.map(
@@ -200,7 +205,9 @@ def _explore(
         grouped[j].append(record)
     step_items: list[tuple[int, Any]] = []
     backwarded: list[Any] = []
-    for j, job in enumerate(jobs):
+    chosen = range(len(jobs)) if select is None else sorted(set(select(grouped)))
+    for j in chosen:
+        job = jobs[j]
         optimizer = bind_optimizer(
             optimizers[job.optimizer_index], agent, workers[j], job.optimizer_state
         )
@@ -361,8 +368,19 @@ class SearchEngine:
         """Whether tasks run in this process (graphs may cross task boundaries)."""
         return bool(getattr(self.executor, "in_process", True))
 
-    def explore(self, jobs: Sequence[ExplorationJob], guide: Guide) -> list[ExplorationResult]:
-        """Run every job: rollouts, one backward, `num_proposals` proposals each."""
+    def explore(
+        self,
+        jobs: Sequence[ExplorationJob],
+        guide: Guide,
+        select: JobSelector | None = None,
+    ) -> list[ExplorationResult]:
+        """Run every job: rollouts, one backward, `num_proposals` proposals each.
+
+        `select`, given every job's rollouts, names the jobs that go on to propose (the
+        others only roll out). Out of process, where a trace graph cannot outlive its
+        task, the chosen jobs run their minibatch again in the proposing task (those
+        repeated rollouts feed the proposals only).
+        """
         if not jobs:
             return []
         if self.in_process:
@@ -375,6 +393,7 @@ class SearchEngine:
                 self.min_score,
                 self.step_kwargs,
                 self.score_dicts,
+                select,
             )
         else:
             task = _ExploreTask(
@@ -386,7 +405,16 @@ class SearchEngine:
                 threads=int(getattr(self.executor, "task_threads", 1)),
                 score_dicts=self.score_dicts,
             )
-            results = self.executor.map(task, list(jobs))
+            if select is None:
+                results = self.executor.map(task, list(jobs))
+            else:
+                results = self.executor.map(
+                    task, [attrs.evolve(job, num_proposals=0) for job in jobs]
+                )
+                chosen = sorted(set(select([r.rollouts for r in results])))
+                proposing = self.executor.map(task, [jobs[j] for j in chosen])
+                for j, again in zip(chosen, proposing):
+                    results[j].proposals = again.proposals
         self.errors.count(r for result in results for r in result.rollouts)
         return results
 

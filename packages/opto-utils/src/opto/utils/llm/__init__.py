@@ -4,7 +4,8 @@
 plus `.usage`) and `await llm.acall(...)`. Backends: `LiteLLM` (any provider), `LocalLLM` (the
 embedded offline model), `CustomLLM` (any OpenAI-compatible client), `AbstractModel` (base
 class); `LLM()` picks one, or returns the default set once with `configure(llm=...)` (or
-for a block with `using(llm)`). `inspect_history(n)` shows the last calls when recording is
+for a block with `using(llm)`). `embed(texts, model=None)` embeds texts (litellm's
+embedding call, or an offline character n-gram vectorizer). `inspect_history(n)` shows the last calls when recording is
 on (`enable_history()`, `OPTO_LLM_HISTORY`, or `history=N` for one LLM). Names are imported on first access so that `import
 opto.utils.llm` stays cheap; litellm itself is only imported on the first LiteLLM call.
 """
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from opto.utils.llm.base import DEFAULT_TIMEOUT, AbstractModel
     from opto.utils.llm.custom import CustomLLM
     from opto.utils.llm.defaults import configure, default_llm, using
+    from opto.utils.llm.embeddings import LiteLLMEmbedder, NgramEmbedder, embed, get_embedder
     from opto.utils.llm.errors import (
         AuthenticationError,
         BadRequestError,
@@ -70,6 +72,10 @@ _EXPORTS = {
     "configure": "opto.utils.llm.defaults",
     "default_llm": "opto.utils.llm.defaults",
     "using": "opto.utils.llm.defaults",
+    "LiteLLMEmbedder": "opto.utils.llm.embeddings",
+    "NgramEmbedder": "opto.utils.llm.embeddings",
+    "embed": "opto.utils.llm.embeddings",
+    "get_embedder": "opto.utils.llm.embeddings",
     "CallRecord": "opto.utils.llm.history",
     "History": "opto.utils.llm.history",
     "disable_history": "opto.utils.llm.history",
@@ -100,9 +106,11 @@ __all__ = [
     "LLMFactory",
     "LLMTimeoutError",
     "LiteLLM",
+    "LiteLLMEmbedder",
     "LocalLLM",
     "MalformedResponseError",
     "Message",
+    "NgramEmbedder",
     "Profile",
     "RateLimitError",
     "RetryPolicy",
@@ -111,7 +119,9 @@ __all__ = [
     "configure",
     "default_llm",
     "disable_history",
+    "embed",
     "enable_history",
+    "get_embedder",
     "inspect_history",
     "using",
 ]
