@@ -384,9 +384,12 @@ def bench(session: nox.Session) -> None:
         session.run("uv", "venv", "-q", "-p", session.python, str(reference), external=True)
     session.run("uv", "pip", "install", "-q", "--python", str(python), trace_opt, external=True)
     session.run("python", "benchmarks/run.py", "--reference-python", str(python), *session.posargs)
-    # The other layers: LLM pipeline, optimizer step overhead and prompt size, trainer latency.
+    # The other layers: LLM pipeline, optimizer step overhead and prompt size, trainer latency,
+    # search efficiency.
     _uv_sync(session, "--all-packages", "--extra", "storage")
     session.run("python", "benchmarks/llm_pipeline.py")
     session.run("python", "benchmarks/optimizer_overhead.py", "--reference-python", str(python))
     session.run("python", "benchmarks/prompt_size.py", "--reference-python", str(python))
     session.run("python", "benchmarks/trainer_latency.py")
+    # Search efficiency with a seeded noisy oracle in place of the LLM (a few minutes).
+    session.run("python", "benchmarks/search_efficiency.py")
