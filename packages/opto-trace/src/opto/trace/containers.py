@@ -55,7 +55,42 @@ def is_traced_function(value: Any) -> bool:
     importing bundle: such an object's class defines `__trace_parameter__`, its trainable
     `__code` ParameterNode (None when its code is not trainable).
     """
-    return hasattr(type(value), "__trace_parameter__")
+    kind = type(value)
+    return kind not in _PLAIN_TYPES and hasattr(kind, "__trace_parameter__")
+
+
+#: Builtin types that are never traced functions nor data descriptors: most class members
+#: are of these, and answering for them without a failing `hasattr` keeps
+#: `parameters()` cheap (trainers list an agent's parameters many times per step).
+_PLAIN_TYPES = frozenset(
+    {
+        types.FunctionType,
+        types.BuiltinFunctionType,
+        types.MethodType,
+        types.WrapperDescriptorType,
+        types.MethodDescriptorType,
+        types.ClassMethodDescriptorType,
+        classmethod,
+        staticmethod,
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        tuple,
+        list,
+        dict,
+        frozenset,
+        set,
+        type,
+    }
+)
+
+
+def _is_data_descriptor(value: Any) -> bool:
+    """Whether `value` (a class member) is a data descriptor, e.g. a property."""
+    kind = type(value)
+    return kind not in _PLAIN_TYPES and hasattr(kind, "__set__")
 
 
 def trainable_method(method: Any) -> bool:
@@ -109,10 +144,12 @@ class ParameterContainer(NodeContainer):
             raw = class_attrs.get(name, _MISSING)
             if isinstance(raw, types.MemberDescriptorType):  # a __slots__ entry
                 value = getattr(self, name, _MISSING)
-            elif raw is not _MISSING and hasattr(type(raw), "__set__"):
+            elif raw is not _MISSING and _is_data_descriptor(raw):
                 continue  # properties and other data descriptors: never evaluated
             elif name in instance_attrs:
                 value = instance_attrs[name]
+            elif type(raw) is types.FunctionType:
+                continue  # a plain method holds no parameters
             elif isinstance(raw, staticmethod):
                 value = raw.__func__
             elif is_traced_function(raw):
