@@ -186,18 +186,10 @@ class LiteLLMEmbedder:
         return vectors
 
     def _kwargs(self, batch: list[str]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "model": self.model_name,
-            "input": batch,
-            "timeout": self.timeout,
-            "num_retries": 0,
-            "max_retries": 0,
-            **self.options,
-        }
-        if self.api_base is not None:
-            kwargs["api_base"] = self.api_base
-        if self.api_key is not None:
-            kwargs["api_key"] = self.api_key
+        from opto.utils.llm.litellm_backend import request_kwargs
+
+        kwargs = request_kwargs(self.model_name, self.timeout, self.api_base, self.api_key)
+        kwargs.update(input=batch, **self.options)
         client = self._openai_client()
         if client is not None:
             kwargs["client"] = client

@@ -28,7 +28,7 @@ from opto.utils.llm.errors import AuthenticationError, LLMConfigurationError
 from opto.utils.llm.retry import RetryPolicy
 from opto.utils.llm.types import ChatResponse, response_from_openai
 
-__all__ = ["LiteLLM", "get_litellm"]
+__all__ = ["LiteLLM", "get_litellm", "request_kwargs"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,20 +210,8 @@ class LiteLLM(AbstractModel):
         return float(prompt_cost) + float(completion_cost)
 
     def _kwargs(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "model": self.model_name,
-            "messages": messages,
-            "timeout": self.timeout,
-            "num_retries": 0,
-            "max_retries": 0,
-        }
-        if self.api_base is not None:
-            kwargs["api_base"] = self.api_base
-        if self.api_key is not None:
-            kwargs["api_key"] = self.api_key
-        scope = os.environ.get("AZURE_TOKEN_PROVIDER_SCOPE")
-        if scope and self.model_name.startswith("azure/"):
-            kwargs["azure_ad_token_provider"] = _azure_token_provider(scope)
+        kwargs = request_kwargs(self.model_name, self.timeout, self.api_base, self.api_key)
+        kwargs["messages"] = messages
         kwargs.update(options)
         return kwargs
 
@@ -281,6 +269,29 @@ def _unknown_model_message(litellm: Any, model: str) -> str:
         "Name it as 'provider/model' (e.g. 'openai/gpt-4o-mini', 'anthropic/claude-3-5-"
         "sonnet-latest', 'ollama/llama3'); see https://docs.litellm.ai/docs/providers"
     )
+
+
+def request_kwargs(
+    model_name: str, timeout: float | None, api_base: str | None, api_key: str | None
+) -> dict[str, Any]:
+    """The keywords every litellm request of opto carries: the model, the timeout, no
+    retries of litellm's or the SDK's own (opto's `RetryPolicy` retries), the endpoint and
+    key when given, and an Azure AD token provider when `AZURE_TOKEN_PROVIDER_SCOPE` is set
+    for an `azure/` model."""
+    kwargs: dict[str, Any] = {
+        "model": model_name,
+        "timeout": timeout,
+        "num_retries": 0,
+        "max_retries": 0,
+    }
+    if api_base is not None:
+        kwargs["api_base"] = api_base
+    if api_key is not None:
+        kwargs["api_key"] = api_key
+    scope = os.environ.get("AZURE_TOKEN_PROVIDER_SCOPE")
+    if scope and model_name.startswith("azure/"):
+        kwargs["azure_ad_token_provider"] = _azure_token_provider(scope)
+    return kwargs
 
 
 def _azure_token_provider(scope: str) -> Any:
