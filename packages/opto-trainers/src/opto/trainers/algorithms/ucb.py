@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from opto.trace.modules import Module
 
 from ..guide import Guide
-from ..loader import as_dataset
 from ..options import (
     TrainOptions,
     TrainResult,
@@ -84,6 +83,8 @@ class UCBSearch(SearchTrainer):
         ucb_exploration_factor: the `c` of the UCB bonus (1.0).
     """
 
+    options_class: ClassVar[type[UCBSearchOptions]] = UCBSearchOptions
+
     def __init__(
         self,
         agent: Module,
@@ -107,21 +108,7 @@ class UCBSearch(SearchTrainer):
 
         Keywords: the fields of `UCBSearchOptions` (`TrainOptions` plus the bandit's own).
         """
-        batch_given = "batch_size" in kwargs
-        options = UCBSearchOptions.from_kwargs(kwargs, algorithm=type(self).__name__)
-        self._configure(guide, train_dataset, options, batch_given=batch_given)
-        self._reset()
-        config = {"algorithm": type(self).__name__, **self._config}
-        with self.session(guide, options, config=config, total_steps=self.iterations) as run:
-            self.engine = self._engine(self.options)
-            run.initial_evaluation()
-            self._seed_buffer()
-            while (
-                self.n_iters < self.iterations and not run.should_stop() and not self._epochs_done()
-            ):
-                run.complete_step(**self._iterate(guide))
-        assert run.result is not None
-        return run.result
+        return self._iterative_search(guide, train_dataset, kwargs)
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -131,25 +118,17 @@ class UCBSearch(SearchTrainer):
         validation = options.validation_dataset
         if validation is None:
             validation = options.validate_dataset
-        train_batch_size = options.train_batch_size
-        if train_batch_size is None:
-            train_batch_size = options.batch_size if batch_given else 2
-        self.train_batch_size = train_batch_size
-        self.iterations = options.num_search_iterations
-        self.num_epochs = options.num_epochs
         low, high = (float(v) for v in options.score_range)
         self.score_range = (low, high)
         if options.min_score_for_agent_update is not None:
             options = attrs.evolve(options, min_score=options.min_score_for_agent_update)
         self.options = options
-        data = self._training_loader(train_dataset, self.train_batch_size, "train_batch_size")
-        self.validation_dataset = (
-            data if validation is None else as_dataset(validation, name="validation_dataset")
+        self._configure_iterations(
+            guide, train_dataset, options, validation, batch_given=batch_given
         )
         self.evaluation_batch_size = min(
             options.evaluation_batch_size, len(self.validation_dataset["inputs"])
         )
-        self.validate_guide = options.validate_guide or guide
         self._config = {
             "num_search_iterations": self.iterations,
             "train_batch_size": self.train_batch_size,

@@ -41,7 +41,6 @@ import attrs
 from opto.trace.modules import Module
 
 from ..guide import Guide
-from ..loader import as_dataset
 from ..options import (
     TrainOptions,
     TrainResult,
@@ -155,21 +154,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         Keywords: the fields of the trainer's options class (`GEPAOptions` and its
         subclasses: `TrainOptions` plus the search's own).
         """
-        batch_given = "batch_size" in kwargs
-        options = self.options_class.from_kwargs(kwargs, algorithm=type(self).__name__)
-        self._configure(guide, train_dataset, options, batch_given=batch_given)
-        self._reset()
-        config = {"algorithm": type(self).__name__, **self._config}
-        with self.session(guide, options, config=config, total_steps=self.iterations) as run:
-            self.engine = self._engine(options)
-            run.initial_evaluation()
-            self._seed_buffer()
-            while (
-                self.n_iters < self.iterations and not run.should_stop() and not self._epochs_done()
-            ):
-                run.complete_step(**self._iterate(guide))
-        assert run.result is not None
-        return run.result
+        return self._iterative_search(guide, train_dataset, kwargs)
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -177,21 +162,12 @@ class GEPAAlgorithmBase(SearchTrainer):
         self, guide: Guide, train_dataset: Any, options: GEPAOptions, *, batch_given: bool
     ) -> None:
         self.options = options
-        train_batch_size = options.train_batch_size
-        if train_batch_size is None:
-            train_batch_size = options.batch_size if batch_given else 2
-        self.train_batch_size = train_batch_size
-        self.iterations = options.num_search_iterations
-        self.num_epochs = options.num_epochs
-        data = self._training_loader(train_dataset, train_batch_size, "train_batch_size")
-        validation = options.validation_dataset
-        self.validation_dataset = (
-            data if validation is None else as_dataset(validation, name="validation_dataset")
+        self._configure_iterations(
+            guide, train_dataset, options, options.validation_dataset, batch_given=batch_given
         )
         self.pareto_subset_size = min(
             options.pareto_subset_size, len(self.validation_dataset["inputs"])
         )
-        self.validate_guide = options.validate_guide or guide
         self.merge_every = options.merge_every or 0
         self._config = {
             "pareto_subset_size": self.pareto_subset_size,
