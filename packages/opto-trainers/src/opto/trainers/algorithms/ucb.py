@@ -35,7 +35,7 @@ from ..options import (
 )
 from ..ranking import score_key
 from ..scoring import best_of, objective_of, reward
-from ..search import Candidate, ExplorationJob, SearchTrainer
+from ..search import Candidate, SearchTrainer
 from ..utils import get_paramset, safe_mean
 
 __all__ = ["BufferEntry", "UCBSearch", "UCBSearchAlgorithm", "UCBSearchOptions"]
@@ -190,18 +190,7 @@ class UCBSearch(SearchTrainer):
         parent = self.select(self.buffer)
         selected_ucb = self.compute_ucb(parent)
         xs, infos = self.loader.sample()
-        (result,) = self.engine.explore(
-            [
-                ExplorationJob(
-                    paramset=parent.paramset,
-                    xs=xs,
-                    infos=infos,
-                    num_proposals=1,
-                    optimizer_state=parent.optimizer_state,
-                )
-            ],
-            guide,
-        )
+        result = self._explore_one(parent, guide, xs, infos)
         config = self.options.objective_config
         new_score: float | None = None
         new_metrics: dict[str, float] | None = None

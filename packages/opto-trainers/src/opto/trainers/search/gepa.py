@@ -53,7 +53,6 @@ from ..ranking import score_key
 from ..scoring import reward, scalar
 from ..utils import ParamSet, get_paramset, paramset_key, safe_mean
 from .candidate import Candidate
-from .engine import ExplorationJob
 from .gepa_frontier import (
     choose_merge_pair,
     common_ancestor,
@@ -339,22 +338,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         self._pulls[parent.created] = self._pulls.get(parent.created, 0) + 1
         xs, infos = self.loader.sample()
         index = self.n_iters % len(self.optimizers)  # several optimizers take turns
-        (result,) = self.engine.explore(
-            [
-                ExplorationJob(
-                    paramset=parent.paramset,
-                    xs=xs,
-                    infos=infos,
-                    num_proposals=1,
-                    optimizer_index=index,
-                    # a parent from another optimizer's chain starts this one's afresh
-                    optimizer_state=parent.optimizer_state
-                    if parent.optimizer_index == index
-                    else None,
-                )
-            ],
-            guide,
-        )
+        result = self._explore_one(parent, guide, xs, infos, optimizer_index=index)
         train_score = safe_mean([reward(r, config) for r in result.rollouts])
         record: dict[str, Any] = {
             "train_score": train_score,

@@ -16,7 +16,7 @@ from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..options import TrainOptions, TrainResult
 from .candidate import Candidate
-from .engine import SearchEngine, chain_state
+from .engine import ExplorationJob, ExplorationResult, SearchEngine, chain_state
 
 __all__ = ["SearchTrainer"]
 
@@ -78,6 +78,29 @@ class SearchTrainer(Trainer):
         self.adopt(candidate.paramset)
         if candidate.optimizer_state is not None and candidate.optimizer_index == 0:
             self.optimizer.load_state_dict(copy.deepcopy(candidate.optimizer_state))
+
+    def _explore_one(
+        self,
+        parent: Candidate,
+        guide: Guide,
+        xs: list[Any],
+        infos: list[Any],
+        optimizer_index: int = 0,
+    ) -> ExplorationResult:
+        """One proposal from `parent` on the minibatch `(xs, infos)` by optimizer
+        `optimizer_index`; a parent from another optimizer's chain starts that
+        optimizer's state afresh."""
+        same_chain = parent.optimizer_index == optimizer_index
+        job = ExplorationJob(
+            paramset=parent.paramset,
+            xs=xs,
+            infos=infos,
+            num_proposals=1,
+            optimizer_index=optimizer_index,
+            optimizer_state=parent.optimizer_state if same_chain else None,
+        )
+        (result,) = self.engine.explore([job], guide)
+        return result
 
     def _epochs_done(self) -> bool:
         """Whether the loader has gone through `num_epochs` (set by the subclass's
