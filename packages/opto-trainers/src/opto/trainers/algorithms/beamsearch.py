@@ -35,7 +35,7 @@ from ..options import (
 from ..ranking import is_score
 from ..scoring import log_metrics, objective_of, top_k_of
 from ..search import Candidate, ExplorationJob, SearchTrainer, paramset_key
-from ..utils import ParamSet, get_paramset
+from ..utils import ParamSet
 
 __all__ = [
     "Beam",
@@ -139,7 +139,7 @@ class BeamSearch(SearchTrainer):
         }
 
     def _reset(self) -> None:
-        self.beams = [Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())]
+        self.beams = [self._start_candidate()]
         self.depth_scores: list[dict[str, float | None]] = []
 
     # -- one depth --------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from ..options import (
 from ..ranking import score_key
 from ..scoring import best_of, objective_of, reward
 from ..search import Candidate, SearchTrainer
-from ..utils import get_paramset, safe_mean
+from ..utils import safe_mean
 
 __all__ = ["BufferEntry", "UCBSearch", "UCBSearchAlgorithm", "UCBSearchOptions"]
 
@@ -138,7 +138,7 @@ class UCBSearch(SearchTrainer):
         }
 
     def _reset(self) -> None:
-        self.buffer = [Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())]
+        self.buffer = [self._start_candidate()]
         self._total_samples = 0
 
     # -- the bandit -------------------------------------------------------------------------

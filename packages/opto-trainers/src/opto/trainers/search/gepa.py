@@ -51,7 +51,7 @@ from ..options import (
 )
 from ..ranking import score_key
 from ..scoring import reward, scalar
-from ..utils import ParamSet, get_paramset, paramset_key, safe_mean
+from ..utils import ParamSet, paramset_key, safe_mean
 from .candidate import Candidate
 from .gepa_frontier import (
     choose_merge_pair,
@@ -191,7 +191,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         self._use_pareto_indices(
             sorted(self._search_rng.sample(range(size), self.pareto_subset_size))
         )
-        self.buffer = [Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())]
+        self.buffer = [self._start_candidate()]
         self._created = 0
         self._parents: dict[int, list[int]] = {0: []}
         # every accepted candidate's values: merges read their common ancestor's

@@ -15,6 +15,7 @@ from ..algorithms.base import Trainer
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..options import TrainOptions, TrainResult
+from ..utils import get_paramset
 from .candidate import Candidate
 from .engine import ExplorationJob, ExplorationResult, SearchEngine, chain_state
 
@@ -70,6 +71,10 @@ class SearchTrainer(Trainer):
 
     def _initial_state(self) -> dict[str, Any] | None:
         return chain_state(self.optimizer)
+
+    def _start_candidate(self) -> Candidate:
+        """The agent's current values, with the trainer's optimizer chain, as a candidate."""
+        return Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())
 
     def _adopt_candidate(self, candidate: Candidate) -> None:
         """Give the shared agent the chosen candidate's values and the trainer's optimizer
