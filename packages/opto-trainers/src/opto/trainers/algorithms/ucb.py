@@ -29,6 +29,7 @@ from ..guide import Guide
 from ..options import (
     TrainOptions,
     TrainResult,
+    finite_range,
     optional_positive_int,
     positive_int,
     require_positive_int,
@@ -64,14 +65,11 @@ class UCBSearchOptions(TrainOptions):
     train_batch_size: int | None = attrs.field(default=None, validator=optional_positive_int)
     evaluation_batch_size: int = attrs.field(default=20, validator=positive_int)
     min_score_for_agent_update: Any = None
-    score_range: Sequence[float] = (0.0, 1.0)
+    score_range: Sequence[float] = attrs.field(default=(0.0, 1.0), validator=finite_range)
 
     def __attrs_post_init__(self) -> None:
         if self.validation_dataset is not None and self.validate_dataset is not None:
             raise ValueError("pass validation_dataset or its alias validate_dataset, not both")
-        low, high = (float(v) for v in self.score_range)
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-            raise ValueError(f"score_range must be finite (low, high), not {self.score_range!r}")
 
 
 class UCBSearch(SearchTrainer):
