@@ -169,9 +169,7 @@ class UCBSearch(SearchTrainer):
         )[1]
 
     def _validation_batch(self) -> tuple[list[Any], list[Any]]:
-        data = self.validation_dataset
-        picked = sorted(self.rng.sample(range(len(data["inputs"])), self.evaluation_batch_size))
-        return [data["inputs"][i] for i in picked], [data["infos"][i] for i in picked]
+        return self._sample_examples(self.validation_dataset, self.evaluation_batch_size)
 
     def _seed_buffer(self) -> None:
         """Score the buffer's unscored entries (the initial parameters) once."""

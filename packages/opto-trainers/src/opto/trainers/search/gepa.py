@@ -338,7 +338,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         self._pulls[parent.created] = self._pulls.get(parent.created, 0) + 1
         xs, infos = self.loader.sample()
         index = self.n_iters % len(self.optimizers)  # several optimizers take turns
-        result = self._explore_one(parent, guide, xs, infos, optimizer_index=index)
+        result = self._explore_one(parent, guide, xs, infos, index)
         train_score = safe_mean([reward(r, config) for r in result.rollouts])
         record: dict[str, Any] = {
             "train_score": train_score,

@@ -84,28 +84,46 @@ class SearchTrainer(Trainer):
         if candidate.optimizer_state is not None and candidate.optimizer_index == 0:
             self.optimizer.load_state_dict(copy.deepcopy(candidate.optimizer_state))
 
-    def _explore_one(
+    def _job(
         self,
         parent: Candidate,
-        guide: Guide,
         xs: list[Any],
         infos: list[Any],
+        *,
+        num_proposals: int = 1,
         optimizer_index: int = 0,
-    ) -> ExplorationResult:
-        """One proposal from `parent` on the minibatch `(xs, infos)` by optimizer
-        `optimizer_index`; a parent from another optimizer's chain starts that
+        context: str | None = None,
+    ) -> ExplorationJob:
+        """`num_proposals` proposals from `parent` on the minibatch `(xs, infos)` by
+        optimizer `optimizer_index`; a parent from another optimizer's chain starts that
         optimizer's state afresh."""
         same_chain = parent.optimizer_index == optimizer_index
-        job = ExplorationJob(
+        return ExplorationJob(
             paramset=parent.paramset,
             xs=xs,
             infos=infos,
-            num_proposals=1,
+            num_proposals=num_proposals,
             optimizer_index=optimizer_index,
             optimizer_state=parent.optimizer_state if same_chain else None,
+            context=context,
         )
-        (result,) = self.engine.explore([job], guide)
+
+    def _explore_one(
+        self, parent: Candidate, guide: Guide, xs: list[Any], infos: list[Any], index: int = 0
+    ) -> ExplorationResult:
+        """One proposal from `parent` on `(xs, infos)` by optimizer `index` (see `_job`)."""
+        (result,) = self.engine.explore(
+            [self._job(parent, xs, infos, optimizer_index=index)], guide
+        )
         return result
+
+    def _sample_examples(
+        self, data: dict[str, list[Any]], size: int
+    ) -> tuple[list[Any], list[Any]]:
+        """`size` distinct examples of `data` drawn with the trainer's RNG, in dataset
+        order: `(inputs, infos)`."""
+        picked = sorted(self.rng.sample(range(len(data["inputs"])), size))
+        return [data["inputs"][i] for i in picked], [data["infos"][i] for i in picked]
 
     def _epochs_done(self) -> bool:
         """Whether the loader has gone through `num_epochs` (set by the subclass's
