@@ -56,6 +56,14 @@ def test_unknown_keywords_and_bad_data_are_errors():
         MinibatchAlgorithm(object(), None)
 
 
+@pytest.mark.parametrize("cls", [MinibatchAlgorithm, BasicSearchAlgorithm])
+def test_minibatch_family_needs_an_optimizer_at_construction(cls):
+    with pytest.raises(ValueError, match=r"needs an optimizer: pass one"):
+        cls(Agent())
+    with pytest.raises(ValueError, match=r"needs an optimizer: pass one"):
+        cls(Agent(), None)
+
+
 def test_ensure_improvement_rolls_back_worse_updates():
     agent = Agent()
     agent.prompt._set("v3")

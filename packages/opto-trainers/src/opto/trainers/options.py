@@ -10,6 +10,7 @@ closest known one. Validators here check each field when the options are built.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -26,6 +27,7 @@ __all__ = [
     "TrainOptions",
     "TrainResult",
     "UnknownTrainArgumentError",
+    "finite_range",
     "non_negative_int",
     "optional_non_negative_int",
     "optional_positive_int",
@@ -63,6 +65,13 @@ def positive_int(_instance: Any, attribute: attrs.Attribute[Any], value: Any) ->
     """attrs validator: an int >= 1 (bools are refused)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{attribute.name} must be a positive int, not {value!r}")
+
+
+def finite_range(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """attrs validator: a finite `(low, high)` pair of numbers with low <= high."""
+    low, high = (float(v) for v in value)
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise ValueError(f"{attribute.name} must be finite (low, high), not {value!r}")
 
 
 def non_negative_int(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

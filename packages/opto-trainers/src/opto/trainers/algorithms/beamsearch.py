@@ -34,8 +34,8 @@ from ..options import (
 )
 from ..ranking import is_score
 from ..scoring import log_metrics, objective_of, top_k_of
-from ..search import Candidate, ExplorationJob, SearchTrainer, paramset_key
-from ..utils import ParamSet, get_paramset
+from ..search import Candidate, SearchTrainer, paramset_key
+from ..utils import ParamSet
 
 __all__ = [
     "Beam",
@@ -139,7 +139,7 @@ class BeamSearch(SearchTrainer):
         }
 
     def _reset(self) -> None:
-        self.beams = [Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())]
+        self.beams = [self._start_candidate()]
         self.depth_scores: list[dict[str, float | None]] = []
 
     # -- one depth --------------------------------------------------------------------------
@@ -150,21 +150,15 @@ class BeamSearch(SearchTrainer):
 
     def _depth(self, guide: Guide) -> dict[str, Any]:
         assert self.loader is not None
-        data = self.validate_dataset
-        picked = sorted(self.rng.sample(range(len(data["inputs"])), self.validation_dataset_size))
-        val_xs = [data["inputs"][i] for i in picked]
-        val_infos = [data["infos"][i] for i in picked]
+        val_xs, val_infos = self._sample_examples(
+            self.validate_dataset, self.validation_dataset_size
+        )
         jobs = []
         for beam in self.beams:
             xs, infos = self.loader.sample()
             jobs.append(
-                ExplorationJob(
-                    paramset=beam.paramset,
-                    xs=xs,
-                    infos=infos,
-                    num_proposals=self.num_proposals,
-                    optimizer_state=beam.optimizer_state,
-                    context=self._context(),
+                self._job(
+                    beam, xs, infos, num_proposals=self.num_proposals, context=self._context()
                 )
             )
         results = self.engine.explore(jobs, guide)

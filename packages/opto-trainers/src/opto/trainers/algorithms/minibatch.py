@@ -94,17 +94,10 @@ class Minibatch(Trainer):
     `(train_scores, test_score)`.
     """
 
-    def __init__(
-        self,
-        agent: Module,
-        optimizer: Any,
-        num_threads: int | None = None,
-        logger: Any = None,
-        *,
-        executor: Any = None,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(agent, optimizer, num_threads, logger, executor=executor, seed=seed)
+    def _accept_optimizer(self, optimizer: Any) -> Any:
+        """The minibatch loop steps an optimizer every batch: refuse to build without one."""
+        self.optimizer = optimizer
+        return self._require_optimizer()
 
     # -- hooks ------------------------------------------------------------------------------
 

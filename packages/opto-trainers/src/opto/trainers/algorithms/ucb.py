@@ -20,24 +20,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from opto.trace.modules import Module
 
 from ..guide import Guide
-from ..loader import as_dataset
 from ..options import (
     TrainOptions,
     TrainResult,
+    finite_range,
     optional_positive_int,
     positive_int,
     require_positive_int,
 )
 from ..ranking import score_key
 from ..scoring import best_of, objective_of, reward
-from ..search import Candidate, ExplorationJob, SearchTrainer
-from ..utils import get_paramset, safe_mean
+from ..search import Candidate, SearchTrainer
+from ..utils import safe_mean
 
 __all__ = ["BufferEntry", "UCBSearch", "UCBSearchAlgorithm", "UCBSearchOptions"]
 
@@ -65,14 +65,11 @@ class UCBSearchOptions(TrainOptions):
     train_batch_size: int | None = attrs.field(default=None, validator=optional_positive_int)
     evaluation_batch_size: int = attrs.field(default=20, validator=positive_int)
     min_score_for_agent_update: Any = None
-    score_range: Sequence[float] = (0.0, 1.0)
+    score_range: Sequence[float] = attrs.field(default=(0.0, 1.0), validator=finite_range)
 
     def __attrs_post_init__(self) -> None:
         if self.validation_dataset is not None and self.validate_dataset is not None:
             raise ValueError("pass validation_dataset or its alias validate_dataset, not both")
-        low, high = (float(v) for v in self.score_range)
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-            raise ValueError(f"score_range must be finite (low, high), not {self.score_range!r}")
 
 
 class UCBSearch(SearchTrainer):
@@ -83,6 +80,8 @@ class UCBSearch(SearchTrainer):
         max_buffer_size: how many candidates the buffer holds (10).
         ucb_exploration_factor: the `c` of the UCB bonus (1.0).
     """
+
+    options_class: ClassVar[type[UCBSearchOptions]] = UCBSearchOptions
 
     def __init__(
         self,
@@ -107,21 +106,7 @@ class UCBSearch(SearchTrainer):
 
         Keywords: the fields of `UCBSearchOptions` (`TrainOptions` plus the bandit's own).
         """
-        batch_given = "batch_size" in kwargs
-        options = UCBSearchOptions.from_kwargs(kwargs, algorithm=type(self).__name__)
-        self._configure(guide, train_dataset, options, batch_given=batch_given)
-        self._reset()
-        config = {"algorithm": type(self).__name__, **self._config}
-        with self.session(guide, options, config=config, total_steps=self.iterations) as run:
-            self.engine = self._engine(self.options)
-            run.initial_evaluation()
-            self._seed_buffer()
-            while (
-                self.n_iters < self.iterations and not run.should_stop() and not self._epochs_done()
-            ):
-                run.complete_step(**self._iterate(guide))
-        assert run.result is not None
-        return run.result
+        return self._iterative_search(guide, train_dataset, kwargs)
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -131,25 +116,17 @@ class UCBSearch(SearchTrainer):
         validation = options.validation_dataset
         if validation is None:
             validation = options.validate_dataset
-        train_batch_size = options.train_batch_size
-        if train_batch_size is None:
-            train_batch_size = options.batch_size if batch_given else 2
-        self.train_batch_size = train_batch_size
-        self.iterations = options.num_search_iterations
-        self.num_epochs = options.num_epochs
         low, high = (float(v) for v in options.score_range)
         self.score_range = (low, high)
         if options.min_score_for_agent_update is not None:
             options = attrs.evolve(options, min_score=options.min_score_for_agent_update)
         self.options = options
-        data = self._training_loader(train_dataset, self.train_batch_size, "train_batch_size")
-        self.validation_dataset = (
-            data if validation is None else as_dataset(validation, name="validation_dataset")
+        self._configure_iterations(
+            guide, train_dataset, options, validation, batch_given=batch_given
         )
         self.evaluation_batch_size = min(
             options.evaluation_batch_size, len(self.validation_dataset["inputs"])
         )
-        self.validate_guide = options.validate_guide or guide
         self._config = {
             "num_search_iterations": self.iterations,
             "train_batch_size": self.train_batch_size,
@@ -159,7 +136,7 @@ class UCBSearch(SearchTrainer):
         }
 
     def _reset(self) -> None:
-        self.buffer = [Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())]
+        self.buffer = [self._start_candidate()]
         self._total_samples = 0
 
     # -- the bandit -------------------------------------------------------------------------
@@ -192,9 +169,7 @@ class UCBSearch(SearchTrainer):
         )[1]
 
     def _validation_batch(self) -> tuple[list[Any], list[Any]]:
-        data = self.validation_dataset
-        picked = sorted(self.rng.sample(range(len(data["inputs"])), self.evaluation_batch_size))
-        return [data["inputs"][i] for i in picked], [data["infos"][i] for i in picked]
+        return self._sample_examples(self.validation_dataset, self.evaluation_batch_size)
 
     def _seed_buffer(self) -> None:
         """Score the buffer's unscored entries (the initial parameters) once."""
@@ -211,18 +186,7 @@ class UCBSearch(SearchTrainer):
         parent = self.select(self.buffer)
         selected_ucb = self.compute_ucb(parent)
         xs, infos = self.loader.sample()
-        (result,) = self.engine.explore(
-            [
-                ExplorationJob(
-                    paramset=parent.paramset,
-                    xs=xs,
-                    infos=infos,
-                    num_proposals=1,
-                    optimizer_state=parent.optimizer_state,
-                )
-            ],
-            guide,
-        )
+        result = self._explore_one(parent, guide, xs, infos)
         config = self.options.objective_config
         new_score: float | None = None
         new_metrics: dict[str, float] | None = None

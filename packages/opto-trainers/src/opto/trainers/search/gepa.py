@@ -41,7 +41,6 @@ import attrs
 from opto.trace.modules import Module
 
 from ..guide import Guide
-from ..loader import as_dataset
 from ..options import (
     TrainOptions,
     TrainResult,
@@ -52,9 +51,8 @@ from ..options import (
 )
 from ..ranking import score_key
 from ..scoring import reward, scalar
-from ..utils import ParamSet, get_paramset, paramset_key, safe_mean
+from ..utils import ParamSet, paramset_key, safe_mean
 from .candidate import Candidate
-from .engine import ExplorationJob
 from .gepa_frontier import (
     choose_merge_pair,
     common_ancestor,
@@ -155,21 +153,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         Keywords: the fields of the trainer's options class (`GEPAOptions` and its
         subclasses: `TrainOptions` plus the search's own).
         """
-        batch_given = "batch_size" in kwargs
-        options = self.options_class.from_kwargs(kwargs, algorithm=type(self).__name__)
-        self._configure(guide, train_dataset, options, batch_given=batch_given)
-        self._reset()
-        config = {"algorithm": type(self).__name__, **self._config}
-        with self.session(guide, options, config=config, total_steps=self.iterations) as run:
-            self.engine = self._engine(options)
-            run.initial_evaluation()
-            self._seed_buffer()
-            while (
-                self.n_iters < self.iterations and not run.should_stop() and not self._epochs_done()
-            ):
-                run.complete_step(**self._iterate(guide))
-        assert run.result is not None
-        return run.result
+        return self._iterative_search(guide, train_dataset, kwargs)
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -177,21 +161,12 @@ class GEPAAlgorithmBase(SearchTrainer):
         self, guide: Guide, train_dataset: Any, options: GEPAOptions, *, batch_given: bool
     ) -> None:
         self.options = options
-        train_batch_size = options.train_batch_size
-        if train_batch_size is None:
-            train_batch_size = options.batch_size if batch_given else 2
-        self.train_batch_size = train_batch_size
-        self.iterations = options.num_search_iterations
-        self.num_epochs = options.num_epochs
-        data = self._training_loader(train_dataset, train_batch_size, "train_batch_size")
-        validation = options.validation_dataset
-        self.validation_dataset = (
-            data if validation is None else as_dataset(validation, name="validation_dataset")
+        self._configure_iterations(
+            guide, train_dataset, options, options.validation_dataset, batch_given=batch_given
         )
         self.pareto_subset_size = min(
             options.pareto_subset_size, len(self.validation_dataset["inputs"])
         )
-        self.validate_guide = options.validate_guide or guide
         self.merge_every = options.merge_every or 0
         self._config = {
             "pareto_subset_size": self.pareto_subset_size,
@@ -216,7 +191,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         self._use_pareto_indices(
             sorted(self._search_rng.sample(range(size), self.pareto_subset_size))
         )
-        self.buffer = [Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())]
+        self.buffer = [self._start_candidate()]
         self._created = 0
         self._parents: dict[int, list[int]] = {0: []}
         # every accepted candidate's values: merges read their common ancestor's
@@ -363,22 +338,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         self._pulls[parent.created] = self._pulls.get(parent.created, 0) + 1
         xs, infos = self.loader.sample()
         index = self.n_iters % len(self.optimizers)  # several optimizers take turns
-        (result,) = self.engine.explore(
-            [
-                ExplorationJob(
-                    paramset=parent.paramset,
-                    xs=xs,
-                    infos=infos,
-                    num_proposals=1,
-                    optimizer_index=index,
-                    # a parent from another optimizer's chain starts this one's afresh
-                    optimizer_state=parent.optimizer_state
-                    if parent.optimizer_index == index
-                    else None,
-                )
-            ],
-            guide,
-        )
+        result = self._explore_one(parent, guide, xs, infos, index)
         train_score = safe_mean([reward(r, config) for r in result.rollouts])
         record: dict[str, Any] = {
             "train_score": train_score,

@@ -24,7 +24,12 @@ from typing import Any, ClassVar
 import attrs
 from opto.trace.modules import Module
 
-from ..options import optional_non_negative_int, positive_int, require_positive_int
+from ..options import (
+    finite_range,
+    optional_non_negative_int,
+    positive_int,
+    require_positive_int,
+)
 from ..ranking import rank_value, score_key
 from .gepa import GEPAAlgorithmBase, GEPAOptions, _number
 from .gepa_frontier import rank_key
@@ -44,12 +49,7 @@ class GEPAUCBSearchOptions(GEPAOptions):
 
     num_search_iterations: int = attrs.field(default=120, validator=positive_int)
     merge_every: int | None = attrs.field(default=6, validator=optional_non_negative_int)
-    score_range: Sequence[float] = (0.0, 1.0)
-
-    def __attrs_post_init__(self) -> None:
-        low, high = (float(v) for v in self.score_range)
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-            raise ValueError(f"score_range must be finite (low, high), not {self.score_range!r}")
+    score_range: Sequence[float] = attrs.field(default=(0.0, 1.0), validator=finite_range)
 
 
 class GEPAUCBSearch(GEPAAlgorithmBase):

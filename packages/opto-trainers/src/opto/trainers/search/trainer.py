@@ -9,13 +9,15 @@ and the shared agent only ever receives the chosen candidate (`_adopt_candidate`
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 from ..algorithms.base import Trainer
+from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
-from ..options import TrainOptions
+from ..options import TrainOptions, TrainResult
+from ..utils import get_paramset
 from .candidate import Candidate
-from .engine import SearchEngine, chain_state
+from .engine import ExplorationJob, ExplorationResult, SearchEngine, chain_state
 
 __all__ = ["SearchTrainer"]
 
@@ -29,6 +31,8 @@ class SearchTrainer(Trainer):
     """
 
     num_epochs: int | None  # set by each subclass's `_configure`
+    #: The `train` keywords' options class (the iterative searches parse them with it).
+    options_class: ClassVar[type[TrainOptions]] = TrainOptions
 
     def _accept_optimizer(self, optimizer: Any) -> Any:
         """Accept one optimizer or a list (candidates are spread over them); all must be
@@ -68,6 +72,10 @@ class SearchTrainer(Trainer):
     def _initial_state(self) -> dict[str, Any] | None:
         return chain_state(self.optimizer)
 
+    def _start_candidate(self) -> Candidate:
+        """The agent's current values, with the trainer's optimizer chain, as a candidate."""
+        return Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())
+
     def _adopt_candidate(self, candidate: Candidate) -> None:
         """Give the shared agent the chosen candidate's values and the trainer's optimizer
         the state of the candidate's chain (its memory, counters and latest step record);
@@ -75,6 +83,47 @@ class SearchTrainer(Trainer):
         self.adopt(candidate.paramset)
         if candidate.optimizer_state is not None and candidate.optimizer_index == 0:
             self.optimizer.load_state_dict(copy.deepcopy(candidate.optimizer_state))
+
+    def _job(
+        self,
+        parent: Candidate,
+        xs: list[Any],
+        infos: list[Any],
+        *,
+        num_proposals: int = 1,
+        optimizer_index: int = 0,
+        context: str | None = None,
+    ) -> ExplorationJob:
+        """`num_proposals` proposals from `parent` on the minibatch `(xs, infos)` by
+        optimizer `optimizer_index`; a parent from another optimizer's chain starts that
+        optimizer's state afresh."""
+        same_chain = parent.optimizer_index == optimizer_index
+        return ExplorationJob(
+            paramset=parent.paramset,
+            xs=xs,
+            infos=infos,
+            num_proposals=num_proposals,
+            optimizer_index=optimizer_index,
+            optimizer_state=parent.optimizer_state if same_chain else None,
+            context=context,
+        )
+
+    def _explore_one(
+        self, parent: Candidate, guide: Guide, xs: list[Any], infos: list[Any], index: int = 0
+    ) -> ExplorationResult:
+        """One proposal from `parent` on `(xs, infos)` by optimizer `index` (see `_job`)."""
+        (result,) = self.engine.explore(
+            [self._job(parent, xs, infos, optimizer_index=index)], guide
+        )
+        return result
+
+    def _sample_examples(
+        self, data: dict[str, list[Any]], size: int
+    ) -> tuple[list[Any], list[Any]]:
+        """`size` distinct examples of `data` drawn with the trainer's RNG, in dataset
+        order: `(inputs, infos)`."""
+        picked = sorted(self.rng.sample(range(len(data["inputs"])), size))
+        return [data["inputs"][i] for i in picked], [data["infos"][i] for i in picked]
 
     def _epochs_done(self) -> bool:
         """Whether the loader has gone through `num_epochs` (set by the subclass's
@@ -95,3 +144,46 @@ class SearchTrainer(Trainer):
             )
         self.loader = DataLoader(data, batch_size, seed=self.seed)
         return data
+
+    # -- the iterative searches (UCB, GEPA) ---------------------------------------------------
+
+    def _iterative_search(
+        self, guide: Guide, train_dataset: Any, kwargs: dict[str, Any]
+    ) -> TrainResult:
+        """`train` of a search that runs `self.iterations` steps of `_iterate`: parse the
+        keywords with `options_class`, `_configure` and `_reset`, score the starting buffer
+        (`_seed_buffer`), then step until the iterations, a stop condition or the epochs
+        run out."""
+        batch_given = "batch_size" in kwargs
+        options = self.options_class.from_kwargs(kwargs, algorithm=type(self).__name__)
+        self._configure(guide, train_dataset, options, batch_given=batch_given)
+        self._reset()
+        config = {"algorithm": type(self).__name__, **self._config}
+        iterations = self.iterations
+        with self.session(guide, options, config=config, total_steps=iterations) as run:
+            self.engine = self._engine(self.options)
+            run.initial_evaluation()
+            self._seed_buffer()
+            while self.n_iters < iterations and not run.should_stop() and not self._epochs_done():
+                run.complete_step(**self._iterate(guide))
+        assert run.result is not None
+        return run.result
+
+    def _configure_iterations(
+        self, guide: Guide, train_dataset: Any, options: Any, validation: Any, *, batch_given: bool
+    ) -> None:
+        """The iterative searches' common settings: `train_batch_size` (default:
+        `batch_size` if given, else 2), `iterations`, `num_epochs`, the training loader,
+        `validation_dataset` (default: the training set) and `validate_guide` (default:
+        `guide`)."""
+        train_batch_size = options.train_batch_size
+        if train_batch_size is None:
+            train_batch_size = options.batch_size if batch_given else 2
+        self.train_batch_size = train_batch_size
+        self.iterations = options.num_search_iterations
+        self.num_epochs = options.num_epochs
+        data = self._training_loader(train_dataset, train_batch_size, "train_batch_size")
+        self.validation_dataset = (
+            data if validation is None else as_dataset(validation, name="validation_dataset")
+        )
+        self.validate_guide = options.validate_guide or guide

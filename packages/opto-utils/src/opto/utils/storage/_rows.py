@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
+
+import attrs
 
 from . import _json
 from .records import CheckpointRecord, EventRecord, RunRecord, RunStatus, StepRecord
@@ -57,48 +59,39 @@ def check_status(status: RunStatus | str) -> RunStatus:
         raise ValueError(f"unknown run status {status!r}; use one of {valid}") from None
 
 
+#: Columns holding JSON text (decoded into the record) and timestamps (stored naive, in UTC).
+_JSON_COLUMNS = frozenset(
+    {"config", "parameters", "scores", "feedback", "usage", "info", "state", "payload"}
+)
+_TIME_COLUMNS = frozenset({"created_at", "updated_at", "finished_at"})
+
+_R = TypeVar("_R")
+
+
+def _record(cls: type[_R], row: Mapping[str, Any]) -> _R:
+    """A record of `cls` with each field from the row's column of that name."""
+    values: dict[str, Any] = {}
+    for field in attrs.fields(cls):  # type: ignore[arg-type]
+        value = row[field.name]
+        if field.name in _JSON_COLUMNS:
+            value = _json.loads(value, field.name)
+        elif field.name in _TIME_COLUMNS:
+            value = _utc(value)
+        values[field.name] = value
+    return cls(**values)
+
+
 def run_record(row: Mapping[str, Any]) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        name=row["name"],
-        config=_json.loads(row["config"], "config"),
-        seed=row["seed"],
-        status=RunStatus(row["status"]),
-        created_at=_utc(row["created_at"]),
-        updated_at=_utc(row["updated_at"]),
-        finished_at=_utc(row["finished_at"]),
-    )
+    return attrs.evolve(_record(RunRecord, row), status=RunStatus(row["status"]))
 
 
 def step_record(row: Mapping[str, Any]) -> StepRecord:
-    return StepRecord(
-        run_id=row["run_id"],
-        iteration=row["iteration"],
-        parameters=_json.loads(row["parameters"], "parameters"),
-        scores=_json.loads(row["scores"], "scores"),
-        feedback=_json.loads(row["feedback"], "feedback"),
-        usage=_json.loads(row["usage"], "usage"),
-        info=_json.loads(row["info"], "info"),
-        created_at=_utc(row["created_at"]),
-    )
+    return _record(StepRecord, row)
 
 
 def checkpoint_record(row: Mapping[str, Any]) -> CheckpointRecord:
-    return CheckpointRecord(
-        id=row["id"],
-        run_id=row["run_id"],
-        iteration=row["iteration"],
-        state=_json.loads(row["state"], "state"),
-        created_at=_utc(row["created_at"]),
-    )
+    return _record(CheckpointRecord, row)
 
 
 def event_record(row: Mapping[str, Any]) -> EventRecord:
-    return EventRecord(
-        id=row["id"],
-        run_id=row["run_id"],
-        kind=row["kind"],
-        payload=_json.loads(row["payload"], "payload"),
-        iteration=row["iteration"],
-        created_at=_utc(row["created_at"]),
-    )
+    return _record(EventRecord, row)

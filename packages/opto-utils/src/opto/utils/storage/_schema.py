@@ -97,27 +97,33 @@ step_scores = sa.Table(
     sa.Index("ix_opto_step_scores_rank", "run_id", "key", "value"),
 )
 
-checkpoints = sa.Table(
-    "opto_checkpoints",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    _run_id(),
+
+def _run_log(name: str, *columns: sa.Column[object]) -> sa.Table:
+    """A table of records a run appends (checkpoints, events): an auto-increment `id`,
+    the owning `run_id`, `columns`, `created_at`, and an index listing a run's rows in
+    order."""
+    return sa.Table(
+        f"opto_{name}",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        _run_id(),
+        *columns,
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Index(f"ix_opto_{name}_run", "run_id", "id"),
+    )
+
+
+checkpoints = _run_log(
+    "checkpoints",
     sa.Column("iteration", sa.Integer, nullable=True),
     sa.Column("state", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Index("ix_opto_checkpoints_run", "run_id", "id"),
 )
 
-events = sa.Table(
-    "opto_events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    _run_id(),
+events = _run_log(
+    "events",
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("iteration", sa.Integer, nullable=True),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Index("ix_opto_events_run", "run_id", "id"),
 )
 
 

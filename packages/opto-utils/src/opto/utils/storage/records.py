@@ -29,19 +29,25 @@ class RunStatus(str, enum.Enum):
         return self is not RunStatus.RUNNING
 
 
-def _json_dict(record: Any) -> dict[str, Any]:
-    """Shallow dict of an attrs record with datetimes as ISO strings and enums as values."""
-    out = attrs.asdict(record, recurse=False)
-    for key, value in out.items():
-        if isinstance(value, datetime):
-            out[key] = value.isoformat()
-        elif isinstance(value, enum.Enum):
-            out[key] = value.value
-    return out
+class _Record:
+    """Base of the records: their JSON-able form."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict of this record (datetimes as ISO strings, enums as
+        their values)."""
+        out = attrs.asdict(self, recurse=False)
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+            elif isinstance(value, enum.Enum):
+                out[key] = value.value
+        return out
 
 
 @attrs.frozen(kw_only=True)
-class RunRecord:
+class RunRecord(_Record):
     """One optimization run: an experiment whose steps, checkpoints and events are kept."""
 
     id: int
@@ -53,13 +59,9 @@ class RunRecord:
     updated_at: datetime
     finished_at: datetime | None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict of this record."""
-        return _json_dict(self)
-
 
 @attrs.frozen(kw_only=True)
-class StepRecord:
+class StepRecord(_Record):
     """One completed step of a run: what was tried, how it scored, and what it cost."""
 
     run_id: int
@@ -71,13 +73,9 @@ class StepRecord:
     info: dict[str, Any]
     created_at: datetime
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict of this record."""
-        return _json_dict(self)
-
 
 @attrs.frozen(kw_only=True)
-class CheckpointRecord:
+class CheckpointRecord(_Record):
     """A complete, JSON-able state snapshot of a run (e.g. a trainer's `state_dict()`)."""
 
     id: int
@@ -86,13 +84,9 @@ class CheckpointRecord:
     state: Any
     created_at: datetime
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict of this record."""
-        return _json_dict(self)
-
 
 @attrs.frozen(kw_only=True)
-class EventRecord:
+class EventRecord(_Record):
     """Something that happened during a run (started, resumed, budget hit, a warning...)."""
 
     id: int
@@ -101,7 +95,3 @@ class EventRecord:
     payload: Any
     iteration: int | None
     created_at: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict of this record."""
-        return _json_dict(self)
