@@ -14,11 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opto.optimizers.optoprime import OptoPrime
-from opto.optimizers.prompts import Mask, Memory, ProblemPrompt, PromptHost
+from opto.optimizers.prompts import ProblemPrompt, PromptHost, PromptRequest
 from opto.optimizers.reply_formats import JSONReplyFormat
 from opto.optimizers.utils import jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
-from opto.trace.propagators import FunctionFeedback
 from opto.trace.utils import is_code_name
 
 __all__ = ["CompactOptoPrime", "CompactPrompt", "CompactReplyFormat"]
@@ -95,15 +94,14 @@ class CompactPrompt(ProblemPrompt):
         """The two-sentence system prompt (no section legend, no format rules)."""
         return self.text
 
-    def user_prompt(
-        self,
-        optimizer: PromptHost,
-        summary: FunctionFeedback,
-        mask: Mask,
-        limit: int,
-        memory: Memory,
-    ) -> str:
+    def user_prompt(self, request: PromptRequest) -> str:
         """Variables, outputs, memory, then the feedback right before the request."""
+        optimizer, summary, limit, memory = (
+            request.optimizer,
+            request.summary,
+            request.limit,
+            request.memory,
+        )
         lines = ["Variables:"]
         # Non-code values first, as in the reply's schema; code on lines of its own.
         for name in sorted(summary.variables, key=is_code_name):
@@ -120,7 +118,7 @@ class CompactPrompt(ProblemPrompt):
                     lines.append("Choose the new value from:")
                     lines += [f"- {option}" for option in options]
         outputs = list(summary.output.values())[:MAX_OUTPUTS]
-        if outputs and "outputs" not in optimizer.problem_view.masked(mask):
+        if outputs and "outputs" not in optimizer.problem_view.masked(request.mask):
             lines += ["", "Outputs of the run:"]
             lines += [f"- {truncate_expression(value, limit)}" for value, _ in outputs]
         if memory:

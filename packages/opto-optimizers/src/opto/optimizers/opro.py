@@ -23,7 +23,7 @@ from opto.optimizers.buffers import FIFOBuffer
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.optoprime_v2 import OptimizerPromptSymbolSet, OptoPrimeV2
 from opto.optimizers.problem import ProblemView
-from opto.optimizers.prompts import Mask, Memory, PromptBuilder, PromptHost
+from opto.optimizers.prompts import PromptBuilder, PromptHost, PromptRequest
 from opto.optimizers.reply_formats import ReplyGuide
 from opto.optimizers.utils import Delegated, jsonable, truncate_expression
 from opto.trace.nodes import ParameterNode
@@ -155,16 +155,9 @@ class OPROPrompt(PromptBuilder):
     def remember(self, optimizer: PromptHost, summary: FunctionFeedback) -> None:
         """Nothing: :meth:`build` already recorded the step in the history."""
 
-    def user_prompt(
-        self,
-        optimizer: PromptHost,
-        summary: FunctionFeedback,
-        mask: Mask,
-        limit: int,
-        memory: Memory,
-    ) -> str:
+    def user_prompt(self, request: PromptRequest) -> str:
         """The meta-prompt (:meth:`meta_prompt`)."""
-        return self.meta_prompt(optimizer, summary, limit, mask)
+        return self.meta_prompt(request.optimizer, request.summary, request.limit, request.mask)
 
     def _shown_history(self) -> list[tuple[bool, dict[str, Any]]]:
         """``(is_current, entry)`` to show: unscored first (chronological), then scored

@@ -19,17 +19,30 @@ import abc
 from collections.abc import Callable, Collection, Mapping, MutableSequence, Sequence
 from typing import Any, ClassVar, Protocol
 
+import attrs
 from opto.optimizers import prompt_budget
 from opto.optimizers.problem import FENCE_LINE, ProblemView
 from opto.optimizers.reply_formats import ReplyGuide
 from opto.trace.propagators import FunctionFeedback
 
-__all__ = ["Mask", "Memory", "ProblemPrompt", "PromptBuilder", "PromptHost"]
+__all__ = ["Mask", "Memory", "ProblemPrompt", "PromptBuilder", "PromptHost", "PromptRequest"]
 
 #: The problem sections a step leaves out (by key, header or name; None: none).
 Mask = Collection[str] | None
 #: Remembered ``{variables, feedback}`` entries of earlier steps, oldest first.
 Memory = Sequence[Mapping[str, Any]]
+
+
+@attrs.frozen
+class PromptRequest:
+    """What one user prompt shows: the optimizer's step ``summary`` under ``mask``, values
+    cut at ``limit`` characters, and the ``memory`` entries kept after fitting the budget."""
+
+    optimizer: PromptHost
+    summary: FunctionFeedback
+    mask: Mask
+    limit: int
+    memory: Memory
 
 
 class PromptHost(Protocol):
@@ -99,16 +112,9 @@ class PromptBuilder(abc.ABC):
         )
 
     @abc.abstractmethod
-    def user_prompt(
-        self,
-        optimizer: PromptHost,
-        summary: FunctionFeedback,
-        mask: Mask,
-        limit: int,
-        memory: Memory,
-    ) -> str:
-        """The user prompt with values cut at ``limit`` characters and ``memory`` (earlier
-        ``{variables, feedback}`` entries, oldest first) shown."""
+    def user_prompt(self, request: PromptRequest) -> str:
+        """The user prompt for ``request``: values cut at ``request.limit`` characters and
+        ``request.memory`` (earlier ``{variables, feedback}`` entries, oldest first) shown."""
 
     def build(
         self,
@@ -126,7 +132,9 @@ class PromptBuilder(abc.ABC):
         """
         system = optimizer.system_prompt()
         user = prompt_budget.fit_to_tokens(
-            lambda limit, memory: self.user_prompt(optimizer, summary, mask, limit, memory),
+            lambda limit, memory: self.user_prompt(
+                PromptRequest(optimizer, summary, mask, limit, memory)
+            ),
             system,
             optimizer.max_value_chars,
             self.shown_memory(optimizer),
@@ -167,16 +175,15 @@ class ProblemPrompt(PromptBuilder):
     in the optimizer's problem view, the remembered steps, the question about the
     variables (``highlight_variables``) and the closing line."""
 
-    def user_prompt(
-        self,
-        optimizer: PromptHost,
-        summary: FunctionFeedback,
-        mask: Mask,
-        limit: int,
-        memory: Memory,
-    ) -> str:
+    def user_prompt(self, request: PromptRequest) -> str:
         """The problem instance between fence lines, with example, memory and question."""
-        instance = optimizer.problem_instance(summary, mask, limit)
+        optimizer, summary, limit, memory = (
+            request.optimizer,
+            request.summary,
+            request.limit,
+            request.memory,
+        )
+        instance = optimizer.problem_instance(summary, request.mask, limit)
         parts = [optimizer.example_prompt()] if optimizer.include_example else []
         parts.append(
             "Now you see problem instance:\n\n"
