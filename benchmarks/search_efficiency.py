@@ -44,7 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -461,6 +461,22 @@ def _pm(value: tuple[float, float]) -> str:
     return f"{value[0]:.3f} ± {value[1]:.3f}"
 
 
+def _table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[tuple[str, dict[str, Any]]],
+    cells: Callable[[dict[str, Any]], list[str]],
+) -> list[str]:
+    """A Markdown table: `title`, then one line per `(trainer, row)`; a row holding an
+    `error` shows it in the first cell after the trainer's name."""
+    lines = [title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for name, row in rows:
+        shown = cells(row) if "error" not in row else [f"error: {row['error']}"]
+        shown += [""] * (len(columns) - 1 - len(shown))
+        lines.append("| " + " | ".join([name, *shown]) + " |")
+    return [*lines, ""]
+
+
 def render(results: dict[str, Any]) -> str:
     """The results as Markdown tables (the README's format)."""
     lines: list[str] = []
@@ -470,65 +486,77 @@ def render(results: dict[str, Any]) -> str:
     for suffix, task_name, rows in [(x, t, r) for x, e in tables for t, r in e.items()]:
         budget = next((r["metric_budget"] for r in rows.values() if "metric_budget" in r), "?")
         common = next((r["proposal_budget"] for r in rows.values() if "proposal_budget" in r), "?")
-        lines += [
+        lines += _table(
             f"**{task_name}** (budget {budget} metric calls; proposals axis to {common}{suffix})",
-            "",
-            "| trainer | AUC vs metric calls | score at budget | AUC vs proposals "
-            "| proposals | steps |",
-            "|---|---|---|---|---|---|",
-        ]
-        ranked = sorted(rows.items(), key=lambda kv: -kv[1].get("auc_calls", (-1, 0))[0])
-        for name, row in ranked:
-            if "error" in row:
-                lines.append(f"| {name} | error: {row['error']} | | | | | |")
-                continue
-            lines.append(
-                f"| {name} | {_pm(row['auc_calls'])} | {_pm(row['final'])} | "
-                f"{_pm(row['auc_proposals'])} | {row['proposals']:.0f} | {row['steps']:.1f} |"
-            )
-        lines.append("")
+            [
+                "trainer",
+                "AUC vs metric calls",
+                "score at budget",
+                "AUC vs proposals",
+                "proposals",
+                "steps",
+            ],
+            sorted(rows.items(), key=lambda kv: -kv[1].get("auc_calls", (-1, 0))[0]),
+            lambda row: [
+                _pm(row["auc_calls"]),
+                _pm(row["final"]),
+                _pm(row["auc_proposals"]),
+                f"{row['proposals']:.0f}",
+                f"{row['steps']:.1f}",
+            ],
+        )
     if results.get("latency"):
         info = results["latency_setup"]
-        lines += [
+        lines += _table(
             f"**Latency** ({info['task']}, {info['steps']} steps, {info['latency']} s per "
             f"proposal, {info['seeds']} seeds, 32 threads)",
-            "",
-            "| trainer | wall s | critical path s | ratio | rounds | waves "
-            "| same run, instant proposals s | wall / (critical + instant) | proposals |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name, row in results["latency"].items():
-            if "error" in row:
-                lines.append(f"| {name} | error: {row['error']} | | | | | | | |")
-                continue
-            lines.append(
-                f"| {name} | {row['wall_s']:.2f} | {row['critical_s']:.2f} | "
-                f"{row['ratio']:.3f} | {row['rounds']:.0f} | {row['waves']:.0f} | "
-                f"{row['framework_s']:.2f} | {row['ratio_with_framework']:.3f} | "
-                f"{row['proposals']:.0f} |"
-            )
-        lines.append("")
+            [
+                "trainer",
+                "wall s",
+                "critical path s",
+                "ratio",
+                "rounds",
+                "waves",
+                "same run, instant proposals s",
+                "wall / (critical + instant)",
+                "proposals",
+            ],
+            results["latency"].items(),
+            lambda row: [
+                f"{row['wall_s']:.2f}",
+                f"{row['critical_s']:.2f}",
+                f"{row['ratio']:.3f}",
+                f"{row['rounds']:.0f}",
+                f"{row['waves']:.0f}",
+                f"{row['framework_s']:.2f}",
+                f"{row['ratio_with_framework']:.3f}",
+                f"{row['proposals']:.0f}",
+            ],
+        )
     if results.get("resume"):
         info = results["resume_setup"]
-        lines += [
+        lines += _table(
             f"**Resume** ({info['task']}: killed at the first proposal of step "
             f"{info['steps'] + 1}, resumed to step {2 * info['steps']})",
-            "",
-            "| trainer | calls before kill | of which in the killed step "
-            "| calls after resume | validation re-scores | validations of pairs only "
-            "trained on before | training rollouts re-run |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, row in results["resume"].items():
-            if "error" in row:
-                lines.append(f"| {name} | error: {row['error']} | | | | | |")
-                continue
-            lines.append(
-                f"| {name} | {row['calls_before_kill']} | {row['calls_lost_in_killed_step']} | "
-                f"{row['calls_after_resume']} | {row['rescored']} | "
-                f"{row['validated_after_training']} | {row['training_rerun']} |"
-            )
-        lines.append("")
+            [
+                "trainer",
+                "calls before kill",
+                "of which in the killed step",
+                "calls after resume",
+                "validation re-scores",
+                "validations of pairs only trained on before",
+                "training rollouts re-run",
+            ],
+            results["resume"].items(),
+            lambda row: [
+                str(row["calls_before_kill"]),
+                str(row["calls_lost_in_killed_step"]),
+                str(row["calls_after_resume"]),
+                str(row["rescored"]),
+                str(row["validated_after_training"]),
+                str(row["training_rerun"]),
+            ],
+        )
     if results.get("skipped"):
         lines += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items())]
     return "\n".join(lines)
