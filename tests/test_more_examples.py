@@ -172,7 +172,10 @@ def test_search_resume_demo_kills_its_own_child_and_resumes(tmp_path, capsys):
     argv = ["--llm", "scripted", "--storage", url, "--run-name", "demo", "--delay", "0.3"]
     assert example.main(argv) == 0
     out = capsys.readouterr().out
-    assert "Killed it with SIGKILL after 2 of 5 depths." in out
+    # Under load a further depth may be stored between the poll and the kill; any count
+    # below 5 is a mid-run kill.
+    killed = re.search(r"Killed it with SIGKILL after (\d) of 5 depths\.", out)
+    assert killed and 2 <= int(killed.group(1)) < 5, out
     assert "Run 'demo': 5 depths, completed" in out
     assert f"opto-runs --storage {url} show demo" in out
     from opto.utils.storage import open_storage
