@@ -119,6 +119,21 @@ class Budget:
         return self.max_calls is None and self.max_tokens is None and self.max_usd is None
 
 
+# The ledger's totals and their starting values (`summary()` reports them in this order).
+_TOTALS: dict[str, int | float] = {
+    "calls": 0,
+    "requests": 0,
+    "errors": 0,
+    "cached_calls": 0,
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "cost_usd": 0.0,
+    "unknown_cost_calls": 0,
+    "eval_cache_hits": 0,
+    "eval_cache_misses": 0,
+}
+
+
 class UsageLedger:
     """Thread- and task-safe totals of LLM calls, with an optional budget.
 
@@ -129,6 +144,17 @@ class UsageLedger:
     cache: a hit made no call and costs nothing.
     """
 
+    calls: int
+    requests: int
+    errors: int
+    cached_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    unknown_cost_calls: int
+    eval_cache_hits: int
+    eval_cache_misses: int
+
     def __init__(self, budget: Budget | None = None, *, max_records: int | None = None) -> None:
         self.budget = budget or Budget()
         self._lock = threading.Lock()
@@ -136,16 +162,8 @@ class UsageLedger:
         self._pending_requests = 0
         self._pending_tokens = 0
         self._pending_usd = 0.0
-        self.requests = 0
-        self.calls = 0
-        self.errors = 0
-        self.cached_calls = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.cost_usd = 0.0
-        self.unknown_cost_calls = 0
-        self.eval_cache_hits = 0
-        self.eval_cache_misses = 0
+        for name, zero in _TOTALS.items():
+            setattr(self, name, zero)
         self._by_model: dict[str, dict[str, float]] = {}
 
     @property
@@ -167,19 +185,9 @@ class UsageLedger:
     def summary(self) -> dict[str, Any]:
         """Totals as a JSON-able dict (for logs and checkpoints)."""
         with self._lock:
-            return {
-                "calls": self.calls,
-                "requests": self.requests,
-                "errors": self.errors,
-                "cached_calls": self.cached_calls,
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens,
-                "cost_usd": self.cost_usd,
-                "unknown_cost_calls": self.unknown_cost_calls,
-                "eval_cache_hits": self.eval_cache_hits,
-                "eval_cache_misses": self.eval_cache_misses,
-            }
+            totals = {name: getattr(self, name) for name in _TOTALS}
+        totals["total_tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
+        return totals
 
     def _check(self, estimated_tokens: int) -> None:
         """Raise `BudgetExceeded` if one more request would pass the budget (lock held)."""
