@@ -15,6 +15,7 @@ from opto.optimizers.opro import OPROPrompt
 from opto.optimizers.optoprime import DEFAULT_JSON_KEYS
 from opto.optimizers.prompts import ProblemPrompt
 from opto.optimizers.proposals import SingleReply
+from opto.optimizers.utils import Delegated
 from opto.trace.testing import one_step
 from opto.utils.testing import ScriptedLLM
 from opto.utils.usage import BudgetExceeded, track_usage
@@ -123,6 +124,40 @@ def test_variant_settings_are_their_strategys_under_the_old_names():
     opro.maximize = False
     assert opro.prompt_builder.maximize is False and opro.max_num_solutions == 3
     assert opro.history is opro.prompt_builder.history
+
+
+def test_delegated_many_installs_one_delegated_attribute_per_name():
+    class Part:
+        size = 1
+        label = "a"
+
+    @Delegated.many("part", "size", "label")
+    class Whole:
+        def __init__(self):
+            self.part = Part()
+
+    whole = Whole()
+    whole.size = 5
+    assert whole.part.size == 5 and whole.label == "a"
+    assert isinstance(Whole.size, Delegated) and (Whole.size.part, Whole.size.name) == (
+        "part",
+        "size",
+    )
+    twin = copy.deepcopy(whole)
+    twin.label = "b"
+    assert twin.part.label == "b" and whole.label == "a"
+    for variant, part, names in [
+        (OptoPrimeMulti, "proposer", ["num_responses", "selector", "candidate_log"]),
+        (OPRO, "prompt_builder", ["history", "max_num_solutions", "maximize"]),
+    ]:
+        assert all(getattr(variant, name).part == part for name in names)
+
+
+def test_delegated_many_refuses_names_it_would_break():
+    with pytest.raises(TypeError, match="'not a name' is not an attribute name"):
+        Delegated.many("part", "not a name")(type("Whole", (), {}))
+    with pytest.raises(TypeError, match="Whole already defines 'size'"):
+        Delegated.many("part", "size")(type("Whole", (), {"size": 3}))
 
 
 def test_copies_and_forks_own_their_strategy_state_but_share_the_selector():

@@ -9,6 +9,7 @@ import json
 import pytest
 from opto import trace
 from opto.optimizers import OPRO, OptoPrime, OptoPrimeMulti, OptoPrimeV2, TextGrad
+from opto.optimizers.compact_prompt import CompactReplyFormat
 from opto.optimizers.opro import OPROv2
 from opto.optimizers.optoprime_v2 import OptimizerPromptSymbolSet, ProblemInstanceV2
 from opto.optimizers.reply_formats import JSONReplyFormat, ReplyGuide, XMLReplyFormat
@@ -64,6 +65,28 @@ def test_the_json_schema_lists_non_code_values_first_and_caps_the_reasoning():
     assert schema["properties"]["s"]["properties"]["n"] == {"type": "integer"}
     assert schema["properties"]["why"] == {"type": "string", "maxLength": 50}
     assert "answer" not in schema["properties"]
+
+
+def test_a_suggestion_only_format_asks_for_shows_and_allows_just_the_suggestion():
+    keys = {"reasoning": "why", "answer": "ans", "suggestion": "s"}
+    fmt = CompactReplyFormat(keys, {"n": ["2", "3"]})
+    section = fmt.prompt_section(ReplyGuide(reasoning_rule="explain it", question="#Q"))
+    assert '"s": {<variable name>: <new value>, ...}' in section
+    assert "why" not in section and "ans" not in section and "explain it" not in section
+    example = fmt.example_reply("because", {"n": "2"})
+    assert json.loads(example) == {"s": {"n": "2"}}
+    assert fmt.parse(example).suggestion == {"n": "2"}
+    option = fmt.response_format({"n": (1, False), "m": (1.5, False)}, 100, 10)
+    schema = option["json_schema"]["schema"]
+    assert list(schema["properties"]) == ["s"] and schema["required"] == ["s"]
+    assert schema["properties"]["s"]["properties"] == {
+        "n": {"type": "string", "enum": ["2", "3"]},
+        "m": {"type": "number"},
+    }
+    # The same keys in the full JSON format keep the reasoning and the answer.
+    full = JSONReplyFormat(keys)
+    assert '"why": <your reasoning>' in full.prompt_section(ReplyGuide(question="#Q"))
+    assert list(json.loads(full.example_reply("because", {"n": 2}))) == ["why", "ans", "s"]
 
 
 def test_xml_extraction_honours_tag_overrides():

@@ -48,30 +48,21 @@ class CompactReplyFormat(JSONReplyFormat):
     then copies into them. A variable with ``choices`` (``{variable name: candidate
     strings}``, read at each use) may only take one of them (a JSON-schema ``enum``)."""
 
+    suggestion_only = True
+
     def __init__(
         self, keys: Mapping[str, str | None], choices: Mapping[str, Sequence[str]]
     ) -> None:
         super().__init__(keys)
         self.choices = choices
 
-    def response_format(
-        self,
-        variables: Mapping[str, tuple[Any, bool]],
-        max_tokens: int,
-        reasoning_max_chars: int | None = None,
-    ) -> dict[str, Any]:
-        """The JSON schema of the suggestion alone, choices as enums."""
-        response_format = super().response_format(variables, max_tokens, reasoning_max_chars)
-        schema = response_format["json_schema"]["schema"]
-        key = self.keys["suggestion"]
-        schema["properties"] = {key: schema["properties"][key]}
-        schema["required"] = [key]
-        properties = schema["properties"][key]["properties"]
-        for name in properties:
-            options = _options(self.choices, name, variables[name][0])
-            if options:
-                properties[name] = {"type": "string", "enum": options}
-        return response_format
+    def value_schema(self, name: str, value: Any, code: bool) -> dict[str, Any]:
+        """One of the ``choices`` for ``name`` (an ``enum``) when it has some, else the
+        JSON reply's schema of the value."""
+        options = _options(self.choices, name, value)
+        if options:
+            return {"type": "string", "enum": options}
+        return super().value_schema(name, value, code)
 
 
 class CompactPrompt(ProblemPrompt):
@@ -96,12 +87,7 @@ class CompactPrompt(ProblemPrompt):
 
     def user_prompt(self, request: PromptRequest) -> str:
         """Variables, outputs, memory, then the feedback right before the request."""
-        optimizer, summary, limit, memory = (
-            request.optimizer,
-            request.summary,
-            request.limit,
-            request.memory,
-        )
+        optimizer, summary = request.optimizer, request.summary
         lines = ["Variables:"]
         # Non-code values first, as in the reply's schema; code on lines of its own.
         for name in sorted(summary.variables, key=is_code_name):
@@ -120,10 +106,10 @@ class CompactPrompt(ProblemPrompt):
         outputs = list(summary.output.values())[:MAX_OUTPUTS]
         if outputs and "outputs" not in optimizer.problem_view.masked(request.mask):
             lines += ["", "Outputs of the run:"]
-            lines += [f"- {truncate_expression(value, limit)}" for value, _ in outputs]
-        if memory:
+            lines += [f"- {truncate_expression(value, request.limit)}" for value, _ in outputs]
+        if request.memory:
             lines += ["", "Earlier values and their feedback:"]
-            for entry in memory:
+            for entry in request.memory:
                 values = jsonable(entry["variables"])
                 lines.append(f"- {values} -> {jsonable(entry['feedback'])}")
         # The feedback last, right before the request.

@@ -236,15 +236,11 @@ class OPROPrompt(PromptBuilder):
         self.history.extend(state.get("history") or ())
 
 
+@Delegated.many("prompt_builder", "history", "max_num_solutions", "maximize", "score_extractor")
 class _OPROOptions:
     """OPRO's options for an OptoPrime-family optimizer: an :class:`OPROPrompt` as its
     prompt builder and a reply without an answer. The history and its settings are the
     builder's, reachable under their names on the optimizer."""
-
-    history = Delegated("prompt_builder")
-    max_num_solutions = Delegated("prompt_builder")
-    maximize = Delegated("prompt_builder")
-    score_extractor = Delegated("prompt_builder")
 
     def __init__(
         self,

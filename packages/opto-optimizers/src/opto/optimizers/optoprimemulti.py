@@ -41,6 +41,21 @@ _string_list = candidate_helpers.string_list
 _weighted_order = candidate_helpers.weighted_order
 
 
+@Delegated.many(
+    "proposer",
+    "num_responses",
+    "temperature_min_max",
+    "selector",
+    "generation_technique",
+    "selection_technique",
+    "experts_list",
+    "llm_profiles",
+    "llm_weights",
+    "max_workers",
+    "candidates",
+    "selected",
+    "candidate_log",
+)
 class OptoPrimeMulti(OptoPrime):
     """OptoPrime that generates several candidates per step and applies the selected one.
 
@@ -53,19 +68,6 @@ class OptoPrimeMulti(OptoPrime):
     The settings and the results (:attr:`candidates`, :attr:`selected`,
     :attr:`candidate_log`) are the search's, reachable under their names here.
     """
-
-    num_responses = Delegated("proposer")
-    temperature_min_max = Delegated("proposer")
-    selector = Delegated("proposer")
-    generation_technique = Delegated("proposer")
-    selection_technique = Delegated("proposer")
-    experts_list = Delegated("proposer")
-    llm_profiles = Delegated("proposer")
-    llm_weights = Delegated("proposer")
-    max_workers = Delegated("proposer")
-    candidates = Delegated("proposer")
-    selected = Delegated("proposer")
-    candidate_log = Delegated("proposer")
 
     def __init__(
         self,

@@ -177,23 +177,18 @@ class ProblemPrompt(PromptBuilder):
 
     def user_prompt(self, request: PromptRequest) -> str:
         """The problem instance between fence lines, with example, memory and question."""
-        optimizer, summary, limit, memory = (
-            request.optimizer,
-            request.summary,
-            request.limit,
-            request.memory,
-        )
-        instance = optimizer.problem_instance(summary, request.mask, limit)
+        optimizer = request.optimizer
+        instance = optimizer.problem_instance(request.summary, request.mask, request.limit)
         parts = [optimizer.example_prompt()] if optimizer.include_example else []
         parts.append(
             "Now you see problem instance:\n\n"
             f"{FENCE_LINE}\n{instance.render(optimizer.section_titles)}\n{FENCE_LINE}\n\n"
         )
-        if memory:
-            shown = optimizer.problem_view.memory(memory, limit)
+        if request.memory:
+            shown = optimizer.problem_view.memory(request.memory, request.limit)
             parts.append(optimizer.memory_prompt + "\n" + shown + "\n\n")
         if optimizer.highlight_variables:
-            names = ", ".join(summary.variables)
+            names = ", ".join(request.summary.variables)
             parts.append(optimizer.highlight_prompt.format(names=names) + "\n\n")
         parts.append(optimizer.final_prompt)
         return "".join(parts)

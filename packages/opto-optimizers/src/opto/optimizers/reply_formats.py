@@ -17,7 +17,7 @@ import abc
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import attrs
 from opto.optimizers.parsing import (
@@ -181,11 +181,18 @@ class ReplyFormat(abc.ABC):
 class JSONReplyFormat(ReplyFormat):
     """``{"reasoning": …, "answer": …, "suggestion": {variable: value}}``.
 
+    A subclass may set :attr:`suggestion_only` (a reply of just ``{"suggestion": {…}}``)
+    and override :meth:`value_schema` (what a suggested value may be).
+
     Args:
         keys: the reply's keys ``reasoning``/``answer``/``suggestion`` (``answer`` None:
             no answer). The mapping is read at each use, so later changes apply.
         custom_instruction: see :class:`ReplyFormat`.
     """
+
+    #: The reply is just the suggestion: no reasoning or answer in the prompt section,
+    #: the schema or the example reply.
+    suggestion_only: ClassVar[bool] = False
 
     def __init__(
         self, keys: Mapping[str, str | None], custom_instruction: str | None = None
@@ -193,22 +200,24 @@ class JSONReplyFormat(ReplyFormat):
         super().__init__(custom_instruction)
         self.keys = keys
 
+    def _text_keys(self, with_answer: bool = True) -> tuple[str | None, str | None]:
+        """The keys of the reasoning and answer texts the reply has (None: not in it)."""
+        if self.suggestion_only:
+            return None, None
+        return self.keys["reasoning"], (self.keys["answer"] if with_answer else None)
+
     def _instructions(self, guide: ReplyGuide) -> str:
-        reasoning, answer, suggestion = (
-            self.keys["reasoning"],
-            self.keys["answer"],
-            self.keys["suggestion"],
-        )
-        answer = answer if guide.question else None
+        reasoning, answer = self._text_keys(with_answer=bool(guide.question))
+        suggestion = self.keys["suggestion"]
         lines = [
             "Reply with one JSON object:",
             "{",
-            f'  "{reasoning}": <{guide.reasoning_hint}>,',
+            *([f'  "{reasoning}": <{guide.reasoning_hint}>,'] if reasoning else []),
             *([f'  "{answer}": <your answer>,'] if answer else []),
             f'  "{suggestion}": {{<variable name>: <new value>, ...}}',
             "}",
         ]
-        if guide.reasoning_rule:
+        if reasoning and guide.reasoning_rule:
             lines.append(f'In "{reasoning}": {guide.reasoning_rule}')
         if answer:
             lines.append(f'Fill "{answer}" only when {guide.question} asks a question.')
@@ -220,24 +229,30 @@ class JSONReplyFormat(ReplyFormat):
         lines.append(f"If {guide.terminate_when}, reply with just TERMINATE.")
         return "\n".join(lines)
 
+    def value_schema(self, name: str, value: Any, code: bool) -> dict[str, Any]:
+        """The JSON schema of the suggested value of variable ``name`` (current ``value``,
+        ``code`` for a code parameter): :func:`json_value_schema` here."""
+        return json_value_schema(value, code)
+
     def response_format(
         self,
         variables: Mapping[str, tuple[Any, bool]],
         max_tokens: int,
         reasoning_max_chars: int | None = None,
     ) -> dict[str, Any]:
-        """A ``json_schema`` naming exactly ``variables``, non-code ones first (a reply cut
-        off at ``max_tokens`` then loses the long code, not the short values after it);
-        the reasoning and answer texts are capped at ``reasoning_max_chars``."""
+        """A ``json_schema`` naming exactly ``variables`` (each by :meth:`value_schema`),
+        non-code ones first (a reply cut off at ``max_tokens`` then loses the long code,
+        not the short values after it); the reasoning and answer texts are capped at
+        ``reasoning_max_chars``."""
         names = sorted(variables, key=lambda name: variables[name][1])
-        properties_of = {name: json_value_schema(*variables[name]) for name in names}
+        properties_of = {name: self.value_schema(name, *variables[name]) for name in names}
+        reasoning, answer = self._text_keys()
         text: dict[str, Any] = {"type": "string"}
         if reasoning_max_chars is not None:
             text["maxLength"] = max(1, min(reasoning_max_chars, max_tokens))
-        properties: dict[str, Any] = {self.keys["reasoning"]: text}  # type: ignore[dict-item]
-        if self.keys["answer"]:
-            properties[self.keys["answer"]] = dict(text)
-        properties[self.keys["suggestion"]] = {  # type: ignore[index]
+        properties = {key: dict(text) for key in (reasoning, answer) if key}
+        suggestion: str = self.keys["suggestion"]  # type: ignore[assignment]
+        properties[suggestion] = {
             "type": "object",
             "properties": properties_of,
             "required": list(properties_of),
@@ -246,16 +261,17 @@ class JSONReplyFormat(ReplyFormat):
         schema = {
             "type": "object",
             "properties": properties,
-            "required": [self.keys["reasoning"], self.keys["suggestion"]],
+            "required": [key for key in (reasoning, suggestion) if key],
             "additionalProperties": False,
         }
         return {"type": "json_schema", "json_schema": {"name": "suggestion", "schema": schema}}
 
     def example_reply(self, reasoning: str, suggestion: Mapping[str, Any]) -> str:
         """The example as indented JSON (with an empty answer when the reply has one)."""
-        reply: dict[str, Any] = {self.keys["reasoning"]: reasoning}  # type: ignore[dict-item]
-        if self.keys["answer"]:
-            reply[self.keys["answer"]] = ""
+        reasoning_key, answer_key = self._text_keys()
+        reply: dict[str, Any] = {reasoning_key: reasoning} if reasoning_key else {}
+        if answer_key:
+            reply[answer_key] = ""
         reply[self.keys["suggestion"]] = dict(suggestion)  # type: ignore[index]
         return json.dumps(reply, indent=2)
 

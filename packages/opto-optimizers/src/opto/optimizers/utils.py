@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from opto.utils.files import atomic_write as atomic_write_text
 from opto.utils.jsonable import dumps as json_dumps
 from opto.utils.jsonable import jsonable
 from opto.utils.lazy import lazy_exports
+
+_C = TypeVar("_C", bound=type)
 
 __all__ = [
     "TRUNCATION_MARKER",
@@ -107,6 +110,35 @@ class Delegated:
 
     def __set__(self, instance: Any, value: Any) -> None:
         setattr(getattr(instance, self.part), self.name, value)
+
+    @classmethod
+    def many(cls, part: str, *names: str) -> Callable[[_C], _C]:
+        """A class decorator that makes each of ``names`` a :class:`Delegated` attribute of
+        ``part``, as ``name = Delegated(part)`` in the class body would.
+
+        ``@Delegated.many("proposer", "num_responses", "selector")`` gives the class
+        ``num_responses`` and ``selector`` read from and written to ``self.proposer``.
+
+        Raises:
+            TypeError: a name is not an identifier, or the class itself already defines it
+                (delegating it would silently replace that definition).
+        """
+
+        def install(owner: _C) -> _C:
+            for name in names:
+                if not name.isidentifier():
+                    raise TypeError(f"Delegated.many: {name!r} is not an attribute name.")
+                if name in vars(owner):
+                    raise TypeError(
+                        f"Delegated.many: {owner.__name__} already defines {name!r}; "
+                        f"remove it there or leave it out of the delegated names."
+                    )
+                descriptor = cls(part)
+                descriptor.__set_name__(owner, name)
+                setattr(owner, name, descriptor)
+            return owner
+
+        return install
 
 
 def estimate_tokens(text: str) -> int:
