@@ -44,7 +44,7 @@ from ..search import bind_worker as bind_worker
 from ..search import chain_state as chain_state
 from ..search import paramset_key as paramset_key
 from ..search import strict_mean as strict_mean
-from ..utils import ParamSet, get_paramset, safe_mean
+from ..utils import get_paramset, safe_mean
 
 __all__ = ["ModuleCandidate", "PrioritySearch", "PrioritySearchOptions"]
 
@@ -214,15 +214,6 @@ class PrioritySearch(SearchTrainer):
         }
 
     # -- memory -----------------------------------------------------------------------------
-
-    def _new_candidate(self, paramset: ParamSet, index: int, state: Any) -> Candidate:
-        self._created += 1
-        return Candidate(
-            paramset,
-            optimizer_index=index,
-            optimizer_state=state,
-            created=self._created,
-        )
 
     def _initialize_memory(self) -> None:
         """Seed the memory with the agent's values, once per optimizer."""

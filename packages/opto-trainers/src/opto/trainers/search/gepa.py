@@ -289,15 +289,6 @@ class GEPAAlgorithmBase(SearchTrainer):
         candidate.add_scores(row, self.options.objective_config)
         self._scored.add(_digest(candidate.paramset))
 
-    def _new(self, paramset: ParamSet, optimizer_index: int, state: Any) -> Candidate:
-        self._created += 1
-        return Candidate(
-            paramset,
-            optimizer_index=optimizer_index,
-            optimizer_state=state,
-            created=self._created,
-        )
-
     def _accept(self, child: Candidate, parents: list[Candidate]) -> None:
         self.buffer.append(child)
         self._parents[child.created] = [p.created for p in parents]
@@ -350,7 +341,9 @@ class GEPAAlgorithmBase(SearchTrainer):
             record["info"]["outcome"] = "no proposal"
             return record
         proposal = result.proposals[0]
-        child = self._new(proposal.paramset, proposal.optimizer_index, proposal.optimizer_state)
+        child = self._new_candidate(
+            proposal.paramset, proposal.optimizer_index, proposal.optimizer_state
+        )
         if _digest(child.paramset) in self._scored:
             record["info"]["outcome"] = "already scored"
             return record
@@ -409,7 +402,7 @@ class GEPAAlgorithmBase(SearchTrainer):
     def _evaluate_merge(self, a: Candidate, b: Candidate, mixed: ParamSet) -> dict[str, Any]:
         config = self.options.objective_config
         lead = max((a, b), key=lambda c: (score_key(c.mean_score()), -c.created))
-        child = self._new(mixed, lead.optimizer_index, lead.optimizer_state)
+        child = self._new_candidate(mixed, lead.optimizer_index, lead.optimizer_state)
         self._score_on_subset(child)
         bar = max(score_key(a.mean_score()), score_key(b.mean_score()))
         accepted = score_key(child.mean_score()) > bar

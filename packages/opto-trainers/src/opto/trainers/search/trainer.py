@@ -15,7 +15,7 @@ from ..algorithms.base import Trainer
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..options import TrainOptions, TrainResult
-from ..utils import get_paramset
+from ..utils import ParamSet, get_paramset
 from .candidate import Candidate
 from .engine import ExplorationJob, ExplorationResult, SearchEngine, chain_state
 
@@ -75,6 +75,17 @@ class SearchTrainer(Trainer):
     def _start_candidate(self) -> Candidate:
         """The agent's current values, with the trainer's optimizer chain, as a candidate."""
         return Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())
+
+    def _new_candidate(self, paramset: ParamSet, optimizer_index: int, state: Any) -> Candidate:
+        """A candidate made by optimizer `optimizer_index` (its chain `state`), numbered by
+        the search's creation counter `_created` (which the subclass resets and checkpoints)."""
+        self._created += 1
+        return Candidate(
+            paramset,
+            optimizer_index=optimizer_index,
+            optimizer_state=state,
+            created=self._created,
+        )
 
     def _adopt_candidate(self, candidate: Candidate) -> None:
         """Give the shared agent the chosen candidate's values and the trainer's optimizer
