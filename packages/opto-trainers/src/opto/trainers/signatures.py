@@ -1,23 +1,42 @@
-"""`takes_parameters_of`: a function or method that takes another function's parameters.
+"""Parameter lists declared once: `takes_parameters_of` (a function or method that takes
+another function's parameters) and `constructor_signature` (a constructor's parameters
+from its base's and an attrs class's fields).
 
 A wrapper that only adds to what a function does (a failure policy around a rollout, a
 trainer's executor and cache around `evaluate`) takes the same parameters; declaring them
 once, on the function, keeps the two from drifting apart. The wrapper's
 `inspect.signature` (what `help()` and editors show) is the function's, adjusted by
 `rename`, `drop` and `extra`, and a call is checked against it before anything runs, so a
-wrong argument is the caller's `TypeError`, as for the function itself.
+wrong argument is the caller's `TypeError`, as for the function itself. Likewise a
+trainer whose constructor adds hyperparameters declares them as attrs fields (defaults and
+validators included) instead of repeating its base's parameters around them.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["takes_parameters_of"]
+import attrs
+
+__all__ = ["bind_arguments", "constructor_signature", "takes_parameters_of"]
 
 R = TypeVar("R")
+
+
+def bind_arguments(
+    signature: inspect.Signature, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Every parameter's value by name (defaults applied) for a call `name(*args,
+    **kwargs)`; a wrong argument raises `TypeError` naming `name` and its parameters."""
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{name}() {exc}; its parameters are {signature}") from None
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 def takes_parameters_of(
@@ -60,12 +79,7 @@ def takes_parameters_of(
 
         @functools.wraps(body)
         def call(*args: Any, **kwargs: Any) -> R:
-            try:
-                bound = signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise TypeError(f"{body.__qualname__}() {exc}") from None
-            bound.apply_defaults()
-            arguments = dict(bound.arguments)
+            arguments = bind_arguments(signature, body.__qualname__, args, kwargs)
             if method:
                 return body(arguments.pop("self"), arguments)
             return body(arguments)
@@ -74,3 +88,39 @@ def takes_parameters_of(
         return call
 
     return decorate
+
+
+def constructor_signature(
+    base: Callable[..., Any],
+    settings_class: type | None,
+    positional: Sequence[str],
+    *,
+    leading: int = 2,
+) -> inspect.Signature:
+    """A constructor's signature built from `base` (an `__init__`) and an attrs class.
+
+    The parameters are `base`'s first `leading` ones after `self`, then `positional` in
+    that order (each a parameter of `base` or a field of `settings_class`), then,
+    keyword-only, `base`'s other parameters and the other fields. A field's default and
+    type are its parameter's default and annotation.
+    """
+    inherited = list(inspect.signature(base).parameters.values())[1:]
+    by_name = {p.name: p for p in inherited}
+    fields = {f.name: f for f in attrs.fields(settings_class)} if settings_class else {}
+
+    def parameter(name: str, kind: Any) -> inspect.Parameter:
+        if name in fields:
+            field = fields[name]
+            annotation = inspect.Parameter.empty if field.type is None else field.type
+            return inspect.Parameter(name, kind, default=field.default, annotation=annotation)
+        if name not in by_name:
+            raise TypeError(f"{name!r} is neither a parameter of {base.__qualname__} nor a field")
+        return by_name[name].replace(kind=kind)
+
+    head = [p.name for p in inherited[:leading]]
+    ordered = [*head, *positional]
+    rest = [name for name in [*by_name, *fields] if name not in ordered]
+    return inspect.Signature(
+        [parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ordered]
+        + [parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in rest]
+    )

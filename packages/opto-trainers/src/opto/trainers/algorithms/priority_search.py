@@ -139,11 +139,15 @@ class PrioritySearch(SearchTrainer):
     objective's scalar of its dict, the memories are `ParetoHeapMemory` (in "pareto" mode
     they pop from the Pareto front) and `exploit` uses `objectives.select_best`.
 
-    Subclass hooks: `options_class`, `filter_candidates`, `exploration_context`, `_run_jobs`.
+    Subclass hooks: `options_class`, `validates_proposals`, `filter_candidates`,
+    `exploration_context`, `_run_jobs`.
     """
 
     #: The attrs class of `train`'s keywords (a subclass may extend it).
     options_class: ClassVar[type[PrioritySearchOptions]] = PrioritySearchOptions
+    #: Whether proposals are scored on validation rollouts as soon as they are made
+    #: (False: their scores come from exploring later batches).
+    validates_proposals: ClassVar[bool] = True
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
         """Search over `train_dataset` with feedback from `guide`.
@@ -346,7 +350,8 @@ class PrioritySearch(SearchTrainer):
                     seen.add(candidate.key)
                     proposals.append(candidate)
         proposals = self.filter_candidates(proposals, explorers)
-        self._validate(proposals, explorers, xs, infos)
+        if self.validates_proposals:
+            self._validate(proposals, explorers, xs, infos)
         if not self.decouple_optimizers:
             self._advance_shared_optimizers(proposals)
         unique_explorers = list({id(c): c for c in explorers}.values())

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
-from opto.trace.modules import Module
 
 from ..guide import Guide
 from ..options import (
@@ -32,14 +31,19 @@ from ..options import (
     finite_range,
     optional_positive_int,
     positive_int,
-    require_positive_int,
 )
 from ..ranking import score_key
 from ..scoring import best_of, objective_of, reward
 from ..search import Candidate, SearchTrainer
 from ..utils import safe_mean
 
-__all__ = ["BufferEntry", "UCBSearch", "UCBSearchAlgorithm", "UCBSearchOptions"]
+__all__ = [
+    "BufferEntry",
+    "UCBSearch",
+    "UCBSearchAlgorithm",
+    "UCBSearchOptions",
+    "UCBSearchSettings",
+]
 
 #: A buffer entry is a search `Candidate` (its statistics are its scored rollouts).
 BufferEntry = Candidate
@@ -72,32 +76,31 @@ class UCBSearchOptions(TrainOptions):
             raise ValueError("pass validation_dataset or its alias validate_dataset, not both")
 
 
+@attrs.frozen(kw_only=True)
+class UCBSearchSettings:
+    """`UCBSearch`'s constructor hyperparameters: `max_buffer_size` (10: how many
+    candidates the buffer holds) and `ucb_exploration_factor` (1.0: the `c` of the UCB
+    bonus)."""
+
+    max_buffer_size: int = attrs.field(default=10, validator=positive_int)
+    ucb_exploration_factor: float = attrs.field(default=1.0, converter=float)
+
+
 class UCBSearch(SearchTrainer):
     """UCB bandit search (the reference's `UCBSearchAlgorithm`).
 
     Args:
         agent, optimizer, num_threads, logger, executor, seed: as for every `Trainer`.
-        max_buffer_size: how many candidates the buffer holds (10).
-        ucb_exploration_factor: the `c` of the UCB bonus (1.0).
+        max_buffer_size, ucb_exploration_factor: see `UCBSearchSettings` (positional
+            after `optimizer`, then `logger` and `num_threads`, as in the reference).
     """
 
     options_class: ClassVar[type[UCBSearchOptions]] = UCBSearchOptions
+    settings_class = UCBSearchSettings
+    positional_parameters = ("max_buffer_size", "ucb_exploration_factor", "logger", "num_threads")
 
-    def __init__(
-        self,
-        agent: Module,
-        optimizer: Any,
-        max_buffer_size: int = 10,
-        ucb_exploration_factor: float = 1.0,
-        logger: Any = None,
-        num_threads: int | None = None,
-        *,
-        executor: Any = None,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(agent, optimizer, num_threads, logger, executor=executor, seed=seed)
-        self.max_buffer_size = require_positive_int(max_buffer_size, "max_buffer_size")
-        self.ucb_exploration_factor = float(ucb_exploration_factor)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.buffer: list[Candidate] = []
         self._total_samples = 0
 
@@ -131,8 +134,7 @@ class UCBSearch(SearchTrainer):
             "num_search_iterations": self.iterations,
             "train_batch_size": self.train_batch_size,
             "evaluation_batch_size": self.evaluation_batch_size,
-            "max_buffer_size": self.max_buffer_size,
-            "ucb_exploration_factor": self.ucb_exploration_factor,
+            **self._settings_config(),
         }
 
     def _reset(self) -> None:

@@ -38,7 +38,6 @@ import random
 from typing import Any, ClassVar
 
 import attrs
-from opto.trace.modules import Module
 
 from ..guide import Guide
 from ..options import (
@@ -47,7 +46,6 @@ from ..options import (
     optional_non_negative_int,
     optional_positive_int,
     positive_int,
-    require_positive_int,
 )
 from ..ranking import score_key
 from ..scoring import reward, scalar
@@ -64,7 +62,7 @@ from .gepa_frontier import (
 from .pareto import best_candidate
 from .trainer import SearchTrainer
 
-__all__ = ["GEPAAlgorithmBase", "GEPAOptions"]
+__all__ = ["GEPAAlgorithmBase", "GEPAOptions", "GEPASettings"]
 
 
 def _number(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -116,6 +114,16 @@ def _digest(paramset: ParamSet) -> str:
     return hashlib.sha256(paramset_key(paramset).encode()).hexdigest()[:24]
 
 
+@attrs.frozen(kw_only=True)
+class GEPASettings:
+    """`GEPAAlgorithmBase`'s constructor hyperparameters: `max_buffer_size` (16: how many
+    candidates the buffer keeps) and `rng_seed` (13: seeds the search's own RNG, which
+    draws the Pareto subset, parents and merges; None: the trainer's `seed`)."""
+
+    max_buffer_size: int = attrs.field(default=16, validator=positive_int)
+    rng_seed: int | None = 13
+
+
 class GEPAAlgorithmBase(SearchTrainer):
     """GEPA search over a per-instance Pareto frontier (see the module docstring).
 
@@ -123,28 +131,14 @@ class GEPAAlgorithmBase(SearchTrainer):
         agent, optimizer, num_threads, logger, executor, seed: as for every search trainer
             (`optimizer` may be a list: the optimizers take turns at mutating; `seed`
             orders the training minibatches).
-        max_buffer_size: how many candidates the buffer keeps (16).
-        rng_seed: seeds the search's own RNG (Pareto subset, parents, merges); None uses
-            `seed`.
+        max_buffer_size, rng_seed: keyword-only, see `GEPASettings`.
     """
 
     options_class: ClassVar[type[GEPAOptions]] = GEPAOptions
+    settings_class: ClassVar[type[Any] | None] = GEPASettings
 
-    def __init__(
-        self,
-        agent: Module,
-        optimizer: Any,
-        num_threads: int | None = None,
-        logger: Any = None,
-        *,
-        executor: Any = None,
-        seed: int | None = None,
-        max_buffer_size: int = 16,
-        rng_seed: int | None = 13,
-    ) -> None:
-        super().__init__(agent, optimizer, num_threads, logger, executor=executor, seed=seed)
-        self.max_buffer_size = require_positive_int(max_buffer_size, "max_buffer_size")
-        self.rng_seed = rng_seed
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.buffer: list[Candidate] = []
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
@@ -176,13 +170,14 @@ class GEPAAlgorithmBase(SearchTrainer):
             "merge_attempts": options.merge_attempts,
             "selection_temperature": float(options.selection_temperature),
             "minibatch_gate": bool(options.minibatch_gate),
-            "rng_seed": self.rng_seed,
+            **self._settings_config(),
             **self._variant_config(),
         }
 
     def _variant_config(self) -> dict[str, Any]:
-        """The variant's own hyperparameters (recorded with the run; resume checks them)."""
-        return {"max_buffer_size": self.max_buffer_size}
+        """The variant's own `train` hyperparameters (recorded with the run; resume
+        checks them, as it does the constructor's `settings`)."""
+        return {}
 
     def _reset(self) -> None:
         """A fresh search: the seeded RNG, the Pareto subset, the agent as sole candidate."""

@@ -11,10 +11,13 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar
 
+import attrs
+
 from ..algorithms.base import Trainer
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..options import TrainOptions, TrainResult
+from ..signatures import bind_arguments, constructor_signature
 from ..utils import ParamSet, get_paramset
 from .candidate import Candidate
 from .engine import ExplorationJob, ExplorationResult, SearchEngine, chain_state
@@ -33,6 +36,36 @@ class SearchTrainer(Trainer):
     num_epochs: int | None  # set by each subclass's `_configure`
     #: The `train` keywords' options class (the iterative searches parse them with it).
     options_class: ClassVar[type[TrainOptions]] = TrainOptions
+    #: The constructor's hyperparameters beyond `Trainer`'s: an attrs class whose fields
+    #: (names, defaults, validators) are constructor parameters; the trainer keeps the
+    #: built object as `settings` and each field as an attribute. None: `Trainer`'s only.
+    settings_class: ClassVar[type[Any] | None] = None
+    #: The constructor's positional parameters after `agent, optimizer`, in order; the
+    #: settings' other fields, `executor` and `seed` are keyword-only.
+    positional_parameters: ClassVar[tuple[str, ...]] = ("num_threads", "logger")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = constructor_signature(
+            Trainer.__init__, cls.settings_class, cls.positional_parameters
+        )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The arguments of the class's signature (`inspect.signature(type(self))`)."""
+        cls = type(self)
+        values = bind_arguments(cls.__signature__, cls.__name__, args, kwargs)
+        self.settings = None
+        if cls.settings_class is not None:  # validated before anything else runs
+            names = [field.name for field in attrs.fields(cls.settings_class)]
+            self.settings = cls.settings_class(**{name: values.pop(name) for name in names})
+        super().__init__(**values)
+        if self.settings is not None:
+            for name, value in attrs.asdict(self.settings, recurse=False).items():
+                setattr(self, name, value)
+
+    def _settings_config(self) -> dict[str, Any]:
+        """The constructor's hyperparameters (recorded with each run; resume checks them)."""
+        return {} if self.settings is None else attrs.asdict(self.settings)
 
     def _accept_optimizer(self, optimizer: Any) -> Any:
         """Accept one optimizer or a list (candidates are spread over them); all must be
@@ -198,3 +231,8 @@ class SearchTrainer(Trainer):
             data if validation is None else as_dataset(validation, name="validation_dataset")
         )
         self.validate_guide = options.validate_guide or guide
+
+
+SearchTrainer.__signature__ = constructor_signature(  # type: ignore[attr-defined]
+    Trainer.__init__, None, SearchTrainer.positional_parameters
+)
