@@ -26,15 +26,14 @@ import attrs
 
 from ..guide import Guide
 from ..options import (
-    TrainOptions,
     TrainResult,
     finite_range,
-    optional_positive_int,
     positive_int,
 )
 from ..ranking import score_key
 from ..scoring import best_of, objective_of, reward
 from ..search import Candidate, SearchTrainer
+from ..search.trainer import IterativeSearchOptions
 from ..utils import safe_mean
 
 __all__ = [
@@ -50,30 +49,17 @@ BufferEntry = Candidate
 
 
 @attrs.frozen(kw_only=True)
-class UCBSearchOptions(TrainOptions):
-    """`UCBSearch.train`'s keywords: `TrainOptions` plus the bandit's own.
-
-    `validation_dataset` (alias `validate_dataset`; default: the training set),
-    `validate_guide`, `num_search_iterations` (100), `train_batch_size` (default:
-    `batch_size` if given, else 2), `evaluation_batch_size` (20),
-    `min_score_for_agent_update` (score of failed validation rollouts; default
-    `min_score`), `score_range` ((0, 1): scales the bonus), `num_epochs` (None: only the
-    iteration count bounds the search).
+class UCBSearchOptions(IterativeSearchOptions):
+    """`UCBSearch.train`'s keywords: `IterativeSearchOptions` (`validation_dataset`,
+    `validate_guide`, `num_search_iterations`, `train_batch_size`, `num_epochs`) plus the
+    bandit's own: `evaluation_batch_size` (20), `min_score_for_agent_update` (score of
+    failed validation rollouts; default `min_score`), `score_range` ((0, 1): scales the
+    bonus).
     """
 
-    num_epochs: int | None = attrs.field(default=None, validator=optional_positive_int)  # type: ignore[assignment]
-    validation_dataset: Any = None
-    validate_dataset: Any = None
-    validate_guide: Guide | None = None
-    num_search_iterations: int = attrs.field(default=100, validator=positive_int)
-    train_batch_size: int | None = attrs.field(default=None, validator=optional_positive_int)
     evaluation_batch_size: int = attrs.field(default=20, validator=positive_int)
     min_score_for_agent_update: Any = None
     score_range: Sequence[float] = attrs.field(default=(0.0, 1.0), validator=finite_range)
-
-    def __attrs_post_init__(self) -> None:
-        if self.validation_dataset is not None and self.validate_dataset is not None:
-            raise ValueError("pass validation_dataset or its alias validate_dataset, not both")
 
 
 @attrs.frozen(kw_only=True)
@@ -116,17 +102,12 @@ class UCBSearch(SearchTrainer):
     def _configure(
         self, guide: Guide, train_dataset: Any, options: UCBSearchOptions, *, batch_given: bool
     ) -> None:
-        validation = options.validation_dataset
-        if validation is None:
-            validation = options.validate_dataset
         low, high = (float(v) for v in options.score_range)
         self.score_range = (low, high)
         if options.min_score_for_agent_update is not None:
             options = attrs.evolve(options, min_score=options.min_score_for_agent_update)
         self.options = options
-        self._configure_iterations(
-            guide, train_dataset, options, validation, batch_given=batch_given
-        )
+        self._configure_iterations(guide, train_dataset, options, batch_given=batch_given)
         self.evaluation_batch_size = min(
             options.evaluation_batch_size, len(self.validation_dataset["inputs"])
         )

@@ -41,10 +41,8 @@ import attrs
 
 from ..guide import Guide
 from ..options import (
-    TrainOptions,
     TrainResult,
     optional_non_negative_int,
-    optional_positive_int,
     positive_int,
 )
 from ..ranking import score_key
@@ -60,7 +58,7 @@ from .gepa_frontier import (
     sample_parent,
 )
 from .pareto import best_candidate
-from .trainer import SearchTrainer
+from .trainer import IterativeSearchOptions, SearchTrainer
 
 __all__ = ["GEPAAlgorithmBase", "GEPAOptions", "GEPASettings"]
 
@@ -71,8 +69,8 @@ def _number(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None
 
 
 @attrs.frozen(kw_only=True)
-class GEPAOptions(TrainOptions):
-    """The GEPA trainers' `train` keywords: `TrainOptions` plus the search's own.
+class GEPAOptions(IterativeSearchOptions):
+    """The GEPA trainers' `train` keywords: `IterativeSearchOptions` plus the search's own.
 
     `validation_dataset` (alias `validate_dataset`; default: the training set) supplies
     the Pareto subset of `pareto_subset_size` examples (24; all when fewer), scored with
@@ -87,20 +85,14 @@ class GEPAOptions(TrainOptions):
     improves without changing the minibatch's scores is dropped).
     """
 
-    num_epochs: int | None = attrs.field(default=None, validator=optional_positive_int)  # type: ignore[assignment]
-    validation_dataset: Any = None
-    validate_guide: Guide | None = None
     pareto_subset_size: int = attrs.field(default=24, validator=positive_int)
-    num_search_iterations: int = attrs.field(default=100, validator=positive_int)
-    train_batch_size: int | None = attrs.field(default=None, validator=optional_positive_int)
     merge_every: int | None = attrs.field(default=5, validator=optional_non_negative_int)
     merge_attempts: int = attrs.field(default=8, validator=positive_int)
     selection_temperature: float = attrs.field(default=1.0, validator=_number)
     minibatch_gate: bool = False
 
     ALIASES: ClassVar[dict[str, str]] = {
-        **TrainOptions.ALIASES,
-        "validate_dataset": "validation_dataset",
+        **IterativeSearchOptions.ALIASES,
         "num_iters": "num_search_iterations",
     }
 
@@ -155,9 +147,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         self, guide: Guide, train_dataset: Any, options: GEPAOptions, *, batch_given: bool
     ) -> None:
         self.options = options
-        self._configure_iterations(
-            guide, train_dataset, options, options.validation_dataset, batch_given=batch_given
-        )
+        self._configure_iterations(guide, train_dataset, options, batch_given=batch_given)
         self.pareto_subset_size = min(
             options.pareto_subset_size, len(self.validation_dataset["inputs"])
         )

@@ -9,6 +9,7 @@ and the shared agent only ever receives the chosen candidate (`_adopt_candidate`
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import attrs
@@ -16,13 +17,33 @@ import attrs
 from ..algorithms.base import Trainer
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
-from ..options import TrainOptions, TrainResult
+from ..options import TrainOptions, TrainResult, optional_positive_int, positive_int
 from ..signatures import bind_arguments, constructor_signature
 from ..utils import ParamSet, get_paramset
 from .candidate import Candidate
 from .engine import ExplorationJob, ExplorationResult, SearchEngine, chain_state
 
-__all__ = ["SearchTrainer"]
+__all__ = ["IterativeSearchOptions", "SearchTrainer"]
+
+
+@attrs.frozen(kw_only=True)
+class IterativeSearchOptions(TrainOptions):
+    """The `train` keywords of the searches that run a number of iterations (UCB, GEPA):
+    `TrainOptions` plus `validation_dataset` (alias `validate_dataset`; default: the
+    training set), `validate_guide` (default: the guide), `num_search_iterations` (100),
+    `train_batch_size` (default: `batch_size` if given, else 2) and `num_epochs` (None:
+    only the iteration count and the stop conditions bound the search)."""
+
+    num_epochs: int | None = attrs.field(default=None, validator=optional_positive_int)  # type: ignore[assignment]
+    validation_dataset: Any = None
+    validate_guide: Guide | None = None
+    num_search_iterations: int = attrs.field(default=100, validator=positive_int)
+    train_batch_size: int | None = attrs.field(default=None, validator=optional_positive_int)
+
+    ALIASES: ClassVar[Mapping[str, str]] = {
+        **TrainOptions.ALIASES,
+        "validate_dataset": "validation_dataset",
+    }
 
 
 class SearchTrainer(Trainer):
@@ -214,7 +235,12 @@ class SearchTrainer(Trainer):
         return run.result
 
     def _configure_iterations(
-        self, guide: Guide, train_dataset: Any, options: Any, validation: Any, *, batch_given: bool
+        self,
+        guide: Guide,
+        train_dataset: Any,
+        options: IterativeSearchOptions,
+        *,
+        batch_given: bool,
     ) -> None:
         """The iterative searches' common settings: `train_batch_size` (default:
         `batch_size` if given, else 2), `iterations`, `num_epochs`, the training loader,
@@ -227,6 +253,7 @@ class SearchTrainer(Trainer):
         self.iterations = options.num_search_iterations
         self.num_epochs = options.num_epochs
         data = self._training_loader(train_dataset, train_batch_size, "train_batch_size")
+        validation = options.validation_dataset
         self.validation_dataset = (
             data if validation is None else as_dataset(validation, name="validation_dataset")
         )
