@@ -17,7 +17,7 @@ from opto.trainers.search.gepa_variants import (
     GEPAUCBSearch,
     GEPAUCBSearchSettings,
 )
-from opto.trainers.signatures import takes_parameters_of
+from opto.trainers.signatures import Binder, takes_parameters_of
 
 
 def test_trainer_evaluate_takes_the_reference_arguments_positionally_and_by_keyword():
@@ -160,3 +160,29 @@ def test_constructor_settings_are_recorded_with_the_run():
     beam.train(S.TargetGuide(), S.DATA, num_search_iterations=1, eval_frequency=0)
     assert beam._config["rng_seed"] == 5 and beam._config["beam_width"] == 16
     assert "max_buffer_size" not in beam._config
+
+
+def test_binder_binds_like_signature_bind():
+    def source(a, b, c=3, *, d=4, e):
+        return a
+
+    signature = inspect.signature(source)
+    bind = Binder(signature, "source")
+    for args, kwargs in [
+        ((1, 2), {"e": 5}),
+        ((1,), {"b": 2, "e": 5, "d": 0}),
+        ((), {"e": 5, "c": 9, "b": 2, "a": 1}),
+        ((1, 2, 3), {"e": None}),
+    ]:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        assert bind(args, kwargs) == dict(bound.arguments)
+        assert list(bind(args, kwargs)) == ["a", "b", "c", "d", "e"]
+    for args, kwargs, match in [
+        ((1, 2), {}, "missing a required argument: 'e'"),
+        ((1, 2), {"a": 1, "e": 5}, "multiple values for argument 'a'"),
+        ((1, 2, 3, 4), {"e": 5}, "too many positional"),
+        ((1, 2), {"e": 5, "f": 6}, "got an unexpected keyword argument 'f'"),
+    ]:
+        with pytest.raises(TypeError, match=rf"^source\(\) {match}.*its parameters are \(a, b"):
+            bind(args, kwargs)

@@ -21,22 +21,49 @@ from typing import Any, TypeVar
 
 import attrs
 
-__all__ = ["bind_arguments", "constructor_signature", "takes_parameters_of"]
+__all__ = ["Binder", "constructor_signature", "takes_parameters_of"]
 
 R = TypeVar("R")
 
 
-def bind_arguments(
-    signature: inspect.Signature, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Every parameter's value by name (defaults applied) for a call `name(*args,
-    **kwargs)`; a wrong argument raises `TypeError` naming `name` and its parameters."""
-    try:
-        bound = signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{name}() {exc}; its parameters are {signature}") from None
-    bound.apply_defaults()
-    return dict(bound.arguments)
+class Binder:
+    """Binds a call to `signature` (a callable called `name` in errors): every
+    parameter's value by name, defaults applied, in the signature's order.
+
+    A well-formed call of a signature whose parameters are all positional-or-keyword or
+    keyword-only is bound directly (a wrapper binds every call it gets, e.g. every
+    rollout's); any other goes through `inspect.Signature.bind`, so a wrong argument
+    raises its `TypeError`, naming `name` and the parameters.
+    """
+
+    def __init__(self, signature: inspect.Signature, name: str) -> None:
+        self.signature = signature
+        self.name = name
+        parameters = list(signature.parameters.values())
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        self._simple = all(p.kind in kinds for p in parameters)
+        self._positional = [p.name for p in parameters if p.kind is kinds[0]]
+        self._names = frozenset(signature.parameters)
+        self._defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+
+    def __call__(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        if self._simple and len(args) <= len(self._positional) and kwargs.keys() <= self._names:
+            given = dict(zip(self._positional, args))
+            given.update(kwargs)
+            if len(given) == len(args) + len(kwargs):  # no parameter given twice
+                try:
+                    return {
+                        name: given[name] if name in given else self._defaults[name]
+                        for name in self.signature.parameters
+                    }
+                except KeyError:  # a required parameter is missing: bind explains
+                    pass
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}() {exc}; its parameters are {self.signature}") from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
 
 
 def takes_parameters_of(
@@ -53,9 +80,8 @@ def takes_parameters_of(
     `arguments` is a dict of every parameter's value by name (defaults applied, in the
     signature's order). `rename` maps a parameter of `source` to the name it has here,
     `drop` leaves parameters out, and `extra` appends keyword-only parameters (name ->
-    annotation), each defaulting to None. The
-    result keeps `body`'s name and docstring; an unknown or missing argument raises
-    `TypeError` naming the callable.
+    annotation), each defaulting to None. The result keeps `body`'s name and docstring;
+    an unknown or missing argument raises `TypeError` naming the callable (`Binder`).
     """
     names = dict(rename or {})
     dropped = set(drop)
@@ -76,10 +102,11 @@ def takes_parameters_of(
 
     def decorate(body: Callable[..., R]) -> Callable[..., R]:
         returns = inspect.signature(body).return_annotation
+        bind = Binder(signature, body.__qualname__)
 
         @functools.wraps(body)
         def call(*args: Any, **kwargs: Any) -> R:
-            arguments = bind_arguments(signature, body.__qualname__, args, kwargs)
+            arguments = bind(args, kwargs)
             if method:
                 return body(arguments.pop("self"), arguments)
             return body(arguments)

@@ -18,7 +18,7 @@ from ..algorithms.base import Trainer
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..options import TrainOptions, TrainResult, optional_positive_int, positive_int
-from ..signatures import bind_arguments, constructor_signature
+from ..signatures import Binder, constructor_signature
 from ..utils import ParamSet, get_paramset
 from .candidate import Candidate
 from .engine import ExplorationJob, ExplorationResult, SearchEngine, chain_state
@@ -74,7 +74,7 @@ class SearchTrainer(Trainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """The arguments of the class's signature (`inspect.signature(type(self))`)."""
         cls = type(self)
-        values = bind_arguments(cls.__signature__, cls.__name__, args, kwargs)
+        values = Binder(cls.__signature__, cls.__name__)(args, kwargs)
         self.settings = None
         if cls.settings_class is not None:  # validated before anything else runs
             names = [field.name for field in attrs.fields(cls.settings_class)]
