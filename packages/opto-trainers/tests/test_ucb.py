@@ -7,6 +7,7 @@ import math
 import opto_trainers_test_support as S
 import pytest
 from opto.trainers.algorithms.ucb import BufferEntry, UCBSearch, UCBSearchAlgorithm
+from opto.trainers.options import UnknownTrainArgumentError
 
 
 def test_reaches_the_target_with_a_bounded_buffer():
@@ -73,7 +74,7 @@ def test_validation_dataset_alias_and_conflicts():
     val = {"inputs": [5], "infos": [15]}
     trainer.train(S.TargetGuide(), S.DATA, validate_dataset=val, num_search_iterations=1)
     assert trainer.validation_dataset == val and trainer.evaluation_batch_size == 1
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(UnknownTrainArgumentError, match="alias"):  # as for every alias
         trainer.train(S.TargetGuide(), S.DATA, validate_dataset=val, validation_dataset=val)
     with pytest.raises(ValueError, match="score_range"):
         trainer.train(S.TargetGuide(), S.DATA, score_range=(0, math.inf))

@@ -49,6 +49,7 @@ from opto.utils.usage import BudgetExceeded
 
 from .executors import Executor, executor_loop, make_executor
 from .guide import Guide, GuideError
+from .signatures import takes_parameters_of
 from .utils import batchify, get_paramset
 
 if TYPE_CHECKING:
@@ -336,24 +337,13 @@ def guarded(call: Callable[[], T], x: Any, info: Any, min_score: Any) -> T | Rol
         )
 
 
-def run_example(
-    agent: Module,
-    x: Any,
-    guide: Guide,
-    info: Any,
-    min_score: Any = None,
-    *,
-    scores_only: bool = False,
-    score_dicts: bool = False,
-) -> Rollout:
-    """One example under the failure policy: forward (sync or async), guide, record."""
+@takes_parameters_of(rollout)
+def run_example(arguments: dict[str, Any]) -> Rollout:
+    """One example under the failure policy: `rollout` (same arguments: forward, sync or
+    async, then the guide), with an exception of the agent or the guide as a failed
+    record (`guarded`)."""
     return guarded(
-        lambda: rollout(
-            agent, x, guide, info, min_score, scores_only=scores_only, score_dicts=score_dicts
-        ),
-        x,
-        info,
-        min_score,
+        lambda: rollout(**arguments), arguments["x"], arguments["info"], arguments["min_score"]
     )
 
 

@@ -41,6 +41,7 @@ from ..objectives import ObjectiveConfig
 from ..options import TrainOptions, TrainResult, UnknownTrainArgumentError
 from ..scoring import mean_score
 from ..session import TrainSession
+from ..signatures import takes_parameters_of
 from ..utils import (  # noqa: F401  (copy_optimizer: re-exported)
     ParamSet,
     bind,
@@ -294,43 +295,35 @@ class Trainer:
 
     # -- evaluation and saving --------------------------------------------------------------
 
-    def evaluate(
-        self,
-        agent: Module,
-        guide: Guide,
-        xs: Sequence[Any],
-        infos: Sequence[Any],
-        min_score: Any = None,
-        num_samples: int = 1,
-        num_threads: int | None = None,
-        description: str | None = None,
-        *,
-        max_errors: int | None = None,
-        objective_config: ObjectiveConfig | None = None,
-    ) -> Any:
+    @takes_parameters_of(
+        evaluate,
+        method=True,
+        rename={"inputs": "xs"},
+        drop=("executor", "on_rollouts", "score_dicts", "cache"),
+        extra={"objective_config": "ObjectiveConfig | None"},
+    )
+    def evaluate(self, arguments: dict[str, Any]) -> Any:
         """Mean score of `agent` on the examples (all calls at once); None if none scored.
 
-        Runs on the trainer's executor, or on `num_threads` threads when given
-        (`description` is accepted for compatibility). With `objective_config`, the
+        Takes `opto.trainers.evaluation.evaluate`'s arguments (`xs` are its `inputs`) and
+        runs it on the trainer's executor and eval cache, or on `num_threads` threads when
+        given (`description` is accepted for compatibility). With `objective_config`, the
         per-metric mean of the guide's score dicts.
         """
+        config = arguments.pop("objective_config")
+        num_threads = arguments.pop("num_threads")
+        arguments["inputs"] = arguments.pop("xs")
         with contextlib.ExitStack() as stack:
             executor = self.executor
             if num_threads is not None:
                 executor = stack.enter_context(make_executor(num_threads=num_threads))
             scores = evaluate(
-                agent,
-                guide,
-                xs,
-                infos,
-                min_score=min_score,
-                num_samples=num_samples,
-                max_errors=max_errors,
+                **arguments,
                 executor=executor,
-                score_dicts=objective_config is not None,
+                score_dicts=config is not None,
                 cache=self.eval_cache,
             )
-        return mean_score(scores, objective_config)
+        return mean_score(scores, config)
 
     def save_agent(self, save_path: str | Path, iteration: int | None = None) -> str:
         """Save the agent (JSON) to `save_path`, suffixed `_iter{N}` when `iteration` is given."""

@@ -44,7 +44,7 @@ from ..search import bind_worker as bind_worker
 from ..search import chain_state as chain_state
 from ..search import paramset_key as paramset_key
 from ..search import strict_mean as strict_mean
-from ..utils import ParamSet, get_paramset, safe_mean
+from ..utils import get_paramset, safe_mean
 
 __all__ = ["ModuleCandidate", "PrioritySearch", "PrioritySearchOptions"]
 
@@ -139,11 +139,15 @@ class PrioritySearch(SearchTrainer):
     objective's scalar of its dict, the memories are `ParetoHeapMemory` (in "pareto" mode
     they pop from the Pareto front) and `exploit` uses `objectives.select_best`.
 
-    Subclass hooks: `options_class`, `filter_candidates`, `exploration_context`, `_run_jobs`.
+    Subclass hooks: `options_class`, `validates_proposals`, `filter_candidates`,
+    `exploration_context`, `_run_jobs`.
     """
 
     #: The attrs class of `train`'s keywords (a subclass may extend it).
     options_class: ClassVar[type[PrioritySearchOptions]] = PrioritySearchOptions
+    #: Whether proposals are scored on validation rollouts as soon as they are made
+    #: (False: their scores come from exploring later batches).
+    validates_proposals: ClassVar[bool] = True
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
         """Search over `train_dataset` with feedback from `guide`.
@@ -214,15 +218,6 @@ class PrioritySearch(SearchTrainer):
         }
 
     # -- memory -----------------------------------------------------------------------------
-
-    def _new_candidate(self, paramset: ParamSet, index: int, state: Any) -> Candidate:
-        self._created += 1
-        return Candidate(
-            paramset,
-            optimizer_index=index,
-            optimizer_state=state,
-            created=self._created,
-        )
 
     def _initialize_memory(self) -> None:
         """Seed the memory with the agent's values, once per optimizer."""
@@ -355,7 +350,8 @@ class PrioritySearch(SearchTrainer):
                     seen.add(candidate.key)
                     proposals.append(candidate)
         proposals = self.filter_candidates(proposals, explorers)
-        self._validate(proposals, explorers, xs, infos)
+        if self.validates_proposals:
+            self._validate(proposals, explorers, xs, infos)
         if not self.decouple_optimizers:
             self._advance_shared_optimizers(proposals)
         unique_explorers = list({id(c): c for c in explorers}.values())

@@ -23,53 +23,53 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
-from opto.trace.modules import Module
 
 from ..guide import Guide
 from ..options import (
-    TrainOptions,
     TrainResult,
     finite_range,
-    optional_positive_int,
     positive_int,
-    require_positive_int,
 )
 from ..ranking import score_key
 from ..scoring import best_of, objective_of, reward
 from ..search import Candidate, SearchTrainer
+from ..search.trainer import IterativeSearchOptions
 from ..utils import safe_mean
 
-__all__ = ["BufferEntry", "UCBSearch", "UCBSearchAlgorithm", "UCBSearchOptions"]
+__all__ = [
+    "BufferEntry",
+    "UCBSearch",
+    "UCBSearchAlgorithm",
+    "UCBSearchOptions",
+    "UCBSearchSettings",
+]
 
 #: A buffer entry is a search `Candidate` (its statistics are its scored rollouts).
 BufferEntry = Candidate
 
 
 @attrs.frozen(kw_only=True)
-class UCBSearchOptions(TrainOptions):
-    """`UCBSearch.train`'s keywords: `TrainOptions` plus the bandit's own.
-
-    `validation_dataset` (alias `validate_dataset`; default: the training set),
-    `validate_guide`, `num_search_iterations` (100), `train_batch_size` (default:
-    `batch_size` if given, else 2), `evaluation_batch_size` (20),
-    `min_score_for_agent_update` (score of failed validation rollouts; default
-    `min_score`), `score_range` ((0, 1): scales the bonus), `num_epochs` (None: only the
-    iteration count bounds the search).
+class UCBSearchOptions(IterativeSearchOptions):
+    """`UCBSearch.train`'s keywords: `IterativeSearchOptions` (`validation_dataset`,
+    `validate_guide`, `num_search_iterations`, `train_batch_size`, `num_epochs`) plus the
+    bandit's own: `evaluation_batch_size` (20), `min_score_for_agent_update` (score of
+    failed validation rollouts; default `min_score`), `score_range` ((0, 1): scales the
+    bonus).
     """
 
-    num_epochs: int | None = attrs.field(default=None, validator=optional_positive_int)  # type: ignore[assignment]
-    validation_dataset: Any = None
-    validate_dataset: Any = None
-    validate_guide: Guide | None = None
-    num_search_iterations: int = attrs.field(default=100, validator=positive_int)
-    train_batch_size: int | None = attrs.field(default=None, validator=optional_positive_int)
     evaluation_batch_size: int = attrs.field(default=20, validator=positive_int)
     min_score_for_agent_update: Any = None
     score_range: Sequence[float] = attrs.field(default=(0.0, 1.0), validator=finite_range)
 
-    def __attrs_post_init__(self) -> None:
-        if self.validation_dataset is not None and self.validate_dataset is not None:
-            raise ValueError("pass validation_dataset or its alias validate_dataset, not both")
+
+@attrs.frozen(kw_only=True)
+class UCBSearchSettings:
+    """`UCBSearch`'s constructor hyperparameters: `max_buffer_size` (10: how many
+    candidates the buffer holds) and `ucb_exploration_factor` (1.0: the `c` of the UCB
+    bonus)."""
+
+    max_buffer_size: int = attrs.field(default=10, validator=positive_int)
+    ucb_exploration_factor: float = attrs.field(default=1.0, converter=float)
 
 
 class UCBSearch(SearchTrainer):
@@ -77,27 +77,16 @@ class UCBSearch(SearchTrainer):
 
     Args:
         agent, optimizer, num_threads, logger, executor, seed: as for every `Trainer`.
-        max_buffer_size: how many candidates the buffer holds (10).
-        ucb_exploration_factor: the `c` of the UCB bonus (1.0).
+        max_buffer_size, ucb_exploration_factor: see `UCBSearchSettings` (positional
+            after `optimizer`, then `logger` and `num_threads`, as in the reference).
     """
 
     options_class: ClassVar[type[UCBSearchOptions]] = UCBSearchOptions
+    settings_class = UCBSearchSettings
+    positional_parameters = ("max_buffer_size", "ucb_exploration_factor", "logger", "num_threads")
 
-    def __init__(
-        self,
-        agent: Module,
-        optimizer: Any,
-        max_buffer_size: int = 10,
-        ucb_exploration_factor: float = 1.0,
-        logger: Any = None,
-        num_threads: int | None = None,
-        *,
-        executor: Any = None,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(agent, optimizer, num_threads, logger, executor=executor, seed=seed)
-        self.max_buffer_size = require_positive_int(max_buffer_size, "max_buffer_size")
-        self.ucb_exploration_factor = float(ucb_exploration_factor)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.buffer: list[Candidate] = []
         self._total_samples = 0
 
@@ -113,17 +102,12 @@ class UCBSearch(SearchTrainer):
     def _configure(
         self, guide: Guide, train_dataset: Any, options: UCBSearchOptions, *, batch_given: bool
     ) -> None:
-        validation = options.validation_dataset
-        if validation is None:
-            validation = options.validate_dataset
         low, high = (float(v) for v in options.score_range)
         self.score_range = (low, high)
         if options.min_score_for_agent_update is not None:
             options = attrs.evolve(options, min_score=options.min_score_for_agent_update)
         self.options = options
-        self._configure_iterations(
-            guide, train_dataset, options, validation, batch_given=batch_given
-        )
+        self._configure_iterations(guide, train_dataset, options, batch_given=batch_given)
         self.evaluation_batch_size = min(
             options.evaluation_batch_size, len(self.validation_dataset["inputs"])
         )
@@ -131,8 +115,7 @@ class UCBSearch(SearchTrainer):
             "num_search_iterations": self.iterations,
             "train_batch_size": self.train_batch_size,
             "evaluation_batch_size": self.evaluation_batch_size,
-            "max_buffer_size": self.max_buffer_size,
-            "ucb_exploration_factor": self.ucb_exploration_factor,
+            **self._settings_config(),
         }
 
     def _reset(self) -> None:

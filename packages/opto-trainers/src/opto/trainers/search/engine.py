@@ -174,125 +174,98 @@ def _step(optimizer: Any, step_kwargs: Mapping[str, Any]) -> dict[Any, Any] | No
         return None
 
 
-def _explore(
-    agent: Module,
-    optimizers: Sequence[Any],
-    guide: Guide,
-    jobs: Sequence[ExplorationJob],
-    executor: Executor,
-    min_score: Any,
-    step_kwargs: Mapping[str, Any],
-    score_dicts: bool = False,
-    select: JobSelector | None = None,
-) -> list[ExplorationResult]:
-    """Explore `jobs` in two waves on `executor`: every rollout, then every step (of the
-    jobs `select` picks from the rollouts, when given)."""
-    workers = [bind_worker(agent, job.paramset) for job in jobs]
-    items = [(j, x, info) for j, job in enumerate(jobs) for x, info in zip(job.xs, job.infos)]
-    flat = executor.map(
-        lambda item: run_example(
-            workers[item[0]].copy(),
-            item[1],
-            guide.copy(),
-            item[2],
-            min_score,
-            score_dicts=score_dicts,
-        ),
-        items,
-    )
-    grouped: list[list[Rollout]] = [[] for _ in jobs]
-    for (j, _, _), record in zip(items, flat):
-        grouped[j].append(record)
-    step_items: list[tuple[int, Any]] = []
-    backwarded: list[Any] = []
-    chosen = range(len(jobs)) if select is None else sorted(set(select(grouped)))
-    for j in chosen:
-        job = jobs[j]
-        optimizer = bind_optimizer(
-            optimizers[job.optimizer_index], agent, workers[j], job.optimizer_state
-        )
-        backwarded.append(optimizer)
-        if _backward(optimizer, grouped[j], job.context):
-            step_items.extend((j, optimizer.fork()) for _ in range(job.num_proposals))
-    updates = executor.map(lambda item: _step(item[1], step_kwargs), step_items)
-    proposals: list[list[SearchProposal]] = [[] for _ in jobs]
-    for (j, stepped), update in zip(step_items, updates):
-        if update:
-            job = jobs[j]
-            proposals[j].append(
-                SearchProposal(
-                    paramset=paramset_from_update(workers[j], update, job.paramset),
-                    optimizer_index=job.optimizer_index,
-                    optimizer_state=_chain_state_of_fork(stepped),
-                )
-            )
-    for optimizer in backwarded:
-        optimizer.zero_feedback()
-    return [
-        ExplorationResult(rollouts=[_plain(r) for r in grouped[j]], proposals=proposals[j])
-        for j in range(len(jobs))
-    ]
+@attrs.define(kw_only=True, eq=False, slots=False)
+class _Task:
+    """What every engine task carries (picklable, for executors that ship tasks to other
+    processes): the agent template, the guide, and how failed rollouts are scored."""
+
+    agent: Module
+    guide: Guide
+    min_score: Any = None
+    score_dicts: bool = False
 
 
-class _ExploreTask:
-    """A whole exploration job as one task (for executors that run out of process)."""
+@attrs.define(kw_only=True, eq=False, slots=False)
+class _ExploreTask(_Task):
+    """Exploration jobs: `explore` runs many on an executor; calling the task runs one
+    whole job as one task (for executors that run out of process) on `threads` threads."""
 
-    def __init__(
+    optimizers: list[Any] = attrs.field(converter=list)
+    step_kwargs: dict[str, Any] = attrs.field(converter=dict)
+    threads: int = 1
+
+    def explore(
         self,
-        agent: Module,
-        optimizers: Sequence[Any],
-        guide: Guide,
-        min_score: Any,
-        step_kwargs: Mapping[str, Any],
-        threads: int = 1,
-        score_dicts: bool = False,
-    ) -> None:
-        self.score_dicts = score_dicts
-        self.agent = agent
-        self.optimizers = list(optimizers)
-        self.guide = guide
-        self.min_score = min_score
-        self.step_kwargs = dict(step_kwargs)
-        self.threads = threads
+        jobs: Sequence[ExplorationJob],
+        executor: Executor,
+        select: JobSelector | None = None,
+    ) -> list[ExplorationResult]:
+        """Explore `jobs` in two waves on `executor`: every rollout, then every step (of
+        the jobs `select` picks from the rollouts, when given)."""
+        workers = [bind_worker(self.agent, job.paramset) for job in jobs]
+        items = [(j, x, info) for j, job in enumerate(jobs) for x, info in zip(job.xs, job.infos)]
+        flat = executor.map(
+            lambda item: run_example(
+                workers[item[0]].copy(),
+                item[1],
+                self.guide.copy(),
+                item[2],
+                self.min_score,
+                score_dicts=self.score_dicts,
+            ),
+            items,
+        )
+        grouped: list[list[Rollout]] = [[] for _ in jobs]
+        for (j, _, _), record in zip(items, flat):
+            grouped[j].append(record)
+        step_items: list[tuple[int, Any]] = []
+        backwarded: list[Any] = []
+        chosen = range(len(jobs)) if select is None else sorted(set(select(grouped)))
+        for j in chosen:
+            job = jobs[j]
+            optimizer = bind_optimizer(
+                self.optimizers[job.optimizer_index], self.agent, workers[j], job.optimizer_state
+            )
+            backwarded.append(optimizer)
+            if _backward(optimizer, grouped[j], job.context):
+                step_items.extend((j, optimizer.fork()) for _ in range(job.num_proposals))
+        updates = executor.map(lambda item: _step(item[1], self.step_kwargs), step_items)
+        proposals: list[list[SearchProposal]] = [[] for _ in jobs]
+        for (j, stepped), update in zip(step_items, updates):
+            if update:
+                job = jobs[j]
+                proposals[j].append(
+                    SearchProposal(
+                        paramset=paramset_from_update(workers[j], update, job.paramset),
+                        optimizer_index=job.optimizer_index,
+                        optimizer_state=_chain_state_of_fork(stepped),
+                    )
+                )
+        for optimizer in backwarded:
+            optimizer.zero_feedback()
+        return [
+            ExplorationResult(rollouts=[_plain(r) for r in grouped[j]], proposals=proposals[j])
+            for j in range(len(jobs))
+        ]
 
     def __call__(self, job: ExplorationJob) -> ExplorationResult:
         executor = SerialExecutor() if self.threads <= 1 else ThreadExecutor(self.threads)
         with executor:
-            (result,) = _explore(
-                self.agent,
-                self.optimizers,
-                self.guide,
-                [job],
-                executor,
-                self.min_score,
-                self.step_kwargs,
-                self.score_dicts,
-            )
+            (result,) = self.explore([job], executor)
         return result
 
 
-class _ScoreTask:
+@attrs.define(kw_only=True, eq=False, slots=False)
+class _ScoreTask(_Task):
     """Validation rollouts `(candidate index, x, info) -> plain record`.
 
     Each candidate is bound once per task instance (per worker, when shipped) and every
     rollout runs on a private copy of it, so agent state never leaks between rollouts.
     """
 
-    def __init__(
-        self,
-        agent: Module,
-        paramsets: Sequence[ParamSet],
-        guide: Guide,
-        min_score: Any,
-        score_dicts: bool = False,
-    ) -> None:
-        self.score_dicts = score_dicts
-        self.agent = agent
-        self.paramsets = list(paramsets)
-        self.guide = guide
-        self.min_score = min_score
-        self._workers: dict[int, Module] = {}
-        self._lock = threading.Lock()
+    paramsets: list[ParamSet] = attrs.field(converter=list)
+    _workers: dict[int, Module] = attrs.field(init=False, factory=dict)
+    _lock: Any = attrs.field(init=False, factory=threading.Lock)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -363,6 +336,15 @@ class SearchEngine:
         self.step_kwargs = dict(step_kwargs or {})
         self.errors = errors if errors is not None else ErrorBudget(None)
 
+    def _task_fields(self, guide: Guide) -> dict[str, Any]:
+        """The fields every engine task carries (see `_Task`)."""
+        return {
+            "agent": self.agent,
+            "guide": guide,
+            "min_score": self.min_score,
+            "score_dicts": self.score_dicts,
+        }
+
     @property
     def in_process(self) -> bool:
         """Whether tasks run in this process (graphs may cross task boundaries)."""
@@ -383,28 +365,15 @@ class SearchEngine:
         """
         if not jobs:
             return []
+        task = _ExploreTask(
+            **self._task_fields(guide),
+            optimizers=self.optimizers,
+            step_kwargs=self.step_kwargs,
+            threads=int(getattr(self.executor, "task_threads", 1)),
+        )
         if self.in_process:
-            results = _explore(
-                self.agent,
-                self.optimizers,
-                guide,
-                jobs,
-                self.executor,
-                self.min_score,
-                self.step_kwargs,
-                self.score_dicts,
-                select,
-            )
+            results = task.explore(jobs, self.executor, select)
         else:
-            task = _ExploreTask(
-                self.agent,
-                self.optimizers,
-                guide,
-                self.min_score,
-                self.step_kwargs,
-                threads=int(getattr(self.executor, "task_threads", 1)),
-                score_dicts=self.score_dicts,
-            )
             if select is None:
                 results = self.executor.map(task, list(jobs))
             else:
@@ -430,7 +399,7 @@ class SearchEngine:
         """Every candidate on every example (`repeats` times each), all at once."""
         if not paramsets:
             return []
-        task = _ScoreTask(self.agent, paramsets, guide, self.min_score, self.score_dicts)
+        task = _ScoreTask(**self._task_fields(guide), paramsets=paramsets)
         items = [
             (c, x, info)
             for c in range(len(paramsets))

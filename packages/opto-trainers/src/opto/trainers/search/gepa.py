@@ -38,16 +38,12 @@ import random
 from typing import Any, ClassVar
 
 import attrs
-from opto.trace.modules import Module
 
 from ..guide import Guide
 from ..options import (
-    TrainOptions,
     TrainResult,
     optional_non_negative_int,
-    optional_positive_int,
     positive_int,
-    require_positive_int,
 )
 from ..ranking import score_key
 from ..scoring import reward, scalar
@@ -62,9 +58,9 @@ from .gepa_frontier import (
     sample_parent,
 )
 from .pareto import best_candidate
-from .trainer import SearchTrainer
+from .trainer import IterativeSearchOptions, SearchTrainer
 
-__all__ = ["GEPAAlgorithmBase", "GEPAOptions"]
+__all__ = ["GEPAAlgorithmBase", "GEPAOptions", "GEPASettings"]
 
 
 def _number(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -73,8 +69,8 @@ def _number(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None
 
 
 @attrs.frozen(kw_only=True)
-class GEPAOptions(TrainOptions):
-    """The GEPA trainers' `train` keywords: `TrainOptions` plus the search's own.
+class GEPAOptions(IterativeSearchOptions):
+    """The GEPA trainers' `train` keywords: `IterativeSearchOptions` plus the search's own.
 
     `validation_dataset` (alias `validate_dataset`; default: the training set) supplies
     the Pareto subset of `pareto_subset_size` examples (24; all when fewer), scored with
@@ -89,20 +85,14 @@ class GEPAOptions(TrainOptions):
     improves without changing the minibatch's scores is dropped).
     """
 
-    num_epochs: int | None = attrs.field(default=None, validator=optional_positive_int)  # type: ignore[assignment]
-    validation_dataset: Any = None
-    validate_guide: Guide | None = None
     pareto_subset_size: int = attrs.field(default=24, validator=positive_int)
-    num_search_iterations: int = attrs.field(default=100, validator=positive_int)
-    train_batch_size: int | None = attrs.field(default=None, validator=optional_positive_int)
     merge_every: int | None = attrs.field(default=5, validator=optional_non_negative_int)
     merge_attempts: int = attrs.field(default=8, validator=positive_int)
     selection_temperature: float = attrs.field(default=1.0, validator=_number)
     minibatch_gate: bool = False
 
     ALIASES: ClassVar[dict[str, str]] = {
-        **TrainOptions.ALIASES,
-        "validate_dataset": "validation_dataset",
+        **IterativeSearchOptions.ALIASES,
         "num_iters": "num_search_iterations",
     }
 
@@ -116,6 +106,16 @@ def _digest(paramset: ParamSet) -> str:
     return hashlib.sha256(paramset_key(paramset).encode()).hexdigest()[:24]
 
 
+@attrs.frozen(kw_only=True)
+class GEPASettings:
+    """`GEPAAlgorithmBase`'s constructor hyperparameters: `max_buffer_size` (16: how many
+    candidates the buffer keeps) and `rng_seed` (13: seeds the search's own RNG, which
+    draws the Pareto subset, parents and merges; None: the trainer's `seed`)."""
+
+    max_buffer_size: int = attrs.field(default=16, validator=positive_int)
+    rng_seed: int | None = 13
+
+
 class GEPAAlgorithmBase(SearchTrainer):
     """GEPA search over a per-instance Pareto frontier (see the module docstring).
 
@@ -123,28 +123,14 @@ class GEPAAlgorithmBase(SearchTrainer):
         agent, optimizer, num_threads, logger, executor, seed: as for every search trainer
             (`optimizer` may be a list: the optimizers take turns at mutating; `seed`
             orders the training minibatches).
-        max_buffer_size: how many candidates the buffer keeps (16).
-        rng_seed: seeds the search's own RNG (Pareto subset, parents, merges); None uses
-            `seed`.
+        max_buffer_size, rng_seed: keyword-only, see `GEPASettings`.
     """
 
     options_class: ClassVar[type[GEPAOptions]] = GEPAOptions
+    settings_class: ClassVar[type[Any] | None] = GEPASettings
 
-    def __init__(
-        self,
-        agent: Module,
-        optimizer: Any,
-        num_threads: int | None = None,
-        logger: Any = None,
-        *,
-        executor: Any = None,
-        seed: int | None = None,
-        max_buffer_size: int = 16,
-        rng_seed: int | None = 13,
-    ) -> None:
-        super().__init__(agent, optimizer, num_threads, logger, executor=executor, seed=seed)
-        self.max_buffer_size = require_positive_int(max_buffer_size, "max_buffer_size")
-        self.rng_seed = rng_seed
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.buffer: list[Candidate] = []
 
     def train(self, guide: Guide, train_dataset: Any, **kwargs: Any) -> TrainResult:
@@ -161,9 +147,7 @@ class GEPAAlgorithmBase(SearchTrainer):
         self, guide: Guide, train_dataset: Any, options: GEPAOptions, *, batch_given: bool
     ) -> None:
         self.options = options
-        self._configure_iterations(
-            guide, train_dataset, options, options.validation_dataset, batch_given=batch_given
-        )
+        self._configure_iterations(guide, train_dataset, options, batch_given=batch_given)
         self.pareto_subset_size = min(
             options.pareto_subset_size, len(self.validation_dataset["inputs"])
         )
@@ -176,13 +160,14 @@ class GEPAAlgorithmBase(SearchTrainer):
             "merge_attempts": options.merge_attempts,
             "selection_temperature": float(options.selection_temperature),
             "minibatch_gate": bool(options.minibatch_gate),
-            "rng_seed": self.rng_seed,
+            **self._settings_config(),
             **self._variant_config(),
         }
 
     def _variant_config(self) -> dict[str, Any]:
-        """The variant's own hyperparameters (recorded with the run; resume checks them)."""
-        return {"max_buffer_size": self.max_buffer_size}
+        """The variant's own `train` hyperparameters (recorded with the run; resume
+        checks them, as it does the constructor's `settings`)."""
+        return {}
 
     def _reset(self) -> None:
         """A fresh search: the seeded RNG, the Pareto subset, the agent as sole candidate."""
@@ -289,15 +274,6 @@ class GEPAAlgorithmBase(SearchTrainer):
         candidate.add_scores(row, self.options.objective_config)
         self._scored.add(_digest(candidate.paramset))
 
-    def _new(self, paramset: ParamSet, optimizer_index: int, state: Any) -> Candidate:
-        self._created += 1
-        return Candidate(
-            paramset,
-            optimizer_index=optimizer_index,
-            optimizer_state=state,
-            created=self._created,
-        )
-
     def _accept(self, child: Candidate, parents: list[Candidate]) -> None:
         self.buffer.append(child)
         self._parents[child.created] = [p.created for p in parents]
@@ -350,7 +326,9 @@ class GEPAAlgorithmBase(SearchTrainer):
             record["info"]["outcome"] = "no proposal"
             return record
         proposal = result.proposals[0]
-        child = self._new(proposal.paramset, proposal.optimizer_index, proposal.optimizer_state)
+        child = self._new_candidate(
+            proposal.paramset, proposal.optimizer_index, proposal.optimizer_state
+        )
         if _digest(child.paramset) in self._scored:
             record["info"]["outcome"] = "already scored"
             return record
@@ -409,7 +387,7 @@ class GEPAAlgorithmBase(SearchTrainer):
     def _evaluate_merge(self, a: Candidate, b: Candidate, mixed: ParamSet) -> dict[str, Any]:
         config = self.options.objective_config
         lead = max((a, b), key=lambda c: (score_key(c.mean_score()), -c.created))
-        child = self._new(mixed, lead.optimizer_index, lead.optimizer_state)
+        child = self._new_candidate(mixed, lead.optimizer_index, lead.optimizer_state)
         self._score_on_subset(child)
         bar = max(score_key(a.mean_score()), score_key(b.mean_score()))
         accepted = score_key(child.mean_score()) > bar

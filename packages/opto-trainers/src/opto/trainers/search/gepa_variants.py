@@ -22,23 +22,23 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
-from opto.trace.modules import Module
 
 from ..options import (
     finite_range,
     optional_non_negative_int,
     positive_int,
-    require_positive_int,
 )
 from ..ranking import rank_value, score_key
-from .gepa import GEPAAlgorithmBase, GEPAOptions, _number
+from .gepa import GEPAAlgorithmBase, GEPAOptions, GEPASettings, _number
 from .gepa_frontier import rank_key
 
 __all__ = [
     "GEPABeamPareto",
     "GEPABeamParetoOptions",
+    "GEPABeamParetoSettings",
     "GEPAUCBSearch",
     "GEPAUCBSearchOptions",
+    "GEPAUCBSearchSettings",
 ]
 
 
@@ -52,50 +52,37 @@ class GEPAUCBSearchOptions(GEPAOptions):
     score_range: Sequence[float] = attrs.field(default=(0.0, 1.0), validator=finite_range)
 
 
+@attrs.frozen(kw_only=True)
+class GEPAUCBSearchSettings(GEPASettings):
+    """`GEPAUCBSearch`'s constructor hyperparameters: `GEPASettings` (`rng_seed` 7) plus
+    `ucb_exploration_factor` (0.8: the `c` of the UCB bonus)."""
+
+    ucb_exploration_factor: float = attrs.field(default=0.8, converter=float)
+    rng_seed: int | None = 7
+
+
 class GEPAUCBSearch(GEPAAlgorithmBase):
     """GEPA search whose parent is the frontier member with the highest UCB.
 
     Args:
         agent, optimizer, logger, num_threads, executor, seed: as for every search trainer.
-        max_buffer_size: how many candidates the buffer keeps (16).
-        ucb_exploration_factor: the `c` of the UCB bonus (0.8).
-        rng_seed: seeds the search's RNG (Pareto subset, merges) (7; None: `seed`).
+        max_buffer_size, ucb_exploration_factor, rng_seed: see `GEPAUCBSearchSettings`
+            (positional after `optimizer`, then `logger` and `num_threads`).
     """
 
     options_class: ClassVar[type[GEPAOptions]] = GEPAUCBSearchOptions
-
-    def __init__(
-        self,
-        agent: Module,
-        optimizer: Any,
-        max_buffer_size: int = 16,
-        ucb_exploration_factor: float = 0.8,
-        rng_seed: int | None = 7,
-        logger: Any = None,
-        num_threads: int | None = None,
-        *,
-        executor: Any = None,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            agent,
-            optimizer,
-            num_threads,
-            logger,
-            executor=executor,
-            seed=seed,
-            max_buffer_size=require_positive_int(max_buffer_size, "max_buffer_size"),
-            rng_seed=rng_seed,
-        )
-        self.ucb_exploration_factor = float(ucb_exploration_factor)
+    settings_class = GEPAUCBSearchSettings
+    positional_parameters = (
+        "max_buffer_size",
+        "ucb_exploration_factor",
+        "rng_seed",
+        "logger",
+        "num_threads",
+    )
 
     def _variant_config(self) -> dict[str, Any]:
         low, high = (float(v) for v in self.options.score_range)  # type: ignore[attr-defined]
-        return {
-            "max_buffer_size": self.max_buffer_size,
-            "ucb_exploration_factor": self.ucb_exploration_factor,
-            "score_range": [low, high],
-        }
+        return {"score_range": [low, high]}
 
     def compute_ucb(self, candidate: Any) -> float:
         """`mean + c * sqrt(ln(1 + T) / (1 + n)) * (high - low)` (n: the candidate's
@@ -141,30 +128,25 @@ class GEPABeamParetoOptions(GEPAOptions):
     beam_width: int = attrs.field(default=16, validator=positive_int)
 
 
+@attrs.frozen(kw_only=True)
+class GEPABeamParetoSettings:
+    """`GEPABeamPareto`'s constructor hyperparameter: `rng_seed` (11: seeds the search's
+    RNG, which draws the Pareto subset, parents and merges; None: the trainer's `seed`).
+    Its beam's size is the `train` keyword `beam_width`."""
+
+    rng_seed: int | None = 11
+
+
 class GEPABeamPareto(GEPAAlgorithmBase):
     """GEPA search keeping a beam of the best `beam_width` candidates by (wins, mean).
 
     Args:
         agent, optimizer, num_threads, logger, executor, seed: as for every search trainer.
-        rng_seed: seeds the search's RNG (Pareto subset, parents, merges) (11; None: `seed`).
+        rng_seed: keyword-only, see `GEPABeamParetoSettings`.
     """
 
     options_class: ClassVar[type[GEPAOptions]] = GEPABeamParetoOptions
-
-    def __init__(
-        self,
-        agent: Module,
-        optimizer: Any,
-        num_threads: int | None = None,
-        logger: Any = None,
-        *,
-        executor: Any = None,
-        seed: int | None = None,
-        rng_seed: int | None = 11,
-    ) -> None:
-        super().__init__(
-            agent, optimizer, num_threads, logger, executor=executor, seed=seed, rng_seed=rng_seed
-        )
+    settings_class = GEPABeamParetoSettings
 
     def _variant_config(self) -> dict[str, Any]:
         return {"beam_width": self.options.beam_width}  # type: ignore[attr-defined]

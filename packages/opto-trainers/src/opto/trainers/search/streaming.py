@@ -132,6 +132,7 @@ class StreamingPrioritySearch(PrioritySearch):
     """
 
     options_class = StreamingPrioritySearchOptions
+    validates_proposals = False  # proposals are scored when they explore the next batch
 
     def _configure(self, guide: Guide, train_dataset: Any, options: Any) -> None:
         super()._configure(guide, train_dataset, options)
@@ -177,12 +178,3 @@ class StreamingPrioritySearch(PrioritySearch):
             return softmax_sample(priorities, k, self.exploration_temperature, self.rng)
 
         return self.engine.explore(jobs, guide, select=select)
-
-    def _validate(
-        self,
-        proposals: list[Candidate],
-        explorers: list[Candidate],
-        xs: list[Any],
-        infos: list[Any],
-    ) -> None:
-        """No validation: proposals are scored when they explore the next batch."""

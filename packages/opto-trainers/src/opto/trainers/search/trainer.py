@@ -9,17 +9,41 @@ and the shared agent only ever receives the chosen candidate (`_adopt_candidate`
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any, ClassVar
+
+import attrs
 
 from ..algorithms.base import Trainer
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
-from ..options import TrainOptions, TrainResult
-from ..utils import get_paramset
+from ..options import TrainOptions, TrainResult, optional_positive_int, positive_int
+from ..signatures import Binder, constructor_signature
+from ..utils import ParamSet, get_paramset
 from .candidate import Candidate
 from .engine import ExplorationJob, ExplorationResult, SearchEngine, chain_state
 
-__all__ = ["SearchTrainer"]
+__all__ = ["IterativeSearchOptions", "SearchTrainer"]
+
+
+@attrs.frozen(kw_only=True)
+class IterativeSearchOptions(TrainOptions):
+    """The `train` keywords of the searches that run a number of iterations (UCB, GEPA):
+    `TrainOptions` plus `validation_dataset` (alias `validate_dataset`; default: the
+    training set), `validate_guide` (default: the guide), `num_search_iterations` (100),
+    `train_batch_size` (default: `batch_size` if given, else 2) and `num_epochs` (None:
+    only the iteration count and the stop conditions bound the search)."""
+
+    num_epochs: int | None = attrs.field(default=None, validator=optional_positive_int)  # type: ignore[assignment]
+    validation_dataset: Any = None
+    validate_guide: Guide | None = None
+    num_search_iterations: int = attrs.field(default=100, validator=positive_int)
+    train_batch_size: int | None = attrs.field(default=None, validator=optional_positive_int)
+
+    ALIASES: ClassVar[Mapping[str, str]] = {
+        **TrainOptions.ALIASES,
+        "validate_dataset": "validation_dataset",
+    }
 
 
 class SearchTrainer(Trainer):
@@ -33,6 +57,36 @@ class SearchTrainer(Trainer):
     num_epochs: int | None  # set by each subclass's `_configure`
     #: The `train` keywords' options class (the iterative searches parse them with it).
     options_class: ClassVar[type[TrainOptions]] = TrainOptions
+    #: The constructor's hyperparameters beyond `Trainer`'s: an attrs class whose fields
+    #: (names, defaults, validators) are constructor parameters; the trainer keeps the
+    #: built object as `settings` and each field as an attribute. None: `Trainer`'s only.
+    settings_class: ClassVar[type[Any] | None] = None
+    #: The constructor's positional parameters after `agent, optimizer`, in order; the
+    #: settings' other fields, `executor` and `seed` are keyword-only.
+    positional_parameters: ClassVar[tuple[str, ...]] = ("num_threads", "logger")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = constructor_signature(
+            Trainer.__init__, cls.settings_class, cls.positional_parameters
+        )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The arguments of the class's signature (`inspect.signature(type(self))`)."""
+        cls = type(self)
+        values = Binder(cls.__signature__, cls.__name__)(args, kwargs)
+        self.settings = None
+        if cls.settings_class is not None:  # validated before anything else runs
+            names = [field.name for field in attrs.fields(cls.settings_class)]
+            self.settings = cls.settings_class(**{name: values.pop(name) for name in names})
+        super().__init__(**values)
+        if self.settings is not None:
+            for name, value in attrs.asdict(self.settings, recurse=False).items():
+                setattr(self, name, value)
+
+    def _settings_config(self) -> dict[str, Any]:
+        """The constructor's hyperparameters (recorded with each run; resume checks them)."""
+        return {} if self.settings is None else attrs.asdict(self.settings)
 
     def _accept_optimizer(self, optimizer: Any) -> Any:
         """Accept one optimizer or a list (candidates are spread over them); all must be
@@ -75,6 +129,17 @@ class SearchTrainer(Trainer):
     def _start_candidate(self) -> Candidate:
         """The agent's current values, with the trainer's optimizer chain, as a candidate."""
         return Candidate(get_paramset(self.agent), optimizer_state=self._initial_state())
+
+    def _new_candidate(self, paramset: ParamSet, optimizer_index: int, state: Any) -> Candidate:
+        """A candidate made by optimizer `optimizer_index` (its chain `state`), numbered by
+        the search's creation counter `_created` (which the subclass resets and checkpoints)."""
+        self._created += 1
+        return Candidate(
+            paramset,
+            optimizer_index=optimizer_index,
+            optimizer_state=state,
+            created=self._created,
+        )
 
     def _adopt_candidate(self, candidate: Candidate) -> None:
         """Give the shared agent the chosen candidate's values and the trainer's optimizer
@@ -170,7 +235,12 @@ class SearchTrainer(Trainer):
         return run.result
 
     def _configure_iterations(
-        self, guide: Guide, train_dataset: Any, options: Any, validation: Any, *, batch_given: bool
+        self,
+        guide: Guide,
+        train_dataset: Any,
+        options: IterativeSearchOptions,
+        *,
+        batch_given: bool,
     ) -> None:
         """The iterative searches' common settings: `train_batch_size` (default:
         `batch_size` if given, else 2), `iterations`, `num_epochs`, the training loader,
@@ -183,7 +253,13 @@ class SearchTrainer(Trainer):
         self.iterations = options.num_search_iterations
         self.num_epochs = options.num_epochs
         data = self._training_loader(train_dataset, train_batch_size, "train_batch_size")
+        validation = options.validation_dataset
         self.validation_dataset = (
             data if validation is None else as_dataset(validation, name="validation_dataset")
         )
         self.validate_guide = options.validate_guide or guide
+
+
+SearchTrainer.__signature__ = constructor_signature(  # type: ignore[attr-defined]
+    Trainer.__init__, None, SearchTrainer.positional_parameters
+)
