@@ -323,6 +323,38 @@ def test_schema_passes_through_when_supported():
     assert llm.requests[0].messages == tuple(USER)
 
 
+def test_constructor_says_whether_schemas_are_enforced():
+    llm = ScriptedLLM(["{}"], supports_json_schema=False)
+    assert llm.supports_json_schema is False
+    llm(messages=USER, response_format=SCHEMA_FORMAT)
+    sent = llm.requests[0]
+    assert "response_format" not in sent.options and "supports_json_schema" not in sent.options
+    assert '"required": ["x"]' in sent.messages[0]["content"]
+
+
+class Detecting(ScriptedLLM):
+    """A backend that finds out itself whether schemas are enforced (here: no)."""
+
+    detections = 0
+
+    def _detect_json_schema(self) -> bool:
+        type(self).detections += 1
+        return False
+
+
+def test_backend_detection_is_asked_once_and_the_constructor_wins():
+    Detecting.detections = 0
+    llm = Detecting(["{}", "{}"])
+    llm(messages=USER, response_format=SCHEMA_FORMAT)
+    llm(messages=USER, response_format=SCHEMA_FORMAT)
+    assert Detecting.detections == 1
+    assert all("response_format" not in r.options for r in llm.requests)
+    forced = Detecting(["{}"], supports_json_schema=True)
+    forced(messages=USER, response_format=SCHEMA_FORMAT)
+    assert forced.requests[0].options["response_format"] == SCHEMA_FORMAT
+    assert Detecting.detections == 1
+
+
 def test_pydantic_response_format_becomes_a_json_schema():
     pydantic = pytest.importorskip("pydantic")
 

@@ -1,4 +1,4 @@
-"""The small shared helpers: errors, require, lazy_exports, atomic_write, jsonable."""
+"""The small shared helpers: errors, require, lazy_exports/init_package, atomic_write, jsonable."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pickle
+import subprocess
 import sys
 import types
 from fractions import Fraction
@@ -135,6 +136,28 @@ def test_lazy_exports_unknown_and_missing_names_are_attribute_errors(lazy_packag
     with pytest.raises(AttributeError, match=r"lazy_pkg_demo\.ghost. is missing"):
         _ = package.Ghost
     assert not hasattr(package, "Nope")
+
+
+def test_init_package_keeps_the_package_logger_off_stderr_and_exports_lazily(lazy_package):
+    # pytest installs logging handlers, so run a plain interpreter: with no logging configured,
+    # the package's records must not reach Python's last-resort handler; others still do.
+    script = (
+        "import logging\n"
+        "from opto.utils.lazy import init_package\n"
+        f"getattr_, dir_ = init_package({lazy_package!r}, {{'Heavy': '.heavy'}})\n"
+        f"logging.getLogger({lazy_package!r} + '.sub').warning('stays inside logging')\n"
+        "logging.getLogger('elsewhere').warning('reaches stderr')\n"
+        f"import {lazy_package}\n"
+        "assert 'Heavy' in dir_() and getattr_('Heavy').__name__ == 'Heavy'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == "reaches stderr\n"
 
 
 # -- atomic_write -------------------------------------------------------------------------

@@ -8,10 +8,9 @@ is cheap, and an optimizer module that is missing or broken only affects its own
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
-from opto.utils.lazy import lazy_exports
+from opto.utils.lazy import init_package
 
 if TYPE_CHECKING:
     from opto.optimizers.compact_prompt import CompactOptoPrime
@@ -31,9 +30,6 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.1"
 
-# A library never prints: without this, warnings reach stderr through Python's last-resort
-# handler when the application configured no logging. Records still propagate.
-logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -74,4 +70,4 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = init_package(__name__, _EXPORTS)

@@ -7,7 +7,6 @@ propagators, projections, visualization...) loads on first attribute access, so
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import opto.utils  # noqa: F401  (warns when trace-opt is installed beside opto)
@@ -18,7 +17,7 @@ from opto.trace._state import stop_tracing
 from opto.trace.bundle import bundle
 from opto.trace.errors import ExecutionError
 from opto.trace.nodes import GRAPH, Node, node
-from opto.utils.lazy import lazy_exports
+from opto.utils.lazy import init_package
 
 if TYPE_CHECKING:
     from opto.trace import broadcast as broadcast
@@ -34,9 +33,6 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.1"
 
-# A library never prints: without this, warnings reach stderr through Python's last-resort
-# handler when the application configured no logging. Records still propagate.
-logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "GRAPH",
     "ExecutionError",
@@ -76,4 +72,4 @@ _LAZY = {
 }
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+__getattr__, __dir__ = init_package(__name__, _LAZY)

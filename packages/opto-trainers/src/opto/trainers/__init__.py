@@ -10,10 +10,9 @@ Names are imported on first access, so `import opto.trainers` stays cheap.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
-from opto.utils.lazy import lazy_exports
+from opto.utils.lazy import init_package
 
 if TYPE_CHECKING:
     from opto.trainers.algorithms import (
@@ -66,10 +65,6 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.1"
 
-# A library never prints: without this, warnings (a budget stop, Ctrl-C) reach stderr through
-# Python's last-resort handler when the application configured no logging. Records still
-# propagate to whatever handlers the application sets up.
-logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _EXPORTS = {
     **dict.fromkeys(
@@ -202,4 +197,4 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = init_package(__name__, _EXPORTS)

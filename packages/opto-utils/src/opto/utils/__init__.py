@@ -8,23 +8,17 @@ and budgets), `opto.utils.cache` (response cache), `opto.utils.testing` (test do
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
-from opto.utils.lazy import lazy_exports
+from opto.utils.coinstall import warn_if_trace_opt_installed
+from opto.utils.lazy import init_package
 
 if TYPE_CHECKING:
     from opto.utils.usage import Budget, BudgetExceeded, track_usage
 
 __version__ = "0.1.1"
 
-# A library never prints: without this, warnings (e.g. a retried LLM call) reach stderr through
-# Python's last-resort handler when the application configured no logging.
-logging.getLogger(__name__).addHandler(logging.NullHandler())
-
 # trace-opt installed beside opto corrupts both; say so, with the fix (one directory listing).
-from opto.utils.coinstall import warn_if_trace_opt_installed  # noqa: E402
-
 warn_if_trace_opt_installed()
 
 _EXPORTS = {
@@ -36,4 +30,4 @@ _EXPORTS = {
 __all__ = ["Budget", "BudgetExceeded", "__version__", "track_usage"]
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = init_package(__name__, _EXPORTS)

@@ -13,17 +13,21 @@ usual ``if TYPE_CHECKING:`` import block::
     _EXPORTS = {"Heavy": "mypkg.heavy"}
     __all__ = ["Heavy"]
     __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+The top-level opto packages (``opto.utils``, ``opto.trace``, ``opto.optimizers``,
+``opto.trainers``) call `init_package` instead, which also silences their logger.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["lazy_exports"]
+__all__ = ["init_package", "lazy_exports"]
 
 Target = str | tuple[str, str | None]
 """Where a name lives: ``"module"`` (the attribute of the same name), ``("module", "attr")``,
@@ -66,3 +70,17 @@ def lazy_exports(
         return sorted({*sys.modules[package].__dict__, *exports})
 
     return __getattr__, __dir__
+
+
+def init_package(
+    package: str, exports: Mapping[str, Target]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Set up a top-level opto package; return its lazy ``(__getattr__, __dir__)``.
+
+    Besides `lazy_exports`, it gives the package's logger a `logging.NullHandler`: a library
+    never prints, and without a handler its warnings (a retried LLM call, a budget stop)
+    would reach stderr through Python's last-resort handler when the application configured
+    no logging. Records still propagate to whatever handlers the application sets up.
+    """
+    logging.getLogger(package).addHandler(logging.NullHandler())
+    return lazy_exports(package, exports)

@@ -83,6 +83,8 @@ class AbstractModel:
         rollout_id: default rollout id for cache keys (a per-call `rollout_id=` wins).
         history: keep the last this many calls for `inspect_history` (0: off; None:
             follow `OPTO_LLM_HISTORY`).
+        supports_json_schema: whether the backend enforces JSON-schema response formats
+            (see the property); None lets the backend decide.
         **options: default call options (temperature, max_tokens…); per-call options win.
     """
 
@@ -92,11 +94,6 @@ class AbstractModel:
 
     #: The last calls of this LLM (None: not recorded); see `inspect_history`.
     history: _history.History | None = None
-
-    #: Whether `response_format={"type": "json_schema", ...}` is enforced by the backend.
-    #: When False the schema is put into the prompt instead (and `_json_mode_format()` is
-    #: sent). The base passes the option through to the underlying callable unchanged.
-    supports_json_schema: bool = True
 
     def __init__(
         self,
@@ -109,8 +106,10 @@ class AbstractModel:
         timeout: float | None = DEFAULT_TIMEOUT,
         rollout_id: Any = None,
         history: int | None = None,
+        supports_json_schema: bool | None = None,
         **options: Any,
     ) -> None:
+        self._json_schema = supports_json_schema
         self.factory = factory
         self.reset_freq = reset_freq
         self.model_name = model
@@ -174,6 +173,23 @@ class AbstractModel:
         limit = options.get("max_tokens") or options.get("max_completion_tokens")
         per_choice = int(limit) if limit else DEFAULT_COMPLETION_ESTIMATE
         return per_choice * max(1, int(options.get("n") or 1))
+
+    @property
+    def supports_json_schema(self) -> bool:
+        """Whether `response_format={"type": "json_schema", ...}` is enforced by the backend.
+
+        When False the schema is put into the prompt instead (and `_json_mode_format()` is
+        sent). As given to the constructor, else what `_detect_json_schema()` says (asked
+        once).
+        """
+        if self._json_schema is None:
+            self._json_schema = self._detect_json_schema()
+        return self._json_schema
+
+    def _detect_json_schema(self) -> bool:
+        """`supports_json_schema` when the constructor left it open. The base passes the
+        option through to the underlying callable unchanged, so True."""
+        return True
 
     def _json_mode_format(self) -> Any:
         """What to send as `response_format` when a JSON schema went into the prompt

@@ -49,19 +49,20 @@ class CustomLLM(AbstractModel):
         supports_json_schema: bool = True,
         **kwargs: Any,
     ) -> None:
-        self._json_schema = supports_json_schema
         self.base_url = base_url or os.environ.get("TRACE_CUSTOMLLM_URL", "http://localhost:4000/")
         self._api_key = api_key or os.environ.get("TRACE_CUSTOMLLM_API_KEY", "sk-placeholder")
         model = model or os.environ.get("TRACE_CUSTOMLLM_MODEL", "gpt-4o")
         self._owns_client = client is None
         self.async_client = async_client
         factory = self._openai_client if client is None else _Constant(client)
-        super().__init__(factory, reset_freq, model=model, cache=cache, **kwargs)
-
-    @property
-    def supports_json_schema(self) -> bool:  # type: ignore[override]
-        """As given to the constructor (servers differ; OpenAI's API enforces schemas)."""
-        return self._json_schema
+        super().__init__(
+            factory,
+            reset_freq,
+            model=model,
+            cache=cache,
+            supports_json_schema=supports_json_schema,
+            **kwargs,
+        )
 
     def _openai_client(self) -> Any:
         openai = _import_openai()

@@ -121,24 +121,23 @@ class LiteLLM(AbstractModel):
                 base_delay=defaults.base_delay if base_delay is None else base_delay,
             )
         super().__init__(
-            reset_freq=reset_freq, model=_resolve_model(model), cache=cache, retry=retry, **kwargs
+            reset_freq=reset_freq,
+            model=_resolve_model(model),
+            cache=cache,
+            retry=retry,
+            supports_json_schema=supports_json_schema,
+            **kwargs,
         )
         self.api_base = api_base
         self.api_key = api_key
-        self._json_schema = supports_json_schema
         self._checked = False
 
-    @property
-    def supports_json_schema(self) -> bool:  # type: ignore[override]
-        """Whether the model enforces JSON-schema output (litellm's capability table,
-        unless overridden in the constructor)."""
-        if self._json_schema is None:
-            litellm = get_litellm()
-            try:
-                self._json_schema = bool(litellm.supports_response_schema(model=self.model_name))
-            except Exception:  # litellm raises for models it does not know
-                self._json_schema = False
-        return self._json_schema
+    def _detect_json_schema(self) -> bool:
+        """litellm's capability table says whether the model enforces JSON-schema output."""
+        try:
+            return bool(get_litellm().supports_response_schema(model=self.model_name))
+        except Exception:  # litellm raises for models it does not know
+            return False
 
     def _json_mode_format(self) -> Any:
         """JSON mode (`{"type": "json_object"}`) when the provider takes a response_format."""

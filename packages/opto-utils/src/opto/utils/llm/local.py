@@ -134,10 +134,9 @@ class LocalLLM(AbstractModel):
         max_tokens: default completion cap (small models ramble without one).
         **kwargs: `AbstractModel` keywords and default call options.
 
+    JSON-schema response formats are enforced with a llama.cpp grammar.
     Raises ImportError with the install hint when the `local` extra is missing.
     """
-
-    supports_json_schema = True
 
     def __init__(
         self,
