@@ -96,6 +96,24 @@ def test_positional_only_parameters_bind_like_python():
         po(a=1)
 
 
+def test_a_declared_signature_names_the_inputs():
+    import inspect
+
+    def wrapped(a, b=2):
+        return a * b
+
+    def wrapper(*args, **kwargs):
+        return wrapped(*args, **kwargs)
+
+    wrapper.__signature__ = inspect.signature(wrapped)
+    traced = bundle()(wrapper)
+    out = traced(node(3))
+    assert out.data == 6 and list(out.inputs) == ["a", "b"]
+    assert traced(a=node(3), b=4).data == 12
+    with pytest.raises(TypeError, match="missing required argument: 'a'"):
+        traced(b=1)
+
+
 def test_existing_nodes_keep_their_names_and_mixed_args():
     @bundle()
     def combine(*items, **named):

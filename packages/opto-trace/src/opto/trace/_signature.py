@@ -83,8 +83,12 @@ def _plan_from_code(fun: types.FunctionType) -> Plan:
 
 
 def plan_of(fun: Any) -> Plan | None:
-    """The :class:`Plan` of ``fun``; None when its signature cannot be read (some builtins)."""
-    if isinstance(fun, types.FunctionType):
+    """The :class:`Plan` of ``fun``; None when its signature cannot be read (some builtins).
+
+    A function declaring its signature (``__signature__``, as :func:`inspect.signature`
+    reports it) binds by that signature; other plain functions by their code object.
+    """
+    if isinstance(fun, types.FunctionType) and "__signature__" not in fun.__dict__:
         return _plan_from_code(fun)
     return Plan.of(fun)
 
