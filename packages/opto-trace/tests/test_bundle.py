@@ -157,6 +157,28 @@ def test_bad_bundle_usage_errors_name_the_fix():
         bundle(output_name="a:b")(lambda: 1)
 
 
+def test_bundle_and_fun_module_take_the_same_options():
+    import inspect
+
+    from opto.trace._bundle_options import BundleOptions
+
+    options = list(inspect.signature(BundleOptions).parameters.values())
+    assert list(inspect.signature(bundle).parameters.values()) == options
+    params = list(inspect.signature(FunModule).parameters.values())
+    assert [p.name for p in params[:1]] == ["fun"] and params[1:-1] == options
+    assert params[-1].name == "_ldict" and params[-1].kind is params[-1].KEYWORD_ONLY
+    assert inspect.signature(bundle).parameters["trainable"].default is False
+    with pytest.raises(TypeError, match="trainabel"):
+        bundle(trainabel=True)
+    with pytest.raises(TypeError, match="trainabel"):
+        FunModule(lambda x: x, trainabel=True)
+    with pytest.raises(ValueError, match="output_name"):
+        bundle(output_name="a:b")  # checked when bundle is called, before decorating
+    positional = FunModule(lambda x: x, "[op] Doc.", False, True, False, False)
+    assert positional.description == "[op] Doc." and not positional.catch_execution_error
+    assert bundle(None, False, True, False, False)(lambda x: 1 / 0).catch_execution_error is False
+
+
 def test_locals_and_closures_are_visible():
     factor = 3
 
