@@ -8,7 +8,9 @@ runs its function on the inputs' data and creates the output with
 
 Each function's parameter names are the input keys of its outputs and its docstring their
 description (``"[add] ..."``). Builtins are called through :mod:`builtins`, since several
-operators shadow them.
+operators shadow them. Two kinds are built from tables at the end of the module, one line
+each: one-input primitives that apply an existing function (``len_``, ``floor``,
+``to_list``...) and copy-then-mutate ones (``dict_update``, ``list_append``...).
 """
 
 from __future__ import annotations
