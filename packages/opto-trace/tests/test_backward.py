@@ -253,3 +253,13 @@ def test_backward_releases_the_graph_for_garbage_collection():
     kept = p_retained * 2
     kept.backward("fb", retain_graph=True)
     assert p_retained.children == [kept], "while the output lives, retain_graph keeps its link"
+
+
+def test_node_backward_takes_the_parameters_of_backward():
+    import inspect
+
+    method = list(inspect.signature(Node.backward).parameters.values())[1:]
+    function = list(inspect.signature(backward).parameters.values())[1:]
+    assert [(p.name, p.kind, p.default) for p in method] == [
+        (p.name, p.kind, p.default) for p in function
+    ]

@@ -96,6 +96,24 @@ def test_positional_only_parameters_bind_like_python():
         po(a=1)
 
 
+def test_a_declared_signature_names_the_inputs():
+    import inspect
+
+    def wrapped(a, b=2):
+        return a * b
+
+    def wrapper(*args, **kwargs):
+        return wrapped(*args, **kwargs)
+
+    wrapper.__signature__ = inspect.signature(wrapped)
+    traced = bundle()(wrapper)
+    out = traced(node(3))
+    assert out.data == 6 and list(out.inputs) == ["a", "b"]
+    assert traced(a=node(3), b=4).data == 12
+    with pytest.raises(TypeError, match="missing required argument: 'a'"):
+        traced(b=1)
+
+
 def test_existing_nodes_keep_their_names_and_mixed_args():
     @bundle()
     def combine(*items, **named):
@@ -137,6 +155,28 @@ def test_bad_bundle_usage_errors_name_the_fix():
         bundle()(node(lambda: 1))
     with pytest.raises(ValueError, match="output_name"):
         bundle(output_name="a:b")(lambda: 1)
+
+
+def test_bundle_and_fun_module_take_the_same_options():
+    import inspect
+
+    from opto.trace._bundle_options import BundleOptions
+
+    options = list(inspect.signature(BundleOptions).parameters.values())
+    assert list(inspect.signature(bundle).parameters.values()) == options
+    params = list(inspect.signature(FunModule).parameters.values())
+    assert [p.name for p in params[:1]] == ["fun"] and params[1:-1] == options
+    assert params[-1].name == "_ldict" and params[-1].kind is params[-1].KEYWORD_ONLY
+    assert inspect.signature(bundle).parameters["trainable"].default is False
+    with pytest.raises(TypeError, match="trainabel"):
+        bundle(trainabel=True)
+    with pytest.raises(TypeError, match="trainabel"):
+        FunModule(lambda x: x, trainabel=True)
+    with pytest.raises(ValueError, match="output_name"):
+        bundle(output_name="a:b")  # checked when bundle is called, before decorating
+    positional = FunModule(lambda x: x, "[op] Doc.", False, True, False, False)
+    assert positional.description == "[op] Doc." and not positional.catch_execution_error
+    assert bundle(None, False, True, False, False)(lambda x: 1 / 0).catch_execution_error is False
 
 
 def test_locals_and_closures_are_visible():

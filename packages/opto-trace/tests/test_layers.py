@@ -16,6 +16,7 @@ from opto.trace.modules import Module
 ROOT = Path(opto.trace.__file__).parent
 CORE = {
     "_state",
+    "_walk",
     "_graph",
     "_deps",
     "_children",
@@ -165,3 +166,17 @@ def test_trainable_code_checks_load_only_when_needed(tmp_path):
         "assert code_spec(clone.parameter) == code_spec(thrice.parameter)\n"
     )
     subprocess.run([sys.executable, str(script)], check=True, cwd=tmp_path)
+
+
+def test_each_once_walks_depth_first_each_object_once_by_identity():
+    from opto.trace._walk import each_once
+
+    a, b, c = [1], [1], [2]  # a and b are equal but distinct
+    graph = {id(a): [b, c, a], id(b): [c], id(c): [a]}
+    stack = [a]
+    order = []
+    for item in each_once(stack):
+        order.append(item)
+        stack.extend(graph[id(item)])
+    assert [id(x) for x in order] == [id(a), id(c), id(b)]  # last pushed, first walked
+    assert list(each_once([a, b, c], {id(b)})) == [c, a]  # excluded up front

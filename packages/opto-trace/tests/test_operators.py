@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
+import pickle
 from types import SimpleNamespace
 
 import pytest
 from opto.trace import operators as ops
+from opto.trace import primitives
 from opto.trace.bundle import FunModule
 from opto.trace.errors import ExecutionError
 from opto.trace.nodes import MessageNode, Node, node
@@ -169,6 +172,37 @@ def test_container_operators_copy_then_mutate():
     assert ops.set_symmetric_difference_update(sn, node({2, 3})).data == {1, 3}
     assert ops.set_update(sn, node({7})).data == {1, 2, 7}
     assert s == {1, 2}
+
+
+@pytest.mark.parametrize("name", [f.__name__ for f in primitives.FUNCTIONS])
+def test_every_primitive_is_a_named_documented_picklable_function(name):
+    fun = getattr(primitives, name)
+    assert fun.__name__ == fun.__qualname__ == name
+    assert fun.__module__ == "opto.trace.primitives"
+    assert getattr(ops, name).description == f"[{name}] {inspect.cleandoc(fun.__doc__)}"
+    assert pickle.loads(pickle.dumps(fun)) is fun
+    assert pickle.loads(pickle.dumps(getattr(ops, name)))._fun is fun
+    params = [
+        p for p in inspect.signature(fun).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    assert primitives.OPERATORS[name]._keys == tuple(p.name for p in params)
+
+
+def test_copy_then_mutate_primitives_bind_like_their_signature():
+    assert (
+        str(inspect.signature(primitives.list_insert))
+        == "(x: 'Any', index: 'Any', y: 'Any') -> 'Any'"
+    )
+    assert primitives.list_insert(y=9, index=0, x=[1]) == [9, 1]
+    assert primitives.dict_popitem(x={"a": 1}) == {}
+    out = ops.list_insert(node([1]), index=0, y=9)
+    assert out.data == [9, 1] and list(out.inputs) == ["x", "index", "y"]
+    with pytest.raises(TypeError, match="'index'"):
+        primitives.list_insert([1])
+    with pytest.raises(TypeError):
+        primitives.set_add({1}, 2, 3)
+    with pytest.raises(TypeError, match="'y'"):
+        ops.list_append(node([1]))
 
 
 def test_keys_and_values_of_non_dicts_raise_execution_error():

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from opto.trace._walk import each_once
+
 Node = Any  # any node: this module sits below the node classes
 
 __all__ = ["OWN", "UNION", "Deps", "OwnParameter", "ParentsUnion", "materialize", "shared_deps"]
@@ -76,13 +78,8 @@ _TERMINAL = (type(None), dict, OwnParameter, ParentsUnion)
 def _union(n: Node) -> dict[str, set[Node]]:
     params: set[Node] = set()
     expandable: set[Node] = set()
-    seen = {id(n)}
     stack = list(n._parents)
-    while stack:
-        p = stack.pop()
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
+    for p in each_once(stack, {id(n)}):
         d = p._deps
         kind = type(d)
         if d is None:

@@ -2,16 +2,21 @@
 
 A :class:`Plan` is computed once per function; :func:`bind` maps one call's arguments to
 ``(input keys, values, number of positional call arguments)``. Shared by the primitive
-operators and bundle.
+operators and bundle. :func:`takes_parameters_of` gives a function the declared parameters
+of another (one definition of a parameter list that two entry points accept).
 """
 
 from __future__ import annotations
 
 import inspect
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["Plan", "bind", "plan_of"]
+__all__ = ["Plan", "bind", "plan_of", "takes_parameters_of"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Plan:
@@ -83,8 +88,12 @@ def _plan_from_code(fun: types.FunctionType) -> Plan:
 
 
 def plan_of(fun: Any) -> Plan | None:
-    """The :class:`Plan` of ``fun``; None when its signature cannot be read (some builtins)."""
-    if isinstance(fun, types.FunctionType):
+    """The :class:`Plan` of ``fun``; None when its signature cannot be read (some builtins).
+
+    A function declaring its signature (``__signature__``, as :func:`inspect.signature`
+    reports it) binds by that signature; other plain functions by their code object.
+    """
+    if isinstance(fun, types.FunctionType) and "__signature__" not in fun.__dict__:
         return _plan_from_code(fun)
     return Plan.of(fun)
 
@@ -142,3 +151,25 @@ def _keyword_or_default(plan: Plan, qualname: str, kw: dict[str, Any], name: str
     if name in plan.defaults:
         return plan.defaults[name]
     raise TypeError(f"{qualname}() missing required {kind}: {name!r}")
+
+
+def takes_parameters_of(
+    source: Callable[P, Any],
+) -> Callable[[Callable[..., R]], Callable[P, R]]:
+    """Declare that the decorated ``f(*args, **kwargs)`` takes the parameters of ``source``.
+
+    ``f`` passes its arguments on to ``source`` (an options class, typically), which defines
+    the names, order, defaults and types in one place and raises the TypeError Python would
+    for a wrong call. ``f.__signature__`` becomes ``source``'s (with ``f``'s return
+    annotation), so ``help`` and :func:`inspect.signature` show the real parameters, and
+    type checkers see them through the ParamSpec. ``f`` itself is returned (no wrapper).
+    """
+
+    def declare(f: Callable[..., R]) -> Callable[P, R]:
+        returns = inspect.signature(f).return_annotation
+        f.__signature__ = inspect.signature(source).replace(  # type: ignore[attr-defined]
+            return_annotation=returns
+        )
+        return f
+
+    return declare

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opto.trace import _calls
+from opto.trace._bundle_options import BundleOptions, with_options_signature
 from opto.trace._calls import (
     EVAL_DESCRIPTION,
     RUNNING,
@@ -42,7 +43,7 @@ from opto.trace._calls import (
     record,
 )
 from opto.trace._message import _new_message
-from opto.trace._signature import bind, plan_of
+from opto.trace._signature import bind, plan_of, takes_parameters_of
 from opto.trace._sources import signature_hint
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
 from opto.trace._wrappable import check_wrappable
@@ -53,7 +54,6 @@ from opto.trace.nodes import ExceptionNode, Node, ParameterNode, get_op_name, no
 from opto.utils.once import get_or_create
 
 if TYPE_CHECKING:
-    from opto.trace.code_policy import CodePolicy
     from opto.trace.primitives import Primitive
 
 # code_policy and sandbox (and attrs) load when a trainable bundle is created or compiled,
@@ -111,94 +111,48 @@ detach_inputs = recursive_conversion(lambda n: n.detach(), lambda x: x)
 detach_inputs.__doc__ = "Replace every Node in a (nested) container by a detached deep copy."
 
 
-def bundle(
-    description: str | None = None,
-    traceable_code: bool = False,
-    _process_inputs: bool = True,
-    trainable: bool = False,
-    catch_execution_error: bool = True,
-    allow_external_dependencies: bool = False,
-    overwrite_python_recursion: bool = False,
-    projections: list[Any] | None = None,
-    output_name: str | None = None,
-    code_policy: CodePolicy | None = None,
-) -> Callable[[Callable[..., Any]], FunModule]:
+@takes_parameters_of(BundleOptions)
+def bundle(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], FunModule]:
     """Decorator turning a function into a traced operator (a :class:`FunModule`).
 
-    Use it called: ``@bundle()`` or ``bundle(trainable=True)(fun)``. ``code_policy`` checks
-    and restricts trainable code (see :class:`~opto.trace.code_policy.CodePolicy` and
+    Use it called: ``@bundle()`` or ``bundle(trainable=True)(fun)``. The options are those
+    of :class:`~opto.trace._bundle_options.BundleOptions` (``help`` shows them). ``code_policy``
+    checks and restricts trainable code (see :class:`~opto.trace.code_policy.CodePolicy` and
     ``docs/security.md`` for what it does and does not protect against).
     """
-    if callable(description) and not isinstance(description, str):
+    if args and callable(args[0]) and not isinstance(args[0], str):
         raise TypeError(
             "bundle must be called before decorating: write @bundle() (or "
             "@bundle(description=...)), not @bundle."
         )
-    _check_description(description)
+    options = BundleOptions(*args, **kwargs)
     ldict = None
-    if trainable:  # trainable code is exec'd later: snapshot the decoration-time locals
+    if options.trainable:  # trainable code is exec'd later: snapshot the decoration-time locals
         caller = sys._getframe(1)
         if caller.f_locals is not caller.f_globals:
             ldict = dict(caller.f_locals)
 
     def decorator(fun: Callable[..., Any]) -> FunModule:
-        return FunModule(
-            fun,
-            description=description,
-            traceable_code=traceable_code,
-            _process_inputs=_process_inputs,
-            trainable=trainable,
-            catch_execution_error=catch_execution_error,
-            allow_external_dependencies=allow_external_dependencies,
-            overwrite_python_recursion=overwrite_python_recursion,
-            projections=projections,
-            output_name=output_name,
-            _ldict=ldict,
-            code_policy=code_policy,
-        )
+        return FunModule(fun, *args, _ldict=ldict, **kwargs)
 
     return decorator
-
-
-def _check_description(description: Any) -> None:
-    if description is None:
-        return
-    if not isinstance(description, str):
-        raise TypeError(
-            f"bundle description must be a str, got {type(description).__name__}; "
-            "e.g. '[my_op] What my_op does.'"
-        )
-    try:
-        get_op_name(description)
-    except ValueError:
-        raise ValueError(
-            f"bundle description {description!r} must start with the operator name in "
-            "brackets, e.g. '[my_op] What my_op does.'"
-        ) from None
 
 
 class FunModule(OperatorInfo, Module):
     """A bundled function: a callable traced operator (and a Module holding ``__code``)."""
 
+    @with_options_signature
     def __init__(
         self,
         fun: Callable[..., Any],
-        description: str | None = None,
-        traceable_code: bool = False,
-        _process_inputs: bool = True,
-        trainable: bool = False,
-        catch_execution_error: bool = True,
-        allow_external_dependencies: bool = False,
-        overwrite_python_recursion: bool = False,
-        projections: list[Any] | None = None,
-        output_name: str | None = None,
+        *args: Any,
         _ldict: dict[str, Any] | None = None,
-        code_policy: CodePolicy | None = None,
+        **kwargs: Any,
     ) -> None:
+        """Trace ``fun`` with the options of :class:`~opto.trace._bundle_options.BundleOptions`;
+        ``_ldict``: the locals trainable code runs with (``bundle`` snapshots the caller's)."""
         check_wrappable(fun)
-        _check_description(description)
-        if output_name is not None and (not isinstance(output_name, str) or ":" in output_name):
-            raise ValueError(f"output_name must be a str without ':', got {output_name!r}.")
+        options = BundleOptions(*args, **kwargs)
         self._fun = fun
         self._ldict = _ldict
         self._fun_name = getattr(fun, "__name__", None) or type(fun).__name__
@@ -206,29 +160,33 @@ class FunModule(OperatorInfo, Module):
         self._qualname = qualname.replace("<locals>.", "")
         doc = getattr(fun, "__doc__", None) if not isinstance(fun, type) else fun.__doc__
         self._doc = inspect.cleandoc(doc) if isinstance(doc, str) else ""
+        description = options.description
         if description is None:
             description = f"[{self._qualname}] {self._doc}".rstrip()
         self.description = description
         self._op_name = get_op_name(description)
-        self.traceable_code = traceable_code
-        self._process_inputs = _process_inputs
-        self.catch_execution_error = catch_execution_error
-        self.allow_external_dependencies = allow_external_dependencies
-        self.overwrite_python_recursion = overwrite_python_recursion or trainable
-        self.output_name = output_name
+        self.traceable_code = traceable_code = options.traceable_code
+        self._process_inputs = options._process_inputs
+        self.catch_execution_error = options.catch_execution_error
+        self.allow_external_dependencies = options.allow_external_dependencies
+        trainable = options.trainable
+        self.overwrite_python_recursion = options.overwrite_python_recursion or trainable
+        self.output_name = options.output_name
         self._attr_name: str | None = None
         self._self_node: Node[Any] | None = None
         self._compiled: tuple[Any, ...] | None = None
         self._source_cache: tuple[str, int | None, str | None, bool] | None = None
         self._plan = plan_of(fun)
         self._is_async = inspect.iscoroutinefunction(fun)
-        plain = not (trainable or traceable_code or overwrite_python_recursion or self._is_async)
+        plain = not (
+            trainable or traceable_code or self.overwrite_python_recursion or self._is_async
+        )
         #: Input keys when a call of nodes, positionally, needs no optional step and runs
         #: inline (see ``forward``); None for trainable, traceable, async, recursion-guarded,
         #: method-bound and primitive functions and for other signatures.
         self._plain: tuple[str, ...] | None = (
             self._plan.pos
-            if plain and _process_inputs and self._plan is not None and self._plan.simple
+            if plain and self._process_inputs and self._plan is not None and self._plan.simple
             else None
         )
         self._primitive: Primitive | None = None
@@ -251,12 +209,12 @@ class FunModule(OperatorInfo, Module):
                 source,
                 name="__code",
                 description="The code should start with:\n" + signature_hint(source),
-                projections=projections,
+                projections=options.projections,
             )
             from opto.trace.code_policy import register_code
 
-            register_code(self.parameter, source, code_policy)
-        self._code_policy = code_policy
+            register_code(self.parameter, source, options.code_policy)
+        self._code_policy = options.code_policy
 
     @classmethod
     def of_primitive(cls, primitive: Primitive) -> FunModule:

@@ -16,6 +16,7 @@ from collections import UserDict, UserList
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
+from opto.trace._walk import each_once
 from opto.trace.nodes import Node, ParameterNode
 from opto.utils.errors import OptoError
 
@@ -319,12 +320,7 @@ class ParameterContainer(NodeContainer):
         """Every ParameterNode reachable, ignoring members that `parameters()` rejects."""
         found: list[ParameterNode] = []
         stack: list[ParameterContainer] = [self]
-        seen: set[int] = set()
-        while stack:
-            container = stack.pop()
-            if id(container) in seen:
-                continue
-            seen.add(id(container))
+        for container in each_once(stack):
             for value in container._candidates():
                 if is_traced_function(value):
                     if value.__trace_parameter__ is not None:

@@ -8,7 +8,9 @@ runs its function on the inputs' data and creates the output with
 
 Each function's parameter names are the input keys of its outputs and its docstring their
 description (``"[add] ..."``). Builtins are called through :mod:`builtins`, since several
-operators shadow them.
+operators shadow them. Two kinds are built from tables at the end of the module, one line
+each: one-input primitives that apply an existing function (``len_``, ``floor``,
+``to_list``...) and copy-then-mutate ones (``dict_update``, ``list_append``...).
 """
 
 from __future__ import annotations
@@ -150,19 +152,51 @@ class Primitive(OperatorInfo):
         return record(call)
 
 
-def _on_copy(x: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Call the mutating ``method`` on a shallow copy of ``x``; return the copy."""
-    x = _copy.copy(x)
-    getattr(x, method)(*args, **kwargs)
-    return x
+def _applying(name: str, fun: Callable[[Any], Any], doc: str) -> Callable[[Any], Any]:
+    """The one-input primitive ``name`` (docstring ``doc``): ``fun`` applied to ``x``."""
+
+    def primitive(x: Any) -> Any:
+        return fun(x)
+
+    return _named(primitive, name, doc)
+
+
+def _on_copy(name: str, inputs: str, doc: str) -> Callable[..., Any]:
+    """The copy-then-mutate primitive ``<type>_<method>`` (e.g. ``list_append``).
+
+    It calls the mutating ``method`` on a shallow copy of its first input with the other
+    inputs, positionally, and returns the copy; the input itself is not modified.
+    ``inputs`` names the parameters (``"x index y"``): the signature that ``help`` shows
+    and that binds the operator's input keys.
+    """
+    method = name.partition("_")[2]
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature(
+        [inspect.Parameter(p, kind, annotation="Any") for p in inputs.split()],
+        return_annotation="Any",
+    )
+    n_args = len(signature.parameters) - 1
+
+    def primitive(x: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs or len(args) != n_args:  # bind like Python would (or raise its TypeError)
+            x, *args = signature.bind(x, *args, **kwargs).args
+        x = _copy.copy(x)
+        getattr(x, method)(*args)
+        return x
+
+    primitive.__signature__ = signature  # type: ignore[attr-defined]
+    return _named(primitive, name, doc)
+
+
+def _named(fun: Callable[..., Any], name: str, doc: str) -> Callable[..., Any]:
+    """``fun`` as the module-level primitive ``name``: its name, qualname and docstring
+    (what the operator's description, ``help`` and pickling by reference use)."""
+    fun.__name__ = fun.__qualname__ = name
+    fun.__doc__ = doc
+    return fun
 
 
 # ---------------------------------------------------------------------------- identity, unary
-def clone(x: Any) -> Any:
-    """This is a clone operator of x."""
-    return _copy.deepcopy(x)
-
-
 def pos(x: Any) -> Any:
     """This is a pos operator of x."""
     return +x
@@ -173,11 +207,6 @@ def neg(x: Any) -> Any:
     return -x
 
 
-def abs(x: Any) -> Any:
-    """This is an abs operator of x."""
-    return builtins.abs(x)
-
-
 def invert(x: Any) -> Any:
     """This is an invert operator of x."""
     return ~x
@@ -186,21 +215,6 @@ def invert(x: Any) -> Any:
 def round(x: Any, n: Any = None) -> Any:
     """This is a round operator of x."""
     return builtins.round(x, n)
-
-
-def floor(x: Any) -> Any:
-    """This is a floor operator of x."""
-    return math.floor(x)
-
-
-def ceil(x: Any) -> Any:
-    """This is a ceil operator of x."""
-    return math.ceil(x)
-
-
-def trunc(x: Any) -> Any:
-    """This is a trunc operator of x."""
-    return math.trunc(x)
 
 
 # ---------------------------------------------------------------------------- arithmetic
@@ -346,21 +360,6 @@ def pop(x: Any, index: Any) -> Any:
     return _copy.copy(x).pop(index)
 
 
-def len_(x: Any) -> Any:
-    """This is a len operator of x."""
-    return builtins.len(x)
-
-
-def ord_(x: Any) -> Any:
-    """The unicode number of a character."""
-    return builtins.ord(x)
-
-
-def chr_(x: Any) -> Any:
-    """The character of a unicode number."""
-    return builtins.chr(x)
-
-
 def concat(x: Any, y: Any) -> Any:
     """This is a concatenation operator of x and y."""
     return x + y
@@ -433,19 +432,9 @@ def call(fun: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- construction
-def to_list(x: Any) -> Any:
-    """This converts x to a list."""
-    return builtins.list(x)
-
-
 def make_list(*args: Any) -> Any:
     """This creates a list from the arguments."""
     return builtins.list(args)
-
-
-def to_dict(x: Any) -> Any:
-    """This converts x to a dictionary."""
-    return builtins.dict(x)
 
 
 def make_dict(**kwargs: Any) -> Any:
@@ -453,19 +442,9 @@ def make_dict(**kwargs: Any) -> Any:
     return builtins.dict(kwargs)
 
 
-def to_set(x: Any) -> Any:
-    """This converts x to a set."""
-    return builtins.set(x)
-
-
 def make_set(*args: Any) -> Any:
     """This creates a set from the arguments."""
     return builtins.set(args)
-
-
-def to_tuple(x: Any) -> Any:
-    """This converts x to a tuple."""
-    return builtins.tuple(x)
 
 
 def make_tuple(*args: Any) -> Any:
@@ -493,114 +472,71 @@ def get(x: Any, key: Any, default: Any = None) -> Any:
     return x.get(key, default)
 
 
-def dict_update(x: Any, y: Any) -> Any:
-    """Update the dictionary x with y (returns a new dictionary)."""
-    return _on_copy(x, "update", y)
-
-
-def dict_pop(x: Any, key: Any) -> Any:
-    """Pop key from the dictionary x (returns the new dictionary)."""
-    return _on_copy(x, "pop", key)
-
-
-def dict_popitem(x: Any) -> Any:
-    """Pop the last item from the dictionary x (returns the new dictionary)."""
-    return _on_copy(x, "popitem")
-
-
-def list_append(x: Any, y: Any) -> Any:
-    """Append y to the list x (returns a new list)."""
-    return _on_copy(x, "append", y)
-
-
-def list_clear(x: Any) -> Any:
-    """Clear the list x (returns a new, empty list)."""
-    return _on_copy(x, "clear")
-
-
-def list_extend(x: Any, y: Any) -> Any:
-    """Extend the list x with y (returns a new list)."""
-    return _on_copy(x, "extend", y)
-
-
-def list_insert(x: Any, index: Any, y: Any) -> Any:
-    """Insert y at index in the list x (returns a new list)."""
-    return _on_copy(x, "insert", index, y)
-
-
-def list_pop(x: Any, index: Any) -> Any:
-    """Pop the item at index from the list x (returns the new list)."""
-    return _on_copy(x, "pop", index)
-
-
-def list_remove(x: Any, y: Any) -> Any:
-    """Remove the first occurrence of y from the list x (returns a new list)."""
-    return _on_copy(x, "remove", y)
-
-
-def list_reverse(x: Any) -> Any:
-    """Reverse the list x (returns a new list)."""
-    return _on_copy(x, "reverse")
-
-
 def list_sort(x: Any, key: Any = None, reverse: Any = False) -> Any:
     """Sort the list x (returns a new list)."""
-    return _on_copy(x, "sort", key=key, reverse=reverse)
+    x = _copy.copy(x)
+    x.sort(key=key, reverse=reverse)
+    return x
 
 
-def set_add(x: Any, y: Any) -> Any:
-    """Add y to the set x (returns a new set)."""
-    return _on_copy(x, "add", y)
-
-
-def set_clear(x: Any) -> Any:
-    """Clear the set x (returns a new, empty set)."""
-    return _on_copy(x, "clear")
-
-
-def set_discard(x: Any, y: Any) -> Any:
-    """Discard y from the set x (returns a new set)."""
-    return _on_copy(x, "discard", y)
-
-
-def set_intersection_update(x: Any, y: Any) -> Any:
-    """Keep only the elements of x also in y (returns a new set)."""
-    return _on_copy(x, "intersection_update", y)
-
-
-def set_pop(x: Any) -> Any:
-    """Pop an element from the set x (returns the new set)."""
-    return _on_copy(x, "pop")
-
-
-def set_remove(x: Any, y: Any) -> Any:
-    """Remove y from the set x (returns a new set)."""
-    return _on_copy(x, "remove", y)
-
-
-def set_symmetric_difference_update(x: Any, y: Any) -> Any:
-    """Keep the elements in exactly one of x and y (returns a new set)."""
-    return _on_copy(x, "symmetric_difference_update", y)
-
-
-def set_update(x: Any, y: Any) -> Any:
-    """Add the elements of y to the set x (returns a new set)."""
-    return _on_copy(x, "update", y)
+# ---------------------------------------------------------------------------- tables
+#: One-input primitives applying an existing function: (name, function, docstring).
+_APPLYING: tuple[tuple[str, Callable[[Any], Any], str], ...] = (
+    ("clone", _copy.deepcopy, "This is a clone operator of x."),
+    ("abs", builtins.abs, "This is an abs operator of x."),
+    ("floor", math.floor, "This is a floor operator of x."),
+    ("ceil", math.ceil, "This is a ceil operator of x."),
+    ("trunc", math.trunc, "This is a trunc operator of x."),
+    ("len_", builtins.len, "This is a len operator of x."),
+    ("ord_", builtins.ord, "The unicode number of a character."),
+    ("chr_", builtins.chr, "The character of a unicode number."),
+    ("to_list", builtins.list, "This converts x to a list."),
+    ("to_dict", builtins.dict, "This converts x to a dictionary."),
+    ("to_set", builtins.set, "This converts x to a set."),
+    ("to_tuple", builtins.tuple, "This converts x to a tuple."),
+)  # fmt: skip
+#: Copy-then-mutate primitives ``<type>_<method>``: (name, inputs, docstring).
+_ON_COPY: tuple[tuple[str, str, str], ...] = (
+    ("dict_update", "x y", "Update the dictionary x with y (returns a new dictionary)."),
+    ("dict_pop", "x key", "Pop key from the dictionary x (returns the new dictionary)."),
+    ("dict_popitem", "x", "Pop the last item from the dictionary x (returns the new dictionary)."),
+    ("list_append", "x y", "Append y to the list x (returns a new list)."),
+    ("list_clear", "x", "Clear the list x (returns a new, empty list)."),
+    ("list_extend", "x y", "Extend the list x with y (returns a new list)."),
+    ("list_insert", "x index y", "Insert y at index in the list x (returns a new list)."),
+    ("list_pop", "x index", "Pop the item at index from the list x (returns the new list)."),
+    ("list_remove", "x y", "Remove the first occurrence of y from the list x (returns a new list)."),
+    ("list_reverse", "x", "Reverse the list x (returns a new list)."),
+    ("set_add", "x y", "Add y to the set x (returns a new set)."),
+    ("set_clear", "x", "Clear the set x (returns a new, empty set)."),
+    ("set_discard", "x y", "Discard y from the set x (returns a new set)."),
+    ("set_intersection_update", "x y", "Keep only the elements of x also in y (returns a new set)."),
+    ("set_pop", "x", "Pop an element from the set x (returns the new set)."),
+    ("set_remove", "x y", "Remove y from the set x (returns a new set)."),
+    ("set_symmetric_difference_update", "x y", "Keep the elements in exactly one of x and y (returns a new set)."),
+    ("set_update", "x y", "Add the elements of y to the set x (returns a new set)."),
+)  # fmt: skip
+for _name, _fun, _doc in _APPLYING:
+    globals()[_name] = _applying(_name, _fun, _doc)
+for _name, _inputs, _doc in _ON_COPY:
+    globals()[_name] = _on_copy(_name, _inputs, _doc)
+del _name, _fun, _doc, _inputs
 
 
 #: Every primitive function, in the order :mod:`opto.trace.operators` lists them.
-FUNCTIONS: tuple[Callable[..., Any], ...] = (
-    clone, pos, neg, abs, invert, round, floor, ceil, trunc,
-    add, subtract, multiply, floor_divide, divide, mod, node_divmod, power, lshift, rshift,
-    and_, or_, xor, lt, le, eq, neq, ne, ge, gt, cond, not_, is_, is_not, in_, not_in,
-    getitem, pop, len_, ord_, chr_, concat, lower, upper, title, swapcase, capitalize, split,
-    strip, replace, format, join, node_getattr, call,
-    to_list, make_list, to_dict, make_dict, to_set, make_set, to_tuple, make_tuple,
-    keys, values, get, dict_update, dict_pop, dict_popitem,
-    list_append, list_clear, list_extend, list_insert, list_pop, list_remove, list_reverse,
-    list_sort, set_add, set_clear, set_discard, set_intersection_update, set_pop, set_remove,
-    set_symmetric_difference_update, set_update,
-)  # fmt: skip
+FUNCTIONS: tuple[Callable[..., Any], ...] = tuple(
+    globals()[_name]
+    for _name in """
+    clone pos neg abs invert round floor ceil trunc add subtract multiply floor_divide divide
+    mod node_divmod power lshift rshift and_ or_ xor lt le eq neq ne ge gt cond not_ is_ is_not
+    in_ not_in getitem pop len_ ord_ chr_ concat lower upper title swapcase capitalize split
+    strip replace format join node_getattr call to_list make_list to_dict make_dict to_set
+    make_set to_tuple make_tuple keys values get dict_update dict_pop dict_popitem list_append
+    list_clear list_extend list_insert list_pop list_remove list_reverse list_sort set_add
+    set_clear set_discard set_intersection_update set_pop set_remove
+    set_symmetric_difference_update set_update
+""".split()
+)
 
 for _fun in FUNCTIONS:
     OPERATORS[_fun.__name__] = Primitive(_fun, records=_fun is call)

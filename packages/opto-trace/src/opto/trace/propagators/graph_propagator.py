@@ -18,6 +18,7 @@ import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from opto.trace._walk import each_once
 from opto.trace.nodes import MessageNode, Node, ParameterNode
 from opto.trace.propagators.errors import FeedbackMismatchError
 from opto.trace.propagators.propagators import AbstractFeedback, Propagator, add_feedback
@@ -211,13 +212,8 @@ class GraphPropagator(Propagator):
 def _union_items(root: TraceGraph) -> list[GraphItem]:
     """Materialize a lazy sum: union of the operands' items in DFS post-order from sinks."""
     leaves: list[list[GraphItem]] = []
-    seen: set[int] = set()
     stack = [root]
-    while stack:
-        graph = stack.pop()
-        if id(graph) in seen:
-            continue
-        seen.add(id(graph))
+    for graph in each_once(stack):
         # Read the parts before the items: ``graph`` sets items before dropping parts, so a
         # concurrent materialization is seen either as done or as not started.
         parts = graph._parts
