@@ -20,7 +20,6 @@ CORE = {
     "_graph",
     "_deps",
     "_children",
-    "_signature",
     "_sources",
     "errors",
     "_node",

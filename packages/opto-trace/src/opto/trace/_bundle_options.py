@@ -1,13 +1,12 @@
 """The options of a bundled function, defined once for ``bundle(...)`` and ``FunModule(fun, ...)``.
 
 Both entry points take exactly the parameters of :class:`BundleOptions` (same names, order,
-defaults and types; see :func:`opto.trace._signature.takes_parameters_of`), which also
+defaults and types; see :func:`opto.utils.signatures.takes_parameters_of`), which also
 checks them, so an option is added, documented and validated in one place.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any
 
 from opto.trace.nodes import get_op_name
@@ -15,7 +14,7 @@ from opto.trace.nodes import get_op_name
 if TYPE_CHECKING:
     from opto.trace.code_policy import CodePolicy
 
-__all__ = ["BundleOptions", "with_options_signature"]
+__all__ = ["BundleOptions"]
 
 
 class BundleOptions:
@@ -80,18 +79,6 @@ class BundleOptions:
         self.projections = projections
         self.output_name = output_name
         self.code_policy = code_policy
-
-
-def with_options_signature(init: Any) -> Any:
-    """Give ``init`` (``FunModule.__init__(self, fun, *args, _ldict=None, **kwargs)``) the
-    signature it accepts: ``self``, ``fun``, the options of :class:`BundleOptions`, then
-    its own keyword-only parameters (what ``help(FunModule)`` shows)."""
-    own = list(inspect.signature(init).parameters.values())
-    leading = [p for p in own if p.kind is p.POSITIONAL_OR_KEYWORD]
-    keyword_only = [p for p in own if p.kind is p.KEYWORD_ONLY]
-    options = list(inspect.signature(BundleOptions).parameters.values())
-    init.__signature__ = inspect.Signature([*leading, *options, *keyword_only])
-    return init
 
 
 def _check_description(description: Any) -> None:

@@ -1,7 +1,7 @@
 """The record step of a traced call: turn one call's outcome into its output node.
 
 Every traced operator (a primitive of :mod:`opto.trace.primitives` or a bundled function)
-calls in three steps: *bind* the arguments to input nodes (:mod:`opto.trace._signature`),
+calls in three steps: *bind* the arguments to input nodes (:mod:`opto.utils.signatures`),
 *run* the function on their data while a :class:`~opto.trace._state.UsedNodes` frame records
 the nodes it reads and creates, then *record* (:func:`record`): check external dependencies,
 promote hidden parents, and create the :class:`MessageNode` (or the :class:`ExceptionNode`
@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opto.trace._message import ExceptionNode, MessageNode, _new_message
 from opto.trace._node import Node
-from opto.trace._signature import Plan
 from opto.trace._sources import extract_source
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes
 from opto.trace.errors import ExecutionError, TraceMissingInputsError
+from opto.utils.signatures import Plan
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opto.trace import _calls
-from opto.trace._bundle_options import BundleOptions, with_options_signature
+from opto.trace._bundle_options import BundleOptions
 from opto.trace._calls import (
     EVAL_DESCRIPTION,
     RUNNING,
@@ -43,7 +43,6 @@ from opto.trace._calls import (
     record,
 )
 from opto.trace._message import _new_message
-from opto.trace._signature import bind, plan_of, takes_parameters_of
 from opto.trace._sources import signature_hint
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes, stop_tracing
 from opto.trace._wrappable import check_wrappable
@@ -52,6 +51,7 @@ from opto.trace.errors import ExecutionError, TraceMissingInputsError
 from opto.trace.modules import Module
 from opto.trace.nodes import ExceptionNode, Node, ParameterNode, get_op_name, node
 from opto.utils.once import get_or_create
+from opto.utils.signatures import bind, plan_of, takes_parameters_of
 
 if TYPE_CHECKING:
     from opto.trace.primitives import Primitive
@@ -141,7 +141,7 @@ def bundle(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], FunModul
 class FunModule(OperatorInfo, Module):
     """A bundled function: a callable traced operator (and a Module holding ``__code``)."""
 
-    @with_options_signature
+    @takes_parameters_of(BundleOptions)
     def __init__(
         self,
         fun: Callable[..., Any],

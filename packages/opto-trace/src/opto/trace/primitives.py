@@ -25,8 +25,8 @@ from typing import Any
 from opto.trace._calls import CallRecord, OperatorInfo, input_node, record
 from opto.trace._message import MessageNode, _new_message
 from opto.trace._node import OPERATORS, Node
-from opto.trace._signature import bind, plan_of
 from opto.trace._state import _TRACING, USED_NODES, UsedNodes
+from opto.utils.signatures import bind, plan_of
 
 __all__ = ["Primitive"]
 

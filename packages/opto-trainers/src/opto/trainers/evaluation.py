@@ -45,11 +45,11 @@ from opto.trace.modules import Module
 from opto.trace.nodes import Node
 from opto.utils.concurrency import start_thread
 from opto.utils.errors import OptoError
+from opto.utils.signatures import takes_parameters_of
 from opto.utils.usage import BudgetExceeded
 
 from .executors import Executor, executor_loop, make_executor
 from .guide import Guide, GuideError
-from .signatures import takes_parameters_of
 from .utils import batchify, get_paramset
 
 if TYPE_CHECKING:

@@ -29,6 +29,7 @@ from typing import Any
 import attrs
 from opto.trace.modules import Module
 from opto.trace.nodes import Node
+from opto.utils.signatures import takes_parameters_of
 
 from ..checkpoint import CHECKPOINT_VERSION
 from ..evalcache import EvalCache
@@ -41,7 +42,6 @@ from ..objectives import ObjectiveConfig
 from ..options import TrainOptions, TrainResult, UnknownTrainArgumentError
 from ..scoring import mean_score
 from ..session import TrainSession
-from ..signatures import takes_parameters_of
 from ..utils import (  # noqa: F401  (copy_optimizer: re-exported)
     ParamSet,
     bind,
@@ -297,7 +297,6 @@ class Trainer:
 
     @takes_parameters_of(
         evaluate,
-        method=True,
         rename={"inputs": "xs"},
         drop=("executor", "on_rollouts", "score_dicts", "cache"),
         extra={"objective_config": "ObjectiveConfig | None"},

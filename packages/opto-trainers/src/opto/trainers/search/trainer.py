@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import attrs
+from opto.utils.signatures import Plan, bind_arguments
 
 from ..algorithms.base import Trainer
 from ..guide import Guide
 from ..loader import DataLoader, DatasetError, as_dataset
 from ..options import TrainOptions, TrainResult, optional_positive_int, positive_int
-from ..signatures import Binder, constructor_signature
+from ..signatures import constructor_signature
 from ..utils import ParamSet, get_paramset
 from .candidate import Candidate
 from .engine import ExplorationJob, ExplorationResult, SearchEngine, chain_state
@@ -64,17 +65,20 @@ class SearchTrainer(Trainer):
     #: The constructor's positional parameters after `agent, optimizer`, in order; the
     #: settings' other fields, `executor` and `seed` are keyword-only.
     positional_parameters: ClassVar[tuple[str, ...]] = ("num_threads", "logger")
+    #: How a call binds to the class's signature (set with it, per class).
+    _constructor_plan: ClassVar[Plan]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.__signature__ = constructor_signature(
             Trainer.__init__, cls.settings_class, cls.positional_parameters
         )
+        cls._constructor_plan = Plan(cls.__signature__)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """The arguments of the class's signature (`inspect.signature(type(self))`)."""
         cls = type(self)
-        values = Binder(cls.__signature__, cls.__name__)(args, kwargs)
+        values = bind_arguments(cls._constructor_plan, cls.__name__, args, kwargs)
         self.settings = None
         if cls.settings_class is not None:  # validated before anything else runs
             names = [field.name for field in attrs.fields(cls.settings_class)]
@@ -263,3 +267,4 @@ class SearchTrainer(Trainer):
 SearchTrainer.__signature__ = constructor_signature(  # type: ignore[attr-defined]
     Trainer.__init__, None, SearchTrainer.positional_parameters
 )
+SearchTrainer._constructor_plan = Plan(SearchTrainer.__signature__)  # type: ignore[attr-defined]
