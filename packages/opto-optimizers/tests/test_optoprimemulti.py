@@ -430,3 +430,38 @@ def test_a_selected_candidate_cut_off_in_its_suggestion_records_the_cut_value():
     assert optimizer.selected.cut_off == y.py_name
     assert "cut off" in optimizer.last_step.rejected[y.py_name]
     assert y.data == "a"
+
+
+def test_the_constructor_takes_the_candidate_search_settings_declared_once(caplog):
+    import inspect
+    import logging
+
+    from opto.optimizers.candidates import CandidateSearch
+
+    shown = inspect.signature(OptoPrimeMulti).parameters
+    settings = inspect.signature(CandidateSearch).parameters
+    assert list(shown)[:3] == ["parameters", "llm", "args"] and list(shown)[-1] == "kwargs"
+    assert list(shown)[3:-1] == list(settings)  # every setting, with its default and type
+    for name, setting in settings.items():
+        assert shown[name].kind is shown[name].KEYWORD_ONLY
+        assert (shown[name].default, shown[name].annotation) == (
+            setting.default,
+            setting.annotation,
+        )
+    x = trace.node(3, trainable=True)
+    llm = ScriptedLLM([])
+    # OptoPrime's keywords pass on, next to the settings, in any order
+    optimizer = OptoPrimeMulti(
+        [x], llm, num_responses=5, objective="the objective", max_workers=2, max_tokens=77
+    )
+    assert (optimizer.objective, optimizer.max_tokens) == ("the objective", 77)
+    assert (optimizer.search.num_responses, optimizer.search.max_workers) == (5, 2)
+    assert optimizer.search.generation_technique == "temperature_variation"
+    assert optimizer.llm is llm and optimizer.parameters == [x]
+    with pytest.raises(ValueError, match="max_workers"):  # the search checks its settings
+        OptoPrimeMulti([x], llm, max_workers=0)
+    # other positional arguments and unknown keywords are OptoPrime's: logged and ignored,
+    # like every optimizer's
+    with caplog.at_level(logging.WARNING, logger="opto.optimizers.optimizer"):
+        OptoPrimeMulti([x], llm, "stray", num_respnses=4)
+    assert "'stray'" in caplog.text and "num_respnses" in caplog.text

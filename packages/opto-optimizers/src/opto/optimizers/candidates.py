@@ -146,6 +146,14 @@ def _list_or_none(values: Sequence[Any] | None) -> list[Any] | None:
     return list(values) if values else None
 
 
+def _temperatures(pair: Sequence[float] | None) -> tuple[float, float]:
+    return check_temperatures(pair or (0.0, 1.0))
+
+
+def _weights(weights: Sequence[float] | None) -> list[float] | None:
+    return None if weights is None else list(weights)
+
+
 @attrs.define(slots=False, eq=False)
 class CandidateSearch(ProposalStrategy):
     """Several candidate replies per step, generated and then selected.
@@ -176,9 +184,7 @@ class CandidateSearch(ProposalStrategy):
     _shared_on_copy: ClassVar[tuple[str, ...]] = ("selector", "_profile_llms")
 
     num_responses: int = attrs.field(default=3, validator=_count)
-    temperature_min_max: tuple[float, float] = attrs.field(
-        default=None, converter=lambda pair: check_temperatures(pair or (0.0, 1.0))
-    )
+    temperature_min_max: tuple[float, float] = attrs.field(default=None, converter=_temperatures)
     selector: Callable[[list[Candidate]], Any] | None = None
     generation_technique: str = attrs.field(
         default="temperature_variation", validator=_technique(GENERATION_TECHNIQUES)
@@ -188,9 +194,7 @@ class CandidateSearch(ProposalStrategy):
     )
     experts_list: list[str] | None = attrs.field(default=None, converter=_list_or_none)
     llm_profiles: list[Any] | None = attrs.field(default=None, converter=_list_or_none)
-    llm_weights: list[float] = attrs.field(
-        default=None, converter=lambda weights: None if weights is None else list(weights)
-    )
+    llm_weights: list[float] = attrs.field(default=None, converter=_weights)
     max_workers: int | None = attrs.field(default=None, validator=_workers)
     candidates: list[Candidate] = attrs.field(factory=list, init=False, repr=False)
     selected: Candidate | None = attrs.field(default=None, init=False, repr=False)

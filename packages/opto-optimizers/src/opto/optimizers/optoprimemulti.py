@@ -13,8 +13,9 @@ candidates (``moa``), the medoid of the largest cluster of similar suggestions
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opto.optimizers import candidate_helpers
@@ -29,10 +30,14 @@ from opto.optimizers.candidates import (
 from opto.optimizers.optoprime import OptoPrime
 from opto.optimizers.utils import Delegated
 from opto.trace.nodes import ParameterNode
+from opto.utils.signatures import takes_parameters_of
 
 __all__ = ["GENERATION_TECHNIQUES", "SELECTION_TECHNIQUES", "Candidate", "OptoPrimeMulti"]
 
 logger = logging.getLogger(__name__)
+
+#: The constructor's keywords that configure the candidate search.
+_SEARCH_SETTINGS = tuple(inspect.signature(CandidateSearch).parameters)
 
 # The helpers of the candidate search stay importable from here under their old names.
 _chosen_index = candidate_helpers.chosen_index
@@ -69,33 +74,14 @@ class OptoPrimeMulti(OptoPrime):
     :attr:`candidate_log`) are the search's, reachable under their names here.
     """
 
+    @takes_parameters_of(CandidateSearch, keyword_only=True)
     def __init__(
-        self,
-        parameters: Iterable[ParameterNode],
-        llm: Any = None,
-        *args: Any,
-        num_responses: int = 3,
-        temperature_min_max: Sequence[float] | None = None,
-        selector: Callable[[list[Candidate]], Any] | None = None,
-        generation_technique: str = "temperature_variation",
-        selection_technique: str = "best_of_n",
-        experts_list: Sequence[str] | None = None,
-        llm_profiles: Sequence[Any] | None = None,
-        llm_weights: Sequence[float] | None = None,
-        max_workers: int | None = None,
-        **kwargs: Any,
+        self, parameters: Iterable[ParameterNode], llm: Any = None, *args: Any, **kwargs: Any
     ) -> None:
-        search = CandidateSearch(
-            num_responses=num_responses,
-            temperature_min_max=temperature_min_max,
-            selector=selector,
-            generation_technique=generation_technique,
-            selection_technique=selection_technique,
-            experts_list=experts_list,
-            llm_profiles=llm_profiles,
-            llm_weights=llm_weights,
-            max_workers=max_workers,
-        )
+        """OptoPrime's arguments, and :class:`CandidateSearch`'s as keywords (``help``
+        lists them)."""
+        settings = {name: kwargs.pop(name) for name in _SEARCH_SETTINGS if name in kwargs}
+        search = CandidateSearch(**settings)
         super().__init__(parameters, llm, *args, proposer=search, **kwargs)
 
     @property
