@@ -253,21 +253,26 @@ def takes_parameters_of(
     def decorate(f: Callable[..., R]) -> Callable[..., R]:
         declared = inspect.signature(f)
         own = list(declared.parameters.values())
+        returns = declared.return_annotation
         if own and own[-1].name == "arguments" and own[-1].kind is _Parameter.POSITIONAL_OR_KEYWORD:
-            return _body(f, own[:-1], taken, declared.return_annotation)
-        return _forwarder(f, own, taken, keyword_only, declared.return_annotation)
+            leading = own[:-1]
+            signature = inspect.Signature([*leading, *taken], return_annotation=returns)
+            return _body(f, signature, [p.name for p in leading])
+        forwarded = _forwarded(f, own, taken, keyword_only)
+        f.__signature__ = forwarded.replace(return_annotation=returns)  # type: ignore[attr-defined]
+        return f
 
     return decorate
 
 
-def _forwarder(
-    f: Callable[..., R],
+def _forwarded(
+    f: Callable[..., Any],
     own: list[inspect.Parameter],
     taken: list[inspect.Parameter],
     keyword_only: bool,
-    returns: Any,
-) -> Callable[..., R]:
-    """``f(..., *args, **kwargs)`` declared to take ``taken`` (see takes_parameters_of)."""
+) -> inspect.Signature:
+    """The parameters of ``f(..., *args, **kwargs)`` forwarding ``taken`` (see
+    takes_parameters_of)."""
     variadic = [p for p in own if p.kind in (_Parameter.VAR_POSITIONAL, _Parameter.VAR_KEYWORD)]
     if not variadic:
         raise TypeError(
@@ -279,28 +284,22 @@ def _forwarder(
     else:
         parameters = [p for p in own if p not in variadic] + taken
     # kinds in Python's order (stable: each kind keeps its own order)
-    parameters.sort(key=lambda p: p.kind)
-    f.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
-    return f
+    return inspect.Signature(sorted(parameters, key=lambda p: p.kind))
 
 
 def _body(
-    f: Callable[..., R],
-    leading: list[inspect.Parameter],
-    taken: list[inspect.Parameter],
-    returns: Any,
+    f: Callable[..., R], signature: inspect.Signature, leading: list[str]
 ) -> Callable[..., R]:
-    """A wrapper calling ``f(*leading, arguments)`` (see takes_parameters_of)."""
-    signature = inspect.Signature([*leading, *taken], return_annotation=returns)
+    """A wrapper with ``signature`` calling ``f(*leading, arguments)`` (see
+    takes_parameters_of)."""
     plan = Plan(signature)
     qualname = f.__qualname__
-    n_leading = len(leading)
 
     @functools.wraps(f)
     def call(*args: Any, **kwargs: Any) -> R:
         arguments = bind_arguments(plan, qualname, args, kwargs)
-        if n_leading:
-            first = [arguments.pop(p.name) for p in leading]
+        if leading:
+            first = [arguments.pop(name) for name in leading]
             return f(*first, arguments)
         return f(arguments)
 
