@@ -302,7 +302,7 @@ def minimums(session: nox.Session) -> None:
     """Each package with the lowest versions its pins allow, tested on the lowest Python.
 
     Without the lock: `uv pip install --resolution lowest-direct` picks the lowest release
-    every direct requirement allows (the siblings' `>=0.1` from their local folders,
+    every direct requirement allows (the siblings' `>=0.1.1` from their local folders,
     attrs, SQLAlchemy, rich, litellm, the extras listed in MINIMUM_EXTRAS), so the pins a
     package is released with are known to be true. Then that package's tests run.
     """
