@@ -9,7 +9,6 @@ loads the latest checkpoint. Nothing is pickled.
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 from typing import Any
 
@@ -25,8 +24,6 @@ from opto.utils.storage import (
 )
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "RunStore", "default_storage_url"]
-
-logger = logging.getLogger(__name__)
 
 #: Version of the trainer checkpoint layout (stored in every checkpoint).
 CHECKPOINT_VERSION = 1
