@@ -255,11 +255,18 @@ def test_backward_releases_the_graph_for_garbage_collection():
     assert p_retained.children == [kept], "while the output lives, retain_graph keeps its link"
 
 
-def test_node_backward_takes_the_parameters_of_backward():
+def test_backward_takes_the_parameters_of_node_backward():
     import inspect
 
-    method = list(inspect.signature(Node.backward).parameters.values())[1:]
-    function = list(inspect.signature(backward).parameters.values())[1:]
-    assert [(p.name, p.kind, p.default) for p in method] == [
-        (p.name, p.kind, p.default) for p in function
+    method = list(inspect.signature(Node.backward).parameters.values())
+    function = list(inspect.signature(backward).parameters.values())
+    assert function[0].name == "node"
+    assert [(p.name, p.kind, p.default) for p in method[1:]] == [
+        (p.name, p.kind, p.default) for p in function[1:]
     ]
+    x = node(1.0, trainable=True)
+    y = x + 1.0
+    with pytest.raises(TypeError, match="retain_grph"):
+        backward(y, "fb", retain_grph=True)
+    backward(y, feedback="fb", retain_graph=True)
+    assert x.feedback

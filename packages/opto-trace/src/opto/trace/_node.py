@@ -361,7 +361,22 @@ class Node(AbstractNode[T]):
     ) -> Any:
         """Propagate ``feedback`` from this node to every upstream parameter.
 
-        See :func:`opto.trace.propagators.backward.backward`.
+        Args:
+            feedback: the user's feedback (a str for the default ``GraphPropagator``).
+            propagator: how feedback flows through each node; a new ``GraphPropagator`` if
+                None.
+            retain_graph: keep the graph usable for another backward through the same
+                nodes. Otherwise visited nodes are marked backwarded and detached from their
+                parents so their memory can be reclaimed.
+            visualize: also draw the propagated edges.
+            simple_visualization: in the drawing, bypass ``identity``/``clone`` nodes.
+            reverse_plot: draw edges child -> parent instead of parent -> child.
+            print_limit: characters of description and data shown per drawn node.
+
+        Returns:
+            With ``visualize``, a ``graphviz.Digraph`` (or a ``DotGraph`` when graphviz is
+            not installed); otherwise None. The pass is
+            :func:`opto.trace.propagators.backward.backward`.
         """
         from opto.trace.propagators.backward import backward
 
