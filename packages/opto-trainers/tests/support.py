@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from typing import Any
 
 from opto import trace
@@ -302,6 +303,33 @@ def steps_done(db: Any, name: str) -> int:
             return len(storage.list_steps(name))
         except RunNotFoundError:
             return 0
+
+
+_HOLD_STORAGES: dict[str, Any] = {}
+_HOLD_LOCK = threading.Lock()
+
+
+def hold_once_stored(db: Any, name: str, steps: int, *, seconds: float = 600.0) -> None:
+    """Block (for `seconds`) once run `name` has `steps` steps in the SQLite file `db`.
+
+    A kill test's child calls it from its slow LLM or guide: the test kills the child once
+    it sees `steps` steps stored, and under load the child could otherwise run on and finish
+    before the signal lands (leaving nothing to resume). With the hold the child stays mid-run
+    (inside a call of the next step) until it is killed; a SIGINT still interrupts the sleep
+    when the call runs on the main thread.
+    """
+    from opto.utils.storage import RunNotFoundError, open_storage
+
+    with _HOLD_LOCK:
+        storage = _HOLD_STORAGES.get(str(db))
+        if storage is None:
+            storage = _HOLD_STORAGES[str(db)] = open_storage(f"sqlite:///{db}")
+    try:
+        stored = len(storage.list_steps(name))
+    except RunNotFoundError:
+        return
+    if stored >= steps:
+        time.sleep(seconds)
 
 
 class PicklingExecutor(SerialExecutor):
