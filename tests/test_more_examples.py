@@ -134,6 +134,26 @@ def _summary_without_name(summary):
     return {k: v for k, v in summary.items() if k != "run_name"}
 
 
+# Trains the example's search in a child process whose scripted LLM (0.3 s a reply) blocks
+# once `hold` depths are stored, until the test kills it. Arguments: example, URL, run, hold.
+_HELD_TRAINING = """
+import importlib.util, sys, time
+path, url, name, hold = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+spec = importlib.util.spec_from_file_location("search_resume", path)
+example = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(example)
+from opto.utils.testing import ScriptedLLM
+
+def reply(messages, **options):
+    time.sleep(0.3)
+    if example.steps_stored(url, name) >= hold:
+        time.sleep(600)
+    return example.scripted_reply(messages, **options)
+
+example.train(ScriptedLLM(reply), url, name)
+"""
+
+
 def test_search_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     pytest.importorskip("sqlalchemy", reason="checkpoints need opto-utils[storage]")
     example = load("search_resume")
@@ -142,9 +162,13 @@ def test_search_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path
     assert straight["depths"] == 5 and straight["stopped"] == "completed"
     assert straight["parameters"]["slope"] > 1.7 and straight["parameters"]["offset"] > 30
 
-    script = [sys.executable, str(EXAMPLES / "search_resume.py"), "--mode", "train"]
-    options = ["--llm", "scripted", "--storage", url, "--run-name", "killed", "--delay", "0.3"]
-    child = subprocess.Popen([*script, *options], stdout=subprocess.DEVNULL)
+    # The child trains like `search_resume.py --mode train --llm scripted`, but its LLM
+    # stops replying once two depths are stored: under load it could otherwise finish the
+    # search before the SIGKILL lands.
+    child_args = [str(EXAMPLES / "search_resume.py"), url, "killed", "2"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HELD_TRAINING, *child_args], stdout=subprocess.DEVNULL
+    )
     try:
         while example.steps_stored(url, "killed") < 2 and child.poll() is None:
             time.sleep(0.02)
@@ -169,7 +193,9 @@ def test_search_resume_demo_kills_its_own_child_and_resumes(tmp_path, capsys):
     pytest.importorskip("sqlalchemy", reason="checkpoints need opto-utils[storage]")
     example = load("search_resume")
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    argv = ["--llm", "scripted", "--storage", url, "--run-name", "demo", "--delay", "0.3"]
+    # The demo polls its child and kills it; the child must not finish the 3 remaining
+    # depths before the kill lands, so the replies are slow (the resume is as slow).
+    argv = ["--llm", "scripted", "--storage", url, "--run-name", "demo", "--delay", "1.0"]
     assert example.main(argv) == 0
     out = capsys.readouterr().out
     # Under load a further depth may be stored between the poll and the kill; any count

@@ -27,7 +27,7 @@ def suggest(name, value):
 
 def test_optoprime_with_a_candidate_search_is_optoprimemulti():
     x = trace.node(3, trainable=True)
-    barrier = threading.Barrier(3, timeout=10)
+    barrier = threading.Barrier(3, timeout=60)
 
     def reply(messages, **options):
         barrier.wait()  # the three candidates are requested at once

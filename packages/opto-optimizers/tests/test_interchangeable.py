@@ -90,7 +90,7 @@ def test_separate_copies_run_in_parallel_threads(cls):
     template = cls([trace.node(0, trainable=True)], llm=llm)
     errors = []
     results = {}
-    start = threading.Barrier(4, timeout=30)
+    start = threading.Barrier(4, timeout=60)
 
     def worker(i):
         try:

@@ -80,7 +80,7 @@ def test_unusable_judge_reply_falls_back_to_the_last_candidate(caplog):
 
 def test_candidates_are_requested_concurrently():
     x = trace.node(3, trainable=True)
-    barrier = threading.Barrier(3, timeout=10)
+    barrier = threading.Barrier(3, timeout=60)
 
     def reply(messages, **options):
         barrier.wait()  # all three requests must be in flight at once

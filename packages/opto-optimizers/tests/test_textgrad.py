@@ -174,7 +174,7 @@ def test_no_feedback_means_no_llm_call():  # B12
 def test_parents_of_a_node_are_asked_concurrently():
     a = trace.node(1, trainable=True)
     b = trace.node(2, trainable=True)
-    barrier = threading.Barrier(2, timeout=10)
+    barrier = threading.Barrier(2, timeout=60)
 
     def reply(messages, **kw):
         if "gradient engine" in messages[0]["content"]:

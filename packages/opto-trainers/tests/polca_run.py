@@ -2,7 +2,8 @@
 
 `python polca_run.py DB RUN_NAME RESUME(0|1) [slow]` trains POLCA (epsilon-net on the
 offline n-gram embeddings, summarizer on a scripted LLM) on the shared `Scale` task and
-prints the result, the summarizer's state and the memory as JSON.
+prints the result, the summarizer's state and the memory as JSON. `slow` slows the
+optimizer's LLM and stops it once 3 steps are stored, so the test's SIGKILL lands mid-run.
 """
 
 import json
@@ -11,7 +12,7 @@ import time
 
 from opto.trainers import POLCA
 from opto.utils.testing import ScriptedLLM
-from support import DATA, NudgeOptimizer, Scale, TargetGuide, nudge
+from support import DATA, NudgeOptimizer, Scale, TargetGuide, hold_once_stored, nudge
 
 STEPS = 8
 
@@ -21,9 +22,11 @@ def summarize(messages, **kwargs):
     return f"<reasoning>seen</reasoning><summary>{text.count('too small')} too small</summary>"
 
 
-def main(db, run_name, resume, delay):
+def main(db, run_name, resume, slow):
     def slow_nudge(messages, **kwargs):
-        time.sleep(delay)
+        if slow:
+            time.sleep(0.05)
+            hold_once_stored(db, run_name, 3)
         return nudge(messages)
 
     agent = Scale(-4)
@@ -55,4 +58,4 @@ def main(db, run_name, resume, delay):
 if __name__ == "__main__":
     db_path, name, resume_flag = sys.argv[1:4]
     slow = len(sys.argv) > 4
-    print(json.dumps(main(db_path, name, resume_flag == "1", 0.05 if slow else 0.0)))
+    print(json.dumps(main(db_path, name, resume_flag == "1", slow)))

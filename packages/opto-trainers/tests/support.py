@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import threading
 from typing import Any
 
@@ -302,6 +303,48 @@ def steps_done(db: Any, name: str) -> int:
             return len(storage.list_steps(name))
         except RunNotFoundError:
             return 0
+
+
+_HOLD_STORAGES: dict[str, Any] = {}
+_HOLD_LOCK = threading.Lock()
+_HOLDS_RELEASED = threading.Event()
+
+
+def release_holds_on_sigint() -> None:
+    """Make SIGINT release every `hold_once_stored` for good, then raise KeyboardInterrupt
+    as usual: a run stopped with Ctrl-C goes on to its clean-up (a final evaluation calls
+    the agent again), which a hold would otherwise block."""
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        _HOLDS_RELEASED.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def hold_once_stored(db: Any, name: str, steps: int, *, seconds: float = 600.0) -> None:
+    """Block (for `seconds`) once run `name` has `steps` steps in the SQLite file `db`.
+
+    A kill test's child calls it from its slow LLM or guide: the test kills the child once
+    it sees `steps` steps stored, and under load the child could otherwise run on and finish
+    before the signal lands (leaving nothing to resume). With the hold the child stays mid-run
+    (inside a call of the next step) until it is killed, or until a SIGINT after
+    `release_holds_on_sigint()`.
+    """
+    from opto.utils.storage import RunNotFoundError, open_storage
+
+    if _HOLDS_RELEASED.is_set():
+        return
+    with _HOLD_LOCK:
+        storage = _HOLD_STORAGES.get(str(db))
+        if storage is None:
+            storage = _HOLD_STORAGES[str(db)] = open_storage(f"sqlite:///{db}")
+    try:
+        stored = len(storage.list_steps(name))
+    except RunNotFoundError:
+        return
+    if stored >= steps:
+        _HOLDS_RELEASED.wait(seconds)
 
 
 class PicklingExecutor(SerialExecutor):

@@ -4,7 +4,8 @@ frontier, parent sampling, merge, buffer trimming, resume, budgets and objective
 The task: an agent with two integers `p` and `q` answers `p` on the "p" examples and `q`
 on the "q" examples (targets 3 and 2), so a candidate can be best on one kind of example
 only. The file is also a training script for the kill test:
-`python test_gepa.py DB RUN_NAME RESUME(0|1) [slow]` prints the result as JSON.
+`python test_gepa.py DB RUN_NAME RESUME(0|1) [slow]` prints the result as JSON (`slow`
+slows the guide and stops it once 3 steps are stored, so the test's SIGKILL lands mid-run).
 """
 
 from __future__ import annotations
@@ -58,11 +59,16 @@ class Pair:
 class PairGuide(Guide):
     """Score `1 - |error| / 5` (at least 0); the feedback names the parameter and the way."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, hold: Any = None) -> None:
         self.delay = delay
+        self.hold = hold  # (db, run name, steps): block once that many steps are stored
 
     def get_feedback(self, query: Any, response: Any, reference: Any = None, **kwargs: Any):
         time.sleep(self.delay)
+        if self.hold is not None:
+            from support import hold_once_stored
+
+            hold_once_stored(*self.hold)
         if response == reference:
             return 1.0, "correct"
         way = "small" if response < reference else "large"
@@ -572,10 +578,11 @@ def _steps_done(db: Any, name: str) -> int:
             return 0
 
 
-def train_script(db: str, run_name: str, resume: bool, delay: float) -> dict[str, Any]:
+def train_script(db: str, run_name: str, resume: bool, slow: bool) -> dict[str, Any]:
     trainer, _, _ = make(GEPAUCBSearch, max_buffer_size=3)
+    guide = PairGuide(0.1, hold=(db, run_name, 3)) if slow else PairGuide()
     result = trainer.train(
-        PairGuide(delay),
+        guide,
         DATA,
         num_search_iterations=8,
         merge_every=3,
@@ -620,4 +627,4 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
 if __name__ == "__main__":
     db_path, name, resume_flag = sys.argv[1:4]
     slow = len(sys.argv) > 4
-    print(json.dumps(train_script(db_path, name, resume_flag == "1", 0.1 if slow else 0.0)))
+    print(json.dumps(train_script(db_path, name, resume_flag == "1", slow)))

@@ -85,7 +85,7 @@ def test_bound_workers_keep_names_and_leave_the_agent_alone():
 def test_candidate_by_example_validations_are_in_flight_at_once(threads):
     # 3 candidates x 2 examples: `threads` rollouts must wait at the barrier together,
     # which only happens if that many run concurrently.
-    barrier = threading.Barrier(threads, timeout=20)
+    barrier = threading.Barrier(threads, timeout=60)
 
     class BarrierGuide(Guide):
         def copy(self):

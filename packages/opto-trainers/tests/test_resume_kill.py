@@ -1,8 +1,10 @@
 """A run killed with SIGKILL mid-epoch and resumed ends exactly like an uninterrupted run.
 
 The file is also the training script: `python test_resume_kill.py DB RUN_NAME RESUME
-[slow] [ALGORITHM]` trains (MinibatchAlgorithm by default, or a search trainer of
-`opto.trainers`) under a deterministic scripted LLM and prints the result as JSON.
+[HOLD] [ALGORITHM]` trains (MinibatchAlgorithm by default, or a search trainer of
+`opto.trainers`) under a deterministic scripted LLM and prints the result as JSON. A HOLD
+above 0 makes the LLM slow and stops it once HOLD steps are stored, so the test's signal
+always lands mid-run.
 """
 
 import json
@@ -25,16 +27,18 @@ SEARCHES = {
 }
 
 
-def train(db, run_name, resume, delay, algorithm="MinibatchAlgorithm"):
+def train(db, run_name, resume, hold, algorithm="MinibatchAlgorithm"):
     # Run as a script, so this file's directory is on sys.path: the shared test support
     # imports as plain `support`.
     import opto.trainers
     from opto.trainers import ExactMatchGuide, MinibatchAlgorithm
     from opto.utils.testing import ScriptedLLM
-    from support import StepOptimizer, prompt_agent
+    from support import StepOptimizer, hold_once_stored, prompt_agent
 
     def agent_reply(messages, **kwargs):
-        time.sleep(delay)
+        if hold:
+            time.sleep(0.05)
+            hold_once_stored(db, run_name, hold)
         prompt, x = messages[-1]["content"].split("|")
         return prompt if int(x) % 3 else prompt + "!"
 
@@ -88,7 +92,7 @@ def _steps_done(db, name):
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, algorithm):
     uninterrupted = json.loads(
         subprocess.run(
-            _script(tmp_path, "full", "0", "fast", algorithm),
+            _script(tmp_path, "full", "0", "0", algorithm),
             capture_output=True,
             check=True,
             text=True,
@@ -96,7 +100,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, algorithm
     )
     assert uninterrupted["n_iters"] == STEPS
     child = subprocess.Popen(
-        _script(tmp_path, "killed", "0", "slow", algorithm), stdout=subprocess.PIPE
+        _script(tmp_path, "killed", "0", "3", algorithm), stdout=subprocess.PIPE
     )
     try:
         while _steps_done(tmp_path / "runs.db", "killed") < 3 and child.poll() is None:
@@ -108,7 +112,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, algorithm
     assert 3 <= _steps_done(tmp_path / "runs.db", "killed") < STEPS
     resumed = json.loads(
         subprocess.run(
-            _script(tmp_path, "killed", "1", "fast", algorithm),
+            _script(tmp_path, "killed", "1", "0", algorithm),
             capture_output=True,
             check=True,
             text=True,
@@ -125,7 +129,7 @@ def test_ctrl_c_stops_cleanly_and_resume_matches_uninterrupted(tmp_path):
         ).stdout
     )
     child = subprocess.Popen(
-        _script(tmp_path, "interrupted", "0", "slow"), stdout=subprocess.PIPE, text=True
+        _script(tmp_path, "interrupted", "0", "2"), stdout=subprocess.PIPE, text=True
     )
     while _steps_done(db, "interrupted") < 2 and child.poll() is None:
         time.sleep(0.02)
@@ -143,7 +147,10 @@ def test_ctrl_c_stops_cleanly_and_resume_matches_uninterrupted(tmp_path):
 
 
 if __name__ == "__main__":
+    from support import release_holds_on_sigint
+
+    release_holds_on_sigint()  # the Ctrl-C test's run evaluates once more after the signal
     db_path, name, resume_flag = sys.argv[1:4]
-    slow = len(sys.argv) > 4 and sys.argv[4] == "slow"
+    hold_after = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     algorithm = sys.argv[5] if len(sys.argv) > 5 else "MinibatchAlgorithm"
-    print(json.dumps(train(db_path, name, resume_flag == "1", 0.05 if slow else 0.0, algorithm)))
+    print(json.dumps(train(db_path, name, resume_flag == "1", hold_after, algorithm)))

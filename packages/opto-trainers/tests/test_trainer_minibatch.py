@@ -141,7 +141,7 @@ def test_train_entry_point_wraps_a_parameter_node():
 
 def test_validation_runs_every_candidate_and_example_at_once():
     """(3 proposals + the current) x 2 validation examples = 8 calls meet at one barrier."""
-    barrier = threading.Barrier(8, timeout=30)
+    barrier = threading.Barrier(8, timeout=60)
     validating = threading.Event()
 
     def agent_reply(messages, **kwargs):

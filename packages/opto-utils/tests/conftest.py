@@ -6,7 +6,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 from opto.utils.testing import OpenAIServer
+
+# The CI machine is shared and may be heavily loaded: a property's examples must not fail on
+# wall-clock time (Hypothesis's per-example deadline and its "too slow" health check).
+settings.register_profile("opto", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("opto")
 
 # Variables that steer LLM selection or caching; tests start from a clean slate.
 LLM_ENV = (

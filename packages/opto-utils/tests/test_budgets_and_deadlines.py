@@ -223,7 +223,10 @@ def _raises_timeout_within_bound(call) -> None:
     start = time.monotonic()
     with pytest.raises(LLMTimeoutError):
         call()
-    assert time.monotonic() - start < 3 * TIMEOUT  # a correctness bound, not performance
+    # A correctness bound, not performance: a client without a deadline reads the whole
+    # minute-long reply; one with it stops after TIMEOUT plus its own set-up, which on a
+    # loaded machine can take seconds of its own.
+    assert time.monotonic() - start < 10 * TIMEOUT
 
 
 @pytest.mark.skipif(not HAS_OPENAI, reason="the openai package (litellm extra) is missing")

@@ -287,13 +287,13 @@ def test_get_or_create_runs_create_once_for_concurrent_callers():
     def create() -> object:
         calls.append(1)
         inside.set()
-        release.wait(5)  # hold the lock while the other threads arrive
+        release.wait(60)  # hold the lock while the other threads arrive
         return object()
 
     results: list[object] = []
     first = threading.Thread(target=lambda: results.append(get_or_create(cache, "k", lock, create)))
     first.start()
-    inside.wait(5)
+    inside.wait(60)
     others = [
         threading.Thread(target=lambda: results.append(get_or_create(cache, "k", lock, create)))
         for _ in range(4)
@@ -302,7 +302,7 @@ def test_get_or_create_runs_create_once_for_concurrent_callers():
         t.start()
     release.set()
     for t in [first, *others]:
-        t.join(5)
+        t.join(60)  # generous: the machine may be loaded
     assert len(calls) == 1
     assert len(results) == 5 and all(r is cache["k"] for r in results)
 
