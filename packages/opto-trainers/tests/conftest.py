@@ -11,6 +11,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from opto.trace.testing import fresh_graph  # noqa: F401  (a pytest fixture)
+
 NAME = "opto_trainers_test_support"
 
 if NAME not in sys.modules:

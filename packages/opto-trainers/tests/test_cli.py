@@ -188,7 +188,7 @@ def test_missing_command_is_an_argparse_usage_error(capsys):
     assert exc.value.code == 2
 
 
-def test_a_real_training_run_can_be_inspected(tmp_path, capsys):
+def test_a_real_training_run_can_be_inspected(tmp_path, capsys, fresh_graph):
     from opto import trace
     from opto.optimizers import OptoPrime
     from opto.trainers import ExactMatchGuide, MinibatchAlgorithm

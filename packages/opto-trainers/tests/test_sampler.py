@@ -28,7 +28,7 @@ def make_sampler(batch_size=3, subbatch_size=2, **kwargs):
     return Sampler(loader, ExactMatchGuide(), subbatch_size=subbatch_size, **kwargs)
 
 
-def test_sample_splits_the_batch_into_subbatches_per_agent():
+def test_sample_splits_the_batch_into_subbatches_per_agent(fresh_graph):
     sampler = make_sampler()
     agent = Stateful()
     samples, batch = sampler.sample([agent])
