@@ -18,9 +18,12 @@ next value (`increment` turns "vN" into "vN+1").
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
+import subprocess
 import threading
+import time
 from typing import Any
 
 from opto import trace
@@ -303,6 +306,26 @@ def steps_done(db: Any, name: str) -> int:
             return len(storage.list_steps(name))
         except RunNotFoundError:
             return 0
+
+
+def run_script(command: list[str]) -> Any:
+    """Run a training script to the end and return the JSON it prints."""
+    done = subprocess.run(command, capture_output=True, check=True, text=True)
+    return json.loads(done.stdout)
+
+
+def kill_once_stored(command: list[str], db: Any, name: str, steps: int) -> None:
+    """Start the training script `command`, SIGKILL it once run `name` has `steps` steps in
+    the SQLite file `db`, and check that the kill landed mid-run (the script holds with
+    `hold_once_stored`, so it cannot finish first)."""
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        while steps_done(db, name) < steps and child.poll() is None:
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
 _HOLD_STORAGES: dict[str, Any] = {}

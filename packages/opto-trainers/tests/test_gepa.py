@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -606,22 +604,13 @@ def _script(tmp_path: Any, name: str, *extra: str) -> list[str]:
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     pytest.importorskip("sqlalchemy", reason="checkpoints need opto-utils[storage]")
 
-    def run(*args: str) -> dict[str, Any]:
-        done = subprocess.run(_script(tmp_path, *args), capture_output=True, check=True, text=True)
-        return json.loads(done.stdout)
+    import opto_trainers_test_support as S
 
-    uninterrupted = run("full", "0")
+    uninterrupted = S.run_script(_script(tmp_path, "full", "0"))
     assert uninterrupted["n_iters"] == 8
-    child = subprocess.Popen(_script(tmp_path, "killed", "0", "slow"), stdout=subprocess.PIPE)
-    try:
-        while _steps_done(tmp_path / "runs.db", "killed") < 3 and child.poll() is None:
-            time.sleep(0.02)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait()
-    assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    S.kill_once_stored(_script(tmp_path, "killed", "0", "slow"), tmp_path / "runs.db", "killed", 3)
     assert 3 <= _steps_done(tmp_path / "runs.db", "killed") < 8
-    assert run("killed", "1") == uninterrupted
+    assert S.run_script(_script(tmp_path, "killed", "1")) == uninterrupted
 
 
 if __name__ == "__main__":

@@ -7,11 +7,8 @@ import importlib.util
 import json
 import logging
 import math
-import signal
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import opto_trainers_test_support as S
@@ -336,26 +333,14 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     script = Path(__file__).with_name("polca_run.py")
     db = tmp_path / "runs.db"
 
-    def run(name, *extra):
-        command = [sys.executable, str(script), str(db), name, *extra]
-        return json.loads(
-            subprocess.run(command, capture_output=True, check=True, text=True).stdout
-        )
+    def command(name, *extra):
+        return [sys.executable, str(script), str(db), name, *extra]
 
-    uninterrupted = run("full", "0")
+    uninterrupted = S.run_script(command("full", "0"))
     assert uninterrupted["n_iters"] == 8 and uninterrupted["summarizer"]["summary"]
-    child = subprocess.Popen(
-        [sys.executable, str(script), str(db), "killed", "0", "slow"], stdout=subprocess.PIPE
-    )
-    try:
-        while S.steps_done(db, "killed") < 3 and child.poll() is None:
-            time.sleep(0.02)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait()
-    assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    S.kill_once_stored(command("killed", "0", "slow"), db, "killed", 3)
     assert 3 <= S.steps_done(db, "killed") < 8
-    assert run("killed", "1") == uninterrupted
+    assert S.run_script(command("killed", "1")) == uninterrupted
 
 
 def test_llm_budget_stops_the_search_cleanly():

@@ -90,44 +90,23 @@ def _steps_done(db, name):
 
 @pytest.mark.parametrize("algorithm", ["MinibatchAlgorithm", *SEARCHES])
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, algorithm):
-    uninterrupted = json.loads(
-        subprocess.run(
-            _script(tmp_path, "full", "0", "0", algorithm),
-            capture_output=True,
-            check=True,
-            text=True,
-        ).stdout
-    )
+    import opto_trainers_test_support as S
+
+    uninterrupted = S.run_script(_script(tmp_path, "full", "0", "0", algorithm))
     assert uninterrupted["n_iters"] == STEPS
-    child = subprocess.Popen(
-        _script(tmp_path, "killed", "0", "3", algorithm), stdout=subprocess.PIPE
+    S.kill_once_stored(
+        _script(tmp_path, "killed", "0", "3", algorithm), tmp_path / "runs.db", "killed", 3
     )
-    try:
-        while _steps_done(tmp_path / "runs.db", "killed") < 3 and child.poll() is None:
-            time.sleep(0.02)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait()
-    assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert 3 <= _steps_done(tmp_path / "runs.db", "killed") < STEPS
-    resumed = json.loads(
-        subprocess.run(
-            _script(tmp_path, "killed", "1", "0", algorithm),
-            capture_output=True,
-            check=True,
-            text=True,
-        ).stdout
-    )
+    resumed = S.run_script(_script(tmp_path, "killed", "1", "0", algorithm))
     assert resumed == uninterrupted
 
 
 def test_ctrl_c_stops_cleanly_and_resume_matches_uninterrupted(tmp_path):
     db = tmp_path / "runs.db"
-    uninterrupted = json.loads(
-        subprocess.run(
-            _script(tmp_path, "full", "0"), capture_output=True, check=True, text=True
-        ).stdout
-    )
+    import opto_trainers_test_support as S
+
+    uninterrupted = S.run_script(_script(tmp_path, "full", "0"))
     child = subprocess.Popen(
         _script(tmp_path, "interrupted", "0", "2"), stdout=subprocess.PIPE, text=True
     )
@@ -138,12 +117,7 @@ def test_ctrl_c_stops_cleanly_and_resume_matches_uninterrupted(tmp_path):
     assert child.returncode == 0
     stopped = json.loads(out)
     assert stopped["stopped"] == "interrupted" and 2 <= stopped["n_iters"] < STEPS
-    resumed = json.loads(
-        subprocess.run(
-            _script(tmp_path, "interrupted", "1"), capture_output=True, check=True, text=True
-        ).stdout
-    )
-    assert resumed == uninterrupted
+    assert S.run_script(_script(tmp_path, "interrupted", "1")) == uninterrupted
 
 
 if __name__ == "__main__":
