@@ -86,7 +86,7 @@ def test_a_declared_signature_is_bound_and_shown():
     assert str(plan_of(source)) == "(a, b, c=3, *, d=4, e)"
     assert str(plan_of(lambda x, /, y=None, *a, **k: 0)) == "(x, /, y=None, *a, **k)"
     assert plan_of(wrapper).simple is False and plan_of(lambda x, y: 0).simple is True
-    assert plan_of(len).pos == ("obj",) and plan_of(print).var_pos == "args"
+    assert plan_of(len).pos == ("obj",) and plan_of(lambda *args: 0).var_pos == "args"
     assert Plan.of(dict) is None  # no readable signature
 
 
